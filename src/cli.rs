@@ -1,0 +1,207 @@
+//! The command line: clap derive types only. Every doc comment here is `--help` text.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::plan::{self, CloseMode, Heartbeat, KeepAlive};
+use crate::report::Verdict;
+
+/// Shows how TCP connections end: what one side observes when the other side
+/// disconnects, through which mechanism, and how fast.
+#[derive(Debug, Parser)]
+#[command(name = "tcpbye", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Start with `tcpbye lab`, or run `tcpbye serve` in one terminal and \
+`tcpbye connect --close=rst` in another.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Listen, observe every connection, print one report per connection as it ends
+    Serve(ServeArgs),
+    /// Connect to any TCP server, end the connection in a chosen way (or observe), report
+    Connect(ConnectArgs),
+    /// Run both ends in one process for every close mode × detection setting; print the matrix
+    Lab(LabArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen: HOST:PORT, [V6]:PORT, :PORT or PORT [default: 127.0.0.1:7007]
+    ///
+    /// Loopback unless asked: `tcpbye serve 0.0.0.0:7007` listens on all IPv4 interfaces.
+    #[arg(value_name = "ADDR", value_parser = plan::parse_addr)]
+    pub addr: Option<SocketAddr>,
+
+    /// Exit after the first connection's report
+    #[arg(long)]
+    pub once: bool,
+
+    /// Observe at most N connections at once; further ones are accepted and closed at once
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns: Option<u32>,
+
+    #[command(flatten)]
+    pub end: EndArgs,
+
+    #[command(flatten)]
+    pub detect: DetectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Server to connect to: HOST:PORT, [V6]:PORT, :PORT or PORT [default: 127.0.0.1:7007]
+    #[arg(value_name = "ADDR", value_parser = plan::parse_addr)]
+    pub addr: Option<SocketAddr>,
+
+    /// Give up on connect() after DUR and report `connect-timeout`
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = plan::parse_duration)]
+    pub connect_timeout: Duration,
+
+    #[command(flatten)]
+    pub end: EndArgs,
+
+    #[command(flatten)]
+    pub detect: DetectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How this end behaves and closes.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Closing")]
+pub struct EndArgs {
+    /// How this end closes the connection [default: fin for connect, none for serve]
+    ///
+    /// e.g. `--close rst` sends an RST (SO_LINGER 0); `--close none` only observes.
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub close: Option<CloseMode>,
+
+    /// Wait DUR after the connection is up before closing, e.g. `--after 500ms`
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = plan::parse_duration)]
+    pub after: Duration,
+
+    /// Send BYTES of data as soon as the connection is up, e.g. `--send 4k`
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = plan::parse_bytes)]
+    pub send: usize,
+
+    /// How long `drop`/`hang` stay silent before the socket is released [default: until --timeout]
+    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    pub hold: Option<Duration>,
+
+    /// After the peer's FIN or RST, do not send the two probe writes that show what a writer meets
+    #[arg(long)]
+    pub no_probe: bool,
+}
+
+/// How the observing end notices a silent peer.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Detection")]
+pub struct DetectArgs {
+    /// SO_KEEPALIVE with IDLE,INTVL,CNT in whole seconds, e.g. `--keepalive 1s,1s,3`
+    #[arg(long, value_name = "IDLE,INTVL,CNT", value_parser = plan::parse_keepalive)]
+    pub keepalive: Option<KeepAlive>,
+
+    /// TCP_USER_TIMEOUT: abort when sent data stays unacknowledged this long, e.g. `1500ms`
+    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    pub user_timeout: Option<Duration>,
+
+    /// Application ping every INTERVAL; give up after MISSES silent intervals, e.g. `200ms,3`
+    ///
+    /// tcpbye answers pings when it is the other end; any bytes received count as a pong,
+    /// so an echo server works too.
+    #[arg(long, value_name = "INTERVAL,MISSES", value_parser = plan::parse_heartbeat)]
+    pub heartbeat: Option<Heartbeat>,
+
+    /// Send a little data every DUR so that retransmission timeouts apply, e.g. `200ms`
+    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    pub send_every: Option<Duration>,
+
+    /// Stop observing after DUR and report `open` [default: no limit]
+    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// Output and expectations.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Output")]
+pub struct OutputArgs {
+    /// JSON Lines on stdout: one object per connection, then one summary object
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit 1 unless every report has this verdict (repeat or comma-separate to allow several)
+    ///
+    /// e.g. `--expect rst`, `--expect fin,rst`.
+    #[arg(long, value_name = "VERDICT", value_enum, value_delimiter = ',')]
+    pub expect: Vec<Verdict>,
+
+    /// Exit 1 unless every connection's end was detected within DUR, e.g. `--expect-within 5s`
+    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    pub expect_within: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Close modes to run, comma-separated [default: all]
+    #[arg(long, value_name = "MODES", value_enum, value_delimiter = ',')]
+    pub modes: Vec<CloseMode>,
+
+    /// Detection settings to run: none, keepalive, user-timeout, heartbeat [default: all]
+    #[arg(long, value_name = "SETTINGS", value_enum, value_delimiter = ',')]
+    pub settings: Vec<crate::lab::Setting>,
+
+    /// Repetitions of each case, for the p50/p99 columns
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub runs: u32,
+
+    /// JSON Lines: one object per case, then one summary object
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl clap::ValueEnum for CloseMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &CloseMode::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()).help(self.summary()))
+    }
+}
+
+impl clap::ValueEnum for Verdict {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Verdict::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()).help(self.summary()))
+    }
+}
+
+impl clap::ValueEnum for crate::lab::Setting {
+    fn value_variants<'a>() -> &'a [Self] {
+        &crate::lab::Setting::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()).help(self.summary()))
+    }
+}

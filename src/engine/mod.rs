@@ -1,0 +1,10 @@
+//! Sockets, close modes, the event loop and the observer. Returns data; never prints.
+
+pub mod close;
+pub mod conn;
+pub mod predict;
+pub mod reactor;
+pub mod timeline;
+pub mod timers;
+
+pub use reactor::{Emit, Flow, Reactor, RunEnd};

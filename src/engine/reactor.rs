@@ -1,0 +1,429 @@
+//! The event loop: one epoll instance for the listener, every connection and the
+//! signals, one timer heap. Single-threaded; time comes from the loop itself.
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::conn::{Conn, Ctx};
+use super::predict::KernelTcp;
+use super::timers::{TimerKind, Timers};
+use crate::plan::EndPlan;
+use crate::report::{EventKind, Report, Role};
+
+const TOKEN_LISTENER: u64 = u64::MAX;
+const TOKEN_SIGNAL: u64 = u64::MAX - 1;
+/// How long accepting pauses after EMFILE/ENFILE before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// TCP_INFO sampling: at most this often per connection…
+const SAMPLE_MIN: Duration = Duration::from_millis(50);
+/// …and at most this many samples per second over all connections.
+const SAMPLES_PER_SEC: u32 = 2000;
+
+/// What the loop hands to its caller as it happens.
+#[derive(Debug)]
+pub enum Emit {
+    /// A connection ended; its report.
+    Report(Box<Report>),
+    /// Something the user should know that is not part of a report.
+    Notice(String),
+}
+
+/// Whether the caller wants the loop to go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Nothing left to observe, or the caller said stop.
+    Finished,
+    /// SIGINT or SIGTERM arrived; open connections were reported as `open`.
+    Interrupted,
+}
+
+struct Listener {
+    sock: Socket,
+    plan: Arc<EndPlan>,
+    max_conns: Option<usize>,
+    paused: bool,
+    emfile_told: bool,
+}
+
+pub struct Reactor {
+    epoll: Epoll,
+    conns: HashMap<u64, Conn>,
+    partners: HashMap<u64, u64>,
+    timers: Timers,
+    next_token: u64,
+    listener: Option<Listener>,
+    signals: Option<SignalFd>,
+    kernel: KernelTcp,
+    buf: Vec<u8>,
+    again: Vec<u64>,
+}
+
+impl Reactor {
+    pub fn new() -> anyhow::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create1")?;
+        Ok(Self {
+            epoll,
+            conns: HashMap::new(),
+            partners: HashMap::new(),
+            timers: Timers::default(),
+            next_token: 0,
+            listener: None,
+            signals: None,
+            kernel: KernelTcp::read(),
+            buf: vec![0; 64 * 1024],
+            again: Vec::new(),
+        })
+    }
+
+    /// Routes SIGINT and SIGTERM into the loop (they are blocked for the thread).
+    pub fn catch_signals(&mut self) -> anyhow::Result<()> {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGTERM);
+        set.thread_block().context("block SIGINT/SIGTERM")?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .context("signalfd")?;
+        self.epoll
+            .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL))
+            .context("epoll_ctl(signalfd)")?;
+        self.signals = Some(fd);
+        Ok(())
+    }
+
+    /// Starts listening; every accepted connection follows `plan`.
+    pub fn listen(
+        &mut self,
+        addr: SocketAddr,
+        plan: EndPlan,
+        max_conns: Option<usize>,
+    ) -> anyhow::Result<SocketAddr> {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))
+            .context("socket")?;
+        sock.set_reuse_address(true).context("SO_REUSEADDR")?;
+        if addr.is_ipv6() {
+            sock.set_only_v6(true).context("IPV6_V6ONLY")?;
+        }
+        sock.bind(&addr.into()).with_context(|| format!("bind {addr}"))?;
+        sock.listen(1024).with_context(|| format!("listen {addr}"))?;
+        let local = sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(addr);
+        self.epoll
+            .add(sock.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER))
+            .context("epoll_ctl(listener)")?;
+        self.listener = Some(Listener {
+            sock,
+            plan: Arc::new(plan),
+            max_conns,
+            paused: false,
+            emfile_told: false,
+        });
+        Ok(local)
+    }
+
+    /// Starts a non-blocking connect() that the loop completes.
+    pub fn connect(&mut self, addr: SocketAddr, plan: EndPlan, timeout: Duration) -> anyhow::Result<()> {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))
+            .context("socket")?;
+        let _ = sock.set_tcp_nodelay(true);
+        let start = Instant::now();
+        let result = sock.connect(&SockAddr::from(addr));
+        let token = self.token();
+        let flags = EpollFlags::EPOLLOUT | EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        self.epoll
+            .add(sock.as_fd(), EpollEvent::new(flags, token))
+            .context("epoll_ctl(connect)")?;
+        let mut conn = Conn::connecting(sock, addr, Arc::new(plan), start);
+        match result {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => conn.fail_connect(start, &e),
+        }
+        self.timers.at(start + timeout, token, TimerKind::Connect);
+        self.conns.insert(token, conn);
+        Ok(())
+    }
+
+    /// Adds both ends of an established connection (`lab`), linked so each
+    /// knows when the other acted.
+    pub fn add_pair(
+        &mut self,
+        (a, a_plan): (Socket, EndPlan),
+        (b, b_plan): (Socket, EndPlan),
+    ) -> anyhow::Result<(u64, u64)> {
+        let ta = self.add_established(a, Role::Connect, a_plan)?;
+        let tb = self.add_established(b, Role::Serve, b_plan)?;
+        self.partners.insert(ta, tb);
+        self.partners.insert(tb, ta);
+        Ok((ta, tb))
+    }
+
+    fn add_established(&mut self, sock: Socket, role: Role, plan: EndPlan) -> anyhow::Result<u64> {
+        let peer = sock
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .context("getpeername")?;
+        self.adopt(sock, role, peer, Arc::new(plan), Instant::now())
+    }
+
+    fn adopt(
+        &mut self,
+        sock: Socket,
+        role: Role,
+        peer: SocketAddr,
+        plan: Arc<EndPlan>,
+        start: Instant,
+    ) -> anyhow::Result<u64> {
+        sock.set_nonblocking(true).context("O_NONBLOCK")?;
+        let _ = sock.set_tcp_nodelay(true);
+        let token = self.token();
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        self.epoll
+            .add(sock.as_fd(), EpollEvent::new(flags, token))
+            .context("epoll_ctl(add)")?;
+        let kind = if role == Role::Serve { EventKind::Accept } else { EventKind::Connect };
+        let mut conn = Conn::established(sock, role, peer, plan, start);
+        let sample_every = self.sample_every();
+        let mut ctx = Ctx {
+            epoll: &self.epoll,
+            timers: &mut self.timers,
+            token,
+            now: Instant::now(),
+            buf: &mut self.buf,
+            sample_every,
+            again: false,
+        };
+        conn.begin(&mut ctx, kind);
+        self.conns.insert(token, conn);
+        Ok(token)
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn sample_every(&self) -> Duration {
+        let spread = Duration::from_secs(1) * (self.conns.len() as u32 + 1) / SAMPLES_PER_SEC;
+        spread.max(SAMPLE_MIN)
+    }
+
+    /// Number of connections being observed.
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Runs until nothing is left to observe, `sink` says stop, or a signal arrives.
+    pub fn run(&mut self, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<RunEnd> {
+        let mut events = vec![EpollEvent::empty(); 256];
+        loop {
+            if self.conns.is_empty() && self.listener.is_none() {
+                return Ok(RunEnd::Finished);
+            }
+            let now = Instant::now();
+            let timeout = if self.again.is_empty() {
+                match self.timers.wait_ms(now) {
+                    Some(ms) => EpollTimeout::try_from(ms.min(60_000)).unwrap_or(EpollTimeout::MAX),
+                    None => EpollTimeout::NONE,
+                }
+            } else {
+                EpollTimeout::ZERO
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(e).context("epoll_wait"),
+            };
+            let now = Instant::now();
+            let mut again = std::mem::take(&mut self.again);
+            for event in &events[..n] {
+                match event.data() {
+                    TOKEN_SIGNAL => {
+                        self.interrupt(now, sink)?;
+                        return Ok(RunEnd::Interrupted);
+                    }
+                    TOKEN_LISTENER => {
+                        if self.accept_all(now, sink)? == Flow::Stop {
+                            return Ok(RunEnd::Finished);
+                        }
+                    }
+                    token => {
+                        again.retain(|t| *t != token);
+                        self.dispatch(token, now, |conn, ctx| conn.on_ready(ctx, event.events()));
+                    }
+                }
+            }
+            for token in again {
+                self.dispatch(token, now, |conn, ctx| {
+                    conn.on_ready(ctx, EpollFlags::EPOLLIN);
+                });
+            }
+            while let Some((token, kind)) = self.timers.pop_due(Instant::now()) {
+                if token == TOKEN_LISTENER {
+                    self.resume_accepting();
+                    continue;
+                }
+                let now = Instant::now();
+                self.dispatch(token, now, |conn, ctx| conn.on_timer(ctx, kind));
+            }
+            if self.reap(sink)? == Flow::Stop {
+                return Ok(RunEnd::Finished);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, token: u64, now: Instant, f: impl FnOnce(&mut Conn, &mut Ctx<'_>)) {
+        let sample_every = self.sample_every();
+        let Some(conn) = self.conns.get_mut(&token) else { return };
+        let mut ctx = Ctx {
+            epoll: &self.epoll,
+            timers: &mut self.timers,
+            token,
+            now,
+            buf: &mut self.buf,
+            sample_every,
+            again: false,
+        };
+        f(conn, &mut ctx);
+        if ctx.again {
+            self.again.push(token);
+        }
+        let action = conn.action();
+        if let (Some(action), Some(partner)) = (action, self.partners.get(&token)) {
+            if let Some(other) = self.conns.get_mut(partner) {
+                other.set_peer_action(action);
+            }
+        }
+    }
+
+    /// Emits the reports of finished connections; ends a `lab` holder whose partner is done.
+    fn reap(&mut self, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<Flow> {
+        let done: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_done())
+            .map(|(t, _)| *t)
+            .collect();
+        let mut flow = Flow::Continue;
+        for token in done {
+            let Some(conn) = self.conns.remove(&token) else { continue };
+            if let Some(partner) = self.partners.remove(&token) {
+                self.partners.remove(&partner);
+                // A `drop`/`hang` holder with no --hold of its own lasts until its observer is done.
+                if let Some(other) = self.conns.get_mut(&partner).filter(|c| c.is_holding()) {
+                    other.end_hold(Instant::now());
+                }
+            }
+            if let Some(sock) = conn.socket() {
+                let _ = self.epoll.delete(sock.as_fd());
+            }
+            let report = conn.into_report(self.kernel);
+            if sink(Emit::Report(Box::new(report)))? == Flow::Stop {
+                flow = Flow::Stop;
+            }
+        }
+        if flow == Flow::Stop {
+            self.shutdown_all();
+        }
+        Ok(flow)
+    }
+
+    fn interrupt(&mut self, now: Instant, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<()> {
+        for conn in self.conns.values_mut() {
+            conn.abort(now, "interrupted (SIGINT/SIGTERM)");
+        }
+        self.listener = None;
+        self.reap(sink)?;
+        Ok(())
+    }
+
+    /// Ends every connection quietly (after `--once`).
+    fn shutdown_all(&mut self) {
+        let now = Instant::now();
+        for conn in self.conns.values_mut() {
+            conn.abort(now, "tcpbye is exiting");
+        }
+        self.conns.clear();
+        self.listener = None;
+    }
+
+    fn accept_all(&mut self, now: Instant, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<Flow> {
+        loop {
+            let Some(listener) = &mut self.listener else { return Ok(Flow::Continue) };
+            match listener.sock.accept() {
+                Ok((sock, addr)) => {
+                    let peer = addr.as_socket().context("accept: not an IP peer")?;
+                    if listener.max_conns.is_some_and(|max| self.conns.len() >= max) {
+                        let max = listener.max_conns.unwrap_or(0);
+                        drop(sock);
+                        if sink(Emit::Notice(format!(
+                            "closed the connection from {peer}: --max-conns {max} reached"
+                        )))? == Flow::Stop
+                        {
+                            return Ok(Flow::Stop);
+                        }
+                        continue;
+                    }
+                    let plan = Arc::clone(&listener.plan);
+                    self.adopt(sock, Role::Serve, peer, plan, now)?;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Flow::Continue),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if is_fd_limit(&e) => {
+                    let _ = self.epoll.delete(listener.sock.as_fd());
+                    listener.paused = true;
+                    let first = !listener.emfile_told;
+                    listener.emfile_told = true;
+                    self.timers.at(now + ACCEPT_BACKOFF, TOKEN_LISTENER, TimerKind::Sample);
+                    if first {
+                        let open = self.conns.len();
+                        sink(Emit::Notice(format!(
+                            "accept: {e}; holding {open} connections, pausing accept() for {}ms at a time until one closes (raise `ulimit -n`)",
+                            ACCEPT_BACKOFF.as_millis()
+                        )))?;
+                    }
+                    return Ok(Flow::Continue);
+                }
+                Err(e) => return Err(e).context("accept"),
+            }
+        }
+    }
+
+    fn resume_accepting(&mut self) {
+        if let Some(listener) = &mut self.listener {
+            if listener.paused
+                && self
+                    .epoll
+                    .add(listener.sock.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER))
+                    .is_ok()
+            {
+                listener.paused = false;
+            }
+        }
+    }
+}
+
+fn is_fd_limit(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}

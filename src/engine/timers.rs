@@ -1,0 +1,62 @@
+//! Deadlines for the event loop: a min-heap; stale entries of finished
+//! connections are skipped when they come due.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// connect() did not complete in time.
+    Connect,
+    /// This side's close action is due (`--after`).
+    Close,
+    /// A wait inside a close action (`rst-unread`, `drop`) is over.
+    Grace,
+    /// `--timeout`: stop observing.
+    Timeout,
+    /// `--hold` of `drop`/`hang` is over.
+    HoldEnd,
+    /// Read TCP_INFO.
+    Sample,
+    /// `--send-every`.
+    SendEvery,
+    /// `--heartbeat`.
+    Heartbeat,
+    /// The second probe send after the peer's FIN/RST.
+    Probe,
+}
+
+#[derive(Debug, Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, TimerKind)>>,
+}
+
+impl Timers {
+    pub fn at(&mut self, when: Instant, token: u64, kind: TimerKind) {
+        self.heap.push(Reverse((when, token, kind)));
+    }
+
+    /// Time until the next deadline, rounded up to whole ms (epoll's unit).
+    pub fn wait_ms(&self, now: Instant) -> Option<u64> {
+        self.heap.peek().map(|Reverse((when, ..))| {
+            let left = when.saturating_duration_since(now);
+            let ms = left.as_millis() as u64;
+            if left > Duration::from_millis(ms) { ms + 1 } else { ms }
+        })
+    }
+
+    /// Pops the next timer that is due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(u64, TimerKind)> {
+        match self.heap.peek() {
+            Some(Reverse((when, ..))) if *when <= now => {
+                self.heap.pop().map(|Reverse((_, token, kind))| (token, kind))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+}

@@ -1,0 +1,50 @@
+//! Exit codes and the few errors the code branches on. Everything else is an
+//! `anyhow` error with context, reported as a runtime failure.
+
+/// The process exit codes (a public contract, see docs/json.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Ran, and every `--expect` was met.
+    Ok = 0,
+    /// Ran, and an `--expect` was not met.
+    ExpectationMissed = 1,
+    /// Bad command line.
+    Usage = 2,
+    /// tcpbye could not run the experiment (bind, connect, …).
+    Runtime = 3,
+    /// A needed privilege is missing.
+    Privilege = 4,
+    /// Interrupted by SIGINT/SIGTERM (after printing what it had).
+    Interrupted = 130,
+}
+
+/// Errors that map to their own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Usage(String),
+    #[error(
+        "{what} needs CAP_NET_ADMIN: run as root, or grant it with `sudo setcap cap_net_admin+ep $(command -v tcpbye)`; `tcpbye lab` runs these modes in a namespace of its own"
+    )]
+    Privilege { what: String },
+    #[error("{0}")]
+    Runtime(String),
+    #[error("unsupported on this platform: tcpbye needs Linux (TCP_INFO, epoll, TCP_REPAIR)")]
+    Unsupported,
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Usage(_) => ExitCode::Usage,
+            Self::Privilege { .. } => ExitCode::Privilege,
+            Self::Runtime(_) | Self::Unsupported => ExitCode::Runtime,
+        }
+    }
+}
+
+/// The exit code for an error returned by [`crate::run`].
+pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
+    err.downcast_ref::<Failure>()
+        .map_or(ExitCode::Runtime, Failure::exit_code)
+}

@@ -1,0 +1,26 @@
+use clap::Parser;
+
+fn main() {
+    let cli = match tcpbye::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help, --version: print as clap formats them.
+            let _ = err.print();
+            std::process::exit(0);
+        }
+        Err(err) => {
+            let text = err.to_string();
+            let line = text.lines().next().unwrap_or("invalid command line");
+            eprintln!("tcpbye: {}", line.trim_start_matches("error: "));
+            std::process::exit(tcpbye::ExitCode::Usage as i32);
+        }
+    };
+    let code = match tcpbye::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("tcpbye: {err:#}");
+            tcpbye::error::exit_code_of(&err)
+        }
+    };
+    std::process::exit(code as i32);
+}

@@ -1,0 +1,161 @@
+//! Runs a plan on the engine and writes what comes back: the only place that
+//! prints reports. stdout carries reports; stderr carries notices and failures.
+
+use std::io::{self, IsTerminal, Write};
+
+use crate::error::ExitCode;
+#[cfg(target_os = "linux")]
+use crate::engine::{Emit, Flow, Reactor, RunEnd};
+use crate::plan::OutputPlan;
+#[cfg(target_os = "linux")]
+use crate::plan::{ConnectPlan, ServePlan};
+use crate::report::{Report, Summary, json, table};
+
+/// Writes to stdout; a closed stdout (`| head -1`) is reported as `Ok(false)`.
+pub fn write_stdout(bytes: &[u8]) -> io::Result<bool> {
+    let mut out = io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Prints reports as they come and keeps the summary.
+pub struct Printer {
+    plan: OutputPlan,
+    tty: bool,
+    stdout_open: bool,
+    pub summary: Summary,
+}
+
+impl Printer {
+    pub fn new(plan: OutputPlan) -> Self {
+        Self {
+            plan,
+            tty: io::stdout().is_terminal(),
+            stdout_open: true,
+            summary: Summary::default(),
+        }
+    }
+
+    /// Records and prints one report; `false` once stdout is gone.
+    pub fn report(&mut self, report: &Report) -> io::Result<bool> {
+        let miss = report.expectation_miss(&self.plan.expect, self.plan.expect_within);
+        self.summary.add(report, miss.is_none());
+        if let Some(reason) = &miss {
+            eprintln!("tcpbye: expectation not met: {reason}");
+        }
+        let quiet_failure = report.verdict.is_connect_failure() && !self.plan.json && miss.is_some();
+        if !self.stdout_open || quiet_failure {
+            return Ok(self.stdout_open);
+        }
+        let text = if self.plan.json {
+            format!("{}\n", json::line(report))
+        } else {
+            table::render(report, self.tty)
+        };
+        self.stdout_open = write_stdout(text.as_bytes())?;
+        Ok(self.stdout_open)
+    }
+
+    /// Prints the summary (always in JSON; in a table when there was more than one report).
+    pub fn finish(&mut self, interrupted: bool) -> io::Result<ExitCode> {
+        self.summary.interrupted = interrupted;
+        if self.stdout_open {
+            if self.plan.json {
+                write_stdout(format!("{}\n", json::line(&self.summary)).as_bytes())?;
+            } else if self.summary.connections > 1 || interrupted {
+                write_stdout(table::render_summary(&self.summary, self.tty).as_bytes())?;
+            }
+        }
+        Ok(if interrupted {
+            ExitCode::Interrupted
+        } else if self.summary.expect_met {
+            ExitCode::Ok
+        } else {
+            ExitCode::ExpectationMissed
+        })
+    }
+}
+
+#[cfg(target_os = "linux")]
+pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
+    let mut reactor = Reactor::new()?;
+    reactor.catch_signals()?;
+    let local = reactor.listen(plan.addr, plan.end.clone(), plan.max_conns)?;
+    eprintln!("tcpbye: listening on {local}");
+    let mut printer = Printer::new(plan.output.clone());
+    let end = reactor.run(&mut |emit| {
+        Ok(match emit {
+            Emit::Report(report) => {
+                if !printer.report(&report)? || plan.once {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            }
+            Emit::Notice(text) => {
+                eprintln!("tcpbye: {text}");
+                Flow::Continue
+            }
+        })
+    })?;
+    Ok(printer.finish(end == RunEnd::Interrupted)?)
+}
+
+#[cfg(target_os = "linux")]
+pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
+    let mut reactor = Reactor::new()?;
+    reactor.catch_signals()?;
+    reactor.connect(plan.addr, plan.end.clone(), plan.connect_timeout)?;
+    let mut printer = Printer::new(plan.output.clone());
+    let mut failure = None;
+    let end = reactor.run(&mut |emit| {
+        match emit {
+            Emit::Report(report) => {
+                if report.verdict.is_connect_failure() && !plan.output.expect.contains(&report.verdict) {
+                    let errno = report
+                        .events
+                        .iter()
+                        .find_map(|e| e.errno.clone())
+                        .unwrap_or_default();
+                    failure = Some(format!("connect {}: {} ({errno})", plan.addr, report.verdict));
+                }
+                printer.report(&report)?;
+            }
+            Emit::Notice(text) => eprintln!("tcpbye: {text}"),
+        }
+        Ok(Flow::Continue)
+    })?;
+    let code = printer.finish(end == RunEnd::Interrupted)?;
+    if let Some(failure) = failure {
+        eprintln!("tcpbye: {failure}");
+        return Ok(ExitCode::Runtime);
+    }
+    Ok(code)
+}
+
+#[cfg(target_os = "linux")]
+pub fn lab(plan: crate::lab::LabPlan, json_out: bool) -> anyhow::Result<ExitCode> {
+    let tty = io::stdout().is_terminal();
+    let progress = io::stderr().is_terminal();
+    let result = crate::lab::run(&plan, progress)?;
+    if let Some(note) = &result.namespace_note {
+        eprintln!("tcpbye: {note}");
+    }
+    let text = if json_out {
+        let mut s = String::new();
+        for row in &result.rows {
+            s.push_str(&json::line(row));
+            s.push('\n');
+        }
+        s.push_str(&json::line(&result.summary));
+        s.push('\n');
+        s
+    } else {
+        crate::lab::render(&result, tty)
+    };
+    write_stdout(text.as_bytes())?;
+    Ok(if result.interrupted { ExitCode::Interrupted } else { ExitCode::Ok })
+}

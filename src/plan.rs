@@ -1,0 +1,370 @@
+//! The validated plan: what the command line asks for, checked and typed, before
+//! any socket exists. Parsing functions here are the clap value parsers.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::report::Verdict;
+
+/// The port `serve` listens on and `connect` dials when ADDR names none.
+pub const DEFAULT_PORT: u16 = 7007;
+/// The host used when ADDR names none: loopback, never all interfaces.
+pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// How the closing end ends the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseMode {
+    /// close(): a FIN; the peer reads EOF.
+    Fin,
+    /// shutdown(SHUT_WR), keep reading until the peer's FIN, then close.
+    Half,
+    /// SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET.
+    Rst,
+    /// close() with received data unread: Linux sends an RST, not a FIN.
+    RstUnread,
+    /// Vanish silently (pulled cable): no FIN, no RST, nothing answered. Needs CAP_NET_ADMIN.
+    Drop,
+    /// The host "reboots": the socket disappears without a packet; the peer's next segment meets an RST. Needs CAP_NET_ADMIN.
+    Reboot,
+    /// The process hangs: the socket stays open but is never read or written again.
+    Hang,
+    /// Do not close: observe until the peer ends the connection or --timeout passes.
+    None,
+}
+
+impl CloseMode {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fin => "fin",
+            Self::Half => "half",
+            Self::Rst => "rst",
+            Self::RstUnread => "rst-unread",
+            Self::Drop => "drop",
+            Self::Reboot => "reboot",
+            Self::Hang => "hang",
+            Self::None => "none",
+        }
+    }
+
+    /// Modes that need CAP_NET_ADMIN (socket filter, TCP_REPAIR).
+    pub fn needs_net_admin(self) -> bool {
+        matches!(self, Self::Drop | Self::Reboot)
+    }
+
+    /// Every mode, in teaching order (`none` last).
+    pub const ALL: [CloseMode; 8] = [
+        Self::Fin,
+        Self::Half,
+        Self::Rst,
+        Self::RstUnread,
+        Self::Drop,
+        Self::Reboot,
+        Self::Hang,
+        Self::None,
+    ];
+
+    /// What the peer of this mode observes, in one line (for `--help` and docs).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Self::Fin => "close(): a FIN; the peer reads EOF",
+            Self::Half => "shutdown(SHUT_WR), keep reading until the peer's FIN, then close",
+            Self::Rst => "SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET",
+            Self::RstUnread => "close() with received data unread: Linux sends an RST, not a FIN",
+            Self::Drop => "vanish silently like a pulled cable: nothing sent, nothing answered (CAP_NET_ADMIN)",
+            Self::Reboot => "the socket disappears without a packet; the peer's next segment meets an RST (CAP_NET_ADMIN)",
+            Self::Hang => "the process hangs: socket open, never read or written again",
+            Self::None => "do not close: observe until the peer ends it or --timeout passes",
+        }
+    }
+
+    /// Every mode that ends a connection, in teaching order.
+    pub const ENDINGS: [CloseMode; 7] = [
+        Self::Fin,
+        Self::Half,
+        Self::Rst,
+        Self::RstUnread,
+        Self::Drop,
+        Self::Reboot,
+        Self::Hang,
+    ];
+}
+
+impl std::fmt::Display for CloseMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `SO_KEEPALIVE` with `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KeepAlive {
+    #[serde(serialize_with = "ser_secs")]
+    pub idle: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub interval: Duration,
+    pub count: u32,
+}
+
+/// Application-level ping/pong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Heartbeat {
+    #[serde(serialize_with = "ser_ms")]
+    pub interval: Duration,
+    pub misses: u32,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Detection settings applied to the observing socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Detection {
+    pub keepalive: Option<KeepAlive>,
+    pub user_timeout: Option<Duration>,
+    pub heartbeat: Option<Heartbeat>,
+    pub send_every: Option<Duration>,
+}
+
+impl Detection {
+    /// True when no mechanism beyond plain reads is enabled.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What one end of a connection does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndPlan {
+    /// Bytes to send as soon as the connection is up.
+    pub send: usize,
+    /// How this end closes, or `None` to observe only.
+    pub close: CloseMode,
+    /// Delay from connection set-up to the close action.
+    pub after: Duration,
+    /// How long a `drop`/`hang` closer stays silent (`None`: until the observer is done).
+    pub hold: Option<Duration>,
+    pub detection: Detection,
+    /// After the peer's FIN or RST, send twice to show what a writer meets.
+    pub probe: bool,
+    /// Give up observing after this long and report `open`.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for EndPlan {
+    fn default() -> Self {
+        Self {
+            send: 0,
+            close: CloseMode::None,
+            after: Duration::ZERO,
+            hold: None,
+            detection: Detection::default(),
+            probe: true,
+            timeout: None,
+        }
+    }
+}
+
+/// What to do with finished reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputPlan {
+    pub json: bool,
+    pub expect: Vec<Verdict>,
+    pub expect_within: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServePlan {
+    pub addr: SocketAddr,
+    pub once: bool,
+    pub max_conns: Option<usize>,
+    pub end: EndPlan,
+    pub output: OutputPlan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectPlan {
+    pub addr: SocketAddr,
+    pub connect_timeout: Duration,
+    pub end: EndPlan,
+    pub output: OutputPlan,
+}
+
+/// Parses `HOST:PORT`, `[V6]:PORT`, `:PORT`, `PORT`, or a bare host/IP (default port).
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty address".into());
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = text.strip_prefix(':') {
+        return Ok(SocketAddr::new(DEFAULT_HOST, parse_port(port)?));
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(SocketAddr::new(DEFAULT_HOST, parse_port(text)?));
+    }
+    if let Ok(ip) = text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, parse_port(port)?),
+        Some(_) => return Err(format!("'{text}': write IPv6 addresses as [ADDR]:PORT")),
+        None => (text, DEFAULT_PORT),
+    };
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{host}' resolves to no address"))
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    text.parse::<u16>()
+        .map_err(|_| format!("'{text}' is not a port (0-65535)"))
+}
+
+/// Parses a duration such as `250ms`, `1s`, `1.5s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is not a duration"));
+    }
+    if let Some(secs) = text.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
+        return Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is not a duration"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration ({e}); try 500ms, 1.5s or 2m"))
+}
+
+/// Parses `IDLE,INTVL,CNT` (e.g. `1s,1s,3`); the kernel takes whole seconds.
+pub fn parse_keepalive(text: &str) -> Result<KeepAlive, String> {
+    let parts: Vec<&str> = text.split(',').collect();
+    let [idle, interval, count] = parts[..] else {
+        return Err(format!("'{text}': expected IDLE,INTVL,CNT such as 1s,1s,3"));
+    };
+    let whole_secs = |part: &str, what: &str| -> Result<Duration, String> {
+        let d = parse_duration(part)?;
+        if d.subsec_nanos() != 0 || d.is_zero() || d.as_secs() > 32767 {
+            return Err(format!(
+                "keepalive {what} '{part}' must be whole seconds from 1s to 32767s (the kernel's unit)"
+            ));
+        }
+        Ok(d)
+    };
+    let count: u32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|c| (1..=127).contains(c))
+        .ok_or_else(|| format!("keepalive count '{count}' must be 1 to 127"))?;
+    Ok(KeepAlive {
+        idle: whole_secs(idle, "idle")?,
+        interval: whole_secs(interval, "interval")?,
+        count,
+    })
+}
+
+/// Parses `INTERVAL,MISSES` (e.g. `200ms,3`).
+pub fn parse_heartbeat(text: &str) -> Result<Heartbeat, String> {
+    let Some((interval, misses)) = text.split_once(',') else {
+        return Err(format!("'{text}': expected INTERVAL,MISSES such as 200ms,3"));
+    };
+    let interval = parse_duration(interval)?;
+    if interval < Duration::from_millis(1) {
+        return Err("heartbeat interval must be at least 1ms".into());
+    }
+    let misses = misses
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|m| *m >= 1)
+        .ok_or_else(|| format!("heartbeat misses '{misses}' must be a whole number ≥ 1"))?;
+    Ok(Heartbeat { interval, misses })
+}
+
+/// Parses a byte count: `100`, `4k`, `64KiB`, `1M`.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a byte count (e.g. 100, 4k, 1M)"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        _ => return Err(format!("'{text}': unknown unit; use k or M")),
+    };
+    n.checked_mul(scale)
+        .filter(|n| *n <= 1 << 30)
+        .ok_or_else(|| format!("'{text}' is more than 1 GiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let v4 = |s: &str| parse_addr(s).unwrap();
+        assert_eq!(v4("127.0.0.1:80"), "127.0.0.1:80".parse().unwrap());
+        assert_eq!(v4("[::1]:9"), "[::1]:9".parse().unwrap());
+        assert_eq!(v4(":81"), "127.0.0.1:81".parse().unwrap());
+        assert_eq!(v4("82"), "127.0.0.1:82".parse().unwrap());
+        assert_eq!(v4("::1"), SocketAddr::new("::1".parse().unwrap(), DEFAULT_PORT));
+        assert_eq!(v4("127.0.0.2"), SocketAddr::new("127.0.0.2".parse().unwrap(), DEFAULT_PORT));
+        assert!(v4("localhost:83").ip().is_loopback());
+        for bad in ["", ":", "70000", "1.2.3.4:x", "fe80::1:99999x", ":-1"] {
+            assert!(parse_addr(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("250ms"), Duration::from_millis(250));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("2"), Duration::from_secs(2));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("100us"), Duration::from_micros(100));
+        for bad in ["", "x", "-1s", "1 parsec", "NaN"] {
+            assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn keepalive_and_heartbeat() {
+        let k = parse_keepalive("1s,1s,3").unwrap();
+        assert_eq!((k.idle.as_secs(), k.interval.as_secs(), k.count), (1, 1, 3));
+        assert!(parse_keepalive("500ms,1s,3").unwrap_err().contains("whole seconds"));
+        assert!(parse_keepalive("1s,1s").is_err());
+        assert!(parse_keepalive("1s,1s,0").is_err());
+        let h = parse_heartbeat("200ms,3").unwrap();
+        assert_eq!((h.interval, h.misses), (Duration::from_millis(200), 3));
+        assert!(parse_heartbeat("200ms").is_err());
+        assert!(parse_heartbeat("200ms,0").is_err());
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert_eq!(parse_bytes("4k"), Ok(4096));
+        assert_eq!(parse_bytes("64KiB"), Ok(65536));
+        assert_eq!(parse_bytes("1M"), Ok(1 << 20));
+        assert!(parse_bytes("2G").is_err());
+        assert!(parse_bytes("x").is_err());
+    }
+}

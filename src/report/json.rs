@@ -1,0 +1,9 @@
+//! JSON Lines: one object per line, field names per docs/json.md.
+
+use serde::Serialize;
+
+/// One JSON line (without the newline).
+pub fn line<T: Serialize>(value: &T) -> String {
+    // Serialising these plain structs cannot fail: no maps with non-string keys, no I/O.
+    serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}

@@ -1,0 +1,386 @@
+//! The report model — the public JSON contract (see docs/json.md) — and one
+//! renderer per output format.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::plan::CloseMode;
+use crate::sys::{TcpInfo, TcpState};
+
+pub mod json;
+pub mod table;
+
+/// Version of the JSON contract; bumped on any breaking change.
+pub const SCHEMA: u32 = 1;
+
+/// How a connection ended, as the reporting side saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The peer sent a FIN: recv() returned 0 (EOF).
+    Fin,
+    /// The peer sent an RST: ECONNRESET (or EPIPE on send).
+    Rst,
+    /// The kernel gave up (ETIMEDOUT): see `detected_by`.
+    Timeout,
+    /// The application heartbeat missed too many pongs.
+    Heartbeat,
+    /// Nothing detected before --timeout.
+    Open,
+    /// connect(): ECONNREFUSED.
+    Refused,
+    /// connect(): EHOSTUNREACH / ENETUNREACH.
+    Unreachable,
+    /// connect() did not complete within --connect-timeout.
+    ConnectTimeout,
+    /// Any other socket error (named in the timeline).
+    Error,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fin => "fin",
+            Self::Rst => "rst",
+            Self::Timeout => "timeout",
+            Self::Heartbeat => "heartbeat",
+            Self::Open => "open",
+            Self::Refused => "refused",
+            Self::Unreachable => "unreachable",
+            Self::ConnectTimeout => "connect-timeout",
+            Self::Error => "error",
+        }
+    }
+
+    /// One line on what the verdict means.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Self::Fin => "the peer sent a FIN: recv() returned 0 (EOF)",
+            Self::Rst => "the peer sent an RST: ECONNRESET (or EPIPE on send)",
+            Self::Timeout => "the kernel gave up (ETIMEDOUT) by keepalive, user timeout or retransmissions",
+            Self::Heartbeat => "the application heartbeat went unanswered",
+            Self::Open => "nothing detected before --timeout",
+            Self::Refused => "connect(): ECONNREFUSED",
+            Self::Unreachable => "connect(): EHOSTUNREACH or ENETUNREACH",
+            Self::ConnectTimeout => "connect() did not complete within --connect-timeout",
+            Self::Error => "another socket error (named in the timeline)",
+        }
+    }
+
+    pub const ALL: [Verdict; 9] = [
+        Self::Fin,
+        Self::Rst,
+        Self::Timeout,
+        Self::Heartbeat,
+        Self::Open,
+        Self::Refused,
+        Self::Unreachable,
+        Self::ConnectTimeout,
+        Self::Error,
+    ];
+
+    /// Outcomes of a connect() that never got a connection.
+    pub fn is_connect_failure(self) -> bool {
+        matches!(self, Self::Refused | Self::Unreachable | Self::ConnectTimeout)
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The mechanism that noticed a silent ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DetectedBy {
+    Keepalive,
+    UserTimeout,
+    Retransmit,
+}
+
+/// Which command produced the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Serve,
+    Connect,
+}
+
+/// Which end closed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Closer {
+    /// This side performed the close action (`close` says which).
+    Local,
+    /// The other side ended the connection.
+    Peer,
+}
+
+/// Where `detected_after_us` is measured from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DetectedFrom {
+    /// The closer's action (known when tcpbye runs both ends, as in `lab`).
+    Close,
+    /// The last sign of life from the peer (data received, or the connection's start).
+    LastActivity,
+}
+
+/// What happened, in the order it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// connect() completed (or failed: errno).
+    Connect,
+    /// accept() returned this connection.
+    Accept,
+    /// An epoll wake-up; `epoll` holds its raw flags.
+    Epoll,
+    /// recv(): `bytes` read (0 = EOF) or `errno`.
+    Recv,
+    /// send(): `bytes` written or `errno`.
+    Send,
+    /// getsockopt(SO_ERROR): `errno`, absent when 0. Reading it clears it.
+    SoError,
+    /// The TCP state (from TCP_INFO) changed to `state`.
+    State,
+    /// This side's close action (`detail` names the mode).
+    Close,
+    /// shutdown(SHUT_WR).
+    Shutdown,
+    /// A heartbeat ping was sent.
+    Ping,
+    /// A heartbeat pong arrived.
+    Pong,
+    /// The observation ended without the connection ending (`--timeout`).
+    Timeout,
+    /// A remark about what tcpbye did or saw (`detail`).
+    Note,
+}
+
+/// One line of the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// µs since the connection's start (connect() call or accept()).
+    pub t_us: u64,
+    pub kind: EventKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoll: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<TcpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Event {
+    pub fn new(t_us: u64, kind: EventKind) -> Self {
+        Self {
+            t_us,
+            kind,
+            epoll: None,
+            bytes: None,
+            errno: None,
+            state: None,
+            detail: None,
+        }
+    }
+}
+
+/// A TCP_INFO reading and when it was taken (µs since the connection's start).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub t_us: u64,
+    pub tcp_info: TcpInfo,
+}
+
+/// One report: one connection, from one side.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub kind: &'static str,
+    pub role: Role,
+    pub local: Option<SocketAddr>,
+    pub peer: SocketAddr,
+    /// The close mode the closer used, when tcpbye closed (this side, or both sides in `lab`).
+    pub close: Option<CloseMode>,
+    pub closer: Option<Closer>,
+    /// When the closer acted, on this report's timeline (µs), when known: this
+    /// side's own action, or the other end's when tcpbye runs both (`lab`).
+    pub close_t_us: Option<u64>,
+    pub verdict: Verdict,
+    pub detected_by: Option<DetectedBy>,
+    /// µs from `detected_from` to the moment this side knew.
+    pub detected_after_us: Option<u64>,
+    pub detected_from: Option<DetectedFrom>,
+    /// The detection time the settings and the kernel's values predict.
+    pub predicted_us: Option<u64>,
+    /// What the prediction assumed.
+    pub predicted_basis: Option<String>,
+    /// µs from the connection's start to the end of the report.
+    pub duration_us: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub events: Vec<Event>,
+    /// Events left out of `events` to keep a report bounded.
+    pub events_dropped: u64,
+    /// The last TCP_INFO snapshot, taken before the socket was closed.
+    pub tcp_info: Option<TcpInfo>,
+    /// TCP_INFO at connect/accept, at each wake-up, when a sample changed, and at the end.
+    pub snapshots: Vec<Snapshot>,
+    /// Snapshots left out of `snapshots` to keep a report bounded.
+    pub snapshots_dropped: u64,
+}
+
+impl Report {
+    /// The one-line reason this report fails the expectations, if it does.
+    pub fn expectation_miss(&self, expect: &[Verdict], within: Option<std::time::Duration>) -> Option<String> {
+        if !expect.is_empty() && !expect.contains(&self.verdict) {
+            let wanted: Vec<&str> = expect.iter().map(|v| v.name()).collect();
+            return Some(format!(
+                "{} {}: verdict {}, expected {}",
+                self.role_name(),
+                self.peer,
+                self.verdict,
+                wanted.join(" or ")
+            ));
+        }
+        if let Some(within) = within {
+            let limit = u64::try_from(within.as_micros()).unwrap_or(u64::MAX);
+            match self.detected_after_us {
+                Some(us) if us <= limit => {}
+                Some(us) => {
+                    return Some(format!(
+                        "{} {}: detected after {}, expected within {}",
+                        self.role_name(),
+                        self.peer,
+                        fmt_us(us),
+                        fmt_us(limit)
+                    ));
+                }
+                None => {
+                    return Some(format!(
+                        "{} {}: verdict {} has no detection time, expected within {}",
+                        self.role_name(),
+                        self.peer,
+                        self.verdict,
+                        fmt_us(limit)
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    fn role_name(&self) -> &'static str {
+        match self.role {
+            Role::Serve => "serve",
+            Role::Connect => "connect",
+        }
+    }
+}
+
+/// Formats µs for people: `87µs`, `12.3ms`, `4.002s`.
+pub fn fmt_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us}µs"),
+        1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.3}s", us as f64 / 1e6),
+    }
+}
+
+/// Nearest-rank percentiles of detection times, µs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// `None` for an empty sample.
+    pub fn of(samples: &[u64]) -> Option<Self> {
+        let mut sorted = samples.to_vec();
+        sorted.sort_unstable();
+        let at = |p: f64| {
+            let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+            sorted[rank.clamp(1, sorted.len()) - 1]
+        };
+        (!sorted.is_empty()).then(|| Self {
+            p50: at(50.0),
+            p90: at(90.0),
+            p99: at(99.0),
+            max: sorted[sorted.len() - 1],
+        })
+    }
+}
+
+/// The closing object of a run: counts by verdict and detection-time percentiles.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub schema: u32,
+    pub kind: &'static str,
+    pub connections: u64,
+    pub verdicts: std::collections::BTreeMap<Verdict, u64>,
+    pub detected_after_us: Option<Percentiles>,
+    pub expect_met: bool,
+    pub interrupted: bool,
+    #[serde(skip)]
+    samples: Vec<u64>,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Self {
+            schema: SCHEMA,
+            kind: "summary",
+            connections: 0,
+            verdicts: Default::default(),
+            detected_after_us: None,
+            expect_met: true,
+            interrupted: false,
+            samples: Vec::new(),
+        }
+    }
+}
+
+impl Summary {
+    pub fn add(&mut self, report: &Report, met: bool) {
+        self.connections += 1;
+        *self.verdicts.entry(report.verdict).or_default() += 1;
+        if let Some(us) = report.detected_after_us {
+            self.samples.push(us);
+            self.detected_after_us = Percentiles::of(&self.samples);
+        }
+        self.expect_met &= met;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        assert_eq!(Percentiles::of(&[]), None);
+        let p = Percentiles::of(&[5, 1, 4, 2, 3]).unwrap();
+        assert_eq!((p.p50, p.p90, p.p99, p.max), (3, 5, 5, 5));
+        let hundred: Vec<u64> = (1..=100).collect();
+        let p = Percentiles::of(&hundred).unwrap();
+        assert_eq!((p.p50, p.p90, p.p99, p.max), (50, 90, 99, 100));
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(fmt_us(87), "87µs");
+        assert_eq!(fmt_us(12_345), "12.3ms");
+        assert_eq!(fmt_us(4_002_000), "4.002s");
+    }
+}

@@ -1,0 +1,152 @@
+//! The human renderer: comfy-table on a terminal, plain columns otherwise.
+
+use comfy_table::presets::{NOTHING, UTF8_FULL_CONDENSED};
+use comfy_table::{ContentArrangement, Table};
+
+use super::{Closer, DetectedFrom, Event, EventKind, Report, Summary, fmt_us};
+
+/// A table styled for where stdout goes: box drawing on a terminal, plain columns otherwise.
+pub fn table(tty: bool) -> Table {
+    let mut t = Table::new();
+    if tty {
+        t.load_style(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic);
+    } else {
+        t.load_style(NOTHING);
+    }
+    t
+}
+
+/// One connection's report: summary, timeline, TCP_INFO first vs last.
+pub fn render(report: &Report, tty: bool) -> String {
+    let mut out = String::new();
+    let role = match report.role {
+        super::Role::Serve => "serve",
+        super::Role::Connect => "connect",
+    };
+    let local = report.local.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    out.push_str(&format!(
+        "{role} {local} ↔ {peer}: {verdict}\n",
+        peer = report.peer,
+        verdict = report.verdict.name().to_uppercase()
+    ));
+
+    let mut summary = table(tty);
+    let closer = match (report.closer, report.close) {
+        (Some(Closer::Local), Some(mode)) => format!("this side ({mode})"),
+        (Some(Closer::Peer), Some(mode)) => format!("the peer ({mode})"),
+        (Some(Closer::Peer), None) => "the peer".to_owned(),
+        _ => "-".to_owned(),
+    };
+    summary.add_row(vec!["closed by", &closer]);
+    let verdict = match report.detected_by {
+        Some(by) => format!("{} (by {})", report.verdict, serde_plain(&by)),
+        None => report.verdict.to_string(),
+    };
+    summary.add_row(vec!["verdict", &verdict]);
+    if let Some(us) = report.detected_after_us {
+        let from = match report.detected_from {
+            Some(DetectedFrom::Close) => "after the close",
+            _ => "after the last sign of life",
+        };
+        summary.add_row(vec!["detected".to_owned(), format!("{} {from}", fmt_us(us))]);
+    }
+    if let Some(us) = report.predicted_us {
+        let basis = report.predicted_basis.as_deref().unwrap_or("");
+        summary.add_row(vec!["predicted".to_owned(), format!("{} — {basis}", fmt_us(us))]);
+    }
+    summary.add_row(vec![
+        "bytes".to_owned(),
+        format!("sent {}, received {}", report.bytes_sent, report.bytes_received),
+    ]);
+    summary.add_row(vec!["duration".to_owned(), fmt_us(report.duration_us)]);
+    out.push_str(&summary.to_string());
+    out.push('\n');
+
+    let mut timeline = table(tty);
+    timeline.set_header(vec!["t", "event", "result", "state"]);
+    for event in &report.events {
+        let (what, result) = describe(event);
+        let state = event.state.map(|s| s.to_string()).unwrap_or_default();
+        timeline.add_row(vec![format!("+{}", fmt_us(event.t_us)), what.to_owned(), result, state]);
+    }
+    if report.events_dropped > 0 {
+        timeline.add_row(vec![
+            String::new(),
+            "…".to_owned(),
+            format!("{} more events not kept", report.events_dropped),
+            String::new(),
+        ]);
+    }
+    out.push_str(&timeline.to_string());
+    out.push('\n');
+
+    if let (Some(first), Some(last)) = (report.snapshots.first(), report.snapshots.last()) {
+        let mut info = table(tty);
+        info.set_header(vec![
+            "TCP_INFO".to_owned(),
+            format!("+{}", fmt_us(first.t_us)),
+            format!("+{}", fmt_us(last.t_us)),
+        ]);
+        for ((name, a), (_, b)) in first.tcp_info.rows().into_iter().zip(last.tcp_info.rows()) {
+            info.add_row(vec![name.to_owned(), a, b]);
+        }
+        out.push_str(&info.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// The event's name and its result, for the timeline table.
+fn describe(event: &Event) -> (&'static str, String) {
+    let errno_or = |fallback: String| event.errno.clone().unwrap_or(fallback);
+    let detail = event.detail.clone().unwrap_or_default();
+    match event.kind {
+        EventKind::Epoll => ("epoll", event.epoll.as_deref().unwrap_or_default().join("|")),
+        EventKind::Recv => (
+            "recv",
+            errno_or(match event.bytes {
+                Some(0) => "0 (EOF)".to_owned(),
+                Some(n) => format!("{n} bytes"),
+                None => detail,
+            }),
+        ),
+        EventKind::Send => ("send", errno_or(event.bytes.map(|n| format!("{n} bytes")).unwrap_or_default())),
+        EventKind::SoError => ("SO_ERROR", errno_or("0".to_owned())),
+        EventKind::State => ("state", String::new()),
+        EventKind::Connect => ("connect", errno_or("established".to_owned())),
+        EventKind::Accept => ("accept", "established".to_owned()),
+        EventKind::Close => ("close", detail),
+        EventKind::Shutdown => ("shutdown", detail),
+        EventKind::Ping => ("ping", errno_or(String::new())),
+        EventKind::Pong => ("pong", String::new()),
+        EventKind::Timeout => ("timeout", detail),
+        EventKind::Note => ("note", detail),
+    }
+}
+
+fn serde_plain<T: serde::Serialize>(value: &T) -> String {
+    super::json::line(value).trim_matches('"').to_owned()
+}
+
+/// The closing summary of a run with several connections.
+pub fn render_summary(summary: &Summary, tty: bool) -> String {
+    let mut t = table(tty);
+    t.set_header(vec!["connections", "verdicts", "detected p50", "p90", "p99", "max"]);
+    let verdicts: Vec<String> = summary
+        .verdicts
+        .iter()
+        .map(|(v, n)| format!("{v}: {n}"))
+        .collect();
+    let p = summary.detected_after_us;
+    let cell = |f: fn(&super::Percentiles) -> u64| p.as_ref().map_or("-".to_owned(), |p| fmt_us(f(p)));
+    t.add_row(vec![
+        summary.connections.to_string(),
+        verdicts.join(", "),
+        cell(|p| p.p50),
+        cell(|p| p.p90),
+        cell(|p| p.p99),
+        cell(|p| p.max),
+    ]);
+    format!("{t}\n")
+}

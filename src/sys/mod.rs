@@ -1,0 +1,20 @@
+//! The only place with `unsafe` and raw libc: kernel structs are wrapped in
+//! types with named fields here so that nothing past this module sees libc.
+
+#![allow(unsafe_code)]
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::*;
+
+mod tcp_info;
+pub use tcp_info::{CaState, TcpInfo, TcpState};
+
+/// The errno name (`ECONNRESET`) of an OS error, or its description when it has none.
+pub fn errno_name(err: &std::io::Error) -> String {
+    match err.raw_os_error() {
+        Some(code) => format!("{:?}", nix::errno::Errno::from_raw(code)),
+        None => err.kind().to_string(),
+    }
+}
