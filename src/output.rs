@@ -46,7 +46,10 @@ impl Printer {
         if let Some(reason) = &miss {
             eprintln!("tcpbye: expectation not met: {reason}");
         }
-        let quiet_failure = report.verdict.is_connect_failure() && !self.plan.json && miss.is_some();
+        // A failed connect() the user did not expect is said in one line on stderr instead.
+        let quiet_failure = report.verdict.is_connect_failure()
+            && !self.plan.json
+            && !self.plan.expect.contains(&report.verdict);
         if !self.stdout_open || quiet_failure {
             return Ok(self.stdout_open);
         }

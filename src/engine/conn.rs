@@ -269,10 +269,8 @@ impl Conn {
         }
         if !reading && flags.contains(EpollFlags::EPOLLERR) && self.sock.is_some() {
             // A side that does not read learns of the error from SO_ERROR.
-            self.read_so_error(now);
-            let err = self.timeline.events.last().and_then(|e| e.errno.clone());
-            if let Some(errno) = err {
-                self.detect_errno_name(now, &errno);
+            if let Some(err) = self.read_so_error(now) {
+                self.detect_errno(now, &err);
             }
         }
         if self.phase == Phase::AwaitUnread && self.unread() > 0 {
@@ -332,7 +330,7 @@ impl Conn {
             TimerKind::Probe if self.phase == Phase::Probing => {
                 self.send_now(ctx, PROBE, EventKind::Send);
                 self.recv_once(ctx);
-                self.read_so_error(now);
+                let _ = self.read_so_error(now);
                 self.sample(now, true);
                 self.finish(now);
             }
@@ -479,16 +477,19 @@ impl Conn {
         }
     }
 
-    fn read_so_error(&mut self, now: Instant) {
-        let Some(sock) = &self.sock else { return };
-        let errno = match sock.take_error() {
-            Ok(None) => None,
-            Ok(Some(e)) | Err(e) => Some(sys::errno_name(&e)),
+    /// Reads (and so clears) SO_ERROR, recording it; returns the pending error.
+    fn read_so_error(&mut self, now: Instant) -> Option<io::Error> {
+        let sock = self.sock.as_ref()?;
+        let err = match sock.take_error() {
+            Ok(err) => err,
+            Err(e) => Some(e),
         };
+        let errno = err.as_ref().map(sys::errno_name);
         self.timeline.push(now, EventKind::SoError, |e| {
             e.detail = errno.is_none().then(|| "0".into());
             e.errno = errno;
         });
+        err
     }
 
     /// Sends what is queued (pongs, then --send fill) without blocking.
@@ -693,17 +694,6 @@ impl Conn {
         self.phase = Phase::Done;
     }
 
-    fn detect_errno_name(&mut self, now: Instant, errno: &str) {
-        let err = match errno {
-            "ECONNRESET" => Errno::ECONNRESET,
-            "EPIPE" => Errno::EPIPE,
-            "ETIMEDOUT" => Errno::ETIMEDOUT,
-            "EHOSTUNREACH" => Errno::EHOSTUNREACH,
-            _ => Errno::EIO,
-        };
-        self.detect_errno(now, &io::Error::from(err));
-    }
-
     fn detect_errno(&mut self, now: Instant, err: &io::Error) {
         let verdict = match err.raw_os_error().map(Errno::from_raw) {
             Some(Errno::ECONNRESET | Errno::EPIPE) => Verdict::Rst,
@@ -756,7 +746,7 @@ impl Conn {
         // What a writer meets after the peer's FIN or RST: the first send, then a
         // second one after the peer has had time to answer.
         self.phase = Phase::Probing;
-        self.read_so_error(now);
+        let _ = self.read_so_error(now);
         self.send_now(ctx, PROBE, EventKind::Send);
         let rtt = self.last_info.as_ref().map_or(0, |i| i.rtt);
         let gap = Duration::from_micros(u64::from(rtt) * 4)
