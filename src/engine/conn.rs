@@ -17,7 +17,7 @@ use super::timeline::Timeline;
 use super::timers::{TimerKind, Timers};
 use crate::plan::{CloseMode, EndPlan};
 use crate::report::{Closer, DetectedBy, DetectedFrom, EventKind, Report, Role, SCHEMA, Verdict};
-use crate::sys::{self, TcpInfo, TcpState};
+use crate::sys::{self, CaState, TcpInfo, TcpState};
 
 /// The heartbeat request and answer. Any bytes received count as a pong, so an
 /// echo server answers too.
@@ -106,8 +106,16 @@ pub struct Conn {
     action: Option<(Instant, CloseMode)>,
     /// When and how the other end acted, when tcpbye runs it too (`lab`).
     peer_action: Option<(Instant, CloseMode)>,
-    last_rx: Instant,
+    /// The last data received (or the start): the application's last sign of life.
+    last_data: Instant,
+    /// The last packet of any kind received (from TCP_INFO `last_ack_recv`).
+    last_packet: Instant,
+    /// The first send not yet acknowledged, while data is in flight.
     first_unacked: Option<Instant>,
+    /// The first retransmission timeout of the current loss episode.
+    first_rto: Option<Instant>,
+    /// `total_rto_time` before the current loss episode.
+    rto_time_base: u32,
     bytes_sent: u64,
     bytes_received: u64,
     /// Bytes queued for sending: pongs first, then `fill_left` bytes of FILL.
@@ -163,8 +171,11 @@ impl Conn {
             detected_at: None,
             action: None,
             peer_action: None,
-            last_rx: start,
+            last_data: start,
+            last_packet: start,
             first_unacked: None,
+            first_rto: None,
+            rto_time_base: 0,
             bytes_sent: 0,
             bytes_received: 0,
             out: Vec::new(),
@@ -453,7 +464,8 @@ impl Conn {
         if *data > 0 {
             let n = *data as u64;
             self.timeline.push(now, EventKind::Recv, |e| e.bytes = Some(n));
-            self.last_rx = now;
+            self.last_data = now;
+            self.last_packet = now;
             *data = 0;
         }
     }
@@ -760,13 +772,7 @@ impl Conn {
         let Some(sock) = &self.sock else { return };
         let Ok(info) = sys::tcp_info(sock.as_fd()) else { return };
         if self.verdict.is_none() {
-            let ms = Duration::from_millis(u64::from(info.last_ack_recv));
-            if let Some(rx) = now.checked_sub(ms) {
-                self.last_rx = self.last_rx.max(rx);
-            }
-            if info.unacked == 0 {
-                self.first_unacked = None;
-            }
+            self.track_silence(now, &info);
         }
         if self.last_state != Some(info.state) {
             let state = info.state;
@@ -781,6 +787,27 @@ impl Conn {
             self.timeline.snapshot(now, info.clone());
         }
         self.last_info = Some(info);
+    }
+
+    /// Updates what predictions are anchored on: the last packet received, and
+    /// when the current loss episode's first retransmission timeout fired.
+    fn track_silence(&mut self, now: Instant, info: &TcpInfo) {
+        let since = |ms: u32| now.checked_sub(Duration::from_millis(u64::from(ms)));
+        if let Some(rx) = since(info.last_ack_recv) {
+            self.last_packet = self.last_packet.max(rx);
+        }
+        let rto_time = info.total_rto_time.unwrap_or(0);
+        if info.ca_state == CaState::Loss {
+            if self.first_rto.is_none() {
+                self.first_rto = since(rto_time.saturating_sub(self.rto_time_base)).or(Some(now));
+            }
+        } else {
+            self.rto_time_base = rto_time;
+            self.first_rto = None;
+        }
+        if info.unacked == 0 {
+            self.first_unacked = None;
+        }
     }
 
     /// Closes the socket (if still open) and marks the connection done.
@@ -834,7 +861,7 @@ impl Conn {
             || self.action.is_some_and(|(_, m)| m == CloseMode::Half);
         let (reference, from) = match self.peer_action {
             Some((at, _)) => (at, DetectedFrom::Close),
-            None => (self.last_rx, DetectedFrom::LastActivity),
+            None => (self.last_data, DetectedFrom::LastActivity),
         };
         let detected = self
             .detected_at
@@ -846,7 +873,13 @@ impl Conn {
                 predict::predict(
                     &self.plan.detection,
                     kernel,
-                    Anchors { last_rx: self.last_rx, first_unacked: self.first_unacked },
+                    Anchors {
+                        last_data: self.last_data,
+                        last_packet: self.last_packet,
+                        first_unacked: self.first_unacked,
+                        first_rto: self.first_rto,
+                        rto: Duration::from_micros(self.last_info.as_ref().map_or(200_000, |i| u64::from(i.rto))),
+                    },
                 )
             })
             .flatten();

@@ -36,10 +36,17 @@ pub struct Prediction {
 /// What the observer knew about the connection's last signs of life.
 #[derive(Debug, Clone, Copy)]
 pub struct Anchors {
-    /// The last packet received from the peer.
-    pub last_rx: Instant,
+    /// The last data received from the peer (heartbeat counts from here).
+    pub last_data: Instant,
+    /// The last packet of any kind received (keepalive counts from here).
+    pub last_packet: Instant,
     /// The first send that was never acknowledged, if data is in flight.
     pub first_unacked: Option<Instant>,
+    /// The first retransmission timeout of the loss episode: the kernel's
+    /// `retrans_stamp`, from which TCP_USER_TIMEOUT and tcp_retries2 count.
+    pub first_rto: Option<Instant>,
+    /// The retransmission timeout in force, to estimate `first_rto` when not seen.
+    pub rto: Duration,
 }
 
 /// Linux's `TCP_RTO_MIN` and `TCP_RTO_MAX`.
@@ -62,7 +69,7 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
     let mut candidates = Vec::new();
     if let Some(hb) = detection.heartbeat {
         candidates.push(Prediction {
-            at: anchors.last_rx + hb.interval * (hb.misses + 1),
+            at: anchors.last_data + hb.interval * (hb.misses + 1),
             verdict: Verdict::Heartbeat,
             by: None,
             basis: format!(
@@ -73,20 +80,24 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
     }
     let in_flight = detection.send_every.is_some() || detection.heartbeat.is_some();
     if in_flight {
-        let start = anchors.first_unacked.unwrap_or(anchors.last_rx);
+        let start = anchors.first_rto.unwrap_or_else(|| {
+            anchors.first_unacked.unwrap_or(anchors.last_packet) + anchors.rto
+        });
         candidates.push(match detection.user_timeout {
             Some(ut) => Prediction {
                 at: start + ut,
                 verdict: Verdict::Timeout,
                 by: Some(DetectedBy::UserTimeout),
-                basis: format!("TCP_USER_TIMEOUT {ut:?} after the first unacknowledged send"),
+                basis: format!(
+                    "TCP_USER_TIMEOUT {ut:?} after the first retransmission (where the kernel starts counting)"
+                ),
             },
             None => Prediction {
                 at: start + retransmit_budget(kernel.retries2),
                 verdict: Verdict::Timeout,
                 by: Some(DetectedBy::Retransmit),
                 basis: format!(
-                    "tcp_retries2={} retransmissions from a {RTO_MIN:?} RTO, backoff capped at {RTO_MAX:?}",
+                    "tcp_retries2={} after the first retransmission: backoff from {RTO_MIN:?}, capped at {RTO_MAX:?}",
                     kernel.retries2
                 ),
             },
@@ -101,7 +112,7 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
                     fire += ka.interval;
                 }
                 Prediction {
-                    at: anchors.last_rx + fire,
+                    at: anchors.last_packet + fire,
                     verdict: Verdict::Timeout,
                     by: Some(DetectedBy::UserTimeout),
                     basis: format!(
@@ -111,7 +122,7 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
                 }
             }
             None => Prediction {
-                at: anchors.last_rx + ka.idle + ka.interval * ka.count,
+                at: anchors.last_packet + ka.idle + ka.interval * ka.count,
                 verdict: Verdict::Timeout,
                 by: Some(DetectedBy::Keepalive),
                 basis: format!(
@@ -131,7 +142,13 @@ mod tests {
     use crate::plan::{Heartbeat, KeepAlive};
 
     fn anchors(now: Instant) -> Anchors {
-        Anchors { last_rx: now, first_unacked: None }
+        Anchors {
+            last_data: now,
+            last_packet: now,
+            first_unacked: None,
+            first_rto: None,
+            rto: RTO_MIN,
+        }
     }
 
     #[test]
