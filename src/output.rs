@@ -82,6 +82,44 @@ impl Printer {
     }
 }
 
+/// A self-erasing progress line on stderr, only when stderr is a terminal.
+#[cfg(target_os = "linux")]
+struct StatusLine {
+    shown: bool,
+}
+
+#[cfg(target_os = "linux")]
+impl StatusLine {
+    fn new(reactor: &mut Reactor) -> Self {
+        if io::stderr().is_terminal() {
+            reactor.show_progress();
+        }
+        Self { shown: false }
+    }
+
+    fn show(&mut self, line: &str) {
+        let width = terminal_width().saturating_sub(1);
+        let line: String = line.chars().take(width).collect();
+        eprint!("\r\x1b[2K{line}");
+        self.shown = true;
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[2K");
+            self.shown = false;
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(100)
+}
+
 #[cfg(target_os = "linux")]
 pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     let mut reactor = Reactor::new()?;
@@ -89,9 +127,11 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     let local = reactor.listen(plan.addr, plan.end.clone(), plan.max_conns)?;
     eprintln!("tcpbye: listening on {local}");
     let mut printer = Printer::new(plan.output.clone());
+    let mut status = StatusLine::new(&mut reactor);
     let end = reactor.run(&mut |emit| {
         Ok(match emit {
             Emit::Report(report) => {
+                status.clear();
                 if !printer.report(&report)? || plan.once {
                     Flow::Stop
                 } else {
@@ -99,11 +139,17 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
                 }
             }
             Emit::Notice(text) => {
+                status.clear();
                 eprintln!("tcpbye: {text}");
+                Flow::Continue
+            }
+            Emit::Progress(line) => {
+                status.show(&line);
                 Flow::Continue
             }
         })
     })?;
+    status.clear();
     Ok(printer.finish(end == RunEnd::Interrupted)?)
 }
 
@@ -114,9 +160,12 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
     reactor.connect(plan.addr, plan.end.clone(), plan.connect_timeout)?;
     let mut printer = Printer::new(plan.output.clone());
     let mut failure = None;
+    let mut status = StatusLine::new(&mut reactor);
     let end = reactor.run(&mut |emit| {
         match emit {
+            Emit::Progress(line) => status.show(&line),
             Emit::Report(report) => {
+                status.clear();
                 if report.verdict.is_connect_failure() && !plan.output.expect.contains(&report.verdict) {
                     let errno = report
                         .events
@@ -127,10 +176,14 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
                 }
                 printer.report(&report)?;
             }
-            Emit::Notice(text) => eprintln!("tcpbye: {text}"),
+            Emit::Notice(text) => {
+                status.clear();
+                eprintln!("tcpbye: {text}");
+            }
         }
         Ok(Flow::Continue)
     })?;
+    status.clear();
     let code = printer.finish(end == RunEnd::Interrupted)?;
     if let Some(failure) = failure {
         eprintln!("tcpbye: {failure}");

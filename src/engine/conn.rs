@@ -789,6 +789,64 @@ impl Conn {
         self.last_info = Some(info);
     }
 
+    /// One line on what this connection is waiting for and how far along it is
+    /// (for a progress display); `None` once it has ended.
+    pub fn progress(&self, now: Instant) -> Option<String> {
+        let elapsed = now.saturating_duration_since(self.timeline.start());
+        let secs = |d: Duration| format!("{:.1}s", d.as_secs_f64());
+        let mut parts = Vec::new();
+        match self.phase {
+            Phase::Done | Phase::Probing | Phase::Connecting => return None,
+            Phase::Holding => {
+                let mode = self.action.map_or("hold", |(_, m)| m.name());
+                return Some(format!(
+                    "{mode}: holding the connection to {} silently for {}; Ctrl-C ends it without a packet",
+                    self.peer,
+                    secs(elapsed)
+                ));
+            }
+            _ => parts.push(format!("observing {} for {}", self.peer, secs(elapsed))),
+        }
+        let d = &self.plan.detection;
+        if let Some(info) = &self.last_info {
+            if let Some(ka) = d.keepalive {
+                parts.push(format!("keepalive probes {}/{}", info.probes, ka.count));
+            }
+            if info.unacked > 0 || info.retransmits > 0 || d.send_every.is_some() {
+                parts.push(format!(
+                    "unacked {} · retransmits {} · backoff {} · rto {}",
+                    info.unacked,
+                    info.retransmits,
+                    info.backoff,
+                    crate::report::fmt_us(u64::from(info.rto))
+                ));
+            }
+        }
+        if let Some(hb) = d.heartbeat {
+            parts.push(format!("heartbeat misses {}/{}", self.hb_misses, hb.misses));
+        }
+        if let Some(p) = predict::predict(d, KernelTcp::read(), self.anchors()) {
+            parts.push(format!(
+                "predicted {} at {}",
+                p.verdict,
+                secs(p.at.saturating_duration_since(self.timeline.start()))
+            ));
+        } else if let Some(timeout) = self.plan.timeout {
+            parts.push(format!("--timeout at {}", secs(timeout)));
+        }
+        Some(parts.join(" · "))
+    }
+
+    fn anchors(&self) -> Anchors {
+        Anchors {
+            last_data: self.last_data,
+            last_packet: self.last_packet,
+            first_unacked: self.first_unacked,
+            first_rto: self.first_rto,
+            rto: Duration::from_micros(self.last_info.as_ref().map_or(200_000, |i| u64::from(i.rto))),
+        }
+    }
+
     /// Updates what predictions are anchored on: the last packet received, and
     /// when the current loss episode's first retransmission timeout fired.
     fn track_silence(&mut self, now: Instant, info: &TcpInfo) {
@@ -873,13 +931,7 @@ impl Conn {
                 predict::predict(
                     &self.plan.detection,
                     kernel,
-                    Anchors {
-                        last_data: self.last_data,
-                        last_packet: self.last_packet,
-                        first_unacked: self.first_unacked,
-                        first_rto: self.first_rto,
-                        rto: Duration::from_micros(self.last_info.as_ref().map_or(200_000, |i| u64::from(i.rto))),
-                    },
+                    self.anchors(),
                 )
             })
             .flatten();

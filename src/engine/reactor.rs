@@ -23,6 +23,9 @@ use crate::report::{EventKind, Report, Role};
 
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_SIGNAL: u64 = u64::MAX - 1;
+const TOKEN_PROGRESS: u64 = u64::MAX - 2;
+/// How often a progress line is emitted when asked for.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// How long accepting pauses after EMFILE/ENFILE before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// TCP_INFO sampling: at most this often per connection…
@@ -37,6 +40,8 @@ pub enum Emit {
     Report(Box<Report>),
     /// Something the user should know that is not part of a report.
     Notice(String),
+    /// What is being waited for, and how far along (only with [`Reactor::show_progress`]).
+    Progress(String),
 }
 
 /// Whether the caller wants the loop to go on.
@@ -74,6 +79,7 @@ pub struct Reactor {
     kernel: KernelTcp,
     buf: Vec<u8>,
     again: Vec<u64>,
+    progress: bool,
 }
 
 impl Reactor {
@@ -90,7 +96,14 @@ impl Reactor {
             kernel: KernelTcp::read(),
             buf: vec![0; 64 * 1024],
             again: Vec::new(),
+            progress: false,
         })
+    }
+
+    /// Emits [`Emit::Progress`] lines while connections are open.
+    pub fn show_progress(&mut self) {
+        self.progress = true;
+        self.timers.at(Instant::now() + PROGRESS_EVERY, TOKEN_PROGRESS, TimerKind::Sample);
     }
 
     /// Routes SIGINT and SIGTERM into the loop (they are blocked for the thread).
@@ -284,6 +297,10 @@ impl Reactor {
                     self.resume_accepting();
                     continue;
                 }
+                if token == TOKEN_PROGRESS {
+                    self.emit_progress(sink)?;
+                    continue;
+                }
                 let now = Instant::now();
                 self.dispatch(token, now, |conn, ctx| conn.on_timer(ctx, kind));
             }
@@ -315,6 +332,20 @@ impl Reactor {
                 other.set_peer_action(action);
             }
         }
+    }
+
+    fn emit_progress(&mut self, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<()> {
+        let now = Instant::now();
+        self.timers.at(now + PROGRESS_EVERY, TOKEN_PROGRESS, TimerKind::Sample);
+        let line = match self.conns.len() {
+            0 => return Ok(()),
+            1 => self.conns.values().find_map(|c| c.progress(now)),
+            n => Some(format!("{n} connections open")),
+        };
+        if let Some(line) = line {
+            sink(Emit::Progress(line))?;
+        }
+        Ok(())
     }
 
     /// Emits the reports of finished connections; ends a `lab` holder whose partner is done.
