@@ -123,7 +123,7 @@ pub struct Row {
     pub recv: Option<String>,
     /// The observer's send() outcomes after the close, in order.
     pub send: Option<String>,
-    /// The observer socket's last TCP state.
+    /// The observer socket's TCP states after the close (`CLOSE_WAIT → CLOSE`).
     pub state: Option<String>,
     /// The most frequent verdict, and all of them.
     pub verdict: Option<Verdict>,
@@ -273,6 +273,18 @@ fn row(mode: CloseMode, setting: Setting, runs: u32, reports: &[Report], net_adm
         let from = r.close_t_us.unwrap_or(0);
         r.events.iter().filter(move |e| e.t_us >= from).cloned().collect::<Vec<_>>()
     };
+    let states = first.map(|r| {
+        let path: Vec<String> = after_close(r)
+            .iter()
+            .filter(|e| e.kind == EventKind::State)
+            .filter_map(|e| e.state.map(|s| s.to_string()))
+            .collect();
+        if path.is_empty() {
+            r.tcp_info.as_ref().map_or_else(|| "-".to_owned(), |i| i.state.to_string())
+        } else {
+            path.join(" → ")
+        }
+    });
     let (first_flags, recv, send) = match first {
         Some(r) => {
             let events = after_close(r);
@@ -306,7 +318,7 @@ fn row(mode: CloseMode, setting: Setting, runs: u32, reports: &[Report], net_adm
         first_flags: first_flags.or_else(|| first.map(|_| "-".to_owned())),
         recv: recv.or_else(|| first.map(|_| "-".to_owned())),
         send,
-        state: first.and_then(|r| r.tcp_info.as_ref()).map(|i| i.state.to_string()),
+        state: states,
         verdict,
         verdicts,
         detected_by: first.and_then(|r| r.detected_by),
@@ -371,7 +383,10 @@ pub fn render(result: &LabResult, tty: bool) -> String {
                 .map_or_else(dash, |b| crate::report::json::line(&b).trim_matches('"').to_owned()),
             p.map_or_else(dash, |p| fmt_us(p.p50)),
             p.map_or_else(dash, |p| fmt_us(p.p99)),
-            row.predicted_us.map_or_else(dash, fmt_us),
+            // A prediction is shown where something fired; `open` rows never detected anything.
+            row.predicted_us
+                .filter(|_| row.verdict != Some(Verdict::Open))
+                .map_or_else(dash, fmt_us),
         ]);
     }
     let s = &result.summary;
