@@ -11,9 +11,16 @@ use crate::report::Verdict;
 /// Shows how TCP connections end: what one side observes when the other side
 /// disconnects, through which mechanism, and how fast.
 #[derive(Debug, Parser)]
-#[command(name = "tcpbye", version, propagate_version = true, max_term_width = 100)]
-#[command(after_help = "Start with `tcpbye lab`, or run `tcpbye serve` in one terminal and \
-`tcpbye connect --close=rst` in another.")]
+#[command(
+    name = "tcpbye",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Start with `tcpbye lab`, or run `tcpbye serve` in one terminal and \
+`tcpbye connect --close=rst` in another."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

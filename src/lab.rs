@@ -32,7 +32,12 @@ pub enum Setting {
 }
 
 impl Setting {
-    pub const ALL: [Setting; 4] = [Self::None, Self::Keepalive, Self::UserTimeout, Self::Heartbeat];
+    pub const ALL: [Setting; 4] = [
+        Self::None,
+        Self::Keepalive,
+        Self::UserTimeout,
+        Self::Heartbeat,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -92,7 +97,11 @@ impl LabPlan {
         let mut modes: Vec<CloseMode> = if args.modes.is_empty() {
             CloseMode::ENDINGS.to_vec()
         } else {
-            args.modes.iter().copied().filter(|m| *m != CloseMode::None).collect()
+            args.modes
+                .iter()
+                .copied()
+                .filter(|m| *m != CloseMode::None)
+                .collect()
         };
         modes.dedup();
         let mut settings = if args.settings.is_empty() {
@@ -102,7 +111,11 @@ impl LabPlan {
         };
         settings.sort();
         settings.dedup();
-        Self { modes, settings, runs: args.runs }
+        Self {
+            modes,
+            settings,
+            runs: args.runs,
+        }
     }
 }
 
@@ -160,7 +173,9 @@ pub fn run(plan: &LabPlan, progress: bool) -> anyhow::Result<LabResult> {
         Ok(()) => ("own", None),
         Err(e) => (
             "host",
-            Some(format!("running on the host's loopback (no namespace of its own: {e})")),
+            Some(format!(
+                "running on the host's loopback (no namespace of its own: {e})"
+            )),
         ),
     };
     let net_admin = sys::has_net_admin();
@@ -229,7 +244,9 @@ pub fn run(plan: &LabPlan, progress: bool) -> anyhow::Result<LabResult> {
 
     let rows = results
         .into_iter()
-        .map(|((index, setting), reports)| row(plan.modes[index], setting, plan.runs, &reports, net_admin))
+        .map(|((index, setting), reports)| {
+            row(plan.modes[index], setting, plan.runs, &reports, net_admin)
+        })
         .collect::<Vec<_>>();
     Ok(LabResult {
         summary: LabSummary {
@@ -271,7 +288,11 @@ fn row(mode: CloseMode, setting: Setting, runs: u32, reports: &[Report], net_adm
     };
     let after_close = |r: &Report| {
         let from = r.close_t_us.unwrap_or(0);
-        r.events.iter().filter(move |e| e.t_us >= from).cloned().collect::<Vec<_>>()
+        r.events
+            .iter()
+            .filter(move |e| e.t_us >= from)
+            .cloned()
+            .collect::<Vec<_>>()
     };
     let states = first.map(|r| {
         let path: Vec<String> = after_close(r)
@@ -280,7 +301,9 @@ fn row(mode: CloseMode, setting: Setting, runs: u32, reports: &[Report], net_adm
             .filter_map(|e| e.state.map(|s| s.to_string()))
             .collect();
         if path.is_empty() {
-            r.tcp_info.as_ref().map_or_else(|| "-".to_owned(), |i| i.state.to_string())
+            r.tcp_info
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |i| i.state.to_string())
         } else {
             path.join(" → ")
         }
@@ -357,7 +380,16 @@ fn compress(items: &[String]) -> String {
 pub fn render(result: &LabResult, tty: bool) -> String {
     let mut t = crate::report::table::table(tty);
     t.set_header(vec![
-        "mode", "setting", "first flags", "recv", "send", "state", "verdict", "by", "p50", "p99",
+        "mode",
+        "setting",
+        "first flags",
+        "recv",
+        "send",
+        "state",
+        "verdict",
+        "by",
+        "p50",
+        "p99",
         "predicted",
     ]);
     let dash = || "-".to_owned();
@@ -379,8 +411,9 @@ pub fn render(result: &LabResult, tty: bool) -> String {
             row.send.clone().unwrap_or_else(dash),
             row.state.clone().unwrap_or_else(dash),
             row.verdict.map_or_else(dash, |v| v.to_string()),
-            row.detected_by
-                .map_or_else(dash, |b| crate::report::json::line(&b).trim_matches('"').to_owned()),
+            row.detected_by.map_or_else(dash, |b| {
+                crate::report::json::line(&b).trim_matches('"').to_owned()
+            }),
             p.map_or_else(dash, |p| fmt_us(p.p50)),
             p.map_or_else(dash, |p| fmt_us(p.p99)),
             // A prediction is shown where something fired; `open` rows never detected anything.

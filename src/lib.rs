@@ -51,7 +51,9 @@ pub struct Privileges {
 impl Privileges {
     #[cfg(target_os = "linux")]
     pub fn detect() -> Self {
-        Self { net_admin: sys::has_net_admin() }
+        Self {
+            net_admin: sys::has_net_admin(),
+        }
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -108,7 +110,9 @@ pub fn serve_plan(args: ServeArgs, privileges: Privileges) -> Result<ServePlan, 
 pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<ConnectPlan, Failure> {
     let addr = args.addr.unwrap_or(default_addr());
     if addr.port() == 0 {
-        return Err(Failure::Usage(format!("connect {addr}: port 0 cannot be connected to")));
+        return Err(Failure::Usage(format!(
+            "connect {addr}: port 0 cannot be connected to"
+        )));
     }
     let end = end_plan(args.end, args.detect, CloseMode::Fin, privileges)?;
     Ok(ConnectPlan {
@@ -140,8 +144,13 @@ fn end_plan(
             "--hold applies to --close drop and --close hang, not --close {close}"
         )));
     }
-    if detect.user_timeout.is_some_and(|ut| ut.as_millis() == 0 || ut.as_millis() > u128::from(u32::MAX)) {
-        return Err(Failure::Usage("--user-timeout must be from 1ms to 49 days".into()));
+    if detect
+        .user_timeout
+        .is_some_and(|ut| ut.as_millis() == 0 || ut.as_millis() > u128::from(u32::MAX))
+    {
+        return Err(Failure::Usage(
+            "--user-timeout must be from 1ms to 49 days".into(),
+        ));
     }
     Ok(EndPlan {
         send: end.send,
@@ -178,13 +187,17 @@ mod tests {
 
     fn serve(argv: &[&str], p: Privileges) -> Result<ServePlan, Failure> {
         let cli = Cli::try_parse_from(["tcpbye", "serve"].iter().chain(argv)).expect("parses");
-        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
         serve_plan(args, p)
     }
 
     fn connect(argv: &[&str], p: Privileges) -> Result<ConnectPlan, Failure> {
         let cli = Cli::try_parse_from(["tcpbye", "connect"].iter().chain(argv)).expect("parses");
-        let Command::Connect(args) = cli.command else { panic!("not connect") };
+        let Command::Connect(args) = cli.command else {
+            panic!("not connect")
+        };
         connect_plan(args, p)
     }
 
@@ -203,7 +216,17 @@ mod tests {
     #[test]
     fn close_modes_and_detection() {
         let c = connect(
-            &["[::1]:9", "--close", "rst-unread", "--after", "250ms", "--send", "4k", "--keepalive", "1s,2s,3"],
+            &[
+                "[::1]:9",
+                "--close",
+                "rst-unread",
+                "--after",
+                "250ms",
+                "--send",
+                "4k",
+                "--keepalive",
+                "1s,2s,3",
+            ],
             USER,
         )
         .unwrap();
@@ -213,24 +236,39 @@ mod tests {
         assert_eq!(c.end.send, 4096);
         assert_eq!(c.end.detection.keepalive.unwrap().interval.as_secs(), 2);
         let s = serve(&[":0", "--once", "--expect", "fin,rst", "--json"], USER).unwrap();
-        assert_eq!(s.output.expect, vec![report::Verdict::Fin, report::Verdict::Rst]);
+        assert_eq!(
+            s.output.expect,
+            vec![report::Verdict::Fin, report::Verdict::Rst]
+        );
         assert!(s.output.json && s.once);
     }
 
     #[test]
     fn privileged_modes_need_net_admin() {
         for mode in ["drop", "reboot"] {
-            assert!(matches!(connect(&["--close", mode], USER), Err(Failure::Privilege { .. })));
-            assert_eq!(connect(&["--close", mode], ROOT).unwrap().end.close.name(), mode);
+            assert!(matches!(
+                connect(&["--close", mode], USER),
+                Err(Failure::Privilege { .. })
+            ));
+            assert_eq!(
+                connect(&["--close", mode], ROOT).unwrap().end.close.name(),
+                mode
+            );
         }
         assert!(connect(&["--close", "hang"], USER).is_ok());
     }
 
     #[test]
     fn inconsistent_flags_are_usage_errors() {
-        assert!(matches!(connect(&["--hold", "1s"], ROOT), Err(Failure::Usage(_))));
+        assert!(matches!(
+            connect(&["--hold", "1s"], ROOT),
+            Err(Failure::Usage(_))
+        ));
         assert!(matches!(connect(&[":0"], USER), Err(Failure::Usage(_))));
-        assert!(matches!(connect(&["--user-timeout", "0s"], USER), Err(Failure::Usage(_))));
+        assert!(matches!(
+            connect(&["--user-timeout", "0s"], USER),
+            Err(Failure::Usage(_))
+        ));
     }
 
     #[test]
@@ -243,7 +281,8 @@ mod tests {
             &["connect", "--keepalive", "1,1"],
             &["lab", "--runs", "0"],
         ] {
-            let err = Cli::try_parse_from(std::iter::once("tcpbye").chain(argv.iter().copied())).unwrap_err();
+            let err = Cli::try_parse_from(std::iter::once("tcpbye").chain(argv.iter().copied()))
+                .unwrap_err();
             assert_eq!(err.exit_code(), 2, "{argv:?}");
         }
     }

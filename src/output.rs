@@ -3,9 +3,9 @@
 
 use std::io::{self, IsTerminal, Write};
 
-use crate::error::ExitCode;
 #[cfg(target_os = "linux")]
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
+use crate::error::ExitCode;
 use crate::plan::OutputPlan;
 #[cfg(target_os = "linux")]
 use crate::plan::{ConnectPlan, ServePlan};
@@ -166,13 +166,18 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
             Emit::Progress(line) => status.show(&line),
             Emit::Report(report) => {
                 status.clear();
-                if report.verdict.is_connect_failure() && !plan.output.expect.contains(&report.verdict) {
+                if report.verdict.is_connect_failure()
+                    && !plan.output.expect.contains(&report.verdict)
+                {
                     let errno = report
                         .events
                         .iter()
                         .find_map(|e| e.errno.clone())
                         .unwrap_or_default();
-                    failure = Some(format!("connect {}: {} ({errno})", plan.addr, report.verdict));
+                    failure = Some(format!(
+                        "connect {}: {} ({errno})",
+                        plan.addr, report.verdict
+                    ));
                 }
                 printer.report(&report)?;
             }
@@ -213,5 +218,9 @@ pub fn lab(plan: crate::lab::LabPlan, json_out: bool) -> anyhow::Result<ExitCode
         crate::lab::render(&result, tty)
     };
     write_stdout(text.as_bytes())?;
-    Ok(if result.interrupted { ExitCode::Interrupted } else { ExitCode::Ok })
+    Ok(if result.interrupted {
+        ExitCode::Interrupted
+    } else {
+        ExitCode::Ok
+    })
 }

@@ -74,8 +74,12 @@ impl CloseMode {
             Self::Half => "shutdown(SHUT_WR), keep reading until the peer's FIN, then close",
             Self::Rst => "SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET",
             Self::RstUnread => "close() with received data unread: Linux sends an RST, not a FIN",
-            Self::Drop => "vanish silently like a pulled cable: nothing sent, nothing answered (CAP_NET_ADMIN)",
-            Self::Reboot => "the socket disappears without a packet; the peer's next segment meets an RST (CAP_NET_ADMIN)",
+            Self::Drop => {
+                "vanish silently like a pulled cable: nothing sent, nothing answered (CAP_NET_ADMIN)"
+            }
+            Self::Reboot => {
+                "the socket disappears without a packet; the peer's next segment meets an RST (CAP_NET_ADMIN)"
+            }
             Self::Hang => "the process hangs: socket open, never read or written again",
             Self::None => "do not close: observe until the peer ends it or --timeout passes",
         }
@@ -213,7 +217,11 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(SocketAddr::new(DEFAULT_HOST, parse_port(text)?));
     }
-    if let Ok(ip) = text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    if let Ok(ip) = text
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         return Ok(SocketAddr::new(ip, DEFAULT_PORT));
     }
     let (host, port) = match text.rsplit_once(':') {
@@ -237,10 +245,12 @@ fn parse_port(text: &str) -> Result<u16, String> {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is not a duration"));
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("'{text}' is not a duration"));
     }
     if let Some(secs) = text.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
-        return Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is not a duration"));
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("'{text}' is not a duration"));
     }
     humantime::parse_duration(text)
         .map_err(|e| format!("'{text}' is not a duration ({e}); try 500ms, 1.5s or 2m"))
@@ -277,7 +287,9 @@ pub fn parse_keepalive(text: &str) -> Result<KeepAlive, String> {
 /// Parses `INTERVAL,MISSES` (e.g. `200ms,3`).
 pub fn parse_heartbeat(text: &str) -> Result<Heartbeat, String> {
     let Some((interval, misses)) = text.split_once(',') else {
-        return Err(format!("'{text}': expected INTERVAL,MISSES such as 200ms,3"));
+        return Err(format!(
+            "'{text}': expected INTERVAL,MISSES such as 200ms,3"
+        ));
     };
     let interval = parse_duration(interval)?;
     if interval < Duration::from_millis(1) {
@@ -324,8 +336,14 @@ mod tests {
         assert_eq!(v4("[::1]:9"), "[::1]:9".parse().unwrap());
         assert_eq!(v4(":81"), "127.0.0.1:81".parse().unwrap());
         assert_eq!(v4("82"), "127.0.0.1:82".parse().unwrap());
-        assert_eq!(v4("::1"), SocketAddr::new("::1".parse().unwrap(), DEFAULT_PORT));
-        assert_eq!(v4("127.0.0.2"), SocketAddr::new("127.0.0.2".parse().unwrap(), DEFAULT_PORT));
+        assert_eq!(
+            v4("::1"),
+            SocketAddr::new("::1".parse().unwrap(), DEFAULT_PORT)
+        );
+        assert_eq!(
+            v4("127.0.0.2"),
+            SocketAddr::new("127.0.0.2".parse().unwrap(), DEFAULT_PORT)
+        );
         assert!(v4("localhost:83").ip().is_loopback());
         for bad in ["", ":", "70000", "1.2.3.4:x", "fe80::1:99999x", ":-1"] {
             assert!(parse_addr(bad).is_err(), "{bad} should be rejected");
@@ -349,7 +367,11 @@ mod tests {
     fn keepalive_and_heartbeat() {
         let k = parse_keepalive("1s,1s,3").unwrap();
         assert_eq!((k.idle.as_secs(), k.interval.as_secs(), k.count), (1, 1, 3));
-        assert!(parse_keepalive("500ms,1s,3").unwrap_err().contains("whole seconds"));
+        assert!(
+            parse_keepalive("500ms,1s,3")
+                .unwrap_err()
+                .contains("whole seconds")
+        );
         assert!(parse_keepalive("1s,1s").is_err());
         assert!(parse_keepalive("1s,1s,0").is_err());
         let h = parse_heartbeat("200ms,3").unwrap();

@@ -30,7 +30,9 @@ pub fn describe(mode: CloseMode, unread: usize) -> String {
         }
         CloseMode::RstUnread => "close() with nothing unread: Linux sends FIN".to_owned(),
         CloseMode::Drop => "drop: every incoming segment discarded, nothing sent".to_owned(),
-        CloseMode::Reboot => "reboot: TCP_REPAIR + close(), the socket vanishes without a packet".to_owned(),
+        CloseMode::Reboot => {
+            "reboot: TCP_REPAIR + close(), the socket vanishes without a packet".to_owned()
+        }
         CloseMode::Hang => "hang: socket open, never read or written again".to_owned(),
         CloseMode::None => "observe only".to_owned(),
     }

@@ -37,7 +37,11 @@ const QUIET_POLL: Duration = Duration::from_millis(5);
 /// Interest while reading; `EPOLLOUT` is added only while data waits to be sent.
 fn interest(want_out: bool) -> EpollFlags {
     let base = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-    if want_out { base | EpollFlags::EPOLLOUT } else { base }
+    if want_out {
+        base | EpollFlags::EPOLLOUT
+    } else {
+        base
+    }
 }
 
 /// The raw flag names of an epoll wake-up, without the `EPOLL` prefix.
@@ -52,7 +56,11 @@ pub fn flag_names(flags: EpollFlags) -> Vec<&'static str> {
         (EpollFlags::EPOLLRDNORM, "RDNORM"),
         (EpollFlags::EPOLLWRNORM, "WRNORM"),
     ];
-    NAMES.iter().filter(|(f, _)| flags.contains(*f)).map(|(_, n)| *n).collect()
+    NAMES
+        .iter()
+        .filter(|(f, _)| flags.contains(*f))
+        .map(|(_, n)| *n)
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +142,15 @@ pub struct Conn {
 impl Conn {
     /// A connection whose connect() is in progress.
     pub fn connecting(sock: Socket, peer: SocketAddr, plan: Arc<EndPlan>, start: Instant) -> Self {
-        Self::new(sock, Role::Connect, None, peer, plan, start, Phase::Connecting)
+        Self::new(
+            sock,
+            Role::Connect,
+            None,
+            peer,
+            plan,
+            start,
+            Phase::Connecting,
+        )
     }
 
     /// A connection that is already established (accepted, or connected in `lab`).
@@ -218,7 +234,8 @@ impl Conn {
         let now = ctx.now;
         self.timeline.push(now, kind, |_| {});
         if let Err(e) = self.apply_detection() {
-            self.timeline.note(now, format!("detection settings not applied: {e}"));
+            self.timeline
+                .note(now, format!("detection settings not applied: {e}"));
         }
         self.sample(now, true);
         let plan = Arc::clone(&self.plan);
@@ -242,7 +259,9 @@ impl Conn {
     }
 
     fn apply_detection(&self) -> io::Result<()> {
-        let Some(sock) = &self.sock else { return Ok(()) };
+        let Some(sock) = &self.sock else {
+            return Ok(());
+        };
         let d = &self.plan.detection;
         if let Some(ka) = d.keepalive {
             let params = TcpKeepalive::new()
@@ -261,7 +280,8 @@ impl Conn {
     /// One epoll wake-up for this connection.
     pub fn on_ready(&mut self, ctx: &mut Ctx<'_>, flags: EpollFlags) {
         let now = ctx.now;
-        self.timeline.push(now, EventKind::Epoll, |e| e.epoll = Some(flag_names(flags)));
+        self.timeline
+            .push(now, EventKind::Epoll, |e| e.epoll = Some(flag_names(flags)));
         match self.phase {
             Phase::Connecting => return self.finish_connect(ctx),
             Phase::Holding | Phase::Done => return,
@@ -325,11 +345,9 @@ impl Conn {
                 self.verdict = Some(Verdict::Open);
                 self.finish(now);
             }
-            TimerKind::Sample => {
-                if self.sock.is_some() {
-                    self.sample(now, false);
-                    ctx.at(now + ctx.sample_every, TimerKind::Sample);
-                }
+            TimerKind::Sample if self.sock.is_some() => {
+                self.sample(now, false);
+                ctx.at(now + ctx.sample_every, TimerKind::Sample);
             }
             TimerKind::SendEvery if self.is_live() => {
                 if let Some(every) = self.plan.detection.send_every {
@@ -352,8 +370,10 @@ impl Conn {
 
     /// Open or half-closed and not yet ended: the states in which timers send.
     fn is_live(&self) -> bool {
-        matches!(self.phase, Phase::Open | Phase::HalfClosed | Phase::AwaitUnread)
-            && self.verdict.is_none()
+        matches!(
+            self.phase,
+            Phase::Open | Phase::HalfClosed | Phase::AwaitUnread
+        ) && self.verdict.is_none()
     }
 
     /// Whether this side reads what arrives: a `rst-unread` closer never does.
@@ -375,7 +395,8 @@ impl Conn {
             Some(Errno::ETIMEDOUT) => Verdict::ConnectTimeout,
             _ => Verdict::Error,
         });
-        self.timeline.push(now, EventKind::Connect, |e| e.errno = Some(errno));
+        self.timeline
+            .push(now, EventKind::Connect, |e| e.errno = Some(errno));
         self.finish(now);
     }
 
@@ -397,10 +418,8 @@ impl Conn {
         let now = ctx.now;
         let mut data = 0usize;
         let mut errors = 0;
-        loop {
-            let Some(sock) = &self.sock else { break };
-            let result = recv(sock, ctx.buf);
-            match result {
+        while let Some(sock) = &self.sock {
+            match recv(sock, ctx.buf) {
                 Ok(0) => {
                     self.record_data(now, &mut data);
                     self.timeline.push(now, EventKind::Recv, |e| {
@@ -422,8 +441,9 @@ impl Conn {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.record_data(now, &mut data);
-                    self.timeline
-                        .push(now, EventKind::Recv, |ev| ev.errno = Some(sys::errno_name(&e)));
+                    self.timeline.push(now, EventKind::Recv, |ev| {
+                        ev.errno = Some(sys::errno_name(&e))
+                    });
                     self.detect_errno(now, &e);
                     errors += 1;
                     // After ECONNRESET the next recv() returns EOF: show it.
@@ -434,7 +454,7 @@ impl Conn {
             }
         }
         self.record_data(now, &mut data);
-        if self.out.len() > 0 && self.verdict.is_none() {
+        if !self.out.is_empty() && self.verdict.is_none() {
             self.flush(ctx);
         }
     }
@@ -452,10 +472,13 @@ impl Conn {
                 });
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                self.timeline.push(now, EventKind::Recv, |ev| ev.errno = Some("EAGAIN".into()));
+                self.timeline
+                    .push(now, EventKind::Recv, |ev| ev.errno = Some("EAGAIN".into()));
             }
             Err(e) => {
-                self.timeline.push(now, EventKind::Recv, |ev| ev.errno = Some(sys::errno_name(&e)));
+                self.timeline.push(now, EventKind::Recv, |ev| {
+                    ev.errno = Some(sys::errno_name(&e))
+                });
             }
         }
     }
@@ -463,7 +486,8 @@ impl Conn {
     fn record_data(&mut self, now: Instant, data: &mut usize) {
         if *data > 0 {
             let n = *data as u64;
-            self.timeline.push(now, EventKind::Recv, |e| e.bytes = Some(n));
+            self.timeline
+                .push(now, EventKind::Recv, |e| e.bytes = Some(n));
             self.last_data = now;
             self.last_packet = now;
             *data = 0;
@@ -539,10 +563,13 @@ impl Conn {
         }
         if sent > 0 {
             self.bytes_sent += sent as u64;
-            self.timeline.push(now, EventKind::Send, |e| e.bytes = Some(sent as u64));
+            self.timeline
+                .push(now, EventKind::Send, |e| e.bytes = Some(sent as u64));
         }
         if let Some(e) = failure {
-            self.timeline.push(now, EventKind::Send, |ev| ev.errno = Some(sys::errno_name(&e)));
+            self.timeline.push(now, EventKind::Send, |ev| {
+                ev.errno = Some(sys::errno_name(&e))
+            });
             self.detect_errno(now, &e);
             self.out.clear();
             self.fill_left = 0;
@@ -571,7 +598,8 @@ impl Conn {
                 }
             }
             Err(e) => {
-                self.timeline.push(now, kind, |ev| ev.errno = Some(sys::errno_name(&e)));
+                self.timeline
+                    .push(now, kind, |ev| ev.errno = Some(sys::errno_name(&e)));
                 if e.kind() != ErrorKind::WouldBlock {
                     self.detect_errno(now, &e);
                 }
@@ -580,7 +608,9 @@ impl Conn {
     }
 
     fn heartbeat_tick(&mut self, ctx: &mut Ctx<'_>) {
-        let Some(hb) = self.plan.detection.heartbeat else { return };
+        let Some(hb) = self.plan.detection.heartbeat else {
+            return;
+        };
         let now = ctx.now;
         if self.rx_since_tick {
             self.hb_misses = 0;
@@ -615,7 +645,8 @@ impl Conn {
             CloseMode::Fin | CloseMode::Half => self.read_all(ctx),
             CloseMode::RstUnread if self.phase == Phase::Open && self.unread() == 0 => {
                 self.phase = Phase::AwaitUnread;
-                self.timeline.note(now, "rst-unread: waiting up to 1s for data to leave unread");
+                self.timeline
+                    .note(now, "rst-unread: waiting up to 1s for data to leave unread");
                 ctx.at(now + UNREAD_GRACE, TimerKind::Grace);
                 return;
             }
@@ -660,8 +691,14 @@ impl Conn {
                 self.closer_local_done(now);
             }
             Ok(Closed::Kept(sock)) => {
-                let kind = if mode == CloseMode::Half { EventKind::Shutdown } else { EventKind::Close };
-                self.timeline.push(now, kind, |e| e.detail = Some(close::describe(mode, unread)));
+                let kind = if mode == CloseMode::Half {
+                    EventKind::Shutdown
+                } else {
+                    EventKind::Close
+                };
+                self.timeline.push(now, kind, |e| {
+                    e.detail = Some(close::describe(mode, unread))
+                });
                 self.action = Some((now, mode));
                 self.sock = Some(sock);
                 if mode == CloseMode::Half {
@@ -674,7 +711,8 @@ impl Conn {
                 }
             }
             Err(e) => {
-                self.timeline.note(now, format!("{mode} on fd {fd} failed: {e}"));
+                self.timeline
+                    .note(now, format!("{mode} on fd {fd} failed: {e}"));
                 self.verdict = Some(Verdict::Error);
                 self.finish(now);
             }
@@ -720,7 +758,10 @@ impl Conn {
     /// Which mechanism produced an ETIMEDOUT, from the settings and whether data was in flight.
     fn timeout_cause(&self) -> DetectedBy {
         let d = &self.plan.detection;
-        let in_flight = self.last_info.as_ref().is_some_and(|i| i.unacked > 0 || i.backoff > 0);
+        let in_flight = self
+            .last_info
+            .as_ref()
+            .is_some_and(|i| i.unacked > 0 || i.backoff > 0);
         if d.user_timeout.is_some() {
             DetectedBy::UserTimeout
         } else if d.keepalive.is_some() && !in_flight {
@@ -770,18 +811,32 @@ impl Conn {
     /// when a counter worth watching moved.
     fn sample(&mut self, now: Instant, always: bool) {
         let Some(sock) = &self.sock else { return };
-        let Ok(info) = sys::tcp_info(sock.as_fd()) else { return };
+        let Ok(info) = sys::tcp_info(sock.as_fd()) else {
+            return;
+        };
         if self.verdict.is_none() {
             self.track_silence(now, &info);
         }
         if self.last_state != Some(info.state) {
             let state = info.state;
-            self.timeline.push(now, EventKind::State, |e| e.state = Some(state));
+            self.timeline
+                .push(now, EventKind::State, |e| e.state = Some(state));
             self.last_state = Some(state);
         }
         let moved = self.last_info.as_ref().is_none_or(|last| {
-            (last.retransmits, last.probes, last.backoff, last.unacked, last.total_retrans)
-                != (info.retransmits, info.probes, info.backoff, info.unacked, info.total_retrans)
+            (
+                last.retransmits,
+                last.probes,
+                last.backoff,
+                last.unacked,
+                last.total_retrans,
+            ) != (
+                info.retransmits,
+                info.probes,
+                info.backoff,
+                info.unacked,
+                info.total_retrans,
+            )
         });
         if always || moved {
             self.timeline.snapshot(now, info.clone());
@@ -843,7 +898,11 @@ impl Conn {
             last_packet: self.last_packet,
             first_unacked: self.first_unacked,
             first_rto: self.first_rto,
-            rto: Duration::from_micros(self.last_info.as_ref().map_or(200_000, |i| u64::from(i.rto))),
+            rto: Duration::from_micros(
+                self.last_info
+                    .as_ref()
+                    .map_or(200_000, |i| u64::from(i.rto)),
+            ),
         }
     }
 
@@ -876,7 +935,8 @@ impl Conn {
             } else {
                 "close(): the observer is done"
             };
-            self.timeline.push(now, EventKind::Close, |e| e.detail = Some(detail.into()));
+            self.timeline
+                .push(now, EventKind::Close, |e| e.detail = Some(detail.into()));
             drop(sock);
         }
         self.phase = Phase::Done;
@@ -915,8 +975,8 @@ impl Conn {
             None => None,
         };
         // Detection is measured for what the peer did; a local fin/rst has none.
-        let observed = closer == Some(Closer::Peer)
-            || self.action.is_some_and(|(_, m)| m == CloseMode::Half);
+        let observed =
+            closer == Some(Closer::Peer) || self.action.is_some_and(|(_, m)| m == CloseMode::Half);
         let (reference, from) = match self.peer_action {
             Some((at, _)) => (at, DetectedFrom::Close),
             None => (self.last_data, DetectedFrom::LastActivity),
@@ -927,13 +987,7 @@ impl Conn {
             .map(|at| micros(at.saturating_duration_since(reference)));
         let silent = !matches!(verdict, Verdict::Fin | Verdict::Rst) && self.action.is_none();
         let prediction = silent
-            .then(|| {
-                predict::predict(
-                    &self.plan.detection,
-                    kernel,
-                    self.anchors(),
-                )
-            })
+            .then(|| predict::predict(&self.plan.detection, kernel, self.anchors()))
             .flatten();
         let close_t_us = acted.map(|(at, _)| self.timeline.t_us(at));
         let duration_us = micros(end.saturating_duration_since(self.timeline.start()));

@@ -80,9 +80,9 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
     }
     let in_flight = detection.send_every.is_some() || detection.heartbeat.is_some();
     if in_flight {
-        let start = anchors.first_rto.unwrap_or_else(|| {
-            anchors.first_unacked.unwrap_or(anchors.last_packet) + anchors.rto
-        });
+        let start = anchors
+            .first_rto
+            .unwrap_or_else(|| anchors.first_unacked.unwrap_or(anchors.last_packet) + anchors.rto);
         candidates.push(match detection.user_timeout {
             Some(ut) => Prediction {
                 at: start + ut,
@@ -194,11 +194,24 @@ mod tests {
     fn heartbeat_wins_when_fastest_and_nothing_predicts_without_settings() {
         let now = Instant::now();
         let d = Detection {
-            heartbeat: Some(Heartbeat { interval: Duration::from_millis(200), misses: 3 }),
+            heartbeat: Some(Heartbeat {
+                interval: Duration::from_millis(200),
+                misses: 3,
+            }),
             ..Detection::default()
         };
         let p = predict(&d, KernelTcp { retries2: 15 }, anchors(now)).unwrap();
-        assert_eq!((p.verdict, p.at - now), (Verdict::Heartbeat, Duration::from_millis(800)));
-        assert!(predict(&Detection::default(), KernelTcp { retries2: 15 }, anchors(now)).is_none());
+        assert_eq!(
+            (p.verdict, p.at - now),
+            (Verdict::Heartbeat, Duration::from_millis(800))
+        );
+        assert!(
+            predict(
+                &Detection::default(),
+                KernelTcp { retries2: 15 },
+                anchors(now)
+            )
+            .is_none()
+        );
     }
 }

@@ -103,7 +103,11 @@ impl Reactor {
     /// Emits [`Emit::Progress`] lines while connections are open.
     pub fn show_progress(&mut self) {
         self.progress = true;
-        self.timers.at(Instant::now() + PROGRESS_EVERY, TOKEN_PROGRESS, TimerKind::Sample);
+        self.timers.at(
+            Instant::now() + PROGRESS_EVERY,
+            TOKEN_PROGRESS,
+            TimerKind::Sample,
+        );
     }
 
     /// Routes SIGINT and SIGTERM into the loop (they are blocked for the thread).
@@ -115,7 +119,10 @@ impl Reactor {
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .context("signalfd")?;
         self.epoll
-            .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL))
+            .add(
+                fd.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
+            )
             .context("epoll_ctl(signalfd)")?;
         self.signals = Some(fd);
         Ok(())
@@ -128,21 +135,30 @@ impl Reactor {
         plan: EndPlan,
         max_conns: Option<usize>,
     ) -> anyhow::Result<SocketAddr> {
-        let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))
-            .context("socket")?;
+        let sock = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )
+        .context("socket")?;
         sock.set_reuse_address(true).context("SO_REUSEADDR")?;
         if addr.is_ipv6() {
             sock.set_only_v6(true).context("IPV6_V6ONLY")?;
         }
-        sock.bind(&addr.into()).with_context(|| format!("bind {addr}"))?;
-        sock.listen(1024).with_context(|| format!("listen {addr}"))?;
+        sock.bind(&addr.into())
+            .with_context(|| format!("bind {addr}"))?;
+        sock.listen(1024)
+            .with_context(|| format!("listen {addr}"))?;
         let local = sock
             .local_addr()
             .ok()
             .and_then(|a| a.as_socket())
             .unwrap_or(addr);
         self.epoll
-            .add(sock.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER))
+            .add(
+                sock.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
+            )
             .context("epoll_ctl(listener)")?;
         self.listener = Some(Listener {
             sock,
@@ -155,14 +171,26 @@ impl Reactor {
     }
 
     /// Starts a non-blocking connect() that the loop completes.
-    pub fn connect(&mut self, addr: SocketAddr, plan: EndPlan, timeout: Duration) -> anyhow::Result<()> {
-        let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))
-            .context("socket")?;
+    pub fn connect(
+        &mut self,
+        addr: SocketAddr,
+        plan: EndPlan,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let sock = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )
+        .context("socket")?;
         let _ = sock.set_tcp_nodelay(true);
         let start = Instant::now();
         let result = sock.connect(&SockAddr::from(addr));
         let token = self.token();
-        let flags = EpollFlags::EPOLLOUT | EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        let flags = EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
         self.epoll
             .add(sock.as_fd(), EpollEvent::new(flags, token))
             .context("epoll_ctl(connect)")?;
@@ -215,7 +243,11 @@ impl Reactor {
         self.epoll
             .add(sock.as_fd(), EpollEvent::new(flags, token))
             .context("epoll_ctl(add)")?;
-        let kind = if role == Role::Serve { EventKind::Accept } else { EventKind::Connect };
+        let kind = if role == Role::Serve {
+            EventKind::Accept
+        } else {
+            EventKind::Connect
+        };
         let mut conn = Conn::established(sock, role, peer, plan, start);
         let sample_every = self.sample_every();
         let mut ctx = Ctx {
@@ -248,7 +280,10 @@ impl Reactor {
     }
 
     /// Runs until nothing is left to observe, `sink` says stop, or a signal arrives.
-    pub fn run(&mut self, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<RunEnd> {
+    pub fn run(
+        &mut self,
+        sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
+    ) -> anyhow::Result<RunEnd> {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
             if self.conns.is_empty() && self.listener.is_none() {
@@ -312,7 +347,9 @@ impl Reactor {
 
     fn dispatch(&mut self, token: u64, now: Instant, f: impl FnOnce(&mut Conn, &mut Ctx<'_>)) {
         let sample_every = self.sample_every();
-        let Some(conn) = self.conns.get_mut(&token) else { return };
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
         let mut ctx = Ctx {
             epoll: &self.epoll,
             timers: &mut self.timers,
@@ -334,9 +371,13 @@ impl Reactor {
         }
     }
 
-    fn emit_progress(&mut self, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<()> {
+    fn emit_progress(
+        &mut self,
+        sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
+    ) -> anyhow::Result<()> {
         let now = Instant::now();
-        self.timers.at(now + PROGRESS_EVERY, TOKEN_PROGRESS, TimerKind::Sample);
+        self.timers
+            .at(now + PROGRESS_EVERY, TOKEN_PROGRESS, TimerKind::Sample);
         let line = match self.conns.len() {
             0 => return Ok(()),
             1 => self.conns.values().find_map(|c| c.progress(now)),
@@ -358,7 +399,9 @@ impl Reactor {
             .collect();
         let mut flow = Flow::Continue;
         for token in done {
-            let Some(conn) = self.conns.remove(&token) else { continue };
+            let Some(conn) = self.conns.remove(&token) else {
+                continue;
+            };
             if let Some(partner) = self.partners.remove(&token) {
                 self.partners.remove(&partner);
                 // A `drop`/`hang` holder with no --hold of its own lasts until its observer is done.
@@ -380,7 +423,11 @@ impl Reactor {
         Ok(flow)
     }
 
-    fn interrupt(&mut self, now: Instant, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<()> {
+    fn interrupt(
+        &mut self,
+        now: Instant,
+        sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
+    ) -> anyhow::Result<()> {
         for conn in self.conns.values_mut() {
             conn.abort(now, "interrupted (SIGINT/SIGTERM)");
         }
@@ -399,13 +446,22 @@ impl Reactor {
         self.listener = None;
     }
 
-    fn accept_all(&mut self, now: Instant, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<Flow> {
+    fn accept_all(
+        &mut self,
+        now: Instant,
+        sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
+    ) -> anyhow::Result<Flow> {
         loop {
-            let Some(listener) = &mut self.listener else { return Ok(Flow::Continue) };
+            let Some(listener) = &mut self.listener else {
+                return Ok(Flow::Continue);
+            };
             match listener.sock.accept() {
                 Ok((sock, addr)) => {
                     let peer = addr.as_socket().context("accept: not an IP peer")?;
-                    if listener.max_conns.is_some_and(|max| self.conns.len() >= max) {
+                    if listener
+                        .max_conns
+                        .is_some_and(|max| self.conns.len() >= max)
+                    {
                         let max = listener.max_conns.unwrap_or(0);
                         drop(sock);
                         if sink(Emit::Notice(format!(
@@ -426,7 +482,8 @@ impl Reactor {
                     listener.paused = true;
                     let first = !listener.emfile_told;
                     listener.emfile_told = true;
-                    self.timers.at(now + ACCEPT_BACKOFF, TOKEN_LISTENER, TimerKind::Sample);
+                    self.timers
+                        .at(now + ACCEPT_BACKOFF, TOKEN_LISTENER, TimerKind::Sample);
                     if first {
                         let open = self.conns.len();
                         sink(Emit::Notice(format!(
@@ -446,7 +503,10 @@ impl Reactor {
             if listener.paused
                 && self
                     .epoll
-                    .add(listener.sock.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER))
+                    .add(
+                        listener.sock.as_fd(),
+                        EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
+                    )
                     .is_ok()
             {
                 listener.paused = false;

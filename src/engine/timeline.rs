@@ -57,7 +57,10 @@ impl Timeline {
 
     /// Keeps a snapshot; past the cap the newest replaces the previous last one.
     pub fn snapshot(&mut self, at: Instant, tcp_info: TcpInfo) {
-        let snapshot = Snapshot { t_us: self.t_us(at), tcp_info };
+        let snapshot = Snapshot {
+            t_us: self.t_us(at),
+            tcp_info,
+        };
         if self.snapshots.last() == Some(&snapshot) {
             return;
         }

@@ -42,21 +42,22 @@ impl Timers {
         self.heap.peek().map(|Reverse((when, ..))| {
             let left = when.saturating_duration_since(now);
             let ms = left.as_millis() as u64;
-            if left > Duration::from_millis(ms) { ms + 1 } else { ms }
+            if left > Duration::from_millis(ms) {
+                ms + 1
+            } else {
+                ms
+            }
         })
     }
 
     /// Pops the next timer that is due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(u64, TimerKind)> {
         match self.heap.peek() {
-            Some(Reverse((when, ..))) if *when <= now => {
-                self.heap.pop().map(|Reverse((_, token, kind))| (token, kind))
-            }
+            Some(Reverse((when, ..))) if *when <= now => self
+                .heap
+                .pop()
+                .map(|Reverse((_, token, kind))| (token, kind)),
             _ => None,
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
     }
 }

@@ -58,7 +58,9 @@ impl Verdict {
         match self {
             Self::Fin => "the peer sent a FIN: recv() returned 0 (EOF)",
             Self::Rst => "the peer sent an RST: ECONNRESET (or EPIPE on send)",
-            Self::Timeout => "the kernel gave up (ETIMEDOUT) by keepalive, user timeout or retransmissions",
+            Self::Timeout => {
+                "the kernel gave up (ETIMEDOUT) by keepalive, user timeout or retransmissions"
+            }
             Self::Heartbeat => "the application heartbeat went unanswered",
             Self::Open => "nothing detected before --timeout",
             Self::Refused => "connect(): ECONNREFUSED",
@@ -82,7 +84,10 @@ impl Verdict {
 
     /// Outcomes of a connect() that never got a connection.
     pub fn is_connect_failure(self) -> bool {
-        matches!(self, Self::Refused | Self::Unreachable | Self::ConnectTimeout)
+        matches!(
+            self,
+            Self::Refused | Self::Unreachable | Self::ConnectTimeout
+        )
     }
 }
 
@@ -240,7 +245,11 @@ pub struct Report {
 
 impl Report {
     /// The one-line reason this report fails the expectations, if it does.
-    pub fn expectation_miss(&self, expect: &[Verdict], within: Option<std::time::Duration>) -> Option<String> {
+    pub fn expectation_miss(
+        &self,
+        expect: &[Verdict],
+        within: Option<std::time::Duration>,
+    ) -> Option<String> {
         if !expect.is_empty() && !expect.contains(&self.verdict) {
             let wanted: Vec<&str> = expect.iter().map(|v| v.name()).collect();
             return Some(format!(

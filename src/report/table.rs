@@ -24,7 +24,9 @@ pub fn render(report: &Report, tty: bool) -> String {
         super::Role::Serve => "serve",
         super::Role::Connect => "connect",
     };
-    let local = report.local.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    let local = report
+        .local
+        .map_or_else(|| "-".to_owned(), |a| a.to_string());
     out.push_str(&format!(
         "{role} {local} ↔ {peer}: {verdict}\n",
         peer = report.peer,
@@ -49,15 +51,24 @@ pub fn render(report: &Report, tty: bool) -> String {
             Some(DetectedFrom::Close) => "after the close",
             _ => "after the last sign of life",
         };
-        summary.add_row(vec!["detected".to_owned(), format!("{} {from}", fmt_us(us))]);
+        summary.add_row(vec![
+            "detected".to_owned(),
+            format!("{} {from}", fmt_us(us)),
+        ]);
     }
     if let Some(us) = report.predicted_us {
         let basis = report.predicted_basis.as_deref().unwrap_or("");
-        summary.add_row(vec!["predicted".to_owned(), format!("{} — {basis}", fmt_us(us))]);
+        summary.add_row(vec![
+            "predicted".to_owned(),
+            format!("{} — {basis}", fmt_us(us)),
+        ]);
     }
     summary.add_row(vec![
         "bytes".to_owned(),
-        format!("sent {}, received {}", report.bytes_sent, report.bytes_received),
+        format!(
+            "sent {}, received {}",
+            report.bytes_sent, report.bytes_received
+        ),
     ]);
     summary.add_row(vec!["duration".to_owned(), fmt_us(report.duration_us)]);
     out.push_str(&summary.to_string());
@@ -68,7 +79,12 @@ pub fn render(report: &Report, tty: bool) -> String {
     for event in &report.events {
         let (what, result) = describe(event);
         let state = event.state.map(|s| s.to_string()).unwrap_or_default();
-        timeline.add_row(vec![format!("+{}", fmt_us(event.t_us)), what.to_owned(), result, state]);
+        timeline.add_row(vec![
+            format!("+{}", fmt_us(event.t_us)),
+            what.to_owned(),
+            result,
+            state,
+        ]);
     }
     if report.events_dropped > 0 {
         timeline.add_row(vec![
@@ -102,7 +118,10 @@ fn describe(event: &Event) -> (&'static str, String) {
     let errno_or = |fallback: String| event.errno.clone().unwrap_or(fallback);
     let detail = event.detail.clone().unwrap_or_default();
     match event.kind {
-        EventKind::Epoll => ("epoll", event.epoll.as_deref().unwrap_or_default().join("|")),
+        EventKind::Epoll => (
+            "epoll",
+            event.epoll.as_deref().unwrap_or_default().join("|"),
+        ),
         EventKind::Recv => (
             "recv",
             errno_or(match event.bytes {
@@ -111,7 +130,15 @@ fn describe(event: &Event) -> (&'static str, String) {
                 None => detail,
             }),
         ),
-        EventKind::Send => ("send", errno_or(event.bytes.map(|n| format!("{n} bytes")).unwrap_or_default())),
+        EventKind::Send => (
+            "send",
+            errno_or(
+                event
+                    .bytes
+                    .map(|n| format!("{n} bytes"))
+                    .unwrap_or_default(),
+            ),
+        ),
         EventKind::SoError => ("SO_ERROR", errno_or("0".to_owned())),
         EventKind::State => ("state", String::new()),
         EventKind::Connect => ("connect", errno_or("established".to_owned())),
@@ -132,14 +159,22 @@ fn serde_plain<T: serde::Serialize>(value: &T) -> String {
 /// The closing summary of a run with several connections.
 pub fn render_summary(summary: &Summary, tty: bool) -> String {
     let mut t = table(tty);
-    t.set_header(vec!["connections", "verdicts", "detected p50", "p90", "p99", "max"]);
+    t.set_header(vec![
+        "connections",
+        "verdicts",
+        "detected p50",
+        "p90",
+        "p99",
+        "max",
+    ]);
     let verdicts: Vec<String> = summary
         .verdicts
         .iter()
         .map(|(v, n)| format!("{v}: {n}"))
         .collect();
     let p = summary.detected_after_us;
-    let cell = |f: fn(&super::Percentiles) -> u64| p.as_ref().map_or("-".to_owned(), |p| fmt_us(f(p)));
+    let cell =
+        |f: fn(&super::Percentiles) -> u64| p.as_ref().map_or("-".to_owned(), |p| fmt_us(f(p)));
     t.add_row(vec![
         summary.connections.to_string(),
         verdicts.join(", "),
