@@ -166,11 +166,11 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args)]
 pub struct LabArgs {
-    /// Close modes to run, comma-separated [default: all]
+    /// Close modes to run, comma-separated, e.g. `--modes fin,rst,drop` [default: all but none]
     #[arg(long, value_name = "MODES", value_enum, value_delimiter = ',')]
     pub modes: Vec<CloseMode>,
 
-    /// Detection settings to run: none, keepalive, user-timeout, heartbeat [default: all]
+    /// Detection settings of the observer to run, comma-separated [default: all]
     #[arg(long, value_name = "SETTINGS", value_enum, value_delimiter = ',')]
     pub settings: Vec<crate::lab::Setting>,
 

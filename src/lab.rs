@@ -93,17 +93,24 @@ pub struct LabPlan {
 }
 
 impl LabPlan {
-    pub fn from_args(args: &LabArgs) -> Self {
+    pub fn from_args(args: &LabArgs) -> Result<Self, crate::Failure> {
+        if args.modes.contains(&CloseMode::None) {
+            return Err(crate::Failure::Usage(
+                "lab --modes: `none` does not end a connection; name modes such as fin,rst,drop"
+                    .into(),
+            ));
+        }
         let mut modes: Vec<CloseMode> = if args.modes.is_empty() {
             CloseMode::ENDINGS.to_vec()
         } else {
-            args.modes
-                .iter()
-                .copied()
-                .filter(|m| *m != CloseMode::None)
-                .collect()
+            args.modes.clone()
         };
-        modes.dedup();
+        let mut seen = Vec::new();
+        modes.retain(|m| {
+            let first = !seen.contains(m);
+            seen.push(*m);
+            first
+        });
         let mut settings = if args.settings.is_empty() {
             Setting::ALL.to_vec()
         } else {
@@ -111,11 +118,11 @@ impl LabPlan {
         };
         settings.sort();
         settings.dedup();
-        Self {
+        Ok(Self {
             modes,
             settings,
             runs: args.runs,
-        }
+        })
     }
 }
 

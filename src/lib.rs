@@ -29,6 +29,7 @@ pub mod lab {
         }
     }
 }
+pub mod manpage;
 pub mod output;
 pub mod plan;
 pub mod report;
@@ -74,9 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Ok)
         }
         Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
-            output::write_stdout(&out)?;
+            output::write_stdout(&manpage::render()?)?;
             Ok(ExitCode::Ok)
         }
         #[cfg(target_os = "linux")]
@@ -84,7 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(target_os = "linux")]
         Command::Connect(args) => output::connect(connect_plan(args, privileges)?),
         #[cfg(target_os = "linux")]
-        Command::Lab(args) => output::lab(lab::LabPlan::from_args(&args), args.json),
+        Command::Lab(args) => output::lab(lab::LabPlan::from_args(&args)?, args.json),
         #[cfg(not(target_os = "linux"))]
         Command::Serve(_) | Command::Connect(_) | Command::Lab(_) => {
             let _ = privileges;

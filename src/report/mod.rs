@@ -148,7 +148,7 @@ pub enum EventKind {
     Recv,
     /// send(): `bytes` written or `errno`.
     Send,
-    /// getsockopt(SO_ERROR): `errno`, absent when 0. Reading it clears it.
+    /// getsockopt(SO_ERROR): `errno`, or `detail` "0" when none. Reading it clears it.
     SoError,
     /// The TCP state (from TCP_INFO) changed to `state`.
     State,
@@ -158,8 +158,6 @@ pub enum EventKind {
     Shutdown,
     /// A heartbeat ping was sent.
     Ping,
-    /// A heartbeat pong arrived.
-    Pong,
     /// The observation ended without the connection ending (`--timeout`).
     Timeout,
     /// A remark about what tcpbye did or saw (`detail`).

@@ -146,7 +146,6 @@ fn describe(event: &Event) -> (&'static str, String) {
         EventKind::Close => ("close", detail),
         EventKind::Shutdown => ("shutdown", detail),
         EventKind::Ping => ("ping", errno_or(String::new())),
-        EventKind::Pong => ("pong", String::new()),
         EventKind::Timeout => ("timeout", detail),
         EventKind::Note => ("note", detail),
     }

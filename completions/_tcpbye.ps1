@@ -1,0 +1,135 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'tcpbye'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'tcpbye' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Listen, observe every connection, print one report per connection as it ends')
+            [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to any TCP server, end the connection in a chosen way (or observe), report')
+            [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
+            [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcpbye;serve' {
+            [CompletionResult]::new('--max-conns', '--max-conns', [CompletionResultType]::ParameterName, 'Observe at most N connections at once; further ones are accepted and closed at once')
+            [CompletionResult]::new('--close', '--close', [CompletionResultType]::ParameterName, 'How this end closes the connection [default: fin for connect, none for serve]')
+            [CompletionResult]::new('--after', '--after', [CompletionResultType]::ParameterName, 'Wait DUR after the connection is up before closing, e.g. `--after 500ms`')
+            [CompletionResult]::new('--send', '--send', [CompletionResultType]::ParameterName, 'Send BYTES of data as soon as the connection is up, e.g. `--send 4k`')
+            [CompletionResult]::new('--hold', '--hold', [CompletionResultType]::ParameterName, 'How long `drop`/`hang` stay silent before the socket is released [default: until --timeout]')
+            [CompletionResult]::new('--keepalive', '--keepalive', [CompletionResultType]::ParameterName, 'SO_KEEPALIVE with IDLE,INTVL,CNT in whole seconds, e.g. `--keepalive 1s,1s,3`')
+            [CompletionResult]::new('--user-timeout', '--user-timeout', [CompletionResultType]::ParameterName, 'TCP_USER_TIMEOUT: abort when sent data stays unacknowledged this long, e.g. `1500ms`')
+            [CompletionResult]::new('--heartbeat', '--heartbeat', [CompletionResultType]::ParameterName, 'Application ping every INTERVAL; give up after MISSES silent intervals, e.g. `200ms,3`')
+            [CompletionResult]::new('--send-every', '--send-every', [CompletionResultType]::ParameterName, 'Send a little data every DUR so that retransmission timeouts apply, e.g. `200ms`')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Stop observing after DUR and report `open` [default: no limit]')
+            [CompletionResult]::new('--expect', '--expect', [CompletionResultType]::ParameterName, 'Exit 1 unless every report has this verdict (repeat or comma-separate to allow several)')
+            [CompletionResult]::new('--expect-within', '--expect-within', [CompletionResultType]::ParameterName, 'Exit 1 unless every connection''s end was detected within DUR, e.g. `--expect-within 5s`')
+            [CompletionResult]::new('--once', '--once', [CompletionResultType]::ParameterName, 'Exit after the first connection''s report')
+            [CompletionResult]::new('--no-probe', '--no-probe', [CompletionResultType]::ParameterName, 'After the peer''s FIN or RST, do not send the two probe writes that show what a writer meets')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'JSON Lines on stdout: one object per connection, then one summary object')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tcpbye;connect' {
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up on connect() after DUR and report `connect-timeout`')
+            [CompletionResult]::new('--close', '--close', [CompletionResultType]::ParameterName, 'How this end closes the connection [default: fin for connect, none for serve]')
+            [CompletionResult]::new('--after', '--after', [CompletionResultType]::ParameterName, 'Wait DUR after the connection is up before closing, e.g. `--after 500ms`')
+            [CompletionResult]::new('--send', '--send', [CompletionResultType]::ParameterName, 'Send BYTES of data as soon as the connection is up, e.g. `--send 4k`')
+            [CompletionResult]::new('--hold', '--hold', [CompletionResultType]::ParameterName, 'How long `drop`/`hang` stay silent before the socket is released [default: until --timeout]')
+            [CompletionResult]::new('--keepalive', '--keepalive', [CompletionResultType]::ParameterName, 'SO_KEEPALIVE with IDLE,INTVL,CNT in whole seconds, e.g. `--keepalive 1s,1s,3`')
+            [CompletionResult]::new('--user-timeout', '--user-timeout', [CompletionResultType]::ParameterName, 'TCP_USER_TIMEOUT: abort when sent data stays unacknowledged this long, e.g. `1500ms`')
+            [CompletionResult]::new('--heartbeat', '--heartbeat', [CompletionResultType]::ParameterName, 'Application ping every INTERVAL; give up after MISSES silent intervals, e.g. `200ms,3`')
+            [CompletionResult]::new('--send-every', '--send-every', [CompletionResultType]::ParameterName, 'Send a little data every DUR so that retransmission timeouts apply, e.g. `200ms`')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Stop observing after DUR and report `open` [default: no limit]')
+            [CompletionResult]::new('--expect', '--expect', [CompletionResultType]::ParameterName, 'Exit 1 unless every report has this verdict (repeat or comma-separate to allow several)')
+            [CompletionResult]::new('--expect-within', '--expect-within', [CompletionResultType]::ParameterName, 'Exit 1 unless every connection''s end was detected within DUR, e.g. `--expect-within 5s`')
+            [CompletionResult]::new('--no-probe', '--no-probe', [CompletionResultType]::ParameterName, 'After the peer''s FIN or RST, do not send the two probe writes that show what a writer meets')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'JSON Lines on stdout: one object per connection, then one summary object')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tcpbye;lab' {
+            [CompletionResult]::new('--modes', '--modes', [CompletionResultType]::ParameterName, 'Close modes to run, comma-separated, e.g. `--modes fin,rst,drop` [default: all but none]')
+            [CompletionResult]::new('--settings', '--settings', [CompletionResultType]::ParameterName, 'Detection settings of the observer to run, comma-separated [default: all]')
+            [CompletionResult]::new('--runs', '--runs', [CompletionResultType]::ParameterName, 'Repetitions of each case, for the p50/p99 columns')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'JSON Lines: one object per case, then one summary object')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tcpbye;completions' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tcpbye;man' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tcpbye;help' {
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Listen, observe every connection, print one report per connection as it ends')
+            [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to any TCP server, end the connection in a chosen way (or observe), report')
+            [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
+            [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcpbye;help;serve' {
+            break
+        }
+        'tcpbye;help;connect' {
+            break
+        }
+        'tcpbye;help;lab' {
+            break
+        }
+        'tcpbye;help;completions' {
+            break
+        }
+        'tcpbye;help;man' {
+            break
+        }
+        'tcpbye;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

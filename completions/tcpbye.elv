@@ -1,0 +1,117 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[tcpbye] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'tcpbye'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'tcpbye'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand serve 'Listen, observe every connection, print one report per connection as it ends'
+            cand connect 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
+            cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
+            cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+            cand man 'Print the man page (roff) to stdout'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcpbye;serve'= {
+            cand --max-conns 'Observe at most N connections at once; further ones are accepted and closed at once'
+            cand --close 'How this end closes the connection [default: fin for connect, none for serve]'
+            cand --after 'Wait DUR after the connection is up before closing, e.g. `--after 500ms`'
+            cand --send 'Send BYTES of data as soon as the connection is up, e.g. `--send 4k`'
+            cand --hold 'How long `drop`/`hang` stay silent before the socket is released [default: until --timeout]'
+            cand --keepalive 'SO_KEEPALIVE with IDLE,INTVL,CNT in whole seconds, e.g. `--keepalive 1s,1s,3`'
+            cand --user-timeout 'TCP_USER_TIMEOUT: abort when sent data stays unacknowledged this long, e.g. `1500ms`'
+            cand --heartbeat 'Application ping every INTERVAL; give up after MISSES silent intervals, e.g. `200ms,3`'
+            cand --send-every 'Send a little data every DUR so that retransmission timeouts apply, e.g. `200ms`'
+            cand --timeout 'Stop observing after DUR and report `open` [default: no limit]'
+            cand --expect 'Exit 1 unless every report has this verdict (repeat or comma-separate to allow several)'
+            cand --expect-within 'Exit 1 unless every connection''s end was detected within DUR, e.g. `--expect-within 5s`'
+            cand --once 'Exit after the first connection''s report'
+            cand --no-probe 'After the peer''s FIN or RST, do not send the two probe writes that show what a writer meets'
+            cand --json 'JSON Lines on stdout: one object per connection, then one summary object'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'tcpbye;connect'= {
+            cand --connect-timeout 'Give up on connect() after DUR and report `connect-timeout`'
+            cand --close 'How this end closes the connection [default: fin for connect, none for serve]'
+            cand --after 'Wait DUR after the connection is up before closing, e.g. `--after 500ms`'
+            cand --send 'Send BYTES of data as soon as the connection is up, e.g. `--send 4k`'
+            cand --hold 'How long `drop`/`hang` stay silent before the socket is released [default: until --timeout]'
+            cand --keepalive 'SO_KEEPALIVE with IDLE,INTVL,CNT in whole seconds, e.g. `--keepalive 1s,1s,3`'
+            cand --user-timeout 'TCP_USER_TIMEOUT: abort when sent data stays unacknowledged this long, e.g. `1500ms`'
+            cand --heartbeat 'Application ping every INTERVAL; give up after MISSES silent intervals, e.g. `200ms,3`'
+            cand --send-every 'Send a little data every DUR so that retransmission timeouts apply, e.g. `200ms`'
+            cand --timeout 'Stop observing after DUR and report `open` [default: no limit]'
+            cand --expect 'Exit 1 unless every report has this verdict (repeat or comma-separate to allow several)'
+            cand --expect-within 'Exit 1 unless every connection''s end was detected within DUR, e.g. `--expect-within 5s`'
+            cand --no-probe 'After the peer''s FIN or RST, do not send the two probe writes that show what a writer meets'
+            cand --json 'JSON Lines on stdout: one object per connection, then one summary object'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'tcpbye;lab'= {
+            cand --modes 'Close modes to run, comma-separated, e.g. `--modes fin,rst,drop` [default: all but none]'
+            cand --settings 'Detection settings of the observer to run, comma-separated [default: all]'
+            cand --runs 'Repetitions of each case, for the p50/p99 columns'
+            cand --json 'JSON Lines: one object per case, then one summary object'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'tcpbye;completions'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'tcpbye;man'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'tcpbye;help'= {
+            cand serve 'Listen, observe every connection, print one report per connection as it ends'
+            cand connect 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
+            cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
+            cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+            cand man 'Print the man page (roff) to stdout'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcpbye;help;serve'= {
+        }
+        &'tcpbye;help;connect'= {
+        }
+        &'tcpbye;help;lab'= {
+        }
+        &'tcpbye;help;completions'= {
+        }
+        &'tcpbye;help;man'= {
+        }
+        &'tcpbye;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

@@ -1,0 +1,123 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_tcpbye_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_tcpbye_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_tcpbye_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_tcpbye_using_subcommand
+    set -l cmd (__fish_tcpbye_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c tcpbye -n "__fish_tcpbye_needs_command" -s h -l help -d 'Print help'
+complete -c tcpbye -n "__fish_tcpbye_needs_command" -s V -l version -d 'Print version'
+complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "serve" -d 'Listen, observe every connection, print one report per connection as it ends'
+complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
+complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
+complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "man" -d 'Print the man page (roff) to stdout'
+complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l max-conns -d 'Observe at most N connections at once; further ones are accepted and closed at once' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l close -d 'How this end closes the connection [default: fin for connect, none for serve]' -r -f -a "fin\t'close(): a FIN; the peer reads EOF'
+half\t'shutdown(SHUT_WR), keep reading until the peer\'s FIN, then close'
+rst\t'SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET'
+rst-unread\t'close() with received data unread: Linux sends an RST, not a FIN'
+drop\t'vanish silently like a pulled cable: nothing sent, nothing answered (CAP_NET_ADMIN)'
+reboot\t'the socket disappears without a packet; the peer\'s next segment meets an RST (CAP_NET_ADMIN)'
+hang\t'the process hangs: socket open, never read or written again'
+none\t'do not close: observe until the peer ends it or --timeout passes'"
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l after -d 'Wait DUR after the connection is up before closing, e.g. `--after 500ms`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l send -d 'Send BYTES of data as soon as the connection is up, e.g. `--send 4k`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l hold -d 'How long `drop`/`hang` stay silent before the socket is released [default: until --timeout]' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l keepalive -d 'SO_KEEPALIVE with IDLE,INTVL,CNT in whole seconds, e.g. `--keepalive 1s,1s,3`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l user-timeout -d 'TCP_USER_TIMEOUT: abort when sent data stays unacknowledged this long, e.g. `1500ms`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l heartbeat -d 'Application ping every INTERVAL; give up after MISSES silent intervals, e.g. `200ms,3`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l send-every -d 'Send a little data every DUR so that retransmission timeouts apply, e.g. `200ms`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l timeout -d 'Stop observing after DUR and report `open` [default: no limit]' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l expect -d 'Exit 1 unless every report has this verdict (repeat or comma-separate to allow several)' -r -f -a "fin\t'the peer sent a FIN: recv() returned 0 (EOF)'
+rst\t'the peer sent an RST: ECONNRESET (or EPIPE on send)'
+timeout\t'the kernel gave up (ETIMEDOUT) by keepalive, user timeout or retransmissions'
+heartbeat\t'the application heartbeat went unanswered'
+open\t'nothing detected before --timeout'
+refused\t'connect(): ECONNREFUSED'
+unreachable\t'connect(): EHOSTUNREACH or ENETUNREACH'
+connect-timeout\t'connect() did not complete within --connect-timeout'
+error\t'another socket error (named in the timeline)'"
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l expect-within -d 'Exit 1 unless every connection\'s end was detected within DUR, e.g. `--expect-within 5s`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l once -d 'Exit after the first connection\'s report'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l no-probe -d 'After the peer\'s FIN or RST, do not send the two probe writes that show what a writer meets'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l json -d 'JSON Lines on stdout: one object per connection, then one summary object'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l connect-timeout -d 'Give up on connect() after DUR and report `connect-timeout`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l close -d 'How this end closes the connection [default: fin for connect, none for serve]' -r -f -a "fin\t'close(): a FIN; the peer reads EOF'
+half\t'shutdown(SHUT_WR), keep reading until the peer\'s FIN, then close'
+rst\t'SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET'
+rst-unread\t'close() with received data unread: Linux sends an RST, not a FIN'
+drop\t'vanish silently like a pulled cable: nothing sent, nothing answered (CAP_NET_ADMIN)'
+reboot\t'the socket disappears without a packet; the peer\'s next segment meets an RST (CAP_NET_ADMIN)'
+hang\t'the process hangs: socket open, never read or written again'
+none\t'do not close: observe until the peer ends it or --timeout passes'"
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l after -d 'Wait DUR after the connection is up before closing, e.g. `--after 500ms`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l send -d 'Send BYTES of data as soon as the connection is up, e.g. `--send 4k`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l hold -d 'How long `drop`/`hang` stay silent before the socket is released [default: until --timeout]' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l keepalive -d 'SO_KEEPALIVE with IDLE,INTVL,CNT in whole seconds, e.g. `--keepalive 1s,1s,3`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l user-timeout -d 'TCP_USER_TIMEOUT: abort when sent data stays unacknowledged this long, e.g. `1500ms`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l heartbeat -d 'Application ping every INTERVAL; give up after MISSES silent intervals, e.g. `200ms,3`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l send-every -d 'Send a little data every DUR so that retransmission timeouts apply, e.g. `200ms`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l timeout -d 'Stop observing after DUR and report `open` [default: no limit]' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l expect -d 'Exit 1 unless every report has this verdict (repeat or comma-separate to allow several)' -r -f -a "fin\t'the peer sent a FIN: recv() returned 0 (EOF)'
+rst\t'the peer sent an RST: ECONNRESET (or EPIPE on send)'
+timeout\t'the kernel gave up (ETIMEDOUT) by keepalive, user timeout or retransmissions'
+heartbeat\t'the application heartbeat went unanswered'
+open\t'nothing detected before --timeout'
+refused\t'connect(): ECONNREFUSED'
+unreachable\t'connect(): EHOSTUNREACH or ENETUNREACH'
+connect-timeout\t'connect() did not complete within --connect-timeout'
+error\t'another socket error (named in the timeline)'"
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l expect-within -d 'Exit 1 unless every connection\'s end was detected within DUR, e.g. `--expect-within 5s`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l no-probe -d 'After the peer\'s FIN or RST, do not send the two probe writes that show what a writer meets'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l json -d 'JSON Lines on stdout: one object per connection, then one summary object'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -s V -l version -d 'Print version'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l modes -d 'Close modes to run, comma-separated, e.g. `--modes fin,rst,drop` [default: all but none]' -r -f -a "fin\t'close(): a FIN; the peer reads EOF'
+half\t'shutdown(SHUT_WR), keep reading until the peer\'s FIN, then close'
+rst\t'SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET'
+rst-unread\t'close() with received data unread: Linux sends an RST, not a FIN'
+drop\t'vanish silently like a pulled cable: nothing sent, nothing answered (CAP_NET_ADMIN)'
+reboot\t'the socket disappears without a packet; the peer\'s next segment meets an RST (CAP_NET_ADMIN)'
+hang\t'the process hangs: socket open, never read or written again'
+none\t'do not close: observe until the peer ends it or --timeout passes'"
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l settings -d 'Detection settings of the observer to run, comma-separated [default: all]' -r -f -a "none\t'plain reads only'
+keepalive\t'--keepalive 1s,1s,2'
+user-timeout\t'--user-timeout 1500ms --send-every 200ms'
+heartbeat\t'--heartbeat 200ms,3'"
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l runs -d 'Repetitions of each case, for the p50/p99 columns' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l json -d 'JSON Lines: one object per case, then one summary object'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s V -l version -d 'Print version'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand man" -s h -l help -d 'Print help'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand man" -s V -l version -d 'Print version'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "serve" -d 'Listen, observe every connection, print one report per connection as it ends'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "man" -d 'Print the man page (roff) to stdout'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
