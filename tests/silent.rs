@@ -24,7 +24,10 @@ fn is_root() -> bool {
 macro_rules! require_root {
     ($name:expr) => {
         if !is_root() {
-            eprintln!("SKIPPED {}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)", $name);
+            eprintln!(
+                "SKIPPED {}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)",
+                $name
+            );
             return;
         }
     };
@@ -39,7 +42,13 @@ struct Netns {
 impl Netns {
     fn new() -> Self {
         let mut holder = Command::new("unshare")
-            .args(["--net", "--", "sh", "-c", "ip link set lo up && echo ready && exec sleep 120"])
+            .args([
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "ip link set lo up && echo ready && exec sleep 120",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -52,7 +61,11 @@ impl Netns {
             let _ = tx.send(line);
         });
         let line = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-        assert_eq!(line.trim(), "ready", "the namespace holder did not bring lo up");
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the namespace holder did not bring lo up"
+        );
         let inode = std::fs::read_link(format!("/proc/{}/ns/net", holder.id()))
             .expect("read the namespace link")
             .to_string_lossy()
@@ -204,7 +217,12 @@ fn assert_namespace_gone(inode: &str) {
         let left: Vec<String> = std::fs::read_dir("/proc")
             .expect("/proc")
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
             .filter(|e| {
                 std::fs::read_link(e.path().join("ns/net"))
                     .is_ok_and(|l| l.to_string_lossy() == inode)
@@ -214,7 +232,10 @@ fn assert_namespace_gone(inode: &str) {
         if left.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "processes {left:?} still hold {inode}");
+        assert!(
+            Instant::now() < deadline,
+            "processes {left:?} still hold {inode}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -233,7 +254,10 @@ fn drop_is_caught_by_keepalive_at_idle_plus_probes() {
     assert_eq!(observer["tcp_info"]["state"], "CLOSE");
     // 1 s idle + 3 × 1 s probes after the last packet (the handshake, give or take a ms).
     let predicted = us(&observer["predicted_us"]);
-    assert!((4.0e6..4.05e6).contains(&predicted), "predicted {predicted}µs");
+    assert!(
+        (4.0e6..4.05e6).contains(&predicted),
+        "predicted {predicted}µs"
+    );
     assert_near_prediction(&observer, 0.10);
     let probes: Vec<u64> = observer["snapshots"]
         .as_array()
@@ -241,7 +265,11 @@ fn drop_is_caught_by_keepalive_at_idle_plus_probes() {
         .iter()
         .map(|s| s["tcp_info"]["probes"].as_u64().expect("probes"))
         .collect();
-    assert_eq!(probes.iter().max(), Some(&3), "keepalive probes climb to 3: {probes:?}");
+    assert_eq!(
+        probes.iter().max(),
+        Some(&3),
+        "keepalive probes climb to 3: {probes:?}"
+    );
     assert_eq!(closer["close"], "drop");
     assert_eq!(closer["verdict"], "open");
     assert_namespace_gone(&ns);
@@ -251,8 +279,22 @@ fn drop_is_caught_by_keepalive_at_idle_plus_probes() {
 fn drop_is_caught_by_keepalive_in_the_reverse_direction() {
     require_root!("drop_is_caught_by_keepalive_in_the_reverse_direction");
     let ns = Netns::new();
-    let (server, port) = serve(&ns, &["--close", "drop", "--after", "100ms", "--timeout", "7s"]);
-    let client = connect(&ns, port, &["--close", "none", "--keepalive", "1s,1s,3", "--timeout", "8s"]);
+    let (server, port) = serve(
+        &ns,
+        &["--close", "drop", "--after", "100ms", "--timeout", "7s"],
+    );
+    let client = connect(
+        &ns,
+        port,
+        &[
+            "--close",
+            "none",
+            "--keepalive",
+            "1s,1s,3",
+            "--timeout",
+            "8s",
+        ],
+    );
     let observer = report_of(client, Duration::from_secs(12));
     let closer = report_of(server, Duration::from_secs(12));
     assert_eq!(observer["verdict"], "timeout");
@@ -269,7 +311,14 @@ fn drop_is_caught_by_keepalive_in_the_reverse_direction() {
 fn drop_with_data_in_flight_is_caught_by_user_timeout() {
     require_root!("drop_with_data_in_flight_is_caught_by_user_timeout");
     let (observer, _, ns) = observe(
-        &["--user-timeout", "1500ms", "--send-every", "200ms", "--timeout", "8s"],
+        &[
+            "--user-timeout",
+            "1500ms",
+            "--send-every",
+            "200ms",
+            "--timeout",
+            "8s",
+        ],
         &["--close", "drop", "--after", "100ms", "--timeout", "6s"],
         Duration::from_secs(12),
     );
@@ -285,7 +334,10 @@ fn drop_with_data_in_flight_is_caught_by_user_timeout() {
         .iter()
         .filter_map(|s| s["tcp_info"]["backoff"].as_u64())
         .max();
-    assert!(max_backoff >= Some(2), "retransmissions backed off: {max_backoff:?}");
+    assert!(
+        max_backoff >= Some(2),
+        "retransmissions backed off: {max_backoff:?}"
+    );
     assert_namespace_gone(&ns);
 }
 
@@ -323,13 +375,19 @@ fn drop_without_a_mechanism_stays_open_while_retransmissions_back_off() {
             .collect()
     };
     let backoff = field("backoff");
-    assert!(backoff.windows(2).all(|w| w[1] >= w[0]), "backoff never falls: {backoff:?}");
+    assert!(
+        backoff.windows(2).all(|w| w[1] >= w[0]),
+        "backoff never falls: {backoff:?}"
+    );
     assert!(backoff.last() >= Some(&2), "backoff climbs: {backoff:?}");
     assert!(field("total_retrans").last() >= Some(&2));
     assert_eq!(observer["tcp_info"]["state"], "ESTABLISHED");
     // tcp_retries2 (15 by default in a fresh namespace) ≈ 924.6 s after the first retransmission.
     let predicted = us(&observer["predicted_us"]);
-    assert!((900e6..1000e6).contains(&predicted), "predicted {predicted}µs");
+    assert!(
+        (900e6..1000e6).contains(&predicted),
+        "predicted {predicted}µs"
+    );
     assert_namespace_gone(&ns);
 }
 
@@ -342,8 +400,14 @@ fn reboot_answers_the_next_segment_with_rst() {
         Duration::from_secs(8),
     );
     assert_eq!(observer["verdict"], "rst");
-    assert_eq!(errnos(&observer, "recv").first().map(String::as_str), Some("ECONNRESET"));
-    let send_t = events(&observer, "send").map(|e| us(&e["t_us"])).next().expect("a send");
+    assert_eq!(
+        errnos(&observer, "recv").first().map(String::as_str),
+        Some("ECONNRESET")
+    );
+    let send_t = events(&observer, "send")
+        .map(|e| us(&e["t_us"]))
+        .next()
+        .expect("a send");
     let reset_t = events(&observer, "recv")
         .find(|e| e["errno"] == "ECONNRESET")
         .map(|e| us(&e["t_us"]))
@@ -352,7 +416,10 @@ fn reboot_answers_the_next_segment_with_rst() {
         (0.0..50_000.0).contains(&(reset_t - send_t)),
         "RST {reset_t}µs came right after the send at {send_t}µs"
     );
-    assert!(send_t >= 400_000.0, "nothing was noticed before the first send at {send_t}µs");
+    assert!(
+        send_t >= 400_000.0,
+        "nothing was noticed before the first send at {send_t}µs"
+    );
     assert_eq!(closer["close"], "reboot");
     assert_namespace_gone(&ns);
 }
@@ -398,7 +465,12 @@ fn without_cap_net_admin_drop_exits_4_with_one_line() {
     require_root!("without_cap_net_admin_drop_exits_4_with_one_line");
     for mode in ["drop", "reboot"] {
         let out = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
             .args([TCPBYE, "connect", "127.0.0.1:9", "--close", mode])
             .output()
             .expect("setpriv (util-linux) runs");
