@@ -60,6 +60,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_conns: Option<u32>,
 
+    /// Print no per-connection reports, only the summary (at exit and on Ctrl-C)
+    ///
+    /// Counts by verdict and detection-time percentiles; for thousands of connections.
+    #[arg(long)]
+    pub summary: bool,
+
     #[command(flatten)]
     pub end: EndArgs,
 
@@ -79,6 +85,18 @@ pub struct ConnectArgs {
     /// Give up on connect() after DUR and report `connect-timeout`
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = plan::parse_duration)]
     pub connect_timeout: Duration,
+
+    /// Make N connections in turn and print one summary instead of N reports, e.g. `--count 1000`
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+
+    /// With --count: keep at most C connections open at once
+    #[arg(long, value_name = "C", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+
+    /// With --count: start at most R connections per second, e.g. `--rate 500`
+    #[arg(long, value_name = "R", value_parser = plan::parse_rate)]
+    pub rate: Option<f64>,
 
     #[command(flatten)]
     pub end: EndArgs,

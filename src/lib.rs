@@ -101,7 +101,10 @@ pub fn serve_plan(args: ServeArgs, privileges: Privileges) -> Result<ServePlan, 
         once: args.once,
         max_conns: args.max_conns.map(|n| n as usize),
         end,
-        output: output_plan(args.output),
+        output: OutputPlan {
+            summary_only: args.summary,
+            ..output_plan(args.output)
+        },
     })
 }
 
@@ -114,11 +117,22 @@ pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<Connect
         )));
     }
     let end = end_plan(args.end, args.detect, CloseMode::Fin, privileges)?;
+    if args.count == 1 && (args.concurrency > 1 || args.rate.is_some()) {
+        return Err(Failure::Usage(
+            "--concurrency and --rate apply with --count N (N > 1)".into(),
+        ));
+    }
     Ok(ConnectPlan {
         addr,
         connect_timeout: args.connect_timeout,
+        count: args.count,
+        concurrency: args.concurrency as usize,
+        rate: args.rate,
         end,
-        output: output_plan(args.output),
+        output: OutputPlan {
+            summary_only: args.count > 1,
+            ..output_plan(args.output)
+        },
     })
 }
 
@@ -170,6 +184,7 @@ fn end_plan(
 fn output_plan(args: OutputArgs) -> OutputPlan {
     OutputPlan {
         json: args.json,
+        summary_only: false,
         expect: args.expect,
         expect_within: args.expect_within,
     }

@@ -26,8 +26,13 @@ pub struct Printer {
     plan: OutputPlan,
     tty: bool,
     stdout_open: bool,
+    started: std::time::Instant,
+    misses_told: u64,
     pub summary: Summary,
 }
+
+/// Most expectation misses told one by one; the rest are counted.
+const MISSES_TOLD: u64 = 5;
 
 impl Printer {
     pub fn new(plan: OutputPlan) -> Self {
@@ -35,6 +40,8 @@ impl Printer {
             plan,
             tty: io::stdout().is_terminal(),
             stdout_open: true,
+            started: std::time::Instant::now(),
+            misses_told: 0,
             summary: Summary::default(),
         }
     }
@@ -44,13 +51,16 @@ impl Printer {
         let miss = report.expectation_miss(&self.plan.expect, self.plan.expect_within);
         self.summary.add(report, miss.is_none());
         if let Some(reason) = &miss {
-            eprintln!("tcpbye: expectation not met: {reason}");
+            self.misses_told += 1;
+            if self.misses_told <= MISSES_TOLD {
+                eprintln!("tcpbye: expectation not met: {reason}");
+            }
         }
         // A failed connect() the user did not expect is said in one line on stderr instead.
         let quiet_failure = report.verdict.is_connect_failure()
             && !self.plan.json
             && !self.plan.expect.contains(&report.verdict);
-        if !self.stdout_open || quiet_failure {
+        if !self.stdout_open || quiet_failure || self.plan.summary_only {
             return Ok(self.stdout_open);
         }
         let text = if self.plan.json {
@@ -65,10 +75,17 @@ impl Printer {
     /// Prints the summary (always in JSON; in a table when there was more than one report).
     pub fn finish(&mut self, interrupted: bool) -> io::Result<ExitCode> {
         self.summary.interrupted = interrupted;
+        self.summary.set_elapsed(self.started.elapsed());
+        if self.misses_told > MISSES_TOLD {
+            eprintln!(
+                "tcpbye: expectation not met by {} more connections",
+                self.misses_told - MISSES_TOLD
+            );
+        }
         if self.stdout_open {
             if self.plan.json {
                 write_stdout(format!("{}\n", json::line(&self.summary)).as_bytes())?;
-            } else if self.summary.connections > 1 || interrupted {
+            } else if self.summary.connections > 1 || interrupted || self.plan.summary_only {
                 write_stdout(table::render_summary(&self.summary, self.tty).as_bytes())?;
             }
         }
@@ -122,6 +139,7 @@ fn terminal_width() -> usize {
 
 #[cfg(target_os = "linux")]
 pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
+    raise_fd_limit(plan.max_conns.unwrap_or(10_000));
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
     let local = reactor.listen(plan.addr, plan.end.clone(), plan.max_conns)?;
@@ -155,9 +173,18 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
 
 #[cfg(target_os = "linux")]
 pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
+    let churn = plan.count > 1;
+    if churn {
+        raise_fd_limit(plan.concurrency);
+    }
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
-    reactor.connect(plan.addr, plan.end.clone(), plan.connect_timeout)?;
+    if churn {
+        let (addr, end, timeout) = (plan.addr, plan.end.clone(), plan.connect_timeout);
+        reactor.churn(addr, end, timeout, plan.count, plan.concurrency, plan.rate);
+    } else {
+        reactor.connect(plan.addr, plan.end.clone(), plan.connect_timeout)?;
+    }
     let mut printer = Printer::new(plan.output.clone());
     let mut failure = None;
     let mut status = StatusLine::new(&mut reactor);
@@ -166,9 +193,8 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
             Emit::Progress(line) => status.show(&line),
             Emit::Report(report) => {
                 status.clear();
-                if report.verdict.is_connect_failure()
-                    && !plan.output.expect.contains(&report.verdict)
-                {
+                let unexpected = !plan.output.expect.contains(&report.verdict);
+                if !churn && report.verdict.is_connect_failure() && unexpected {
                     let errno = report
                         .events
                         .iter()
@@ -190,11 +216,59 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
     })?;
     status.clear();
     let code = printer.finish(end == RunEnd::Interrupted)?;
+    if churn {
+        let summary = &printer.summary;
+        for errno in summary.connect_errors.keys() {
+            if let Some(hint) = connect_error_hint(errno) {
+                eprintln!("tcpbye: {errno}: {hint}");
+            }
+        }
+        if summary.established == 0 && summary.connections > 0 && end == RunEnd::Finished {
+            let errors: Vec<String> = summary
+                .connect_errors
+                .iter()
+                .map(|(e, n)| format!("{e} ×{n}"))
+                .collect();
+            failure = Some(format!(
+                "connect {}: none of {} connections was established ({})",
+                plan.addr,
+                summary.connections,
+                errors.join(", ")
+            ));
+        }
+    }
     if let Some(failure) = failure {
         eprintln!("tcpbye: {failure}");
         return Ok(ExitCode::Runtime);
     }
     Ok(code)
+}
+
+/// What to do about a connect() error seen while churning.
+fn connect_error_hint(errno: &str) -> Option<&'static str> {
+    match errno {
+        "EADDRNOTAVAIL" => Some(
+            "ephemeral ports exhausted (TIME_WAIT builds up after many fin closes): lower --rate, close with --close rst, or widen net.ipv4.ip_local_port_range",
+        ),
+        "EMFILE" | "ENFILE" => {
+            Some("out of file descriptors: raise `ulimit -n` or lower --concurrency")
+        }
+        "ECONNREFUSED" => Some("nothing listens there (or its backlog overflowed)"),
+        _ => None,
+    }
+}
+
+/// Raises the soft open-file limit to the hard one; says so when even that is low.
+#[cfg(target_os = "linux")]
+fn raise_fd_limit(wanted: usize) {
+    match crate::sys::raise_fd_limit() {
+        Ok((_, hard)) if hard < wanted as u64 + 64 => eprintln!(
+            "tcpbye: the open-file limit is {hard}: at most about {} connections at once (raise it with `ulimit -Hn`)",
+            hard.saturating_sub(64)
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("tcpbye: cannot raise the open-file limit: {e}"),
+    }
 }
 
 #[cfg(target_os = "linux")]

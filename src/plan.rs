@@ -181,6 +181,8 @@ impl Default for EndPlan {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutputPlan {
     pub json: bool,
+    /// Only the summary, no per-connection reports.
+    pub summary_only: bool,
     pub expect: Vec<Verdict>,
     pub expect_within: Option<Duration>,
 }
@@ -194,10 +196,15 @@ pub struct ServePlan {
     pub output: OutputPlan,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConnectPlan {
     pub addr: SocketAddr,
     pub connect_timeout: Duration,
+    /// Connections to make (`--count`); more than one prints a summary only.
+    pub count: u64,
+    pub concurrency: usize,
+    /// New connections per second at most.
+    pub rate: Option<f64>,
     pub end: EndPlan,
     pub output: OutputPlan,
 }
@@ -211,18 +218,18 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
-    if let Some(port) = text.strip_prefix(':') {
-        return Ok(SocketAddr::new(DEFAULT_HOST, parse_port(port)?));
-    }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(SocketAddr::new(DEFAULT_HOST, parse_port(text)?));
-    }
     if let Ok(ip) = text
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse::<IpAddr>()
     {
         return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    if let Some(port) = text.strip_prefix(':') {
+        return Ok(SocketAddr::new(DEFAULT_HOST, parse_port(port)?));
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(SocketAddr::new(DEFAULT_HOST, parse_port(text)?));
     }
     let (host, port) = match text.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => (host, parse_port(port)?),
@@ -254,6 +261,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(text)
         .map_err(|e| format!("'{text}' is not a duration ({e}); try 500ms, 1.5s or 2m"))
+}
+
+/// Parses a rate in connections per second (`500`, `0.5`).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r >= 0.001 && *r <= 1e7)
+        .ok_or_else(|| format!("'{text}' is not a rate (connections per second, e.g. 500)"))
 }
 
 /// Parses `IDLE,INTVL,CNT` (e.g. `1s,1s,3`); the kernel takes whole seconds.

@@ -24,6 +24,7 @@ use crate::report::{EventKind, Report, Role};
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_SIGNAL: u64 = u64::MAX - 1;
 const TOKEN_PROGRESS: u64 = u64::MAX - 2;
+const TOKEN_CHURN: u64 = u64::MAX - 3;
 /// How often a progress line is emitted when asked for.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// How long accepting pauses after EMFILE/ENFILE before trying again.
@@ -60,6 +61,19 @@ pub enum RunEnd {
     Interrupted,
 }
 
+/// `connect --count`: connections still to make, at most `concurrency` at once,
+/// at most one per `interval`.
+struct Churn {
+    addr: SocketAddr,
+    plan: EndPlan,
+    timeout: Duration,
+    left: u64,
+    concurrency: usize,
+    interval: Option<Duration>,
+    next_at: Instant,
+    fd_limit_told: bool,
+}
+
 struct Listener {
     sock: Socket,
     plan: Arc<EndPlan>,
@@ -80,6 +94,7 @@ pub struct Reactor {
     buf: Vec<u8>,
     again: Vec<u64>,
     progress: bool,
+    churn: Option<Churn>,
 }
 
 impl Reactor {
@@ -97,6 +112,7 @@ impl Reactor {
             buf: vec![0; 64 * 1024],
             again: Vec::new(),
             progress: false,
+            churn: None,
         })
     }
 
@@ -205,6 +221,72 @@ impl Reactor {
         Ok(())
     }
 
+    /// Makes `count` connections to `addr`, `concurrency` at a time, at most
+    /// `rate` new ones per second; each follows `plan`.
+    pub fn churn(
+        &mut self,
+        addr: SocketAddr,
+        plan: EndPlan,
+        timeout: Duration,
+        count: u64,
+        concurrency: usize,
+        rate: Option<f64>,
+    ) {
+        self.churn = Some(Churn {
+            addr,
+            plan,
+            timeout,
+            left: count,
+            concurrency: concurrency.max(1),
+            interval: rate.map(|r| Duration::from_secs_f64(1.0 / r)),
+            next_at: Instant::now(),
+            fd_limit_told: false,
+        });
+    }
+
+    /// Starts churn connections while there is room; an fd limit pauses it until
+    /// a connection ends (never a spin), and is fatal only when nothing is open.
+    fn refill(&mut self, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<()> {
+        let Some(mut churn) = self.churn.take() else {
+            return Ok(());
+        };
+        while churn.left > 0 && self.conns.len() < churn.concurrency {
+            let now = Instant::now();
+            if now < churn.next_at {
+                self.timers
+                    .at(churn.next_at, TOKEN_CHURN, TimerKind::Sample);
+                break;
+            }
+            match self.connect(churn.addr, churn.plan.clone(), churn.timeout) {
+                Ok(()) => {
+                    churn.left -= 1;
+                    if let Some(interval) = churn.interval {
+                        // Keep the pace without bursting to catch up after a stall.
+                        churn.next_at = (churn.next_at + interval).max(now);
+                    }
+                }
+                Err(e) if e.downcast_ref::<io::Error>().is_some_and(is_fd_limit) => {
+                    if self.conns.is_empty() {
+                        return Err(e.context("no connection is open to free a descriptor"));
+                    }
+                    if !churn.fd_limit_told {
+                        churn.fd_limit_told = true;
+                        sink(Emit::Notice(format!(
+                            "{e:#}: holding {} connections; new ones wait until one ends (raise `ulimit -n` or lower --concurrency)",
+                            self.conns.len()
+                        )))?;
+                    }
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if churn.left > 0 {
+            self.churn = Some(churn);
+        }
+        Ok(())
+    }
+
     /// Adds both ends of an established connection (`lab`), linked so each
     /// knows when the other acted.
     pub fn add_pair(
@@ -286,7 +368,8 @@ impl Reactor {
     ) -> anyhow::Result<RunEnd> {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
-            if self.conns.is_empty() && self.listener.is_none() {
+            self.refill(sink)?;
+            if self.conns.is_empty() && self.listener.is_none() && self.churn.is_none() {
                 return Ok(RunEnd::Finished);
             }
             let now = Instant::now();
@@ -334,6 +417,9 @@ impl Reactor {
                 }
                 if token == TOKEN_PROGRESS {
                     self.emit_progress(sink)?;
+                    continue;
+                }
+                if token == TOKEN_CHURN {
                     continue;
                 }
                 let now = Instant::now();
@@ -432,6 +518,7 @@ impl Reactor {
             conn.abort(now, "interrupted (SIGINT/SIGTERM)");
         }
         self.listener = None;
+        self.churn = None;
         self.reap(sink)?;
         Ok(())
     }

@@ -335,8 +335,16 @@ pub struct Summary {
     pub schema: u32,
     pub kind: &'static str,
     pub connections: u64,
+    /// Connections that were established (connect() or accept() succeeded).
+    pub established: u64,
     pub verdicts: std::collections::BTreeMap<Verdict, u64>,
+    /// Failed connect() calls by errno name (`ECONNREFUSED`, `EADDRNOTAVAIL`, …).
+    pub connect_errors: std::collections::BTreeMap<String, u64>,
     pub detected_after_us: Option<Percentiles>,
+    /// µs from the first connection to the summary.
+    pub elapsed_us: u64,
+    /// Connections per second over `elapsed_us`.
+    pub rate_per_sec: f64,
     pub expect_met: bool,
     pub interrupted: bool,
     #[serde(skip)]
@@ -349,8 +357,12 @@ impl Default for Summary {
             schema: SCHEMA,
             kind: "summary",
             connections: 0,
+            established: 0,
             verdicts: Default::default(),
+            connect_errors: Default::default(),
             detected_after_us: None,
+            elapsed_us: 0,
+            rate_per_sec: 0.0,
             expect_met: true,
             interrupted: false,
             samples: Vec::new(),
@@ -362,11 +374,31 @@ impl Summary {
     pub fn add(&mut self, report: &Report, met: bool) {
         self.connections += 1;
         *self.verdicts.entry(report.verdict).or_default() += 1;
+        let connect = report
+            .events
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::Connect | EventKind::Accept));
+        match connect.and_then(|e| e.errno.as_ref()) {
+            Some(errno) => *self.connect_errors.entry(errno.clone()).or_default() += 1,
+            None if connect.is_some() => self.established += 1,
+            None => {}
+        }
         if let Some(us) = report.detected_after_us {
             self.samples.push(us);
             self.detected_after_us = Percentiles::of(&self.samples);
         }
         self.expect_met &= met;
+    }
+
+    /// Sets the elapsed time and the rate it implies.
+    pub fn set_elapsed(&mut self, elapsed: std::time::Duration) {
+        self.elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let secs = elapsed.as_secs_f64();
+        self.rate_per_sec = if secs > 0.0 {
+            (self.connections as f64 / secs * 10.0).round() / 10.0
+        } else {
+            0.0
+        };
     }
 }
 

@@ -158,29 +158,56 @@ fn serde_plain<T: serde::Serialize>(value: &T) -> String {
 /// The closing summary of a run with several connections.
 pub fn render_summary(summary: &Summary, tty: bool) -> String {
     let mut t = table(tty);
-    t.set_header(vec![
-        "connections",
-        "verdicts",
-        "detected p50",
-        "p90",
-        "p99",
-        "max",
-    ]);
-    let verdicts: Vec<String> = summary
-        .verdicts
-        .iter()
-        .map(|(v, n)| format!("{v}: {n}"))
-        .collect();
-    let p = summary.detected_after_us;
-    let cell =
-        |f: fn(&super::Percentiles) -> u64| p.as_ref().map_or("-".to_owned(), |p| fmt_us(f(p)));
+    let join = |items: Vec<String>| {
+        if items.is_empty() {
+            "-".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let verdicts = join(
+        summary
+            .verdicts
+            .iter()
+            .map(|(v, n)| format!("{v}: {n}"))
+            .collect(),
+    );
+    let errors = join(
+        summary
+            .connect_errors
+            .iter()
+            .map(|(e, n)| format!("{e}: {n}"))
+            .collect(),
+    );
     t.add_row(vec![
-        summary.connections.to_string(),
-        verdicts.join(", "),
-        cell(|p| p.p50),
-        cell(|p| p.p90),
-        cell(|p| p.p99),
-        cell(|p| p.max),
+        "connections".to_owned(),
+        format!(
+            "{} ({} established)",
+            summary.connections, summary.established
+        ),
+    ]);
+    t.add_row(vec!["verdicts".to_owned(), verdicts]);
+    t.add_row(vec!["connect errors".to_owned(), errors]);
+    let detected = summary
+        .detected_after_us
+        .as_ref()
+        .map_or("-".to_owned(), |p| {
+            format!(
+                "p50 {} · p90 {} · p99 {} · max {}",
+                fmt_us(p.p50),
+                fmt_us(p.p90),
+                fmt_us(p.p99),
+                fmt_us(p.max)
+            )
+        });
+    t.add_row(vec!["detected after".to_owned(), detected]);
+    t.add_row(vec![
+        "elapsed".to_owned(),
+        format!(
+            "{} ({}/s)",
+            fmt_us(summary.elapsed_us),
+            summary.rate_per_sec
+        ),
     ]);
     format!("{t}\n")
 }

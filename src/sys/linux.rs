@@ -148,3 +148,13 @@ fn loopback_up() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Raises the soft open-file limit to the hard limit; returns (before, after).
+pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+    }
+    Ok((soft, hard))
+}
