@@ -30,6 +30,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
+            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure detection latency, churn rate and idle cost against bare baselines')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -47,6 +48,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('--expect', '--expect', [CompletionResultType]::ParameterName, 'Exit 1 unless every report has this verdict (repeat or comma-separate to allow several)')
             [CompletionResult]::new('--expect-within', '--expect-within', [CompletionResultType]::ParameterName, 'Exit 1 unless every connection''s end was detected within DUR, e.g. `--expect-within 5s`')
             [CompletionResult]::new('--once', '--once', [CompletionResultType]::ParameterName, 'Exit after the first connection''s report')
+            [CompletionResult]::new('--summary', '--summary', [CompletionResultType]::ParameterName, 'Print no per-connection reports, only the summary (at exit and on Ctrl-C)')
             [CompletionResult]::new('--no-probe', '--no-probe', [CompletionResultType]::ParameterName, 'After the peer''s FIN or RST, do not send the two probe writes that show what a writer meets')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'JSON Lines on stdout: one object per connection, then one summary object')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -57,6 +59,9 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
         }
         'tcpbye;connect' {
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up on connect() after DUR and report `connect-timeout`')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Make N connections in turn and print one summary instead of N reports, e.g. `--count 1000`')
+            [CompletionResult]::new('--concurrency', '--concurrency', [CompletionResultType]::ParameterName, 'With --count: keep at most C connections open at once')
+            [CompletionResult]::new('--rate', '--rate', [CompletionResultType]::ParameterName, 'With --count: start at most R connections per second, e.g. `--rate 500`')
             [CompletionResult]::new('--close', '--close', [CompletionResultType]::ParameterName, 'How this end closes the connection [default: fin for connect, none for serve]')
             [CompletionResult]::new('--after', '--after', [CompletionResultType]::ParameterName, 'Wait DUR after the connection is up before closing, e.g. `--after 500ms`')
             [CompletionResult]::new('--send', '--send', [CompletionResultType]::ParameterName, 'Send BYTES of data as soon as the connection is up, e.g. `--send 4k`')
@@ -101,12 +106,24 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'tcpbye;bench' {
+            [CompletionResult]::new('--samples', '--samples', [CompletionResultType]::ParameterName, 'Close/detect rounds per mode for the latency comparison')
+            [CompletionResult]::new('--churn', '--churn', [CompletionResultType]::ParameterName, 'Connections for the churn comparison')
+            [CompletionResult]::new('--idle', '--idle', [CompletionResultType]::ParameterName, 'Idle connections for serve to hold')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'One JSON object with every figure')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'tcpbye;help' {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Listen, observe every connection, print one report per connection as it ends')
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to any TCP server, end the connection in a chosen way (or observe), report')
             [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
+            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure detection latency, churn rate and idle cost against bare baselines')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -123,6 +140,9 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             break
         }
         'tcpbye;help;man' {
+            break
+        }
+        'tcpbye;help;bench' {
             break
         }
         'tcpbye;help;help' {

@@ -16,6 +16,9 @@ _tcpbye() {
             ",$1")
                 cmd="tcpbye"
                 ;;
+            tcpbye,bench)
+                cmd="tcpbye__subcmd__bench"
+                ;;
             tcpbye,completions)
                 cmd="tcpbye__subcmd__completions"
                 ;;
@@ -33,6 +36,9 @@ _tcpbye() {
                 ;;
             tcpbye,serve)
                 cmd="tcpbye__subcmd__serve"
+                ;;
+            tcpbye__subcmd__help,bench)
+                cmd="tcpbye__subcmd__help__subcmd__bench"
                 ;;
             tcpbye__subcmd__help,completions)
                 cmd="tcpbye__subcmd__help__subcmd__completions"
@@ -59,12 +65,38 @@ _tcpbye() {
 
     case "${cmd}" in
         tcpbye)
-            opts="-h -V --help --version serve connect lab completions man help"
+            opts="-h -V --help --version serve connect lab completions man bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcpbye__subcmd__bench)
+            opts="-h -V --samples --churn --idle --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --samples)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --churn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -87,13 +119,25 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__connect)
-            opts="-h -V --connect-timeout --close --after --send --hold --no-probe --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --help --version"
+            opts="-h -V --connect-timeout --count --concurrency --rate --close --after --send --hold --no-probe --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -149,8 +193,22 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__help)
-            opts="serve connect lab completions man help"
+            opts="serve connect lab completions man bench help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcpbye__subcmd__help__subcmd__bench)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -287,7 +345,7 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__serve)
-            opts="-h -V --once --max-conns --close --after --send --hold --no-probe --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --help --version"
+            opts="-h -V --once --max-conns --summary --close --after --send --hold --no-probe --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

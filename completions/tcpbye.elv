@@ -27,6 +27,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
             cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
             cand man 'Print the man page (roff) to stdout'
+            cand bench 'Measure detection latency, churn rate and idle cost against bare baselines'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'tcpbye;serve'= {
@@ -43,6 +44,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand --expect 'Exit 1 unless every report has this verdict (repeat or comma-separate to allow several)'
             cand --expect-within 'Exit 1 unless every connection''s end was detected within DUR, e.g. `--expect-within 5s`'
             cand --once 'Exit after the first connection''s report'
+            cand --summary 'Print no per-connection reports, only the summary (at exit and on Ctrl-C)'
             cand --no-probe 'After the peer''s FIN or RST, do not send the two probe writes that show what a writer meets'
             cand --json 'JSON Lines on stdout: one object per connection, then one summary object'
             cand -h 'Print help (see more with ''--help'')'
@@ -52,6 +54,9 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
         }
         &'tcpbye;connect'= {
             cand --connect-timeout 'Give up on connect() after DUR and report `connect-timeout`'
+            cand --count 'Make N connections in turn and print one summary instead of N reports, e.g. `--count 1000`'
+            cand --concurrency 'With --count: keep at most C connections open at once'
+            cand --rate 'With --count: start at most R connections per second, e.g. `--rate 500`'
             cand --close 'How this end closes the connection [default: fin for connect, none for serve]'
             cand --after 'Wait DUR after the connection is up before closing, e.g. `--after 500ms`'
             cand --send 'Send BYTES of data as soon as the connection is up, e.g. `--send 4k`'
@@ -92,12 +97,23 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'tcpbye;bench'= {
+            cand --samples 'Close/detect rounds per mode for the latency comparison'
+            cand --churn 'Connections for the churn comparison'
+            cand --idle 'Idle connections for serve to hold'
+            cand --json 'One JSON object with every figure'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'tcpbye;help'= {
             cand serve 'Listen, observe every connection, print one report per connection as it ends'
             cand connect 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
             cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
             cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
             cand man 'Print the man page (roff) to stdout'
+            cand bench 'Measure detection latency, churn rate and idle cost against bare baselines'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'tcpbye;help;serve'= {
@@ -109,6 +125,8 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
         &'tcpbye;help;completions'= {
         }
         &'tcpbye;help;man'= {
+        }
+        &'tcpbye;help;bench'= {
         }
         &'tcpbye;help;help'= {
         }

@@ -31,6 +31,7 @@ complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "connect" -d 'Connect 
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "man" -d 'Print the man page (roff) to stdout'
+complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "bench" -d 'Measure detection latency, churn rate and idle cost against bare baselines'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l max-conns -d 'Observe at most N connections at once; further ones are accepted and closed at once' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l close -d 'How this end closes the connection [default: fin for connect, none for serve]' -r -f -a "fin\t'close(): a FIN; the peer reads EOF'
@@ -60,11 +61,15 @@ connect-timeout\t'connect() did not complete within --connect-timeout'
 error\t'another socket error (named in the timeline)'"
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l expect-within -d 'Exit 1 unless every connection\'s end was detected within DUR, e.g. `--expect-within 5s`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l once -d 'Exit after the first connection\'s report'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l summary -d 'Print no per-connection reports, only the summary (at exit and on Ctrl-C)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l no-probe -d 'After the peer\'s FIN or RST, do not send the two probe writes that show what a writer meets'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l json -d 'JSON Lines on stdout: one object per connection, then one summary object'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l connect-timeout -d 'Give up on connect() after DUR and report `connect-timeout`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l count -d 'Make N connections in turn and print one summary instead of N reports, e.g. `--count 1000`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l concurrency -d 'With --count: keep at most C connections open at once' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l rate -d 'With --count: start at most R connections per second, e.g. `--rate 500`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l close -d 'How this end closes the connection [default: fin for connect, none for serve]' -r -f -a "fin\t'close(): a FIN; the peer reads EOF'
 half\t'shutdown(SHUT_WR), keep reading until the peer\'s FIN, then close'
 rst\t'SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET'
@@ -115,9 +120,16 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand completions" -s h -l help 
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand man" -s h -l help -d 'Print help'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand man" -s V -l version -d 'Print version'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "serve" -d 'Listen, observe every connection, print one report per connection as it ends'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "man" -d 'Print the man page (roff) to stdout'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -l samples -d 'Close/detect rounds per mode for the latency comparison' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -l churn -d 'Connections for the churn comparison' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -l idle -d 'Idle connections for serve to hold' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -l json -d 'One JSON object with every figure'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -s h -l help -d 'Print help'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -s V -l version -d 'Print version'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "serve" -d 'Listen, observe every connection, print one report per connection as it ends'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "man" -d 'Print the man page (roff) to stdout'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "bench" -d 'Measure detection latency, churn rate and idle cost against bare baselines'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -42,6 +42,9 @@ pub enum Command {
     /// Print the man page (roff) to stdout
     #[command(hide = true)]
     Man,
+    /// Measure detection latency, churn rate and idle cost against bare baselines
+    #[command(hide = true)]
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +183,25 @@ pub struct OutputArgs {
     /// Exit 1 unless every connection's end was detected within DUR, e.g. `--expect-within 5s`
     #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
     pub expect_within: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Close/detect rounds per mode for the latency comparison
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(10..=100_000))]
+    pub samples: u32,
+
+    /// Connections for the churn comparison
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=20_000))]
+    pub churn: u64,
+
+    /// Idle connections for serve to hold
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=25_000))]
+    pub idle: u64,
+
+    /// One JSON object with every figure
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

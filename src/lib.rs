@@ -6,6 +6,8 @@
 
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
+#[cfg(target_os = "linux")]
+pub mod bench;
 pub mod cli;
 #[cfg(target_os = "linux")]
 pub mod engine;
@@ -84,8 +86,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connect(args) => output::connect(connect_plan(args, privileges)?),
         #[cfg(target_os = "linux")]
         Command::Lab(args) => output::lab(lab::LabPlan::from_args(&args)?, args.json),
+        #[cfg(target_os = "linux")]
+        Command::Bench(args) => output::bench(
+            &bench::BenchPlan {
+                samples: args.samples,
+                churn: args.churn,
+                idle: args.idle as usize,
+            },
+            args.json,
+        ),
         #[cfg(not(target_os = "linux"))]
-        Command::Serve(_) | Command::Connect(_) | Command::Lab(_) => {
+        Command::Serve(_) | Command::Connect(_) | Command::Lab(_) | Command::Bench(_) => {
             let _ = privileges;
             Err(Failure::Unsupported.into())
         }

@@ -75,7 +75,7 @@ impl Printer {
     /// Prints the summary (always in JSON; in a table when there was more than one report).
     pub fn finish(&mut self, interrupted: bool) -> io::Result<ExitCode> {
         self.summary.interrupted = interrupted;
-        self.summary.set_elapsed(self.started.elapsed());
+        self.summary.finish(self.started.elapsed());
         if self.misses_told > MISSES_TOLD {
             eprintln!(
                 "tcpbye: expectation not met by {} more connections",
@@ -297,4 +297,16 @@ pub fn lab(plan: crate::lab::LabPlan, json_out: bool) -> anyhow::Result<ExitCode
     } else {
         ExitCode::Ok
     })
+}
+
+#[cfg(target_os = "linux")]
+pub fn bench(plan: &crate::bench::BenchPlan, json_out: bool) -> anyhow::Result<ExitCode> {
+    let result = crate::bench::run(plan, &mut |step| eprintln!("tcpbye bench: {step}"))?;
+    let text = if json_out {
+        format!("{}\n", json::line(&result))
+    } else {
+        crate::bench::render(&result, io::stdout().is_terminal())
+    };
+    write_stdout(text.as_bytes())?;
+    Ok(ExitCode::Ok)
 }

@@ -137,12 +137,21 @@ pub struct Conn {
     last_info: Option<TcpInfo>,
     probe_sent: bool,
     quiet_deadline: Option<Instant>,
+    /// Whether EPOLLOUT is in the registered interest.
+    out_registered: bool,
 }
 
 impl Conn {
-    /// A connection whose connect() is in progress.
-    pub fn connecting(sock: Socket, peer: SocketAddr, plan: Arc<EndPlan>, start: Instant) -> Self {
-        Self::new(
+    /// A connection whose connect() is in progress; `out_registered` says whether
+    /// EPOLLOUT is in its registered interest.
+    pub fn connecting(
+        sock: Socket,
+        peer: SocketAddr,
+        plan: Arc<EndPlan>,
+        start: Instant,
+        out_registered: bool,
+    ) -> Self {
+        let mut conn = Self::new(
             sock,
             Role::Connect,
             None,
@@ -150,7 +159,9 @@ impl Conn {
             plan,
             start,
             Phase::Connecting,
-        )
+        );
+        conn.out_registered = out_registered;
+        conn
     }
 
     /// A connection that is already established (accepted, or connected in `lab`).
@@ -204,6 +215,7 @@ impl Conn {
             last_info: None,
             probe_sent: false,
             quiet_deadline: None,
+            out_registered: false,
         }
     }
 
@@ -231,13 +243,20 @@ impl Conn {
 
     /// Starts observing an established connection.
     pub fn begin(&mut self, ctx: &mut Ctx<'_>, kind: EventKind) {
+        self.begin_with(ctx, kind, None);
+    }
+
+    fn begin_with(&mut self, ctx: &mut Ctx<'_>, kind: EventKind, info: Option<TcpInfo>) {
         let now = ctx.now;
         self.timeline.push(now, kind, |_| {});
         if let Err(e) = self.apply_detection() {
             self.timeline
                 .note(now, format!("detection settings not applied: {e}"));
         }
-        self.sample(now, true);
+        match info {
+            Some(info) => self.record_sample(now, info, true),
+            None => self.sample(now, true),
+        }
         let plan = Arc::clone(&self.plan);
         if plan.close != CloseMode::None {
             ctx.at(self.timeline.start() + plan.after, TimerKind::Close);
@@ -263,6 +282,10 @@ impl Conn {
             return Ok(());
         };
         let d = &self.plan.detection;
+        if d.heartbeat.is_some() || d.send_every.is_some() {
+            // Small periodic writes go out at once, not behind Nagle.
+            sock.set_tcp_nodelay(true)?;
+        }
         if let Some(ka) = d.keepalive {
             let params = TcpKeepalive::new()
                 .with_time(ka.idle)
@@ -404,13 +427,17 @@ impl Conn {
         let now = ctx.now;
         let Some(sock) = &self.sock else { return };
         match sock.take_error() {
-            Ok(None) => {
-                self.local = sock.local_addr().ok().and_then(|a| a.as_socket());
-                self.phase = Phase::Open;
-                self.begin(ctx, EventKind::Connect);
-            }
+            Ok(None) => self.connected(ctx, None),
             Ok(Some(err)) | Err(err) => self.connect_error(now, &err),
         }
+    }
+
+    /// connect() completed; `info` is a TCP_INFO reading taken just now, if any.
+    pub fn connected(&mut self, ctx: &mut Ctx<'_>, info: Option<TcpInfo>) {
+        let Some(sock) = &self.sock else { return };
+        self.local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        self.phase = Phase::Open;
+        self.begin_with(ctx, EventKind::Connect, info);
     }
 
     /// Reads until EAGAIN, EOF or the budget; records data, EOF and errors.
@@ -575,10 +602,15 @@ impl Conn {
             self.fill_left = 0;
         }
         let want_out = !self.out.is_empty() || self.fill_left > 0;
-        if let Some(sock) = &self.sock {
+        if let Some(sock) = self
+            .sock
+            .as_ref()
+            .filter(|_| want_out != self.out_registered)
+        {
             let mut event = EpollEvent::new(interest(want_out), ctx.token);
             // Changing interest on a registered socket cannot fail for a live fd.
             let _ = ctx.epoll.modify(sock.as_fd(), &mut event);
+            self.out_registered = want_out;
         }
     }
 
@@ -668,14 +700,19 @@ impl Conn {
         if self.verdict.is_some() || self.phase == Phase::Done {
             return;
         }
-        let Some(sock) = self.sock.take() else { return };
-        let unread = sys::unread_bytes(sock.as_fd()).unwrap_or(0);
         self.sample(now, true);
+        let Some(sock) = self.sock.take() else { return };
+        let unread = match mode {
+            CloseMode::RstUnread => sys::unread_bytes(sock.as_fd()).unwrap_or(0),
+            _ => 0,
+        };
         if matches!(mode, CloseMode::Drop | CloseMode::Hang) {
             // A vanished or hung peer sees nothing more: stop watching its socket.
             let _ = ctx.epoll.delete(sock.as_fd());
         }
         let fd = sock.as_raw_fd();
+        // Detection times are measured from here: the instant before the syscall.
+        let now = Instant::now();
         match close::perform(mode, sock) {
             Ok(Closed::Released) => {
                 self.timeline.push(now, EventKind::Close, |e| {
@@ -814,6 +851,10 @@ impl Conn {
         let Ok(info) = sys::tcp_info(sock.as_fd()) else {
             return;
         };
+        self.record_sample(now, info, always);
+    }
+
+    fn record_sample(&mut self, now: Instant, info: TcpInfo, always: bool) {
         if self.verdict.is_none() {
             self.track_silence(now, &info);
         }

@@ -20,6 +20,7 @@ use super::predict::KernelTcp;
 use super::timers::{TimerKind, Timers};
 use crate::plan::EndPlan;
 use crate::report::{EventKind, Report, Role};
+use crate::sys::TcpState;
 
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_SIGNAL: u64 = u64::MAX - 1;
@@ -32,7 +33,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// TCP_INFO sampling: at most this often per connection…
 const SAMPLE_MIN: Duration = Duration::from_millis(50);
 /// …and at most this many samples per second over all connections.
-const SAMPLES_PER_SEC: u32 = 2000;
+const SAMPLES_PER_SEC: u32 = 500;
 
 /// What the loop hands to its caller as it happens.
 #[derive(Debug)]
@@ -95,6 +96,8 @@ pub struct Reactor {
     again: Vec<u64>,
     progress: bool,
     churn: Option<Churn>,
+    /// Connections that ended and wait to be reported.
+    done: Vec<u64>,
 }
 
 impl Reactor {
@@ -113,6 +116,7 @@ impl Reactor {
             again: Vec::new(),
             progress: false,
             churn: None,
+            done: Vec::new(),
         })
     }
 
@@ -199,25 +203,41 @@ impl Reactor {
             Some(Protocol::TCP),
         )
         .context("socket")?;
-        let _ = sock.set_tcp_nodelay(true);
         let start = Instant::now();
         let result = sock.connect(&SockAddr::from(addr));
         let token = self.token();
-        let flags = EpollFlags::EPOLLOUT
-            | EpollFlags::EPOLLIN
-            | EpollFlags::EPOLLRDHUP
-            | EpollFlags::EPOLLET;
+        // On loopback the handshake completes inside connect(); when TCP_INFO already
+        // says ESTABLISHED, observing starts now instead of after an EPOLLOUT round.
+        let in_progress = matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS));
+        let established = match &result {
+            Ok(()) => None,
+            Err(_) if in_progress => crate::sys::tcp_info(sock.as_fd())
+                .ok()
+                .filter(|i| i.state == TcpState::Established),
+            Err(_) => None,
+        };
+        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        if established.is_none() {
+            flags |= EpollFlags::EPOLLOUT;
+        }
         self.epoll
             .add(sock.as_fd(), EpollEvent::new(flags, token))
             .context("epoll_ctl(connect)")?;
-        let mut conn = Conn::connecting(sock, addr, Arc::new(plan), start);
-        match result {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => conn.fail_connect(start, &e),
+        let mut conn = Conn::connecting(sock, addr, Arc::new(plan), start, established.is_none());
+        if let Err(e) = &result {
+            if !in_progress {
+                conn.fail_connect(start, e);
+            }
         }
         self.timers.at(start + timeout, token, TimerKind::Connect);
         self.conns.insert(token, conn);
+        match established {
+            Some(info) => self.dispatch(token, Instant::now(), |conn, ctx| {
+                conn.connected(ctx, Some(info))
+            }),
+            None if self.conns.get(&token).is_some_and(Conn::is_done) => self.done.push(token),
+            None => {}
+        }
         Ok(())
     }
 
@@ -319,7 +339,6 @@ impl Reactor {
         start: Instant,
     ) -> anyhow::Result<u64> {
         sock.set_nonblocking(true).context("O_NONBLOCK")?;
-        let _ = sock.set_tcp_nodelay(true);
         let token = self.token();
         let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
         self.epoll
@@ -342,6 +361,9 @@ impl Reactor {
             again: false,
         };
         conn.begin(&mut ctx, kind);
+        if conn.is_done() {
+            self.done.push(token);
+        }
         self.conns.insert(token, conn);
         Ok(token)
     }
@@ -368,12 +390,14 @@ impl Reactor {
     ) -> anyhow::Result<RunEnd> {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
-            self.refill(sink)?;
+            if self.done.is_empty() {
+                self.refill(sink)?;
+            }
             if self.conns.is_empty() && self.listener.is_none() && self.churn.is_none() {
                 return Ok(RunEnd::Finished);
             }
             let now = Instant::now();
-            let timeout = if self.again.is_empty() {
+            let timeout = if self.again.is_empty() && self.done.is_empty() {
                 match self.timers.wait_ms(now) {
                     Some(ms) => EpollTimeout::try_from(ms.min(60_000)).unwrap_or(EpollTimeout::MAX),
                     None => EpollTimeout::NONE,
@@ -387,6 +411,12 @@ impl Reactor {
                 Err(e) => return Err(e).context("epoll_wait"),
             };
             let now = Instant::now();
+            // Reports of connections that ended last round are built only now, after
+            // the wait: nothing stands between a close action and the peer's wake-up.
+            if self.reap(sink)? == Flow::Stop {
+                return Ok(RunEnd::Finished);
+            }
+            self.refill(sink)?;
             let mut again = std::mem::take(&mut self.again);
             for event in &events[..n] {
                 match event.data() {
@@ -425,7 +455,10 @@ impl Reactor {
                 let now = Instant::now();
                 self.dispatch(token, now, |conn, ctx| conn.on_timer(ctx, kind));
             }
-            if self.reap(sink)? == Flow::Stop {
+            // Without a partner in this process no wake-up is waiting on the
+            // reports: build them now rather than after another round.
+            let unpartnered = !self.done.iter().any(|t| self.partners.contains_key(t));
+            if !self.done.is_empty() && unpartnered && self.reap(sink)? == Flow::Stop {
                 return Ok(RunEnd::Finished);
             }
         }
@@ -448,6 +481,9 @@ impl Reactor {
         f(conn, &mut ctx);
         if ctx.again {
             self.again.push(token);
+        }
+        if conn.is_done() && !self.done.contains(&token) {
+            self.done.push(token);
         }
         let action = conn.action();
         if let (Some(action), Some(partner)) = (action, self.partners.get(&token)) {
@@ -477,12 +513,7 @@ impl Reactor {
 
     /// Emits the reports of finished connections; ends a `lab` holder whose partner is done.
     fn reap(&mut self, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<Flow> {
-        let done: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.is_done())
-            .map(|(t, _)| *t)
-            .collect();
+        let done = std::mem::take(&mut self.done);
         let mut flow = Flow::Continue;
         for token in done {
             let Some(conn) = self.conns.remove(&token) else {
@@ -493,6 +524,7 @@ impl Reactor {
                 // A `drop`/`hang` holder with no --hold of its own lasts until its observer is done.
                 if let Some(other) = self.conns.get_mut(&partner).filter(|c| c.is_holding()) {
                     other.end_hold(Instant::now());
+                    self.done.push(partner);
                 }
             }
             if let Some(sock) = conn.socket() {
@@ -517,6 +549,7 @@ impl Reactor {
         for conn in self.conns.values_mut() {
             conn.abort(now, "interrupted (SIGINT/SIGTERM)");
         }
+        self.done = self.conns.keys().copied().collect();
         self.listener = None;
         self.churn = None;
         self.reap(sink)?;

@@ -383,15 +383,13 @@ impl Summary {
             None if connect.is_some() => self.established += 1,
             None => {}
         }
-        if let Some(us) = report.detected_after_us {
-            self.samples.push(us);
-            self.detected_after_us = Percentiles::of(&self.samples);
-        }
+        self.samples.extend(report.detected_after_us);
         self.expect_met &= met;
     }
 
-    /// Sets the elapsed time and the rate it implies.
-    pub fn set_elapsed(&mut self, elapsed: std::time::Duration) {
+    /// Completes the summary: percentiles, elapsed time and the rate it implies.
+    pub fn finish(&mut self, elapsed: std::time::Duration) {
+        self.detected_after_us = Percentiles::of(&self.samples);
         self.elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let secs = elapsed.as_secs_f64();
         self.rate_per_sec = if secs > 0.0 {

@@ -24,14 +24,19 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let len = len as usize;
+    Ok(from_raw(&raw, len as usize))
+}
+
+/// Converts a kernel `tcp_info` of which only the first `len` bytes were filled
+/// (by `getsockopt` or an `INET_DIAG_INFO` attribute): later fields are `None`.
+pub(super) fn from_raw(raw: &libc::tcp_info, len: usize) -> TcpInfo {
     let has = |end: usize| len >= end;
     macro_rules! field {
         ($name:ident) => {
             has(offset_of!(libc::tcp_info, $name) + size_of_val(&raw.$name)).then_some(raw.$name)
         };
     }
-    Ok(TcpInfo {
+    TcpInfo {
         state: TcpState::from_kernel(raw.tcpi_state),
         ca_state: CaState::from_kernel(raw.tcpi_ca_state),
         retransmits: raw.tcpi_retransmits,
@@ -73,7 +78,7 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
         total_rto: field!(tcpi_total_rto),
         total_rto_recoveries: field!(tcpi_total_rto_recoveries),
         total_rto_time: field!(tcpi_total_rto_time),
-    })
+    }
 }
 
 /// Bytes received and not yet read (`FIONREAD`/`SIOCINQ`).

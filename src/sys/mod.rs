@@ -7,6 +7,10 @@
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
+#[cfg(target_os = "linux")]
+mod sock_diag;
+#[cfg(target_os = "linux")]
+pub use sock_diag::{DiagSocket, DiagTimer, DiagTimerKind, lookup};
 
 mod tcp_info;
 pub use tcp_info::{CaState, TcpInfo, TcpState};
