@@ -119,7 +119,7 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__connect)
-            opts="-h -V --connect-timeout --count --concurrency --rate --close --after --send --hold --no-probe --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --help --version"
+            opts="-h -V --connect-timeout --count --concurrency --rate --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -154,6 +154,10 @@ _tcpbye() {
                     return 0
                     ;;
                 --hold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --linger-watch)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -345,7 +349,7 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__serve)
-            opts="-h -V --once --max-conns --summary --close --after --send --hold --no-probe --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --help --version"
+            opts="-h -V --once --max-conns --summary --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -368,6 +372,10 @@ _tcpbye() {
                     return 0
                     ;;
                 --hold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --linger-watch)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -45,6 +45,7 @@ none\t'do not close: observe until the peer ends it or --timeout passes'"
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l after -d 'Wait DUR after the connection is up before closing, e.g. `--after 500ms`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l send -d 'Send BYTES of data as soon as the connection is up, e.g. `--send 4k`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l hold -d 'How long `drop`/`hang` stay silent before the socket is released [default: until --timeout]' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l linger-watch -d 'After closing, follow this side\'s socket (FIN_WAIT1/2, TIME_WAIT) for at most DUR' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l keepalive -d 'SO_KEEPALIVE with IDLE,INTVL,CNT in whole seconds, e.g. `--keepalive 1s,1s,3`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l user-timeout -d 'TCP_USER_TIMEOUT: abort when sent data stays unacknowledged this long, e.g. `1500ms`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l heartbeat -d 'Application ping every INTERVAL; give up after MISSES silent intervals, e.g. `200ms,3`' -r
@@ -63,6 +64,7 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l expect-within -d
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l once -d 'Exit after the first connection\'s report'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l summary -d 'Print no per-connection reports, only the summary (at exit and on Ctrl-C)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l no-probe -d 'After the peer\'s FIN or RST, do not send the two probe writes that show what a writer meets'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l no-peer-side -d 'Do not read the other end\'s socket through sock_diag (done when it is on this host)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l json -d 'JSON Lines on stdout: one object per connection, then one summary object'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s V -l version -d 'Print version'
@@ -81,6 +83,7 @@ none\t'do not close: observe until the peer ends it or --timeout passes'"
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l after -d 'Wait DUR after the connection is up before closing, e.g. `--after 500ms`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l send -d 'Send BYTES of data as soon as the connection is up, e.g. `--send 4k`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l hold -d 'How long `drop`/`hang` stay silent before the socket is released [default: until --timeout]' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l linger-watch -d 'After closing, follow this side\'s socket (FIN_WAIT1/2, TIME_WAIT) for at most DUR' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l keepalive -d 'SO_KEEPALIVE with IDLE,INTVL,CNT in whole seconds, e.g. `--keepalive 1s,1s,3`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l user-timeout -d 'TCP_USER_TIMEOUT: abort when sent data stays unacknowledged this long, e.g. `1500ms`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l heartbeat -d 'Application ping every INTERVAL; give up after MISSES silent intervals, e.g. `200ms,3`' -r
@@ -97,6 +100,7 @@ connect-timeout\t'connect() did not complete within --connect-timeout'
 error\t'another socket error (named in the timeline)'"
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l expect-within -d 'Exit 1 unless every connection\'s end was detected within DUR, e.g. `--expect-within 5s`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l no-probe -d 'After the peer\'s FIN or RST, do not send the two probe writes that show what a writer meets'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l no-peer-side -d 'Do not read the other end\'s socket through sock_diag (done when it is on this host)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l json -d 'JSON Lines on stdout: one object per connection, then one summary object'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -s V -l version -d 'Print version'

@@ -136,6 +136,14 @@ pub struct EndArgs {
     /// After the peer's FIN or RST, do not send the two probe writes that show what a writer meets
     #[arg(long)]
     pub no_probe: bool,
+
+    /// Do not read the other end's socket through sock_diag (done when it is on this host)
+    #[arg(long)]
+    pub no_peer_side: bool,
+
+    /// After closing, follow this side's socket (FIN_WAIT1/2, TIME_WAIT) for at most DUR
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = plan::parse_duration)]
+    pub linger_watch: Duration,
 }
 
 /// How the observing end notices a silent peer.

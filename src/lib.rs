@@ -133,6 +133,16 @@ pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<Connect
             "--concurrency and --rate apply with --count N (N > 1)".into(),
         ));
     }
+    // Churn reports only a summary: sock_diag readings would be read and thrown away.
+    let end = if args.count > 1 {
+        EndPlan {
+            peer_side: false,
+            linger_watch: std::time::Duration::ZERO,
+            ..end
+        }
+    } else {
+        end
+    };
     Ok(ConnectPlan {
         addr,
         connect_timeout: args.connect_timeout,
@@ -189,6 +199,8 @@ fn end_plan(
         },
         probe: !end.no_probe,
         timeout: detect.timeout,
+        peer_side: !end.no_peer_side,
+        linger_watch: end.linger_watch,
     })
 }
 

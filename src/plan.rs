@@ -161,6 +161,10 @@ pub struct EndPlan {
     pub probe: bool,
     /// Give up observing after this long and report `open`.
     pub timeout: Option<Duration>,
+    /// Read the other end's socket through sock_diag when it is local.
+    pub peer_side: bool,
+    /// After this side's close, follow its socket for at most this long.
+    pub linger_watch: Duration,
 }
 
 impl Default for EndPlan {
@@ -173,6 +177,8 @@ impl Default for EndPlan {
             detection: Detection::default(),
             probe: true,
             timeout: None,
+            peer_side: false,
+            linger_watch: Duration::ZERO,
         }
     }
 }

@@ -13,10 +13,14 @@ use socket2::{Socket, TcpKeepalive};
 
 use super::close::{self, Closed};
 use super::predict::{self, Anchors, KernelTcp};
+use super::side::{self, SideTrack};
 use super::timeline::Timeline;
 use super::timers::{TimerKind, Timers};
 use crate::plan::{CloseMode, EndPlan};
-use crate::report::{Closer, DetectedBy, DetectedFrom, EventKind, Report, Role, SCHEMA, Verdict};
+use crate::report::{
+    Afterlife, AfterlifeEnd, Closer, DetectedBy, DetectedFrom, EventKind, Report, Role, SCHEMA,
+    Verdict,
+};
 use crate::sys::{self, CaState, TcpInfo, TcpState};
 
 /// The heartbeat request and answer. Any bytes received count as a pong, so an
@@ -30,6 +34,8 @@ const PROBE: &[u8] = b"tcpbye-probe\n";
 const READ_BUDGET: usize = 1 << 20;
 /// How long `rst-unread` waits for data to leave unread.
 const UNREAD_GRACE: Duration = Duration::from_secs(1);
+/// How often a closed socket is read again while following it.
+const AFTERLIFE_POLL: Duration = Duration::from_millis(5);
 /// How long `drop` waits for in-flight data to be acknowledged first.
 const QUIET_GRACE: Duration = Duration::from_secs(2);
 const QUIET_POLL: Duration = Duration::from_millis(5);
@@ -78,6 +84,8 @@ enum Phase {
     Holding,
     /// The peer ended; the post-detection probe runs.
     Probing,
+    /// This side closed; its socket is followed through sock_diag.
+    Afterlife,
     Done,
 }
 
@@ -139,6 +147,11 @@ pub struct Conn {
     quiet_deadline: Option<Instant>,
     /// Whether EPOLLOUT is in the registered interest.
     out_registered: bool,
+    /// The other end's socket, through sock_diag.
+    peer_track: SideTrack,
+    /// This side's socket after its close: the readings, and when following began.
+    own_track: Option<(SideTrack, Instant)>,
+    afterlife_end: Option<AfterlifeEnd>,
 }
 
 impl Conn {
@@ -216,6 +229,9 @@ impl Conn {
             probe_sent: false,
             quiet_deadline: None,
             out_registered: false,
+            peer_track: SideTrack::default(),
+            own_track: None,
+            afterlife_end: None,
         }
     }
 
@@ -379,6 +395,7 @@ impl Conn {
                 }
             }
             TimerKind::Heartbeat if self.is_live() => self.heartbeat_tick(ctx),
+            TimerKind::Afterlife if self.phase == Phase::Afterlife => self.afterlife_tick(ctx),
             TimerKind::Probe if self.phase == Phase::Probing => {
                 self.send_now(ctx, PROBE, EventKind::Send);
                 self.recv_once(ctx);
@@ -725,7 +742,8 @@ impl Conn {
                     CloseMode::Reboot => Verdict::Open,
                     _ => Verdict::Fin,
                 });
-                self.closer_local_done(now);
+                self.detected_at = Some(now);
+                self.start_afterlife(ctx);
             }
             Ok(Closed::Kept(sock)) => {
                 let kind = if mode == CloseMode::Half {
@@ -756,10 +774,37 @@ impl Conn {
         }
     }
 
-    fn closer_local_done(&mut self, now: Instant) {
-        self.detected_at = Some(now);
-        self.phase = Phase::Done;
-        self.timeline.events.shrink_to_fit();
+    /// After this side's close: follow its socket (`--linger-watch`) or be done.
+    fn start_afterlife(&mut self, ctx: &mut Ctx<'_>) {
+        let follow =
+            self.plan.peer_side && !self.plan.linger_watch.is_zero() && self.local.is_some();
+        if follow {
+            self.phase = Phase::Afterlife;
+            self.own_track = Some((SideTrack::default(), ctx.now));
+            ctx.at(ctx.now, TimerKind::Afterlife);
+        } else {
+            self.phase = Phase::Done;
+        }
+    }
+
+    fn afterlife_tick(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let t_us = self.timeline.t_us(now);
+        let (Some(local), Some((track, started))) = (self.local, self.own_track.as_mut()) else {
+            self.phase = Phase::Done;
+            return;
+        };
+        let found = track.read(t_us, local, self.peer);
+        // The other end goes on too: its CLOSE_WAIT, LAST_ACK, or its end.
+        self.peer_track.read(t_us, self.peer, local);
+        let watch_over = now.saturating_duration_since(*started) >= self.plan.linger_watch;
+        match side::afterlife_end(found.as_ref(), watch_over) {
+            Some(end) => {
+                self.afterlife_end = Some(end);
+                self.phase = Phase::Done;
+            }
+            None => ctx.at(now + AFTERLIFE_POLL, TimerKind::Afterlife),
+        }
     }
 
     /// Ends a `drop`/`hang` hold: a dropped socket vanishes without a packet,
@@ -820,7 +865,10 @@ impl Conn {
     /// After the end was detected: probe (fin/rst from the peer) or finish.
     fn after_detection(&mut self, ctx: &mut Ctx<'_>) {
         let Some(verdict) = self.verdict else { return };
-        if matches!(self.phase, Phase::Probing | Phase::Done | Phase::Holding) {
+        if matches!(
+            self.phase,
+            Phase::Probing | Phase::Done | Phase::Holding | Phase::Afterlife
+        ) {
             return;
         }
         let now = ctx.now;
@@ -831,6 +879,9 @@ impl Conn {
         if !probe {
             self.sample(now, true);
             self.finish(now);
+            if self.action.is_some() {
+                self.start_afterlife(ctx);
+            }
             return;
         }
         // What a writer meets after the peer's FIN or RST: the first send, then a
@@ -855,6 +906,11 @@ impl Conn {
     }
 
     fn record_sample(&mut self, now: Instant, info: TcpInfo, always: bool) {
+        if let Some(local) = self.local.filter(|_| self.plan.peer_side) {
+            // The other end's socket has the mirrored 4-tuple.
+            let t_us = self.timeline.t_us(now);
+            self.peer_track.read(t_us, self.peer, local);
+        }
         if self.verdict.is_none() {
             self.track_silence(now, &info);
         }
@@ -892,7 +948,7 @@ impl Conn {
         let secs = |d: Duration| format!("{:.1}s", d.as_secs_f64());
         let mut parts = Vec::new();
         match self.phase {
-            Phase::Done | Phase::Probing | Phase::Connecting => return None,
+            Phase::Done | Phase::Probing | Phase::Connecting | Phase::Afterlife => return None,
             Phase::Holding => {
                 let mode = self.action.map_or("hold", |(_, m)| m.name());
                 return Some(format!(
@@ -995,6 +1051,9 @@ impl Conn {
             self.verdict = Some(Verdict::Open);
         }
         self.finish(now);
+        if self.afterlife_end.is_none() && self.own_track.is_some() {
+            self.afterlife_end = Some(AfterlifeEnd::WatchEnded);
+        }
     }
 
     /// The finished report.
@@ -1032,6 +1091,18 @@ impl Conn {
             .flatten();
         let close_t_us = acted.map(|(at, _)| self.timeline.t_us(at));
         let duration_us = micros(end.saturating_duration_since(self.timeline.start()));
+        let peer_side = self
+            .plan
+            .peer_side
+            .then(|| self.peer_track.into_peer_side());
+        let afterlife = match (self.own_track, self.action, self.afterlife_end) {
+            (Some((track, started)), Some(_), Some(ended)) => Some(Afterlife {
+                states: track.into_samples(),
+                ended,
+                watched_us: micros(end.saturating_duration_since(started)),
+            }),
+            _ => None,
+        };
         let snapshots = self.timeline.snapshots;
         Report {
             schema: SCHEMA,
@@ -1058,6 +1129,8 @@ impl Conn {
             tcp_info: snapshots.last().map(|s| s.tcp_info.clone()),
             snapshots,
             snapshots_dropped: self.timeline.snapshots_dropped,
+            peer_side,
+            afterlife,
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod close;
 pub mod conn;
 pub mod predict;
 pub mod reactor;
+pub mod side;
 pub mod timeline;
 pub mod timers;
 

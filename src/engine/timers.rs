@@ -25,6 +25,8 @@ pub enum TimerKind {
     Heartbeat,
     /// The second probe send after the peer's FIN/RST.
     Probe,
+    /// Read this side's closed socket again (`--linger-watch`).
+    Afterlife,
 }
 
 #[derive(Debug, Default)]

@@ -203,6 +203,55 @@ pub struct Snapshot {
     pub tcp_info: TcpInfo,
 }
 
+/// One reading of a socket through `NETLINK_SOCK_DIAG` (what `ss -ti` reads),
+/// on the report's clock. `state` is null once the socket is gone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SideSample {
+    pub t_us: u64,
+    pub state: Option<TcpState>,
+    /// The pending timer as `ss -o` shows it, e.g. `timewait,59.9s,0`.
+    pub timer: Option<String>,
+    pub recv_q: u32,
+    pub send_q: u32,
+    /// 0 when no file descriptor refers to the socket (orphan or TIME_WAIT).
+    pub inode: u32,
+}
+
+/// The other end of the connection, read through sock_diag when it is a socket
+/// of this host (and network namespace).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerSide {
+    pub visible: bool,
+    /// Why it is not visible, when it is not.
+    pub note: Option<String>,
+    pub uid: Option<u32>,
+    /// Each change of its state (and the first reading).
+    pub states: Vec<SideSample>,
+    /// Its TCP_INFO at the last reading that carried one.
+    pub tcp_info: Option<TcpInfo>,
+}
+
+/// How following this side's own socket after its close ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterlifeEnd {
+    /// The kernel freed the socket.
+    Gone,
+    /// It reached TIME_WAIT, where it stays for 60 s on Linux.
+    TimeWait,
+    /// `--linger-watch` ran out first.
+    WatchEnded,
+}
+
+/// This side's socket after its close action, when no descriptor can show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Afterlife {
+    pub states: Vec<SideSample>,
+    pub ended: AfterlifeEnd,
+    /// µs from the close action to the end of the watch.
+    pub watched_us: u64,
+}
+
 /// One report: one connection, from one side.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -239,6 +288,10 @@ pub struct Report {
     pub snapshots: Vec<Snapshot>,
     /// Snapshots left out of `snapshots` to keep a report bounded.
     pub snapshots_dropped: u64,
+    /// The other end's socket through sock_diag; null with `--no-peer-side`.
+    pub peer_side: Option<PeerSide>,
+    /// This side's socket after its own close; null when this side did not close.
+    pub afterlife: Option<Afterlife>,
 }
 
 impl Report {

@@ -3,7 +3,9 @@
 use comfy_table::presets::{NOTHING, UTF8_FULL_CONDENSED};
 use comfy_table::{ContentArrangement, Table};
 
-use super::{Closer, DetectedFrom, Event, EventKind, Report, Summary, fmt_us};
+use super::{
+    AfterlifeEnd, Closer, DetectedFrom, Event, EventKind, Report, SideSample, Summary, fmt_us,
+};
 
 /// A table styled for where stdout goes: box drawing on a terminal, plain columns otherwise.
 pub fn table(tty: bool) -> Table {
@@ -97,6 +99,25 @@ pub fn render(report: &Report, tty: bool) -> String {
     out.push_str(&timeline.to_string());
     out.push('\n');
 
+    if let Some(peer) = &report.peer_side {
+        if peer.visible {
+            out.push_str(&side_table("the other end (sock_diag)", &peer.states, tty));
+        } else if let Some(note) = &peer.note {
+            out.push_str(&format!("the other end: {note}\n"));
+        }
+    }
+    if let Some(after) = &report.afterlife {
+        let title = format!(
+            "this side after its close (sock_diag, {} after {})",
+            match after.ended {
+                AfterlifeEnd::Gone => "freed",
+                AfterlifeEnd::TimeWait => "in TIME_WAIT",
+                AfterlifeEnd::WatchEnded => "still there",
+            },
+            fmt_us(after.watched_us)
+        );
+        out.push_str(&side_table(&title, &after.states, tty));
+    }
     if let (Some(first), Some(last)) = (report.snapshots.first(), report.snapshots.last()) {
         let mut info = table(tty);
         info.set_header(vec![
@@ -111,6 +132,28 @@ pub fn render(report: &Report, tty: bool) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A socket's states as sock_diag showed them.
+fn side_table(title: &str, states: &[SideSample], tty: bool) -> String {
+    let mut t = table(tty);
+    t.set_header(vec!["t", title, "timer", "Recv-Q", "Send-Q", "fd"]);
+    for s in states {
+        t.add_row(vec![
+            format!("+{}", fmt_us(s.t_us)),
+            s.state
+                .map_or_else(|| "gone".to_owned(), |st| st.to_string()),
+            s.timer.clone().unwrap_or_default(),
+            s.recv_q.to_string(),
+            s.send_q.to_string(),
+            if s.inode == 0 {
+                "none".to_owned()
+            } else {
+                "yes".to_owned()
+            },
+        ]);
+    }
+    format!("{t}\n")
 }
 
 /// The event's name and its result, for the timeline table.

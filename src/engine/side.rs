@@ -1,0 +1,106 @@
+//! Sockets seen through sock_diag rather than a descriptor: the other end of a
+//! local connection, and this side's own socket after it closed.
+
+use std::net::SocketAddr;
+
+use crate::report::{AfterlifeEnd, PeerSide, SideSample};
+use crate::sys::{self, DiagSocket, TcpInfo, TcpState};
+
+/// Most state readings kept per tracked socket.
+const MAX_SAMPLES: usize = 64;
+
+/// The state changes of one socket as sock_diag shows them.
+#[derive(Debug, Default)]
+pub struct SideTrack {
+    samples: Vec<SideSample>,
+    tcp_info: Option<TcpInfo>,
+    uid: Option<u32>,
+    /// Set when the first lookup found nothing: the other end is not local.
+    hidden: Option<String>,
+}
+
+impl SideTrack {
+    /// Reads the socket `local`→`remote` and records it if its state changed.
+    /// Returns what was read (`None`: no such socket).
+    pub fn read(&mut self, t_us: u64, local: SocketAddr, remote: SocketAddr) -> Option<DiagSocket> {
+        if self.hidden.is_some() {
+            return None;
+        }
+        let found = match sys::lookup(local, remote) {
+            Ok(found) => found,
+            Err(e) => {
+                self.hidden = Some(format!("sock_diag failed: {e}"));
+                return None;
+            }
+        };
+        if self.samples.is_empty() && found.is_none() {
+            self.hidden = Some(
+                "not visible from here: the other end is not a socket of this host (or of this network namespace)"
+                    .to_owned(),
+            );
+            return None;
+        }
+        self.record(t_us, found.as_ref());
+        found
+    }
+
+    fn record(&mut self, t_us: u64, found: Option<&DiagSocket>) {
+        let sample = SideSample {
+            t_us,
+            state: found.map(|d| d.state),
+            timer: found.and_then(|d| d.timer).map(|t| {
+                format!(
+                    "{},{:.1}s,{}",
+                    t.kind,
+                    f64::from(t.expires_ms) / 1000.0,
+                    t.retransmits
+                )
+            }),
+            recv_q: found.map_or(0, |d| d.recv_q),
+            send_q: found.map_or(0, |d| d.send_q),
+            inode: found.map_or(0, |d| d.inode),
+        };
+        if let Some(d) = found {
+            self.uid = Some(d.uid);
+            if d.tcp_info.is_some() {
+                self.tcp_info.clone_from(&d.tcp_info);
+            }
+        }
+        let changed = self
+            .samples
+            .last()
+            .is_none_or(|last| (last.state, last.inode == 0) != (sample.state, sample.inode == 0));
+        if changed && self.samples.len() < MAX_SAMPLES {
+            self.samples.push(sample);
+        }
+    }
+
+    /// The last state read (`None` also when gone).
+    pub fn last_state(&self) -> Option<TcpState> {
+        self.samples.last().and_then(|s| s.state)
+    }
+
+    pub fn into_peer_side(self) -> PeerSide {
+        PeerSide {
+            visible: self.hidden.is_none() && !self.samples.is_empty(),
+            note: self.hidden,
+            uid: self.uid,
+            states: self.samples,
+            tcp_info: self.tcp_info,
+        }
+    }
+
+    pub fn into_samples(self) -> Vec<SideSample> {
+        self.samples
+    }
+}
+
+/// Why following a closed socket stops now, if it does.
+pub fn afterlife_end(found: Option<&DiagSocket>, watch_over: bool) -> Option<AfterlifeEnd> {
+    match found {
+        None => Some(AfterlifeEnd::Gone),
+        Some(d) if d.state == TcpState::TimeWait => Some(AfterlifeEnd::TimeWait),
+        Some(_) if watch_over => Some(AfterlifeEnd::WatchEnded),
+        Some(_) => None,
+    }
+}
