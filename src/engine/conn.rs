@@ -1131,6 +1131,7 @@ impl Conn {
             snapshots_dropped: self.timeline.snapshots_dropped,
             peer_side,
             afterlife,
+            packets: None,
         }
     }
 }

@@ -252,6 +252,23 @@ pub struct Afterlife {
     pub watched_us: u64,
 }
 
+/// One captured TCP segment of the connection (`--pcap`), on the report's clock.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Packet {
+    pub t_us: u64,
+    /// Sent by this side (else by the other end).
+    pub outgoing: bool,
+    /// TCP flags present, e.g. `["FIN", "ACK"]`.
+    pub flags: Vec<&'static str>,
+    pub seq: u32,
+    pub ack: u32,
+    /// Payload bytes.
+    pub len: u32,
+    /// What the segment is, when tcpbye can tell: `keepalive`, `retransmission`,
+    /// `zero-window-probe`, `window-update`.
+    pub note: Option<&'static str>,
+}
+
 /// One report: one connection, from one side.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -292,6 +309,8 @@ pub struct Report {
     pub peer_side: Option<PeerSide>,
     /// This side's socket after its own close; null when this side did not close.
     pub afterlife: Option<Afterlife>,
+    /// The connection's segments in both directions; null without `--pcap`.
+    pub packets: Option<Vec<Packet>>,
 }
 
 impl Report {
