@@ -18,6 +18,8 @@ use crate::sys;
 
 /// When the closer acts, after the connection is up.
 const AFTER: Duration = Duration::from_millis(100);
+/// The gap between one case's close action and the next one's.
+const STAGGER: Duration = Duration::from_millis(2);
 /// How long the observer watches before it reports `open`.
 const OBSERVE: Duration = Duration::from_secs(5);
 
@@ -212,7 +214,9 @@ pub fn run(plan: &LabPlan, progress: bool) -> anyhow::Result<LabResult> {
                 cases.insert(key, (mode, setting));
                 let closer = EndPlan {
                     close: mode,
-                    after: AFTER,
+                    // Staggered, so no two closers act in the same loop iteration:
+                    // each observer's wake-up is timed alone.
+                    after: AFTER + STAGGER * cases.len() as u32,
                     probe: false,
                     timeout: Some(OBSERVE + Duration::from_secs(1)),
                     ..EndPlan::default()
@@ -431,7 +435,7 @@ pub fn render(result: &LabResult, tty: bool) -> String {
     }
     let s = &result.summary;
     format!(
-        "{t}\n{} cases × {} runs in {}; observer settings: {}; closer acts {}ms after connect; `open` = nothing within {}s\n",
+        "{t}\n{} cases × {} runs in {}; observer settings: {}; closers act {}ms + 2ms × case after connect; `open` = nothing within {}s\n",
         s.cases,
         s.runs,
         fmt_us(s.elapsed_us),

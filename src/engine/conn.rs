@@ -30,6 +30,16 @@ pub const PONG: &[u8] = b"tcpbye-pong\n";
 /// The payload of `--send`, `--send-every` and the post-detection probe.
 const FILL: &[u8] = b"tcpbye-data-0123456789abcdefghijklmnopqrstuvwxyz\n";
 const PROBE: &[u8] = b"tcpbye-probe\n";
+/// FILL repeated, so `--send` writes up to 16 KiB per send() call.
+static FILL_BLOCK: [u8; 16 * 1024] = {
+    let mut block = [0u8; 16 * 1024];
+    let mut i = 0;
+    while i < block.len() {
+        block[i] = FILL[i % FILL.len()];
+        i += 1;
+    }
+    block
+};
 /// Most bytes read per wake-up before other connections get their turn.
 const READ_BUDGET: usize = 1 << 20;
 /// How long `rst-unread` waits for data to leave unread.
@@ -578,16 +588,16 @@ impl Conn {
         let mut sent = 0usize;
         let mut failure = None;
         while let Some(sock) = &self.sock {
-            let chunk: Vec<u8> = if !self.out.is_empty() {
-                self.out.clone()
+            let result = if !self.out.is_empty() {
+                send(sock, &self.out)
             } else if self.fill_left > 0 {
                 let start = self.fill_pos % FILL.len();
-                let n = self.fill_left.min(FILL.len() - start);
-                FILL[start..start + n].to_vec()
+                let n = self.fill_left.min(FILL_BLOCK.len() - start);
+                send(sock, &FILL_BLOCK[start..start + n])
             } else {
                 break;
             };
-            match send(sock, &chunk) {
+            match result {
                 Ok(n) => {
                     sent += n;
                     if !self.out.is_empty() {
