@@ -119,7 +119,7 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__connect)
-            opts="-h -V --connect-timeout --count --concurrency --rate --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --help --version"
+            opts="-h -V --connect-timeout --count --concurrency --rate --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --ladder --pcap --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -186,6 +186,10 @@ _tcpbye() {
                     return 0
                     ;;
                 --expect-within)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pcap)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -349,7 +353,7 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__serve)
-            opts="-h -V --once --max-conns --summary --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --help --version"
+            opts="-h -V --once --max-conns --summary --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --ladder --pcap --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -404,6 +408,10 @@ _tcpbye() {
                     return 0
                     ;;
                 --expect-within)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pcap)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

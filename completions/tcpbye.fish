@@ -61,11 +61,13 @@ unreachable\t'connect(): EHOSTUNREACH or ENETUNREACH'
 connect-timeout\t'connect() did not complete within --connect-timeout'
 error\t'another socket error (named in the timeline)'"
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l expect-within -d 'Exit 1 unless every connection\'s end was detected within DUR, e.g. `--expect-within 5s`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l pcap -d 'Capture the connection\'s packets (both directions) into a pcap file, e.g. `--pcap end.pcap`' -r -F
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l once -d 'Exit after the first connection\'s report'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l summary -d 'Print no per-connection reports, only the summary (at exit and on Ctrl-C)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l no-probe -d 'After the peer\'s FIN or RST, do not send the two probe writes that show what a writer meets'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l no-peer-side -d 'Do not read the other end\'s socket through sock_diag (done when it is on this host)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l json -d 'JSON Lines on stdout: one object per connection, then one summary object'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l ladder -d 'Draw each connection\'s ending as a ladder diagram: both ends, one time axis'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l connect-timeout -d 'Give up on connect() after DUR and report `connect-timeout`' -r
@@ -99,9 +101,11 @@ unreachable\t'connect(): EHOSTUNREACH or ENETUNREACH'
 connect-timeout\t'connect() did not complete within --connect-timeout'
 error\t'another socket error (named in the timeline)'"
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l expect-within -d 'Exit 1 unless every connection\'s end was detected within DUR, e.g. `--expect-within 5s`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l pcap -d 'Capture the connection\'s packets (both directions) into a pcap file, e.g. `--pcap end.pcap`' -r -F
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l no-probe -d 'After the peer\'s FIN or RST, do not send the two probe writes that show what a writer meets'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l no-peer-side -d 'Do not read the other end\'s socket through sock_diag (done when it is on this host)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l json -d 'JSON Lines on stdout: one object per connection, then one summary object'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l ladder -d 'Draw each connection\'s ending as a ladder diagram: both ends, one time axis'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l modes -d 'Close modes to run, comma-separated, e.g. `--modes fin,rst,drop` [default: all but none]' -r -f -a "fin\t'close(): a FIN; the peer reads EOF'

@@ -191,6 +191,17 @@ pub struct OutputArgs {
     /// Exit 1 unless every connection's end was detected within DUR, e.g. `--expect-within 5s`
     #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
     pub expect_within: Option<Duration>,
+
+    /// Draw each connection's ending as a ladder diagram: both ends, one time axis
+    #[arg(long, conflicts_with = "json")]
+    pub ladder: bool,
+
+    /// Capture the connection's packets (both directions) into a pcap file, e.g. `--pcap end.pcap`
+    ///
+    /// Needs CAP_NET_RAW. tcpdump, Wireshark and tshark read the file; with --ladder the
+    /// packets (FIN, RST, keepalive probes, retransmissions) appear on the diagram.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

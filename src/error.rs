@@ -18,15 +18,48 @@ pub enum ExitCode {
     Interrupted = 130,
 }
 
+/// A capability some features need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Socket filters and TCP_REPAIR (`--close drop`, `--close reboot`).
+    NetAdmin,
+    /// Packet capture (`--pcap`).
+    NetRaw,
+}
+
+impl Capability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NetAdmin => "CAP_NET_ADMIN",
+            Self::NetRaw => "CAP_NET_RAW",
+        }
+    }
+
+    fn setcap(self) -> &'static str {
+        match self {
+            Self::NetAdmin => "cap_net_admin",
+            Self::NetRaw => "cap_net_raw",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            Self::NetAdmin => "; `tcpbye lab` runs these modes in a namespace of its own",
+            Self::NetRaw => "",
+        }
+    }
+}
+
 /// Errors that map to their own exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
     #[error("{0}")]
     Usage(String),
-    #[error(
-        "{what} needs CAP_NET_ADMIN: run as root, or grant it with `sudo setcap cap_net_admin+ep $(command -v tcpbye)`; `tcpbye lab` runs these modes in a namespace of its own"
-    )]
-    Privilege { what: String },
+    #[error("{what} needs {}: run as root, or grant it with `sudo setcap {}+ep $(command -v tcpbye)`{}", capability.name(), capability.setcap(), capability.hint())]
+    Privilege {
+        what: String,
+        capability: Capability,
+    },
     #[error("{0}")]
     Runtime(String),
     #[error("unsupported on this platform: tcpbye needs Linux (TCP_INFO, epoll, TCP_REPAIR)")]

@@ -42,13 +42,14 @@ use std::net::SocketAddr;
 use clap::CommandFactory;
 
 use cli::{Cli, Command, ConnectArgs, DetectArgs, EndArgs, OutputArgs, ServeArgs};
-pub use error::{ExitCode, Failure};
+pub use error::{Capability, ExitCode, Failure};
 use plan::{CloseMode, ConnectPlan, Detection, EndPlan, OutputPlan, ServePlan};
 
 /// What the process is allowed to do; injected so plan building is testable without root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Privileges {
     pub net_admin: bool,
+    pub net_raw: bool,
 }
 
 impl Privileges {
@@ -56,12 +57,16 @@ impl Privileges {
     pub fn detect() -> Self {
         Self {
             net_admin: sys::has_net_admin(),
+            net_raw: sys::has_net_raw(),
         }
     }
 
     #[cfg(not(target_os = "linux"))]
     pub fn detect() -> Self {
-        Self { net_admin: false }
+        Self {
+            net_admin: false,
+            net_raw: false,
+        }
     }
 }
 
@@ -114,7 +119,7 @@ pub fn serve_plan(args: ServeArgs, privileges: Privileges) -> Result<ServePlan, 
         end,
         output: OutputPlan {
             summary_only: args.summary,
-            ..output_plan(args.output)
+            ..output_plan(args.output, privileges)?
         },
     })
 }
@@ -152,7 +157,7 @@ pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<Connect
         end,
         output: OutputPlan {
             summary_only: args.count > 1,
-            ..output_plan(args.output)
+            ..output_plan(args.output, privileges)?
         },
     })
 }
@@ -171,6 +176,7 @@ fn end_plan(
     if close.needs_net_admin() && !privileges.net_admin {
         return Err(Failure::Privilege {
             what: format!("--close {close}"),
+            capability: Capability::NetAdmin,
         });
     }
     if end.hold.is_some() && !matches!(close, CloseMode::Drop | CloseMode::Hang) {
@@ -204,13 +210,21 @@ fn end_plan(
     })
 }
 
-fn output_plan(args: OutputArgs) -> OutputPlan {
-    OutputPlan {
+fn output_plan(args: OutputArgs, privileges: Privileges) -> Result<OutputPlan, Failure> {
+    if args.pcap.is_some() && !privileges.net_raw {
+        return Err(Failure::Privilege {
+            what: "--pcap".into(),
+            capability: Capability::NetRaw,
+        });
+    }
+    Ok(OutputPlan {
         json: args.json,
+        ladder: args.ladder,
+        pcap: args.pcap,
         summary_only: false,
         expect: args.expect,
         expect_within: args.expect_within,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -219,8 +233,14 @@ mod tests {
 
     use super::*;
 
-    const ROOT: Privileges = Privileges { net_admin: true };
-    const USER: Privileges = Privileges { net_admin: false };
+    const ROOT: Privileges = Privileges {
+        net_admin: true,
+        net_raw: true,
+    };
+    const USER: Privileges = Privileges {
+        net_admin: false,
+        net_raw: false,
+    };
 
     fn serve(argv: &[&str], p: Privileges) -> Result<ServePlan, Failure> {
         let cli = Cli::try_parse_from(["tcpbye", "serve"].iter().chain(argv)).expect("parses");

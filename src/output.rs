@@ -4,6 +4,8 @@
 use std::io::{self, IsTerminal, Write};
 
 #[cfg(target_os = "linux")]
+use crate::engine::capture::Filter;
+#[cfg(target_os = "linux")]
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::ExitCode;
 use crate::plan::OutputPlan;
@@ -144,6 +146,9 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     reactor.catch_signals()?;
     let local = reactor.listen(plan.addr, plan.end.clone(), plan.max_conns)?;
     eprintln!("tcpbye: listening on {local}");
+    if let Some(path) = &plan.output.pcap {
+        reactor.capture(path, Filter { addr: local })?;
+    }
     let mut printer = Printer::new(plan.output.clone());
     let mut status = StatusLine::new(&mut reactor);
     let end = reactor.run(&mut |emit| {
@@ -168,6 +173,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
         })
     })?;
     status.clear();
+    tell_captured(&reactor, &plan.output);
     Ok(printer.finish(end == RunEnd::Interrupted)?)
 }
 
@@ -179,6 +185,9 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
     }
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
+    if let Some(path) = &plan.output.pcap {
+        reactor.capture(path, Filter { addr: plan.addr })?;
+    }
     if churn {
         let (addr, end, timeout) = (plan.addr, plan.end.clone(), plan.connect_timeout);
         reactor.churn(addr, end, timeout, plan.count, plan.concurrency, plan.rate);
@@ -215,6 +224,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
         Ok(Flow::Continue)
     })?;
     status.clear();
+    tell_captured(&reactor, &plan.output);
     let code = printer.finish(end == RunEnd::Interrupted)?;
     if churn {
         let summary = &printer.summary;
@@ -242,6 +252,14 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::Runtime);
     }
     Ok(code)
+}
+
+/// Says where the capture went.
+#[cfg(target_os = "linux")]
+fn tell_captured(reactor: &Reactor, plan: &OutputPlan) {
+    if let (Some(path), Some(n)) = (&plan.pcap, reactor.captured()) {
+        eprintln!("tcpbye: wrote {n} packets to {}", path.display());
+    }
 }
 
 /// What to do about a connect() error seen while churning.

@@ -187,6 +187,10 @@ impl Default for EndPlan {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutputPlan {
     pub json: bool,
+    /// Draw a ladder diagram after each report.
+    pub ladder: bool,
+    /// Capture packets into this pcap file.
+    pub pcap: Option<std::path::PathBuf>,
     /// Only the summary, no per-connection reports.
     pub summary_only: bool,
     pub expect: Vec<Verdict>,

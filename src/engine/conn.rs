@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use socket2::{Socket, TcpKeepalive};
 
+use super::capture::Segment;
 use super::close::{self, Closed};
 use super::predict::{self, Anchors, KernelTcp};
 use super::side::{self, SideTrack};
@@ -18,8 +19,8 @@ use super::timeline::Timeline;
 use super::timers::{TimerKind, Timers};
 use crate::plan::{CloseMode, EndPlan};
 use crate::report::{
-    Afterlife, AfterlifeEnd, Closer, DetectedBy, DetectedFrom, EventKind, Report, Role, SCHEMA,
-    Verdict,
+    Afterlife, AfterlifeEnd, Closer, DetectedBy, DetectedFrom, EventKind, Packet, Report, Role,
+    SCHEMA, Verdict,
 };
 use crate::sys::{self, CaState, TcpInfo, TcpState};
 
@@ -44,6 +45,8 @@ static FILL_BLOCK: [u8; 16 * 1024] = {
 const READ_BUDGET: usize = 1 << 20;
 /// How long `rst-unread` waits for data to leave unread.
 const UNREAD_GRACE: Duration = Duration::from_secs(1);
+/// Most captured segments kept per connection.
+const MAX_PACKETS: usize = 4096;
 /// How often a closed socket is read again while following it.
 const AFTERLIFE_POLL: Duration = Duration::from_millis(5);
 /// How long `drop` waits for in-flight data to be acknowledged first.
@@ -162,6 +165,8 @@ pub struct Conn {
     /// This side's socket after its close: the readings, and when following began.
     own_track: Option<(SideTrack, Instant)>,
     afterlife_end: Option<AfterlifeEnd>,
+    /// Captured segments (`--pcap`), when capturing.
+    packets: Option<Vec<Packet>>,
 }
 
 impl Conn {
@@ -242,6 +247,7 @@ impl Conn {
             peer_track: SideTrack::default(),
             own_track: None,
             afterlife_end: None,
+            packets: None,
         }
     }
 
@@ -256,6 +262,33 @@ impl Conn {
     /// Holding silently (`drop`/`hang`) with no end of its own: ends when the observer does.
     pub fn is_holding(&self) -> bool {
         self.phase == Phase::Holding
+    }
+
+    /// Starts keeping captured segments for the report.
+    pub fn keep_packets(&mut self) {
+        self.packets.get_or_insert_with(Vec::new);
+    }
+
+    /// Takes a captured segment if it belongs to this connection; `false` if not.
+    pub fn take_segment(&mut self, seg: &Segment) -> bool {
+        let Some(local) = self.local else {
+            return false;
+        };
+        let same = |a: SocketAddr, b: SocketAddr| {
+            a.port() == b.port() && canonical(a.ip()) == canonical(b.ip())
+        };
+        let outgoing = same(seg.src, local) && same(seg.dst, self.peer);
+        if !outgoing && !(same(seg.src, self.peer) && same(seg.dst, local)) {
+            return false;
+        }
+        if let Some(packets) = self.packets.as_mut().filter(|p| p.len() < MAX_PACKETS) {
+            packets.push(Packet {
+                t_us: self.timeline.t_us(seg.at),
+                outgoing,
+                ..seg.packet.clone()
+            });
+        }
+        true
     }
 
     /// When and how this side acted, for its partner in `lab`.
@@ -1141,8 +1174,16 @@ impl Conn {
             snapshots_dropped: self.timeline.snapshots_dropped,
             peer_side,
             afterlife,
-            packets: None,
+            packets: self.packets,
         }
+    }
+}
+
+/// An IPv4 address and its v4-mapped IPv6 form compare equal.
+fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
     }
 }
 

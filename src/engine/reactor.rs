@@ -15,6 +15,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::capture::{Capture, Filter, Segment};
 use super::conn::{Conn, Ctx};
 use super::predict::KernelTcp;
 use super::timers::{TimerKind, Timers};
@@ -26,6 +27,9 @@ const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_SIGNAL: u64 = u64::MAX - 1;
 const TOKEN_PROGRESS: u64 = u64::MAX - 2;
 const TOKEN_CHURN: u64 = u64::MAX - 3;
+const TOKEN_CAPTURE: u64 = u64::MAX - 4;
+/// Captured segments kept while their connection is not yet known.
+const MAX_PENDING_SEGMENTS: usize = 1024;
 /// How often a progress line is emitted when asked for.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// How long accepting pauses after EMFILE/ENFILE before trying again.
@@ -98,6 +102,8 @@ pub struct Reactor {
     churn: Option<Churn>,
     /// Connections that ended and wait to be reported.
     done: Vec<u64>,
+    capture: Option<Capture>,
+    pending_segments: Vec<Segment>,
 }
 
 impl Reactor {
@@ -117,7 +123,45 @@ impl Reactor {
             progress: false,
             churn: None,
             done: Vec::new(),
+            capture: None,
+            pending_segments: Vec::new(),
         })
+    }
+
+    /// Captures the packets to or from `filter` into a pcap file at `path`, and
+    /// gives each connection's report its packets.
+    pub fn capture(&mut self, path: &std::path::Path, filter: Filter) -> anyhow::Result<()> {
+        let capture = Capture::open(path, filter)?;
+        self.epoll
+            .add(
+                capture.fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CAPTURE),
+            )
+            .context("epoll_ctl(capture)")?;
+        self.capture = Some(capture);
+        Ok(())
+    }
+
+    /// Packets written to the pcap file so far.
+    pub fn captured(&self) -> Option<u64> {
+        self.capture.as_ref().map(|c| c.written)
+    }
+
+    fn read_capture(&mut self) -> anyhow::Result<()> {
+        let Some(capture) = self.capture.as_mut() else {
+            return Ok(());
+        };
+        let (segments, _more) = capture.drain()?;
+        let pending = std::mem::take(&mut self.pending_segments);
+        for seg in pending.into_iter().chain(segments) {
+            if !self.conns.values_mut().any(|c| c.take_segment(&seg)) {
+                if self.pending_segments.len() >= MAX_PENDING_SEGMENTS {
+                    self.pending_segments.remove(0);
+                }
+                self.pending_segments.push(seg);
+            }
+        }
+        Ok(())
     }
 
     /// Emits [`Emit::Progress`] lines while connections are open.
@@ -224,6 +268,9 @@ impl Reactor {
             .add(sock.as_fd(), EpollEvent::new(flags, token))
             .context("epoll_ctl(connect)")?;
         let mut conn = Conn::connecting(sock, addr, Arc::new(plan), start, established.is_none());
+        if self.capture.is_some() {
+            conn.keep_packets();
+        }
         if let Err(e) = &result {
             if !in_progress {
                 conn.fail_connect(start, e);
@@ -350,6 +397,10 @@ impl Reactor {
             EventKind::Connect
         };
         let mut conn = Conn::established(sock, role, peer, plan, start);
+        if self.capture.is_some() {
+            conn.keep_packets();
+            self.pending_segments.retain(|seg| !conn.take_segment(seg));
+        }
         let sample_every = self.sample_every();
         let mut ctx = Ctx {
             epoll: &self.epoll,
@@ -429,6 +480,7 @@ impl Reactor {
                             return Ok(RunEnd::Finished);
                         }
                     }
+                    TOKEN_CAPTURE => self.read_capture()?,
                     token => {
                         again.retain(|t| *t != token);
                         self.dispatch(token, now, |conn, ctx| conn.on_ready(ctx, event.events()));
@@ -513,6 +565,9 @@ impl Reactor {
 
     /// Emits the reports of finished connections; ends a `lab` holder whose partner is done.
     fn reap(&mut self, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<Flow> {
+        if !self.done.is_empty() && self.capture.is_some() {
+            self.read_capture()?;
+        }
         let done = std::mem::take(&mut self.done);
         let mut flow = Flow::Continue;
         for token in done {

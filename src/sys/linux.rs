@@ -105,7 +105,15 @@ pub fn unacked_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
 
 /// `CAP_NET_ADMIN` in the effective set of this process (in its own user namespace).
 pub fn has_net_admin() -> bool {
-    const CAP_NET_ADMIN: u32 = 12;
+    has_capability(12)
+}
+
+/// `CAP_NET_RAW` in the effective set of this process.
+pub fn has_net_raw() -> bool {
+    has_capability(13)
+}
+
+fn has_capability(bit: u32) -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -114,7 +122,7 @@ pub fn has_net_admin() -> bool {
                 .find_map(|line| line.strip_prefix("CapEff:"))
                 .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         })
-        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+        .is_some_and(|caps| caps & (1 << bit) != 0)
 }
 
 /// Moves this (single-threaded) process into a network namespace of its own,

@@ -1,0 +1,252 @@
+//! `--pcap`: the connection's packets, both directions, from an `AF_PACKET`
+//! socket in the event loop, written to a pcap file (raw IP link type) and
+//! handed to the connection they belong to. Needs CAP_NET_RAW.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::IoSliceMut;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, ControlMessageOwned, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType,
+    sockopt,
+};
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+
+use crate::report::Packet;
+
+/// `PACKET_OUTGOING`: on `lo` every packet is seen leaving and arriving; keep one.
+const PACKET_OUTGOING: u8 = 4;
+/// Most packets read per wake-up before other work gets a turn.
+const BATCH: usize = 256;
+
+/// A segment of a watched connection, addressed by its 4-tuple.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub at: Instant,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub packet: Packet,
+}
+
+/// Which packets to keep: those to or from `addr` (port only when its IP is unspecified).
+#[derive(Debug, Clone, Copy)]
+pub struct Filter {
+    pub addr: SocketAddr,
+}
+
+impl Filter {
+    fn matches(&self, src: SocketAddr, dst: SocketAddr) -> bool {
+        let hit = |a: SocketAddr| {
+            a.port() == self.addr.port()
+                && (self.addr.ip().is_unspecified()
+                    || canonical(a.ip()) == canonical(self.addr.ip()))
+        };
+        hit(src) || hit(dst)
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+pub struct Capture {
+    fd: OwnedFd,
+    /// Unbuffered: each packet reaches the file as it is read, so a reader (or an
+    /// interrupted run) sees everything captured so far.
+    writer: PcapWriter<File>,
+    filter: Filter,
+    lo_index: usize,
+    /// Instant and wall clock at the same moment, to place kernel timestamps.
+    epoch: (Instant, SystemTime),
+    /// Highest sequence end seen per direction, to name retransmissions and keepalives.
+    seq_end: HashMap<(SocketAddr, SocketAddr), u32>,
+    pub written: u64,
+}
+
+impl Capture {
+    /// Opens the capture socket and the pcap file.
+    pub fn open(path: &Path, filter: Filter) -> anyhow::Result<Self> {
+        let fd = socket::socket(
+            AddressFamily::Packet,
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            SockProtocol::EthAll,
+        )
+        .context("socket(AF_PACKET) for --pcap")?;
+        socket::setsockopt(&fd, sockopt::ReceiveTimestampns, &true).context("SO_TIMESTAMPNS")?;
+        let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
+        let header = PcapHeader {
+            datalink: DataLink::RAW,
+            ..PcapHeader::default()
+        };
+        let writer = PcapWriter::with_header(file, header)
+            .with_context(|| format!("write {}", path.display()))?;
+        let lo_index = nix::net::if_::if_nametoindex("lo").map_or(0, |i| i as usize);
+        Ok(Self {
+            fd,
+            writer,
+            filter,
+            lo_index,
+            epoch: (Instant::now(), SystemTime::now()),
+            seq_end: HashMap::new(),
+            written: 0,
+        })
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// Reads what is waiting; writes matching packets to the file and returns them.
+    pub fn drain(&mut self) -> anyhow::Result<(Vec<Segment>, bool)> {
+        let mut segments = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        for _ in 0..BATCH {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = match socket::recvmsg::<LinkAddr>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(msg) => msg,
+                Err(Errno::EAGAIN) => return Ok((segments, false)),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("recvmsg(AF_PACKET)"),
+            };
+            let len = msg.bytes;
+            let outgoing_on_lo = msg
+                .address
+                .is_some_and(|a| a.pkttype() == PACKET_OUTGOING && a.ifindex() == self.lo_index);
+            let wall = msg
+                .cmsgs()
+                .ok()
+                .into_iter()
+                .flatten()
+                .find_map(|c| match c {
+                    ControlMessageOwned::ScmTimestampns(ts) => Some(Duration::from(ts)),
+                    _ => None,
+                })
+                .unwrap_or_else(|| {
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default()
+                });
+            if outgoing_on_lo {
+                continue;
+            }
+            let data = &buf[..len.min(buf.len())];
+            let Some((src, dst, mut packet)) = parse(data) else {
+                continue;
+            };
+            if !self.filter.matches(src, dst) {
+                continue;
+            }
+            self.writer
+                .write_packet(&PcapPacket::new(wall, len as u32, data))
+                .context("write the pcap file")?;
+            self.written += 1;
+            packet.note = self.classify(src, dst, &packet);
+            let at = self.instant_of(wall);
+            segments.push(Segment {
+                at,
+                src,
+                dst,
+                packet,
+            });
+        }
+        Ok((segments, true))
+    }
+
+    fn instant_of(&self, wall: Duration) -> Instant {
+        let (instant, system) = self.epoch;
+        let base = system.duration_since(UNIX_EPOCH).unwrap_or_default();
+        match wall.checked_sub(base) {
+            Some(ahead) => instant + ahead,
+            None => instant.checked_sub(base - wall).unwrap_or(instant),
+        }
+    }
+
+    /// Names retransmissions and keepalive probes from the sequence numbers seen.
+    fn classify(&mut self, src: SocketAddr, dst: SocketAddr, p: &Packet) -> Option<&'static str> {
+        let syn_fin = p
+            .flags
+            .iter()
+            .filter(|f| matches!(**f, "SYN" | "FIN"))
+            .count() as u32;
+        let end = p.seq.wrapping_add(p.len + syn_fin);
+        let seen = self.seq_end.get(&(src, dst)).copied();
+        let behind = |a: u32, b: u32| (b.wrapping_sub(a) as i32) > 0;
+        let note = match seen {
+            _ if p.flags.contains(&"RST") => None,
+            Some(high) if p.len <= 1 && syn_fin == 0 && p.seq.wrapping_add(1) == high => {
+                Some("keepalive")
+            }
+            Some(high) if (p.len > 0 || syn_fin > 0) && behind(p.seq, high) => {
+                Some("retransmission")
+            }
+            _ => None,
+        };
+        if seen.is_none_or(|high| behind(high, end)) {
+            self.seq_end.insert((src, dst), end);
+        }
+        note
+    }
+}
+
+/// Parses an IP packet carrying TCP: (source, destination, segment).
+fn parse(data: &[u8]) -> Option<(SocketAddr, SocketAddr, Packet)> {
+    let sliced = SlicedPacket::from_ip(data).ok()?;
+    let (src_ip, dst_ip): (IpAddr, IpAddr) = match sliced.net? {
+        NetSlice::Ipv4(v4) => (
+            v4.header().source_addr().into(),
+            v4.header().destination_addr().into(),
+        ),
+        NetSlice::Ipv6(v6) => (
+            v6.header().source_addr().into(),
+            v6.header().destination_addr().into(),
+        ),
+        NetSlice::Arp(_) => return None,
+    };
+    let TransportSlice::Tcp(tcp) = sliced.transport? else {
+        return None;
+    };
+    let mut flags = Vec::new();
+    for (set, name) in [
+        (tcp.syn(), "SYN"),
+        (tcp.fin(), "FIN"),
+        (tcp.rst(), "RST"),
+        (tcp.psh(), "PSH"),
+        (tcp.ack(), "ACK"),
+    ] {
+        if set {
+            flags.push(name);
+        }
+    }
+    let packet = Packet {
+        t_us: 0,
+        outgoing: false,
+        flags,
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        len: tcp.payload().len() as u32,
+        note: None,
+    };
+    Some((
+        SocketAddr::new(src_ip, tcp.source_port()),
+        SocketAddr::new(dst_ip, tcp.destination_port()),
+        packet,
+    ))
+}
