@@ -278,7 +278,8 @@ impl Conn {
             a.port() == b.port() && canonical(a.ip()) == canonical(b.ip())
         };
         let outgoing = same(seg.src, local) && same(seg.dst, self.peer);
-        if !outgoing && !(same(seg.src, self.peer) && same(seg.dst, local)) {
+        let incoming = same(seg.src, self.peer) && same(seg.dst, local);
+        if !outgoing && !incoming {
             return false;
         }
         if let Some(packets) = self.packets.as_mut().filter(|p| p.len() < MAX_PACKETS) {
