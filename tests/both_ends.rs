@@ -1,0 +1,378 @@
+//! Both ends of one connection in one report: the other end's socket through
+//! sock_diag (`peer_side`), this side's socket after its close (`afterlife`), and
+//! the packets (`--pcap`, root only). Real sockets on 127.0.0.1, ephemeral ports.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use common::{BIN, run, serve};
+
+/// The states in a `peer_side` or `afterlife` list (`gone` for null).
+fn side_states(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("a list of sock_diag readings")
+        .iter()
+        .map(|s| s["state"].as_str().unwrap_or("gone").to_owned())
+        .collect()
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// serve observes with `serve_args`; connect closes with `--close MODE --after 100ms`.
+fn pair(serve_args: &[&str], connect_args: &[&str]) -> (Value, Value) {
+    let mut args = vec!["127.0.0.1:0", "--once", "--json", "--timeout", "5s"];
+    args.extend_from_slice(serve_args);
+    let (server, addr) = serve(&args);
+    let addr = addr.to_string();
+    let mut cargs = vec![
+        "connect",
+        addr.as_str(),
+        "--json",
+        "--timeout",
+        "5s",
+        "--after",
+        "100ms",
+    ];
+    cargs.extend_from_slice(connect_args);
+    let client = run(&cargs);
+    client.expect_code(0);
+    let observer = server.finish();
+    observer.expect_code(0);
+    (observer.report(), client.report())
+}
+
+#[test]
+fn fin_closer_is_followed_to_its_end_and_sees_the_observer_in_close_wait() {
+    let (observer, closer) = pair(&[], &["--close", "fin"]);
+    // The closer's own socket after close(): an orphan in FIN_WAIT1/2, no descriptor;
+    // the observer's probe write then meets it and it is freed (RST).
+    let after = &closer["afterlife"];
+    let states = side_states(&after["states"]);
+    assert!(
+        matches!(
+            states.first().map(String::as_str),
+            Some("FIN_WAIT1" | "FIN_WAIT2")
+        ),
+        "afterlife {states:?}"
+    );
+    assert_eq!(
+        after["states"][0]["inode"], 0,
+        "an orphan has no descriptor"
+    );
+    assert_eq!(after["ended"], "gone", "{after}");
+    // The closer saw the observer's socket move to CLOSE_WAIT (its FIN arrived).
+    let peer = &closer["peer_side"];
+    assert_eq!(peer["visible"], true);
+    let seen = side_states(&peer["states"]);
+    assert!(
+        seen.contains(&"CLOSE_WAIT".to_owned()),
+        "closer's view of the observer: {seen:?}"
+    );
+    // The observer saw the closer's socket go ESTABLISHED → FIN_WAIT1/2 → gone.
+    let seen = side_states(&observer["peer_side"]["states"]);
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("ESTABLISHED"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|s| s.starts_with("FIN_WAIT")),
+        "observer's view of the closer: {seen:?}"
+    );
+    assert_eq!(seen.last().map(String::as_str), Some("gone"), "{seen:?}");
+}
+
+#[test]
+fn fin_closer_ends_in_time_wait_when_the_observer_closes_too() {
+    let (_, closer) = pair(&["--no-probe"], &["--close", "fin"]);
+    let after = &closer["afterlife"];
+    let states = side_states(&after["states"]);
+    assert_eq!(after["ended"], "time-wait", "{after}");
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("TIME_WAIT"),
+        "{states:?}"
+    );
+    let timer = after["states"]
+        .as_array()
+        .and_then(|s| s.last())
+        .and_then(|s| s["timer"].as_str())
+        .unwrap_or_default();
+    assert!(
+        timer.starts_with("timewait,"),
+        "TIME_WAIT has its timer: {timer:?}"
+    );
+}
+
+#[test]
+fn rst_closer_is_gone_at_once() {
+    let (observer, closer) = pair(&[], &["--close", "rst"]);
+    let after = &closer["afterlife"];
+    assert_eq!(after["ended"], "gone", "{after}");
+    assert!(
+        side_states(&after["states"]).iter().all(|s| s == "gone"),
+        "no state survives an abortive close: {after}"
+    );
+    let watched = after["watched_us"].as_u64().expect("watched_us");
+    assert!(
+        watched < 100_000,
+        "gone at the first reading, watched {watched}µs"
+    );
+    let seen = side_states(&observer["peer_side"]["states"]);
+    assert_eq!(seen.last().map(String::as_str), Some("gone"), "{seen:?}");
+}
+
+/// A server that is not tcpbye: python3 accepts one connection and holds it.
+struct ThirdParty {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl ThirdParty {
+    fn start() -> Option<Self> {
+        let script = "import socket,sys,time\n\
+            s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n\
+            print(s.getsockname()[1], flush=True)\n\
+            c,_=s.accept(); time.sleep(3)\n";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take()?)
+            .read_line(&mut line)
+            .ok()?;
+        let port = line.trim().parse().ok()?;
+        Some(Self { child, port })
+    }
+}
+
+impl Drop for ThirdParty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_third_party_servers_socket_appears_in_the_report() {
+    for (mode, expected) in [("fin", "CLOSE_WAIT"), ("rst", "gone")] {
+        let Some(server) = ThirdParty::start() else {
+            eprintln!(
+                "SKIPPED a_third_party_servers_socket_appears_in_the_report: python3 not available"
+            );
+            return;
+        };
+        let addr = format!("127.0.0.1:{}", server.port);
+        let client = run(&[
+            "connect",
+            &addr,
+            "--close",
+            mode,
+            "--after",
+            "100ms",
+            "--json",
+            "--timeout",
+            "3s",
+        ]);
+        client.expect_code(0);
+        let report = client.report();
+        let peer = &report["peer_side"];
+        assert_eq!(peer["visible"], true, "{peer}");
+        let states = side_states(&peer["states"]);
+        assert_eq!(
+            states.first().map(String::as_str),
+            Some("ESTABLISHED"),
+            "{mode}: {states:?}"
+        );
+        assert!(
+            states.contains(&expected.to_owned()),
+            "{mode}: python's socket {states:?}"
+        );
+        let with_fd = peer["states"]
+            .as_array()
+            .expect("states")
+            .iter()
+            .any(|s| s["state"] == "CLOSE_WAIT" && s["inode"] != 0);
+        assert_eq!(
+            with_fd,
+            mode == "fin",
+            "{mode}: python still holds its descriptor: {peer}"
+        );
+    }
+}
+
+#[test]
+fn no_peer_side_leaves_both_views_out() {
+    let (server, addr) = serve(&[
+        "127.0.0.1:0",
+        "--once",
+        "--json",
+        "--timeout",
+        "2s",
+        "--no-peer-side",
+    ]);
+    let client = run(&[
+        "connect",
+        &addr.to_string(),
+        "--close",
+        "fin",
+        "--json",
+        "--timeout",
+        "2s",
+        "--no-peer-side",
+    ]);
+    assert!(client.report()["peer_side"].is_null());
+    assert!(server.finish().report()["peer_side"].is_null());
+}
+
+/// The TCP flags of each packet in a pcap file, in order, with their direction.
+fn pcap_flags(path: &std::path::Path, client_port: u16) -> Vec<(bool, String)> {
+    let file = std::fs::File::open(path).expect("the pcap file exists");
+    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("a valid pcap header");
+    let mut out = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.expect("a valid pcap record");
+        let sliced = etherparse::SlicedPacket::from_ip(&packet.data).expect("an IP packet");
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else {
+            panic!("not TCP")
+        };
+        let mut flags = Vec::new();
+        for (set, name) in [(tcp.syn(), "SYN"), (tcp.fin(), "FIN"), (tcp.rst(), "RST")] {
+            if set {
+                flags.push(name);
+            }
+        }
+        out.push((tcp.source_port() == client_port, flags.join("|")));
+    }
+    out
+}
+
+#[test]
+fn pcap_holds_the_fin_and_the_rst_where_expected() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED pcap_holds_the_fin_and_the_rst_where_expected: needs CAP_NET_RAW (root)"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tcpbye-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for mode in ["fin", "rst"] {
+        let path = dir.join(format!("{mode}.pcap"));
+        let (server, addr) = serve(&["127.0.0.1:0", "--once", "--json", "--timeout", "3s"]);
+        let path_text = path.to_string_lossy().into_owned();
+        let client = run(&[
+            "connect",
+            &addr.to_string(),
+            "--close",
+            mode,
+            "--after",
+            "100ms",
+            "--json",
+            "--timeout",
+            "3s",
+            "--pcap",
+            &path_text,
+        ]);
+        client.expect_code(0);
+        server.finish().expect_code(0);
+        let report = client.report();
+        let port = report["local"]
+            .as_str()
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .expect("local port");
+        let flags = pcap_flags(&path, port);
+        assert_eq!(
+            flags.first(),
+            Some(&(true, "SYN".to_owned())),
+            "{mode}: {flags:?}"
+        );
+        let closing: Vec<&(bool, String)> = flags
+            .iter()
+            .filter(|(_, f)| f.contains("FIN") || f.contains("RST"))
+            .collect();
+        let first = closing
+            .first()
+            .map(|(from_client, f)| (*from_client, f.as_str()));
+        match mode {
+            "fin" => assert_eq!(first, Some((true, "FIN")), "{flags:?}"),
+            _ => assert_eq!(first, Some((true, "RST")), "{flags:?}"),
+        }
+        // The same packets are in the report, with the direction seen from the client.
+        let in_report: Vec<String> = report["packets"]
+            .as_array()
+            .expect("packets with --pcap")
+            .iter()
+            .map(|p| {
+                p["flags"]
+                    .as_array()
+                    .map(|f| {
+                        f.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(
+            in_report
+                .iter()
+                .any(|f| f.contains(if mode == "fin" { "FIN" } else { "RST" })),
+            "{in_report:?}"
+        );
+        if let Ok(out) = Command::new("tshark")
+            .args(["-r", &path_text, "-T", "fields", "-e", "tcp.flags.str"])
+            .output()
+        {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let needle = if mode == "fin" { "F" } else { "R" };
+            assert!(
+                out.status.success() && text.lines().any(|l| l.contains(needle)),
+                "tshark: {text}"
+            );
+        } else {
+            eprintln!("SKIPPED the tshark check: tshark not installed");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pcap_without_cap_net_raw_exits_4() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED pcap_without_cap_net_raw_exits_4: needs root to drop privileges with setpriv"
+        );
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            BIN,
+        ])
+        .args([
+            "connect",
+            "127.0.0.1:9",
+            "--pcap",
+            "/tmp/never-written.pcap",
+        ])
+        .output()
+        .expect("setpriv runs");
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("CAP_NET_RAW"), "{stderr}");
+}
