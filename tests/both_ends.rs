@@ -50,28 +50,33 @@ fn pair(serve_args: &[&str], connect_args: &[&str]) -> (Value, Value) {
 #[test]
 fn fin_closer_is_followed_to_its_end_and_sees_the_observer_in_close_wait() {
     let (observer, closer) = pair(&[], &["--close", "fin"]);
-    // The closer's own socket after close(): an orphan in FIN_WAIT1/2, no descriptor;
-    // the observer's probe write then meets it and it is freed (RST).
+    // The closer's own socket after close(): an orphan in FIN_WAIT1/2 with no
+    // descriptor, until the observer's probe write meets it and it is freed (RST).
+    // The probe may win the race to the first reading: then it is gone at once.
     let after = &closer["afterlife"];
     let states = side_states(&after["states"]);
-    assert!(
-        matches!(
-            states.first().map(String::as_str),
-            Some("FIN_WAIT1" | "FIN_WAIT2")
+    match states.first().map(String::as_str) {
+        Some("FIN_WAIT1" | "FIN_WAIT2") => assert_eq!(
+            after["states"][0]["inode"], 0,
+            "an orphan has no descriptor"
         ),
-        "afterlife {states:?}"
-    );
+        Some("gone") => {}
+        _ => panic!("afterlife {states:?}"),
+    }
     assert_eq!(
-        after["states"][0]["inode"], 0,
-        "an orphan has no descriptor"
+        states.last().map(String::as_str),
+        Some("gone"),
+        "{states:?}"
     );
     assert_eq!(after["ended"], "gone", "{after}");
-    // The closer saw the observer's socket move to CLOSE_WAIT (its FIN arrived).
+    // The closer saw the observer's socket move to CLOSE_WAIT (its FIN arrived),
+    // unless the observer's probe had already reset the connection.
     let peer = &closer["peer_side"];
     assert_eq!(peer["visible"], true);
     let seen = side_states(&peer["states"]);
+    let probe_won = states.first().map(String::as_str) == Some("gone");
     assert!(
-        seen.contains(&"CLOSE_WAIT".to_owned()),
+        seen.contains(&"CLOSE_WAIT".to_owned()) || probe_won,
         "closer's view of the observer: {seen:?}"
     );
     // The observer saw the closer's socket go ESTABLISHED → FIN_WAIT1/2 → gone.

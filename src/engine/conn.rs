@@ -824,7 +824,7 @@ impl Conn {
             self.plan.peer_side && !self.plan.linger_watch.is_zero() && self.local.is_some();
         if follow {
             self.phase = Phase::Afterlife;
-            self.own_track = Some((SideTrack::default(), ctx.now));
+            self.own_track = Some((SideTrack::own(), ctx.now));
             ctx.at(ctx.now, TimerKind::Afterlife);
         } else {
             self.phase = Phase::Done;

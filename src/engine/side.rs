@@ -17,9 +17,19 @@ pub struct SideTrack {
     uid: Option<u32>,
     /// Set when the first lookup found nothing: the other end is not local.
     hidden: Option<String>,
+    /// This side's own socket: found nothing means gone, never "not visible".
+    own: bool,
 }
 
 impl SideTrack {
+    /// A track of this side's own socket after its close.
+    pub fn own() -> Self {
+        Self {
+            own: true,
+            ..Self::default()
+        }
+    }
+
     /// Reads the socket `local`→`remote` and records it if its state changed.
     /// Returns what was read (`None`: no such socket).
     pub fn read(&mut self, t_us: u64, local: SocketAddr, remote: SocketAddr) -> Option<DiagSocket> {
@@ -33,7 +43,7 @@ impl SideTrack {
                 return None;
             }
         };
-        if self.samples.is_empty() && found.is_none() {
+        if self.samples.is_empty() && found.is_none() && !self.own {
             self.hidden = Some(
                 "not visible from here: the other end is not a socket of this host (or of this network namespace)"
                     .to_owned(),
