@@ -489,6 +489,20 @@ impl Conn {
         let Some(sock) = &self.sock else { return };
         match sock.take_error() {
             Ok(None) => self.connected(ctx, None),
+            // Established, then reset before this loop saw connect() complete: the
+            // connection existed, and its end is the peer's RST.
+            Ok(Some(err))
+                if matches!(
+                    err.raw_os_error().map(Errno::from_raw),
+                    Some(Errno::ECONNRESET | Errno::EPIPE)
+                ) =>
+            {
+                self.connected(ctx, None);
+                let errno = sys::errno_name(&err);
+                self.timeline.push(now, EventKind::SoError, |e| e.errno = Some(errno));
+                self.detect(now, Verdict::Rst, None);
+                self.after_detection(ctx);
+            }
             Ok(Some(err)) | Err(err) => self.connect_error(now, &err),
         }
     }
