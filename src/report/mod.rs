@@ -9,6 +9,7 @@ use crate::plan::CloseMode;
 use crate::sys::{TcpInfo, TcpState};
 
 pub mod json;
+pub mod ladder;
 pub mod table;
 
 /// Version of the JSON contract; bumped on any breaking change.
