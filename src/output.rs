@@ -11,7 +11,7 @@ use crate::error::ExitCode;
 use crate::plan::OutputPlan;
 #[cfg(target_os = "linux")]
 use crate::plan::{ConnectPlan, ServePlan};
-use crate::report::{Report, Summary, json, table};
+use crate::report::{Report, Summary, json, ladder, table};
 
 /// Writes to stdout; a closed stdout (`| head -1`) is reported as `Ok(false)`.
 pub fn write_stdout(bytes: &[u8]) -> io::Result<bool> {
@@ -67,6 +67,12 @@ impl Printer {
         }
         let text = if self.plan.json {
             format!("{}\n", json::line(report))
+        } else if self.plan.ladder {
+            format!(
+                "{}\n{}",
+                table::render(report, self.tty),
+                ladder::render(report, self.tty)
+            )
         } else {
             table::render(report, self.tty)
         };

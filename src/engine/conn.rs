@@ -499,7 +499,8 @@ impl Conn {
             {
                 self.connected(ctx, None);
                 let errno = sys::errno_name(&err);
-                self.timeline.push(now, EventKind::SoError, |e| e.errno = Some(errno));
+                self.timeline
+                    .push(now, EventKind::SoError, |e| e.errno = Some(errno));
                 self.detect(now, Verdict::Rst, None);
                 self.after_detection(ctx);
             }
