@@ -1002,7 +1002,7 @@ impl Conn {
 
     /// One line on what this connection is waiting for and how far along it is
     /// (for a progress display); `None` once it has ended.
-    pub fn progress(&self, now: Instant) -> Option<String> {
+    pub fn progress(&self, now: Instant, kernel: KernelTcp) -> Option<String> {
         let elapsed = now.saturating_duration_since(self.timeline.start());
         let secs = |d: Duration| format!("{:.1}s", d.as_secs_f64());
         let mut parts = Vec::new();
@@ -1036,7 +1036,7 @@ impl Conn {
         if let Some(hb) = d.heartbeat {
             parts.push(format!("heartbeat misses {}/{}", self.hb_misses, hb.misses));
         }
-        if let Some(p) = predict::predict(d, KernelTcp::read(), self.anchors()) {
+        if let Some(p) = predict::predict(d, kernel, self.anchors()) {
             parts.push(format!(
                 "predicted {} at {}",
                 p.verdict,

@@ -554,7 +554,7 @@ impl Reactor {
             .at(now + PROGRESS_EVERY, TOKEN_PROGRESS, TimerKind::Sample);
         let line = match self.conns.len() {
             0 => return Ok(()),
-            1 => self.conns.values().find_map(|c| c.progress(now)),
+            1 => self.conns.values().find_map(|c| c.progress(now, self.kernel)),
             n => Some(format!("{n} connections open")),
         };
         if let Some(line) = line {
