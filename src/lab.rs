@@ -2,7 +2,6 @@
 //! all cases at once on one event loop, summarised as a matrix.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -241,8 +240,9 @@ pub fn run(plan: &LabPlan, progress: bool) -> anyhow::Result<LabResult> {
                     results.entry((index, setting)).or_default().push(*report);
                     done += 1;
                     if progress {
-                        eprint!("\rtcpbye lab: {done}/{total} cases done");
-                        let _ = std::io::stderr().flush();
+                        crate::output::tell_raw(&format!(
+                            "\rtcpbye lab: {done}/{total} cases done"
+                        ));
                     }
                 }
             }
@@ -250,7 +250,7 @@ pub fn run(plan: &LabPlan, progress: bool) -> anyhow::Result<LabResult> {
         Ok(Flow::Continue)
     })?;
     if progress && total > 0 {
-        eprintln!();
+        crate::output::tell_raw("\n");
     }
 
     let rows = results

@@ -111,7 +111,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Validates `serve` arguments into a plan.
 pub fn serve_plan(args: ServeArgs, privileges: Privileges) -> Result<ServePlan, Failure> {
     let addr = args.addr.unwrap_or(default_addr());
-    let end = end_plan(args.end, args.detect, CloseMode::None, privileges)?;
+    let mut end = end_plan(args.end, args.detect, CloseMode::None, privileges)?;
+    if args.summary {
+        // Only the summary is printed: sock_diag readings would be read and thrown away.
+        end.peer_side = false;
+        end.linger_watch = std::time::Duration::ZERO;
+    }
     Ok(ServePlan {
         addr,
         once: args.once,

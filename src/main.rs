@@ -11,16 +11,22 @@ fn main() {
         Err(err) => {
             let text = err.to_string();
             let line = text.lines().next().unwrap_or("invalid command line");
-            eprintln!("tcpbye: {}", line.trim_start_matches("error: "));
+            tell(&line.trim_start_matches("error: "));
             std::process::exit(tcpbye::ExitCode::Usage as i32);
         }
     };
     let code = match tcpbye::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("tcpbye: {err:#}");
+            tell(&format!("{err:#}"));
             tcpbye::error::exit_code_of(&err)
         }
     };
     std::process::exit(code as i32);
+}
+
+/// One line on stderr; a closed stderr is not worth a panic.
+fn tell(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "tcpbye: {text}");
 }

@@ -13,6 +13,24 @@ use crate::plan::OutputPlan;
 use crate::plan::{ConnectPlan, ServePlan};
 use crate::report::{Report, Summary, json, ladder, table};
 
+/// One `tcpbye: …` line on stderr. A closed stderr (`2>&1 | head -1`) is
+/// ignored: notices are never worth a panic.
+macro_rules! tell {
+    ($($arg:tt)*) => {
+        $crate::output::tell_line(format_args!($($arg)*))
+    };
+}
+
+pub fn tell_line(args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr(), "tcpbye: {args}");
+}
+
+/// Raw text on stderr (progress lines), ignoring a closed stderr.
+pub fn tell_raw(text: &str) {
+    let mut err = io::stderr();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+}
+
 /// Writes to stdout; a closed stdout (`| head -1`) is reported as `Ok(false)`.
 pub fn write_stdout(bytes: &[u8]) -> io::Result<bool> {
     let mut out = io::stdout().lock();
@@ -55,7 +73,7 @@ impl Printer {
         if let Some(reason) = &miss {
             self.misses_told += 1;
             if self.misses_told <= MISSES_TOLD {
-                eprintln!("tcpbye: expectation not met: {reason}");
+                tell!("expectation not met: {reason}");
             }
         }
         // A failed connect() the user did not expect is said in one line on stderr instead.
@@ -85,8 +103,8 @@ impl Printer {
         self.summary.interrupted = interrupted;
         self.summary.finish(self.started.elapsed());
         if self.misses_told > MISSES_TOLD {
-            eprintln!(
-                "tcpbye: expectation not met by {} more connections",
+            tell!(
+                "expectation not met by {} more connections",
                 self.misses_told - MISSES_TOLD
             );
         }
@@ -125,13 +143,13 @@ impl StatusLine {
     fn show(&mut self, line: &str) {
         let width = terminal_width().saturating_sub(1);
         let line: String = line.chars().take(width).collect();
-        eprint!("\r\x1b[2K{line}");
+        tell_raw(&format!("\r\x1b[2K{line}"));
         self.shown = true;
     }
 
     fn clear(&mut self) {
         if self.shown {
-            eprint!("\r\x1b[2K");
+            tell_raw("\r\x1b[2K");
             self.shown = false;
         }
     }
@@ -151,7 +169,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
     let local = reactor.listen(plan.addr, plan.end.clone(), plan.max_conns)?;
-    eprintln!("tcpbye: listening on {local}");
+    tell!("listening on {local}");
     if let Some(path) = &plan.output.pcap {
         reactor.capture(path, Filter { addr: local })?;
     }
@@ -169,7 +187,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
             }
             Emit::Notice(text) => {
                 status.clear();
-                eprintln!("tcpbye: {text}");
+                tell!("{text}");
                 Flow::Continue
             }
             Emit::Progress(line) => {
@@ -224,7 +242,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
             }
             Emit::Notice(text) => {
                 status.clear();
-                eprintln!("tcpbye: {text}");
+                tell!("{text}");
             }
         }
         Ok(Flow::Continue)
@@ -236,7 +254,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
         let summary = &printer.summary;
         for errno in summary.connect_errors.keys() {
             if let Some(hint) = connect_error_hint(errno) {
-                eprintln!("tcpbye: {errno}: {hint}");
+                tell!("{errno}: {hint}");
             }
         }
         if summary.established == 0 && summary.connections > 0 && end == RunEnd::Finished {
@@ -254,7 +272,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(failure) = failure {
-        eprintln!("tcpbye: {failure}");
+        tell!("{failure}");
         return Ok(ExitCode::Runtime);
     }
     Ok(code)
@@ -264,7 +282,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
 #[cfg(target_os = "linux")]
 fn tell_captured(reactor: &Reactor, plan: &OutputPlan) {
     if let (Some(path), Some(n)) = (&plan.pcap, reactor.captured()) {
-        eprintln!("tcpbye: wrote {n} packets to {}", path.display());
+        tell!("wrote {n} packets to {}", path.display());
     }
 }
 
@@ -286,12 +304,12 @@ fn connect_error_hint(errno: &str) -> Option<&'static str> {
 #[cfg(target_os = "linux")]
 fn raise_fd_limit(wanted: usize) {
     match crate::sys::raise_fd_limit() {
-        Ok((_, hard)) if hard < wanted as u64 + 64 => eprintln!(
-            "tcpbye: the open-file limit is {hard}: at most about {} connections at once (raise it with `ulimit -Hn`)",
+        Ok((_, hard)) if hard < wanted as u64 + 64 => tell!(
+            "the open-file limit is {hard}: at most about {} connections at once (raise it with `ulimit -Hn`)",
             hard.saturating_sub(64)
         ),
         Ok(_) => {}
-        Err(e) => eprintln!("tcpbye: cannot raise the open-file limit: {e}"),
+        Err(e) => tell!("cannot raise the open-file limit: {e}"),
     }
 }
 
@@ -301,7 +319,7 @@ pub fn lab(plan: crate::lab::LabPlan, json_out: bool) -> anyhow::Result<ExitCode
     let progress = io::stderr().is_terminal();
     let result = crate::lab::run(&plan, progress)?;
     if let Some(note) = &result.namespace_note {
-        eprintln!("tcpbye: {note}");
+        tell!("{note}");
     }
     let text = if json_out {
         let mut s = String::new();
@@ -325,7 +343,7 @@ pub fn lab(plan: crate::lab::LabPlan, json_out: bool) -> anyhow::Result<ExitCode
 
 #[cfg(target_os = "linux")]
 pub fn bench(plan: &crate::bench::BenchPlan, json_out: bool) -> anyhow::Result<ExitCode> {
-    let result = crate::bench::run(plan, &mut |step| eprintln!("tcpbye bench: {step}"))?;
+    let result = crate::bench::run(plan, &mut |step| tell!("bench: {step}"))?;
     let text = if json_out {
         format!("{}\n", json::line(&result))
     } else {

@@ -37,7 +37,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// TCP_INFO sampling: at most this often per connection…
 const SAMPLE_MIN: Duration = Duration::from_millis(50);
 /// …and at most this many samples per second over all connections.
-const SAMPLES_PER_SEC: u32 = 500;
+const SAMPLES_PER_SEC: u32 = 100;
 
 /// What the loop hands to its caller as it happens.
 #[derive(Debug)]
@@ -554,7 +554,10 @@ impl Reactor {
             .at(now + PROGRESS_EVERY, TOKEN_PROGRESS, TimerKind::Sample);
         let line = match self.conns.len() {
             0 => return Ok(()),
-            1 => self.conns.values().find_map(|c| c.progress(now, self.kernel)),
+            1 => self
+                .conns
+                .values()
+                .find_map(|c| c.progress(now, self.kernel)),
             n => Some(format!("{n} connections open")),
         };
         if let Some(line) = line {

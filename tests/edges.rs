@@ -1,0 +1,1034 @@
+//! Hard edges, each with real processes on loopback: a tiny open-file limit
+//! (EMFILE), a flooding client, a silent client, SIGINT, stdout closed early,
+//! IPv6, `--max-conns`, ports in use or closed, a server that goes away in the
+//! middle of a churn, the TIME_WAIT a `fin` churn leaves behind, and stderr closed
+//! too (`2>&1 | head -1`).
+//!
+//! Every child is killed and reaped when its guard drops, so a failing assertion
+//! leaves no process behind. Every wait has a deadline and waits on something
+//! observable (a stderr line, a report, an exit, a count in /proc); the only
+//! sleeps are the measurement windows of the CPU and RSS checks and the short
+//! steps of those deadline-bounded polls. Every tcpbye that observes has a
+//! `--timeout`.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_tcpbye");
+
+/// How long the test's own sockets wait for tcpbye (connect, read).
+const SOCKET_WAIT: Duration = Duration::from_secs(5);
+
+/// A poll step for the deadline-bounded waits on /proc and `ss`.
+const POLL: Duration = Duration::from_millis(10);
+
+fn within(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+// ---------------------------------------------------------------------------
+// A child process with line-by-line stdout and stderr
+
+/// What happens to the child's stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stdout {
+    /// Every line is read and kept.
+    Lines,
+    /// The read end is closed before the child writes anything (`| head` that
+    /// has already exited).
+    ClosedAtOnce,
+    /// The first line is read, then the read end is closed (`| head -1`).
+    ClosedAfterFirstLine,
+}
+
+/// A running child. Dropping it kills and reaps the child.
+struct Proc {
+    what: String,
+    child: Child,
+    status: Option<ExitStatus>,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    out_seen: Vec<String>,
+    err_seen: Vec<String>,
+}
+
+impl Proc {
+    /// `tcpbye ARGS`.
+    fn tcpbye(args: &[&str], stdout: Stdout) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        Self::spawn(cmd, &format!("tcpbye {}", args.join(" ")), stdout)
+    }
+
+    fn spawn(mut cmd: Command, what: &str, stdout: Stdout) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let out = child.stdout.take().expect("stdout is piped");
+        let err = child.stderr.take().expect("stderr is piped");
+        let (out_tx, out_rx) = mpsc::channel();
+        match stdout {
+            Stdout::ClosedAtOnce => drop(out),
+            Stdout::Lines | Stdout::ClosedAfterFirstLine => {
+                let keep_reading = stdout == Stdout::Lines;
+                thread::spawn(move || {
+                    for line in BufReader::new(out).lines() {
+                        let Ok(line) = line else { break };
+                        if out_tx.send(line).is_err() || !keep_reading {
+                            break;
+                        }
+                    }
+                    // Returning drops the pipe's read end.
+                });
+            }
+        }
+        let (err_tx, err_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if err_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            what: what.to_owned(),
+            child,
+            status: None,
+            stdout: out_rx,
+            stderr: err_rx,
+            out_seen: Vec::new(),
+            err_seen: Vec::new(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "{}\nexit: {:?}\nstderr: {:#?}\nstdout: {:#?}",
+            self.what, self.status, self.err_seen, self.out_seen
+        )
+    }
+
+    /// Waits for a stderr line that satisfies `pred` and returns it.
+    fn stderr_line(&mut self, deadline: Instant, pred: impl Fn(&str) -> bool) -> String {
+        loop {
+            match self.stderr.recv_timeout(left(deadline)) {
+                Ok(line) => {
+                    self.err_seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no such stderr line ({e:?})\n{}", self.dump()),
+            }
+        }
+    }
+
+    /// Waits for `tcpbye: listening on ADDR` (after any fd-limit notice).
+    fn listening(&mut self, deadline: Instant) -> SocketAddr {
+        let line = self.stderr_line(deadline, |l| l.starts_with("tcpbye: listening on "));
+        let addr = line.trim_start_matches("tcpbye: listening on ");
+        addr.parse()
+            .unwrap_or_else(|e| panic!("{addr:?} is not an address ({e})\n{}", self.dump()))
+    }
+
+    /// The next stdout line, parsed as JSON.
+    fn json_line(&mut self, deadline: Instant) -> Value {
+        match self.stdout.recv_timeout(left(deadline)) {
+            Ok(line) => {
+                self.out_seen.push(line.clone());
+                serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("stdout line is not JSON ({e}): {line}\n{}", self.dump())
+                })
+            }
+            Err(e) => panic!("no stdout line in time ({e:?})\n{}", self.dump()),
+        }
+    }
+
+    /// Waits for the child to exit, then collects the rest of its output.
+    fn wait(&mut self, deadline: Instant) -> ExitStatus {
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+                Ok(None) => panic!("did not exit in time\n{}", self.dump()),
+                Err(e) => panic!("wait: {e}\n{}", self.dump()),
+            }
+        };
+        self.status = Some(status);
+        let mut open = false;
+        for (rx, seen) in [
+            (&self.stdout, &mut self.out_seen),
+            (&self.stderr, &mut self.err_seen),
+        ] {
+            loop {
+                match rx.recv_timeout(left(deadline)) {
+                    Ok(line) => seen.push(line),
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => {
+                        open = true;
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(!open, "output still open after exit\n{}", self.dump());
+        status
+    }
+
+    /// Waits for the exit and asserts its code and that nothing panicked.
+    fn expect_exit(&mut self, code: i32, deadline: Instant) {
+        let status = self.wait(deadline);
+        assert_eq!(status.code(), Some(code), "wrong exit\n{}", self.dump());
+        self.assert_no_panic();
+    }
+
+    fn assert_no_panic(&self) {
+        for line in &self.err_seen {
+            assert!(
+                !line.contains("panicked") && !line.contains("RUST_BACKTRACE"),
+                "tcpbye panicked\n{}",
+                self.dump()
+            );
+        }
+    }
+
+    /// The stdout lines seen so far, parsed as JSON.
+    fn json_lines(&self) -> Vec<Value> {
+        self.out_seen
+            .iter()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", self.dump()))
+            })
+            .collect()
+    }
+
+    /// The last stdout line, which must be the summary.
+    fn summary(&self) -> Value {
+        let lines = self.json_lines();
+        let last = lines
+            .last()
+            .unwrap_or_else(|| panic!("no stdout\n{}", self.dump()))
+            .clone();
+        assert_eq!(last["kind"], "summary", "{}", self.dump());
+        last
+    }
+
+    fn interrupt(&self) {
+        kill(Pid::from_raw(self.pid() as i32), Signal::SIGINT).expect("kill -INT");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A child killed and reaped on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `tcpbye serve ARGS` (ARGS include the address), up and listening.
+fn serve(args: &[&str], stdout: Stdout) -> (Proc, SocketAddr) {
+    let argv: Vec<&str> = std::iter::once("serve")
+        .chain(args.iter().copied())
+        .collect();
+    let mut p = Proc::tcpbye(&argv, stdout);
+    let addr = p.listening(within(5));
+    (p, addr)
+}
+
+// ---------------------------------------------------------------------------
+// /proc, the test's own sockets, `ss`
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// utime + stime, in clock ticks (fields 14 and 15 of proc_pid_stat(5)).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let (_, rest) = stat.rsplit_once(')').expect("stat has a comm");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |t| t as u64)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Polls `/proc/PID/fd` until `ok(count)` or the deadline; returns the last count.
+fn wait_fds(pid: u32, deadline: Instant, ok: impl Fn(usize) -> bool) -> usize {
+    loop {
+        let n = open_fds(pid);
+        if ok(n) || Instant::now() >= deadline {
+            return n;
+        }
+        thread::sleep(POLL);
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, SOCKET_WAIT)
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(SOCKET_WAIT)).expect("SO_RCVTIMEO");
+    s
+}
+
+/// A loopback port that refuses connections: bound (so nobody else can take it
+/// while the test runs) but not listening.
+fn refusing_port() -> (socket2::Socket, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = sock
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("local_addr");
+    (sock, addr)
+}
+
+fn summary_count(summary: &Value, object: &str, key: &str) -> u64 {
+    summary[object][key].as_u64().unwrap_or(0)
+}
+
+/// `ss`, or `None` (and a loud SKIPPED line) when iproute2 is not installed.
+fn ss_available(test: &str) -> bool {
+    match Command::new("ss").arg("-V").output() {
+        Ok(out) if out.status.success() => true,
+        _ => {
+            eprintln!("SKIPPED {test}: `ss` (iproute2) is not installed");
+            false
+        }
+    }
+}
+
+/// Sockets in TIME_WAIT whose peer is `port` on loopback: the client side of
+/// connections to a server on that port.
+fn time_wait_to(port: u16) -> usize {
+    let out = Command::new("ss")
+        .args(["-tan", "state", "time-wait"])
+        .output()
+        .expect("run ss");
+    assert!(out.status.success(), "ss failed: {out:?}");
+    let suffix = format!(":{port}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            // Recv-Q Send-Q Local:Port Peer:Port (the state column is left out).
+            l.split_whitespace()
+                .nth(3)
+                .is_some_and(|peer| peer.ends_with(&suffix))
+        })
+        .count()
+}
+
+// ---------------------------------------------------------------------------
+// The edges
+
+/// With 24 descriptors, `serve` can hold only a few connections. With 40 clients it
+/// must say so once, back off instead of spinning on EMFILE, and resume accepting
+/// as clients leave, until all 40 have been reported.
+#[test]
+fn emfile_backs_off_says_so_once_and_recovers() {
+    const CLIENTS: usize = 40;
+    // `ulimit -n` sets the soft and the hard limit, so serve cannot raise it.
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"ulimit -n 24 && exec "$0" "$@""#,
+        BIN,
+        "serve",
+        "127.0.0.1:0",
+        "--json",
+        "--no-probe",
+        "--timeout",
+        "12s",
+    ]);
+    let mut serve = Proc::spawn(cmd, "ulimit -n 24; tcpbye serve --json", Stdout::Lines);
+    let addr = serve.listening(within(5));
+    let pid = serve.pid();
+
+    let clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(addr)).collect();
+    let notice = serve.stderr_line(within(5), |l| l.contains("Too many open files"));
+    assert!(
+        notice.contains("accept") && notice.contains("pausing"),
+        "the EMFILE notice should say what tcpbye does: {notice}"
+    );
+
+    // Paused, not spinning: CPU over one second stays far below one core.
+    let hz = clock_ticks_per_sec();
+    let before = cpu_ticks(pid);
+    thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    eprintln!("emfile: serve used {used} of {hz} ticks in 1 s at the fd limit");
+    assert!(
+        used * 100 / hz <= 20,
+        "serve used {used} ticks of {hz} in 1 s while at the fd limit (spinning?)\n{}",
+        serve.dump()
+    );
+
+    // Clients leave in waves: each report frees a descriptor for a waiting one.
+    let ours: BTreeSet<SocketAddr> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+    let mut clients = clients.into_iter();
+    for client in clients.by_ref().take(10) {
+        drop(client);
+    }
+    let mut reported = BTreeSet::new();
+    let deadline = within(8);
+    while reported.len() < 10 {
+        let r = serve.json_line(deadline);
+        assert_eq!(r["kind"], "connection", "{}", serve.dump());
+        assert_eq!(r["verdict"], "fin", "{r}");
+        reported.insert(r["peer"].as_str().unwrap().parse::<SocketAddr>().unwrap());
+    }
+    drop(clients);
+    while reported.len() < CLIENTS {
+        let r = serve.json_line(deadline);
+        assert_eq!(r["verdict"], "fin", "{r}");
+        reported.insert(r["peer"].as_str().unwrap().parse::<SocketAddr>().unwrap());
+    }
+    assert_eq!(reported, ours, "every client reported once");
+
+    serve.interrupt();
+    serve.expect_exit(130, within(5));
+    let summary = serve.summary();
+    assert_eq!(summary["connections"], CLIENTS as u64, "{summary}");
+    assert_eq!(summary_count(&summary, "verdicts", "fin"), CLIENTS as u64);
+    let notices = serve
+        .err_seen
+        .iter()
+        .filter(|l| l.contains("Too many open files"))
+        .count();
+    assert_eq!(
+        notices,
+        1,
+        "one EMFILE notice, not a flood\n{}",
+        serve.dump()
+    );
+}
+
+/// A client that writes as fast as it can for a second: serve's memory stays
+/// bounded, and it counts every byte.
+#[test]
+fn flooding_client_bounded_memory_every_byte_counted() {
+    const RSS_LIMIT_KIB: u64 = 64 * 1024;
+    let (mut serve, addr) = serve(
+        &["127.0.0.1:0", "--json", "--once", "--timeout", "10s"],
+        Stdout::Lines,
+    );
+    let pid = serve.pid();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut max = 0;
+            while !stop.load(Ordering::Relaxed) {
+                max = max.max(proc_status_kib(pid, "VmRSS:"));
+                thread::sleep(Duration::from_millis(20));
+            }
+            max
+        })
+    };
+
+    let mut client = connect(addr);
+    let chunk = vec![0x5a_u8; 64 * 1024];
+    let mut written: u64 = 0;
+    let flood_until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < flood_until {
+        client.write_all(&chunk).expect("flood write");
+        written += chunk.len() as u64;
+    }
+    // A graceful end: FIN after the data, then read until serve closes.
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    let mut sink = Vec::new();
+    let _ = client.read_to_end(&mut sink);
+    stop.store(true, Ordering::Relaxed);
+    let max_rss = sampler.join().expect("sampler");
+
+    let report = serve.json_line(within(8));
+    serve.expect_exit(0, within(5));
+    eprintln!("flood: {written} bytes written in 1 s, serve's RSS peaked at {max_rss} KiB");
+    assert!(
+        written > 1 << 20,
+        "the client wrote only {written} bytes in 1 s"
+    );
+    assert!(
+        max_rss < RSS_LIMIT_KIB,
+        "serve's RSS reached {max_rss} KiB during the flood\n{}",
+        serve.dump()
+    );
+    assert_eq!(report["verdict"], "fin", "{report}");
+    assert_eq!(
+        report["bytes_received"].as_u64(),
+        Some(written),
+        "bytes_received differs from what the client wrote ({written})"
+    );
+    assert!(
+        report["events"].as_array().unwrap().len() <= 512,
+        "events are bounded"
+    );
+}
+
+/// A client that connects and never sends or closes: `open` at `--timeout`.
+#[test]
+fn silent_client_is_open_at_timeout() {
+    let started = Instant::now();
+    let (mut serve, addr) = serve(
+        &["127.0.0.1:0", "--json", "--once", "--timeout", "1s"],
+        Stdout::Lines,
+    );
+    let client = connect(addr);
+    let report = serve.json_line(within(6));
+    serve.expect_exit(0, within(5));
+    drop(client);
+    assert_eq!(report["verdict"], "open", "{report}");
+    assert_eq!(report["closer"], Value::Null, "{report}");
+    assert_eq!(report["detected_after_us"], Value::Null, "{report}");
+    assert_eq!(report["bytes_received"], 0, "{report}");
+    let kinds: Vec<&str> = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"timeout"), "a timeout event: {kinds:?}");
+    let duration = report["duration_us"].as_u64().unwrap();
+    assert!(
+        (1_000_000..3_000_000).contains(&duration),
+        "observed for about --timeout 1s, not {duration} µs"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// SIGINT with connections open: exit 130 after a summary that counts them as `open`.
+#[test]
+fn sigint_summarises_open_connections() {
+    let (mut serve, addr) = serve(
+        &["127.0.0.1:0", "--summary", "--json", "--timeout", "10s"],
+        Stdout::Lines,
+    );
+    let pid = serve.pid();
+    let base = open_fds(pid);
+    let clients: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+    let held = wait_fds(pid, within(5), |n| n >= base + 3);
+    assert!(held >= base + 3, "serve accepted {} of 3", held - base);
+
+    serve.interrupt();
+    serve.expect_exit(130, within(5));
+    drop(clients);
+    let lines = serve.json_lines();
+    assert_eq!(
+        lines.len(),
+        1,
+        "--summary prints only the summary\n{}",
+        serve.dump()
+    );
+    let summary = serve.summary();
+    assert_eq!(summary["interrupted"], true, "{summary}");
+    assert_eq!(summary["connections"], 3, "{summary}");
+    assert_eq!(summary["established"], 3, "{summary}");
+    assert_eq!(
+        summary["verdicts"],
+        serde_json::json!({"open": 3}),
+        "{summary}"
+    );
+}
+
+/// stdout closed before `lab` writes (`| head` that has gone): quiet exit 0.
+#[test]
+fn lab_with_stdout_closed_exits_quietly() {
+    let mut lab = Proc::tcpbye(
+        &["lab", "--runs", "1", "--modes", "fin", "--settings", "none"],
+        Stdout::ClosedAtOnce,
+    );
+    lab.expect_exit(0, within(12));
+    assert!(
+        lab.err_seen.iter().all(|l| !l.contains("Broken pipe")),
+        "{}",
+        lab.dump()
+    );
+}
+
+/// `serve --json | head -1`: the first report gets through; at the next one
+/// serve finds stdout gone and stops quietly with exit 0. The same for a churn
+/// whose summary has nowhere to go.
+#[test]
+fn serve_with_stdout_closed_after_first_line_stops_quietly() {
+    let (mut serve, addr) = serve(
+        &["127.0.0.1:0", "--json", "--no-probe", "--timeout", "5s"],
+        Stdout::ClosedAfterFirstLine,
+    );
+    drop(connect(addr));
+    let first = serve.json_line(within(5));
+    assert_eq!(first["kind"], "connection", "{first}");
+
+    // Now the reader is gone. Another connection produces a report that cannot be written.
+    let mut churn = Proc::tcpbye(
+        &[
+            "connect",
+            &addr.to_string(),
+            "--count",
+            "3",
+            "--json",
+            "--timeout",
+            "5s",
+        ],
+        Stdout::ClosedAtOnce,
+    );
+    churn.expect_exit(0, within(8));
+    serve.expect_exit(0, within(5));
+    for p in [&serve, &churn] {
+        assert!(
+            p.err_seen.iter().all(|l| !l.contains("Broken pipe")),
+            "{}",
+            p.dump()
+        );
+    }
+}
+
+/// IPv6 loopback end to end: an RST from `connect` is seen as `rst` by `serve`.
+#[test]
+fn ipv6_loopback_rst() {
+    if let Err(e) = TcpListener::bind("[::1]:0") {
+        eprintln!("SKIPPED ipv6_loopback_rst: cannot bind [::1]:0 ({e})");
+        return;
+    }
+    let (mut serve, addr) = serve(
+        &["[::1]:0", "--json", "--once", "--timeout", "5s"],
+        Stdout::Lines,
+    );
+    assert!(addr.is_ipv6(), "{addr}");
+    let mut client = Proc::tcpbye(
+        &[
+            "connect",
+            &addr.to_string(),
+            "--close",
+            "rst",
+            "--json",
+            "--timeout",
+            "5s",
+        ],
+        Stdout::Lines,
+    );
+    client.expect_exit(0, within(8));
+    let report = serve.json_line(within(5));
+    serve.expect_exit(0, within(5));
+    assert_eq!(report["verdict"], "rst", "{report}");
+    assert_eq!(report["closer"], "peer", "{report}");
+    assert!(
+        report["peer"].as_str().unwrap().starts_with("[::1]:"),
+        "{report}"
+    );
+    assert_eq!(report["local"], addr.to_string().as_str(), "{report}");
+    let ours = &client.json_lines()[0];
+    assert_eq!(ours["verdict"], "rst", "{ours}");
+    assert_eq!(ours["peer"], report["local"]);
+    assert_eq!(ours["local"], report["peer"]);
+}
+
+/// `--max-conns 1`: a second client while the first is observed is closed at
+/// once, with a notice; the first still gets its report.
+#[test]
+fn max_conns_closes_the_extra_client_at_once() {
+    let (mut serve, addr) = serve(
+        &[
+            "127.0.0.1:0",
+            "--max-conns",
+            "1",
+            "--json",
+            "--once",
+            "--timeout",
+            "8s",
+        ],
+        Stdout::Lines,
+    );
+    let first = connect(addr);
+    let mut second = connect(addr);
+    let second_addr = second.local_addr().unwrap();
+    let mut buf = [0u8; 16];
+    let seen = second.read(&mut buf);
+    assert!(
+        matches!(&seen, Ok(0)) || matches!(&seen, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "the second client should see EOF or a reset at once, saw {seen:?}"
+    );
+    let notice = serve.stderr_line(within(5), |l| l.contains("--max-conns 1 reached"));
+    assert!(
+        notice.contains(&second_addr.to_string()),
+        "the notice names the second client {second_addr}: {notice}"
+    );
+
+    let first_addr = first.local_addr().unwrap();
+    drop(first);
+    let report = serve.json_line(within(5));
+    serve.expect_exit(0, within(5));
+    assert_eq!(report["verdict"], "fin", "{report}");
+    assert_eq!(report["peer"], first_addr.to_string().as_str(), "{report}");
+    let summary = serve.summary();
+    assert_eq!(
+        summary["connections"], 1,
+        "the closed one is not reported: {summary}"
+    );
+}
+
+/// A port someone else listens on: exit 3, one line naming the cause.
+#[test]
+fn port_in_use_exits_3_with_one_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut serve = Proc::tcpbye(
+        &["serve", &addr, "--json", "--timeout", "2s"],
+        Stdout::Lines,
+    );
+    serve.expect_exit(3, within(5));
+    // A notice about a low open-file limit depends on the machine, not on this edge.
+    let lines: Vec<&String> = serve
+        .err_seen
+        .iter()
+        .filter(|l| !l.contains("open-file limit"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one stderr line\n{}", serve.dump());
+    assert!(lines[0].starts_with("tcpbye: "), "{}", serve.dump());
+    assert!(
+        lines[0].contains("Address already in use"),
+        "{}",
+        serve.dump()
+    );
+    assert!(
+        lines[0].contains(&addr),
+        "the line names {addr}\n{}",
+        serve.dump()
+    );
+    assert!(serve.out_seen.is_empty(), "{}", serve.dump());
+}
+
+/// One connect to a port nobody listens on: exit 3 and one line.
+#[test]
+fn connection_refused_exits_3() {
+    let (_reserved, addr) = refusing_port();
+    let mut client = Proc::tcpbye(
+        &["connect", &addr.to_string(), "--timeout", "2s"],
+        Stdout::Lines,
+    );
+    client.expect_exit(3, within(5));
+    assert_eq!(client.err_seen.len(), 1, "{}", client.dump());
+    assert!(client.err_seen[0].contains("refused"), "{}", client.dump());
+    assert!(
+        client.err_seen[0].contains("ECONNREFUSED"),
+        "{}",
+        client.dump()
+    );
+}
+
+/// A churn against a port nobody listens on: every attempt counted by errno,
+/// exit 3, a hint and one failure line.
+#[test]
+fn churn_against_a_closed_port() {
+    let (_reserved, addr) = refusing_port();
+    let mut churn = Proc::tcpbye(
+        &[
+            "connect",
+            &addr.to_string(),
+            "--count",
+            "20",
+            "--concurrency",
+            "4",
+            "--json",
+            "--timeout",
+            "2s",
+        ],
+        Stdout::Lines,
+    );
+    churn.expect_exit(3, within(8));
+    let lines = churn.json_lines();
+    assert_eq!(lines.len(), 1, "only the summary\n{}", churn.dump());
+    let s = &lines[0];
+    assert_eq!(s["connections"], 20, "{s}");
+    assert_eq!(s["established"], 0, "{s}");
+    assert_eq!(
+        s["connect_errors"],
+        serde_json::json!({"ECONNREFUSED": 20}),
+        "{s}"
+    );
+    assert_eq!(s["verdicts"], serde_json::json!({"refused": 20}), "{s}");
+    let failures = churn
+        .err_seen
+        .iter()
+        .filter(|l| l.contains("none of 20 connections was established"))
+        .count();
+    assert_eq!(failures, 1, "{}", churn.dump());
+    assert!(
+        churn
+            .err_seen
+            .iter()
+            .any(|l| l.contains("ECONNREFUSED: nothing listens")),
+        "the ECONNREFUSED hint\n{}",
+        churn.dump()
+    );
+    assert!(churn.err_seen.len() <= 2, "{}", churn.dump());
+}
+
+/// A churn whose server goes away half-way: some established, the rest refused,
+/// both counted; exit 0 because some got through.
+#[test]
+fn churn_with_server_gone_half_way() {
+    const COUNT: u64 = 40;
+    const SERVED: usize = 10;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap();
+    // Linux honours SO_RCVTIMEO in accept(): the thread cannot hang.
+    socket2::SockRef::from(&listener)
+        .set_read_timeout(Some(SOCKET_WAIT))
+        .expect("SO_RCVTIMEO");
+    let server = thread::spawn(move || {
+        let mut accepted = 0;
+        while accepted < SERVED {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    accepted += 1;
+                    drop(stream);
+                }
+                Err(_) => break,
+            }
+        }
+        // The listener closes here: every later connect is refused.
+        accepted
+    });
+    let mut churn = Proc::tcpbye(
+        &[
+            "connect",
+            &addr.to_string(),
+            "--count",
+            &COUNT.to_string(),
+            "--rate",
+            "100",
+            "--json",
+            "--timeout",
+            "2s",
+        ],
+        Stdout::Lines,
+    );
+    churn.expect_exit(0, within(10));
+    assert_eq!(
+        server.join().unwrap(),
+        SERVED,
+        "the server thread accepted {SERVED}"
+    );
+    let s = churn.summary();
+    eprintln!("server gone half-way: {s}");
+    let established = s["established"].as_u64().unwrap();
+    let refused = summary_count(&s, "connect_errors", "ECONNREFUSED");
+    let errors: u64 = s["connect_errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(s["connections"], COUNT, "{s}");
+    assert!(established >= SERVED as u64, "{s}");
+    assert!(refused >= 1, "{s}");
+    assert_eq!(
+        established + errors,
+        COUNT,
+        "each attempt counted once: {s}"
+    );
+    assert_eq!(summary_count(&s, "verdicts", "refused"), refused, "{s}");
+    assert!(
+        churn.err_seen.iter().any(|l| l.contains("ECONNREFUSED")),
+        "{}",
+        churn.dump()
+    );
+}
+
+/// The client side of a `fin` churn ends in TIME_WAIT; an `rst` churn leaves none.
+#[test]
+fn fin_churn_leaves_time_wait_rst_does_not() {
+    if !ss_available("fin_churn_leaves_time_wait_rst_does_not") {
+        return;
+    }
+    const COUNT: usize = 20;
+    let mut seen = Vec::new();
+    for mode in ["fin", "rst"] {
+        // Without probe writes serve closes after the client, so the client's
+        // close is the active one (a probe would draw an RST from the closed client).
+        let (mut serve, addr) = serve(
+            &[
+                "127.0.0.1:0",
+                "--summary",
+                "--json",
+                "--no-probe",
+                "--timeout",
+                "10s",
+            ],
+            Stdout::Lines,
+        );
+        let pid = serve.pid();
+        let base = open_fds(pid);
+        let before = time_wait_to(addr.port());
+        let mut churn = Proc::tcpbye(
+            &[
+                "connect",
+                &addr.to_string(),
+                "--count",
+                &COUNT.to_string(),
+                "--concurrency",
+                "4",
+                "--close",
+                mode,
+                "--json",
+                "--timeout",
+                "5s",
+            ],
+            Stdout::Lines,
+        );
+        churn.expect_exit(0, within(8));
+        assert_eq!(
+            churn.summary()["established"],
+            COUNT as u64,
+            "{}",
+            churn.dump()
+        );
+        // serve has closed its side of every connection…
+        let left = wait_fds(pid, within(5), |n| n <= base);
+        assert!(
+            left <= base,
+            "serve still holds {} connections",
+            left - base
+        );
+        // …and the client's TIME_WAIT sockets appear when serve's FIN arrives.
+        let deadline = within(3);
+        let mut after = time_wait_to(addr.port());
+        while mode == "fin" && after < before + COUNT && Instant::now() < deadline {
+            thread::sleep(POLL);
+            after = time_wait_to(addr.port());
+        }
+        serve.interrupt();
+        serve.expect_exit(130, within(5));
+        let summary = serve.summary();
+        assert_eq!(
+            summary_count(&summary, "verdicts", mode),
+            COUNT as u64,
+            "serve saw every {mode}: {summary}"
+        );
+        eprintln!(
+            "{mode} churn: TIME_WAIT to port {}: {before} → {after}",
+            addr.port()
+        );
+        seen.push((mode, before, after));
+    }
+    let (_, fin_before, fin_after) = seen[0];
+    let (_, rst_before, rst_after) = seen[1];
+    assert!(
+        fin_after >= fin_before + COUNT,
+        "fin churn: TIME_WAIT to the server port went {fin_before} → {fin_after}, want +{COUNT}"
+    );
+    assert_eq!(
+        rst_after, rst_before,
+        "rst churn: TIME_WAIT to the server port went {rst_before} → {rst_after}"
+    );
+}
+
+/// `tcpbye serve 2>&1 | head -1`: stdout and stderr share one pipe, whose reader
+/// goes away after the `listening on` line. A later notice (here `--max-conns`)
+/// must not panic; serve goes on until a report finds stdout gone, then exits 0.
+#[test]
+fn serve_with_stderr_closed_does_not_panic() {
+    use nix::fcntl::OFlag;
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe2");
+    let stderr_end = write_end.try_clone().expect("dup");
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "127.0.0.1:0",
+            "--max-conns",
+            "1",
+            "--timeout",
+            "2s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::from(stderr_end))
+        .spawn()
+        .expect("spawn tcpbye serve");
+    let mut serve = Reaped(child);
+    // `head -1`: read one line, then close the only read end.
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut reader = BufReader::new(std::fs::File::from(read_end));
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(SOCKET_WAIT).expect("the listening line");
+    let addr: SocketAddr = line
+        .trim()
+        .trim_start_matches("tcpbye: listening on ")
+        .parse()
+        .unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    let first = connect(addr);
+    let second = connect(addr); // closed at once, with a notice on stderr
+    let deadline = within(8);
+    let status = loop {
+        match serve.0.try_wait().expect("try_wait") {
+            Some(status) => break status,
+            None if Instant::now() < deadline => thread::sleep(POLL),
+            None => panic!("serve did not exit"),
+        }
+    };
+    drop((first, second));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "serve with stderr closed: {status} (101 is a Rust panic)"
+    );
+}
