@@ -11,7 +11,7 @@ fn main() {
         Err(err) => {
             let text = err.to_string();
             let line = text.lines().next().unwrap_or("invalid command line");
-            tell(&line.trim_start_matches("error: "));
+            tell(line.trim_start_matches("error: "));
             std::process::exit(tcpbye::ExitCode::Usage as i32);
         }
     };
