@@ -156,7 +156,6 @@ pub struct Conn {
     hb_misses: u32,
     last_state: Option<TcpState>,
     last_info: Option<TcpInfo>,
-    probe_sent: bool,
     quiet_deadline: Option<Instant>,
     /// Whether EPOLLOUT is in the registered interest.
     out_registered: bool,
@@ -241,7 +240,6 @@ impl Conn {
             hb_misses: 0,
             last_state: None,
             last_info: None,
-            probe_sent: false,
             quiet_deadline: None,
             out_registered: false,
             peer_track: SideTrack::default(),
@@ -701,9 +699,6 @@ impl Conn {
             Ok(n) => {
                 self.bytes_sent += n as u64;
                 self.timeline.push(now, kind, |e| e.bytes = Some(n as u64));
-                if kind == EventKind::Send && bytes == PROBE {
-                    self.probe_sent = true;
-                }
             }
             Err(e) => {
                 self.timeline

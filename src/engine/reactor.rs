@@ -429,11 +429,6 @@ impl Reactor {
         spread.max(SAMPLE_MIN)
     }
 
-    /// Number of connections being observed.
-    pub fn open_connections(&self) -> usize {
-        self.conns.len()
-    }
-
     /// Runs until nothing is left to observe, `sink` says stop, or a signal arrives.
     pub fn run(
         &mut self,
