@@ -381,3 +381,73 @@ fn pcap_without_cap_net_raw_exits_4() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("CAP_NET_RAW"), "{stderr}");
 }
+
+#[test]
+fn the_other_ends_eof_read_is_seen_in_its_recv_queue() {
+    // python3 reads EOF 300 ms after the FIN: its CLOSE_WAIT Recv-Q (the FIN's one
+    // byte) empties then, and the report shows when.
+    let script = "import socket,sys,time\n\
+        s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n\
+        print(s.getsockname()[1], flush=True)\n\
+        c,_=s.accept(); time.sleep(0.4); c.recv(10); time.sleep(2)\n";
+    let Ok(mut child) = Command::new("python3")
+        .args(["-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!(
+            "SKIPPED the_other_ends_eof_read_is_seen_in_its_recv_queue: python3 not available"
+        );
+        return;
+    };
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("python prints its port");
+    let addr = format!("127.0.0.1:{}", line.trim());
+    let client = run(&[
+        "connect",
+        &addr,
+        "--close",
+        "fin",
+        "--after",
+        "100ms",
+        "--linger-watch",
+        "1s",
+        "--json",
+        "--timeout",
+        "3s",
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    client.expect_code(0);
+    let report = client.report();
+    let close_wait: Vec<(u64, u64)> = report["peer_side"]["states"]
+        .as_array()
+        .expect("states")
+        .iter()
+        .filter(|s| s["state"] == "CLOSE_WAIT")
+        .map(|s| {
+            (
+                s["t_us"].as_u64().unwrap_or(0),
+                s["recv_q"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        close_wait.first().map(|(_, q)| *q),
+        Some(1),
+        "FIN unread: {close_wait:?}"
+    );
+    let read_at = close_wait
+        .iter()
+        .find(|(_, q)| *q == 0)
+        .map(|(t, _)| *t)
+        .unwrap_or_else(|| panic!("no EOF read seen: {close_wait:?}"));
+    let closed_at = report["close_t_us"].as_u64().expect("close_t_us");
+    let after = read_at - closed_at;
+    assert!(
+        (250_000..1_000_000).contains(&after),
+        "EOF read {after}µs after the FIN"
+    );
+}

@@ -76,10 +76,16 @@ impl SideTrack {
                 self.tcp_info.clone_from(&d.tcp_info);
             }
         }
+        // Besides state and descriptor changes, keep the moment a CLOSE_WAIT socket's
+        // Recv-Q empties: its FIN counts one byte there until the application reads EOF.
+        let key = |s: &SideSample| {
+            let eof_unread = s.state == Some(TcpState::CloseWait) && s.recv_q > 0;
+            (s.state, s.inode == 0, eof_unread)
+        };
         let changed = self
             .samples
             .last()
-            .is_none_or(|last| (last.state, last.inode == 0) != (sample.state, sample.inode == 0));
+            .is_none_or(|last| key(last) != key(&sample));
         if changed && self.samples.len() < MAX_SAMPLES {
             self.samples.push(sample);
         }

@@ -11,6 +11,7 @@ use super::{
     SideSample, fmt_us,
 };
 use crate::plan::CloseMode;
+use crate::sys::TcpState;
 
 /// No line of the diagram is wider than this many characters.
 pub const MAX_WIDTH: usize = 100;
@@ -323,17 +324,25 @@ fn bytes(n: u64) -> String {
 
 /// A socket's readings, kept only where its state changed (the first one always);
 /// a reading without a state means the socket is gone.
+///
+/// In CLOSE_WAIT the peer's FIN counts one byte in Recv-Q until the application
+/// reads EOF, so a Recv-Q that empties there is drawn as `read EOF`.
 fn state_changes(states: &[SideSample]) -> Vec<(u64, String)> {
     let mut changes = Vec::new();
     let mut last = None;
     for sample in states {
-        if last == Some(sample.state) {
+        let eof_read = sample.state == Some(TcpState::CloseWait) && sample.recv_q == 0;
+        if last == Some((sample.state, eof_read)) {
             continue;
         }
-        last = Some(sample.state);
-        let text = sample
-            .state
-            .map_or_else(|| "gone".to_owned(), |s| s.to_string());
+        let same_state = last.is_some_and(|(state, _)| state == sample.state);
+        last = Some((sample.state, eof_read));
+        let text = match sample.state {
+            None => "gone".to_owned(),
+            Some(_) if same_state && eof_read => "read EOF".to_owned(),
+            Some(state) if eof_read => format!("{state}, EOF read"),
+            Some(state) => state.to_string(),
+        };
         changes.push((sample.t_us, text));
     }
     changes
