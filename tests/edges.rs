@@ -1032,3 +1032,52 @@ fn serve_with_stderr_closed_does_not_panic() {
         "serve with stderr closed: {status} (101 is a Rust panic)"
     );
 }
+
+/// Ephemeral ports exhausted: in a network namespace of its own (where the port
+/// range is its own to narrow) two local ports allow two `fin` connections, whose
+/// TIME_WAIT then holds both ports: the rest fail EADDRNOTAVAIL, counted and
+/// explained, never a crash or a spin.
+#[test]
+fn ephemeral_port_exhaustion_is_counted_with_a_hint() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED ephemeral_port_exhaustion_is_counted_with_a_hint: needs root for a network namespace"
+        );
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_tcpbye");
+    let script = format!(
+        "ip link set lo up && sysctl -q -w net.ipv4.ip_local_port_range='40000 40001' || exit 90
+        {bin} serve 127.0.0.1:7007 --summary --no-probe 2>/dev/null >/dev/null & pid=$!
+        i=0; while ! ss -Htln 'sport = :7007' | grep -q .; do i=$((i+1)); [ $i -gt 200 ] && exit 91; sleep 0.01; done
+        {bin} connect 127.0.0.1:7007 --count 6 --close fin --json; rc=$?
+        kill -INT $pid; wait $pid; exit $rc"
+    );
+    let out = Command::new("timeout")
+        .args(["20", "unshare", "--net", "--", "sh", "-c", &script])
+        .output()
+        .expect("timeout/unshare/sh run");
+    if matches!(out.status.code(), Some(90 | 91)) {
+        eprintln!(
+            "SKIPPED ephemeral_port_exhaustion_is_counted_with_a_hint: no ip/sysctl/ss here ({out:?})"
+        );
+        return;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "some connections were made: {stdout} {stderr}"
+    );
+    let summary: Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &Value| v["kind"] == "summary")
+        .unwrap_or_else(|| panic!("no summary in {stdout}"));
+    assert_eq!(summary["connections"], 6);
+    assert_eq!(summary["established"], 2, "{summary}");
+    assert_eq!(summary["connect_errors"]["EADDRNOTAVAIL"], 4, "{summary}");
+    assert!(stderr.contains("ephemeral ports exhausted"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
