@@ -357,7 +357,10 @@ fn row(mode: CloseMode, setting: Setting, runs: u32, reports: &[Report], net_adm
         verdicts,
         detected_by: first.and_then(|r| r.detected_by),
         detected_after_us: Percentiles::of(&times),
-        predicted_us: first.and_then(|r| r.predicted_us),
+        // As in the table: a prediction only where something fired.
+        predicted_us: first
+            .filter(|r| r.verdict != Verdict::Open)
+            .and_then(|r| r.predicted_us),
     }
     .with_runs(runs)
 }
@@ -435,7 +438,7 @@ pub fn render(result: &LabResult, tty: bool) -> String {
     }
     let s = &result.summary;
     format!(
-        "{t}\n{} cases × {} runs in {}; observer settings: {}; closers act {}ms + 2ms × case after connect; `open` = nothing within {}s\n",
+        "{t}\n{} cases × {} runs in {}; observer settings: {}; closers act {}ms after connect, 2ms apart; `open` = nothing within {}s\n",
         s.cases,
         s.runs,
         fmt_us(s.elapsed_us),

@@ -257,7 +257,12 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
                 tell!("{errno}: {hint}");
             }
         }
-        if summary.established == 0 && summary.connections > 0 && end == RunEnd::Finished {
+        let expected = !plan.output.expect.is_empty() && summary.expect_met;
+        if summary.established == 0
+            && summary.connections > 0
+            && end == RunEnd::Finished
+            && !expected
+        {
             let errors: Vec<String> = summary
                 .connect_errors
                 .iter()

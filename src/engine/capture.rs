@@ -24,6 +24,8 @@ use crate::report::Packet;
 
 /// `PACKET_OUTGOING`: on `lo` every packet is seen leaving and arriving; keep one.
 const PACKET_OUTGOING: u8 = 4;
+/// How long receive timestamping takes to come on after it is asked for.
+const TIMESTAMPS_SETTLE: Duration = Duration::from_millis(20);
 /// Most packets read per wake-up before other work gets a turn.
 const BATCH: usize = 256;
 
@@ -85,6 +87,10 @@ impl Capture {
         )
         .context("socket(AF_PACKET) for --pcap")?;
         socket::setsockopt(&fd, sockopt::ReceiveTimestampns, &true).context("SO_TIMESTAMPNS")?;
+        // The kernel turns receive timestamps on for the whole stack a moment later
+        // (a deferred static key); packets in between would carry none and be stamped
+        // when read. Let it settle before the first connection's handshake.
+        std::thread::sleep(TIMESTAMPS_SETTLE);
         let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
         let header = PcapHeader {
             datalink: DataLink::RAW,

@@ -99,7 +99,11 @@ impl SideTrack {
     pub fn into_peer_side(self) -> PeerSide {
         PeerSide {
             visible: self.hidden.is_none() && !self.samples.is_empty(),
-            note: self.hidden,
+            note: match (self.hidden, self.samples.is_empty()) {
+                (Some(note), _) => Some(note),
+                (None, true) => Some("no connection was established to look at".to_owned()),
+                (None, false) => None,
+            },
             uid: self.uid,
             states: self.samples,
             tcp_info: self.tcp_info,

@@ -108,13 +108,12 @@ pub fn render(report: &Report, tty: bool) -> String {
     }
     if let Some(after) = &report.afterlife {
         let title = format!(
-            "this side after its close (sock_diag, {} after {})",
+            "this side after its close (sock_diag every 5ms): {}",
             match after.ended {
                 AfterlifeEnd::Gone => "freed",
-                AfterlifeEnd::TimeWait => "in TIME_WAIT",
-                AfterlifeEnd::WatchEnded => "still there",
-            },
-            fmt_us(after.watched_us)
+                AfterlifeEnd::TimeWait => "in TIME_WAIT (60s)",
+                AfterlifeEnd::WatchEnded => "still there when --linger-watch ended",
+            }
         );
         out.push_str(&side_table(&title, &after.states, tty));
     }
