@@ -308,10 +308,12 @@ fn connect_error_hint(errno: &str) -> Option<&'static str> {
 /// Raises the soft open-file limit to the hard one; says so when even that is low.
 #[cfg(target_os = "linux")]
 fn raise_fd_limit(wanted: usize) {
+    // Descriptors tcpbye itself holds: stdio, epoll, signalfd, listener or capture.
+    const OWN_FDS: u64 = 8;
     match crate::sys::raise_fd_limit() {
-        Ok((_, hard)) if hard < wanted as u64 + 64 => tell!(
+        Ok((_, hard)) if hard < wanted as u64 + OWN_FDS => tell!(
             "the open-file limit is {hard}: at most about {} connections at once (raise it with `ulimit -Hn`)",
-            hard.saturating_sub(64)
+            hard.saturating_sub(OWN_FDS)
         ),
         Ok(_) => {}
         Err(e) => tell!("cannot raise the open-file limit: {e}"),
