@@ -168,11 +168,13 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     raise_fd_limit(plan.max_conns.unwrap_or(10_000));
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
-    let local = reactor.listen(plan.addr, plan.end.clone(), plan.max_conns)?;
-    tell!("listening on {local}");
+    // The capture is open (and its timestamps on) before anyone can connect.
     if let Some(path) = &plan.output.pcap {
-        reactor.capture(path, Filter { addr: local })?;
+        reactor.capture(path, Filter { addr: plan.addr })?;
     }
+    let local = reactor.listen(plan.addr, plan.end.clone(), plan.max_conns)?;
+    reactor.set_capture_filter(Filter { addr: local });
+    tell!("listening on {local}");
     let mut printer = Printer::new(plan.output.clone());
     let mut status = StatusLine::new(&mut reactor);
     let end = reactor.run(&mut |emit| {

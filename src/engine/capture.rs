@@ -110,6 +110,10 @@ impl Capture {
         })
     }
 
+    pub fn set_filter(&mut self, filter: Filter) {
+        self.filter = filter;
+    }
+
     pub fn fd(&self) -> &OwnedFd {
         &self.fd
     }

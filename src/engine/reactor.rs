@@ -142,6 +142,13 @@ impl Reactor {
         Ok(())
     }
 
+    /// Narrows the capture to `filter` (once the listener's port is known).
+    pub fn set_capture_filter(&mut self, filter: Filter) {
+        if let Some(capture) = self.capture.as_mut() {
+            capture.set_filter(filter);
+        }
+    }
+
     /// Packets written to the pcap file so far.
     pub fn captured(&self) -> Option<u64> {
         self.capture.as_ref().map(|c| c.written)
