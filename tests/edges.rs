@@ -897,6 +897,10 @@ fn fin_churn_leaves_time_wait_rst_does_not() {
         return;
     }
     const COUNT: usize = 20;
+    // Loopback reuses a TIME_WAIT port for a new connection (tcp_tw_reuse=2, the
+    // default), so a later connect of the churn may take over an earlier one's
+    // TIME_WAIT: most, not all, remain.
+    const MOST: usize = COUNT / 2;
     let mut seen = Vec::new();
     for mode in ["fin", "rst"] {
         // Without probe writes serve closes after the client, so the client's
@@ -948,7 +952,7 @@ fn fin_churn_leaves_time_wait_rst_does_not() {
         // …and the client's TIME_WAIT sockets appear when serve's FIN arrives.
         let deadline = within(3);
         let mut after = time_wait_to(addr.port());
-        while mode == "fin" && after < before + COUNT && Instant::now() < deadline {
+        while mode == "fin" && after < before + MOST && Instant::now() < deadline {
             thread::sleep(POLL);
             after = time_wait_to(addr.port());
         }
@@ -969,8 +973,8 @@ fn fin_churn_leaves_time_wait_rst_does_not() {
     let (_, fin_before, fin_after) = seen[0];
     let (_, rst_before, rst_after) = seen[1];
     assert!(
-        fin_after >= fin_before + COUNT,
-        "fin churn: TIME_WAIT to the server port went {fin_before} → {fin_after}, want +{COUNT}"
+        fin_after >= fin_before + MOST,
+        "fin churn: TIME_WAIT to the server port went {fin_before} → {fin_after}, want at least +{MOST}"
     );
     assert_eq!(
         rst_after, rst_before,
