@@ -1117,8 +1117,13 @@ impl Conn {
         let closer = match (self.action, self.peer_action) {
             (Some(_), _) => Some(Closer::Local),
             (None, Some(_)) => Some(Closer::Peer),
-            (None, None) if matches!(verdict, Verdict::Fin | Verdict::Rst) => Some(Closer::Peer),
-            (None, None) if verdict == Verdict::Heartbeat || verdict == Verdict::Timeout => {
+            // An ending this side detected was the peer's doing, seen or silent.
+            (None, None)
+                if matches!(
+                    verdict,
+                    Verdict::Fin | Verdict::Rst | Verdict::Heartbeat | Verdict::Timeout
+                ) =>
+            {
                 Some(Closer::Peer)
             }
             _ => None,
