@@ -143,6 +143,7 @@ fn report(role: Role, local: &str, peer: &str, verdict: Verdict) -> Report {
         peer_side: None,
         afterlife: None,
         packets: None,
+        packets_dropped: 0,
     }
 }
 

@@ -164,8 +164,9 @@ pub struct Conn {
     /// This side's socket after its close: the readings, and when following began.
     own_track: Option<(SideTrack, Instant)>,
     afterlife_end: Option<AfterlifeEnd>,
-    /// Captured segments (`--pcap`), when capturing.
+    /// Captured segments (`--pcap`), when capturing, and how many did not fit.
     packets: Option<Vec<Packet>>,
+    packets_dropped: u64,
 }
 
 impl Conn {
@@ -246,6 +247,7 @@ impl Conn {
             own_track: None,
             afterlife_end: None,
             packets: None,
+            packets_dropped: 0,
         }
     }
 
@@ -280,12 +282,14 @@ impl Conn {
         if !outgoing && !incoming {
             return false;
         }
-        if let Some(packets) = self.packets.as_mut().filter(|p| p.len() < MAX_PACKETS) {
-            packets.push(Packet {
+        match self.packets.as_mut() {
+            Some(packets) if packets.len() < MAX_PACKETS => packets.push(Packet {
                 t_us: self.timeline.t_us(seg.at),
                 outgoing,
                 ..seg.packet.clone()
-            });
+            }),
+            Some(_) => self.packets_dropped += 1,
+            None => {}
         }
         true
     }
@@ -1191,6 +1195,7 @@ impl Conn {
             peer_side,
             afterlife,
             packets: self.packets,
+            packets_dropped: self.packets_dropped,
         }
     }
 }

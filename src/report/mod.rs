@@ -312,6 +312,8 @@ pub struct Report {
     pub afterlife: Option<Afterlife>,
     /// The connection's segments in both directions; null without `--pcap`.
     pub packets: Option<Vec<Packet>>,
+    /// Captured segments left out of `packets` to keep a report bounded.
+    pub packets_dropped: u64,
 }
 
 impl Report {
