@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use common::{BIN, run, serve};
+use common::{is_root, run, serve, unprivileged};
 
 /// The states in a `peer_side` or `afterlife` list (`gone` for null).
 fn side_states(list: &Value) -> Vec<String> {
@@ -18,10 +18,6 @@ fn side_states(list: &Value) -> Vec<String> {
         .iter()
         .map(|s| s["state"].as_str().unwrap_or("gone").to_owned())
         .collect()
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 /// serve observes with `serve_args`; connect closes with `--close MODE --after 100ms`.
@@ -140,13 +136,17 @@ struct ThirdParty {
 }
 
 impl ThirdParty {
-    fn start() -> Option<Self> {
-        let script = "import socket,sys,time\n\
-            s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n\
-            print(s.getsockname()[1], flush=True)\n\
-            c,_=s.accept(); time.sleep(3)\n";
+    /// python3 listens on an ephemeral port, prints it, accepts one connection and
+    /// then runs `after_accept` (Python statements using the accepted socket `c`).
+    fn start(after_accept: &str) -> Option<Self> {
+        let script = format!(
+            "import socket,sys,time\n\
+             s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n\
+             print(s.getsockname()[1], flush=True)\n\
+             c,_=s.accept(); {after_accept}\n"
+        );
         let mut child = Command::new("python3")
-            .args(["-c", script])
+            .args(["-c", &script])
             .stdout(Stdio::piped())
             .spawn()
             .ok()?;
@@ -169,7 +169,7 @@ impl Drop for ThirdParty {
 #[test]
 fn a_third_party_servers_socket_appears_in_the_report() {
     for (mode, expected) in [("fin", "CLOSE_WAIT"), ("rst", "gone")] {
-        let Some(server) = ThirdParty::start() else {
+        let Some(server) = ThirdParty::start("time.sleep(3)") else {
             eprintln!(
                 "SKIPPED a_third_party_servers_socket_appears_in_the_report: python3 not available"
             );
@@ -360,22 +360,12 @@ fn pcap_without_cap_net_raw_exits_4() {
         );
         return;
     }
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            BIN,
-        ])
-        .args([
-            "connect",
-            "127.0.0.1:9",
-            "--pcap",
-            "/tmp/never-written.pcap",
-        ])
-        .output()
-        .expect("setpriv runs");
+    let out = unprivileged(&[
+        "connect",
+        "127.0.0.1:9",
+        "--pcap",
+        "/tmp/never-written.pcap",
+    ]);
     assert_eq!(out.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -386,25 +376,13 @@ fn pcap_without_cap_net_raw_exits_4() {
 fn the_other_ends_eof_read_is_seen_in_its_recv_queue() {
     // python3 reads EOF 300 ms after the FIN: its CLOSE_WAIT Recv-Q (the FIN's one
     // byte) empties then, and the report shows when.
-    let script = "import socket,sys,time\n\
-        s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n\
-        print(s.getsockname()[1], flush=True)\n\
-        c,_=s.accept(); time.sleep(0.4); c.recv(10); time.sleep(2)\n";
-    let Ok(mut child) = Command::new("python3")
-        .args(["-c", script])
-        .stdout(Stdio::piped())
-        .spawn()
-    else {
+    let Some(server) = ThirdParty::start("time.sleep(0.4); c.recv(10); time.sleep(2)") else {
         eprintln!(
             "SKIPPED the_other_ends_eof_read_is_seen_in_its_recv_queue: python3 not available"
         );
         return;
     };
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("python prints its port");
-    let addr = format!("127.0.0.1:{}", line.trim());
+    let addr = format!("127.0.0.1:{}", server.port);
     let client = run(&[
         "connect",
         &addr,
@@ -418,8 +396,7 @@ fn the_other_ends_eof_read_is_seen_in_its_recv_queue() {
         "--timeout",
         "3s",
     ]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     client.expect_code(0);
     let report = client.report();
     let close_wait: Vec<(u64, u64)> = report["peer_side"]["states"]

@@ -4,12 +4,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{BIN, run};
+use common::{is_root, run, unprivileged};
 
 /// Rows by (mode, setting), and the summary.
 fn matrix(stdout: &str) -> (HashMap<(String, String), Value>, Value) {
@@ -113,32 +112,22 @@ fn the_full_matrix_runs_in_under_30_seconds_and_shows_what_linux_does() {
 
 #[test]
 fn without_privileges_lab_makes_its_own_namespace_or_says_what_it_needs() {
-    if !nix::unistd::geteuid().is_root() {
+    if !is_root() {
         eprintln!(
             "SKIPPED without_privileges_lab_makes_its_own_namespace_or_says_what_it_needs: needs root to drop privileges"
         );
         return;
     }
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            BIN,
-        ])
-        .args([
-            "lab",
-            "--runs",
-            "1",
-            "--json",
-            "--modes",
-            "fin,drop,reboot",
-            "--settings",
-            "none,heartbeat",
-        ])
-        .output()
-        .expect("setpriv runs");
+    let out = unprivileged(&[
+        "lab",
+        "--runs",
+        "1",
+        "--json",
+        "--modes",
+        "fin,drop,reboot",
+        "--settings",
+        "none,heartbeat",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let (rows, summary) = matrix(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(rows.len(), 6);

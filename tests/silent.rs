@@ -8,6 +8,8 @@
 //! provoked retransmission timeouts cannot inflate another test's RTO), and nothing
 //! left on the host.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -17,9 +19,7 @@ use serde_json::Value;
 
 const TCPBYE: &str = env!("CARGO_BIN_EXE_tcpbye");
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+use common::is_root;
 
 macro_rules! require_root {
     ($name:expr) => {
@@ -464,16 +464,7 @@ fn hang_is_caught_by_heartbeat() {
 fn without_cap_net_admin_drop_exits_4_with_one_line() {
     require_root!("without_cap_net_admin_drop_exits_4_with_one_line");
     for mode in ["drop", "reboot"] {
-        let out = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .args([TCPBYE, "connect", "127.0.0.1:9", "--close", mode])
-            .output()
-            .expect("setpriv (util-linux) runs");
+        let out = common::unprivileged(&["connect", "127.0.0.1:9", "--close", mode]);
         assert_eq!(out.status.code(), Some(4), "{mode}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");

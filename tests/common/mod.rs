@@ -417,3 +417,24 @@ pub fn close_with_rst(stream: TcpStream) {
     sock.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
     drop(sock);
 }
+
+/// Whether the tests run as root (privileged tests run for real only then).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Runs `tcpbye ARGS` as uid/gid 65534 with no capabilities (util-linux `setpriv`);
+/// needs root to drop to that user.
+pub fn unprivileged(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            BIN,
+        ])
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux) runs")
+}
