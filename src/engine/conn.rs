@@ -45,6 +45,8 @@ static FILL_BLOCK: [u8; 16 * 1024] = {
 const READ_BUDGET: usize = 1 << 20;
 /// How long `rst-unread` waits for data to leave unread.
 const UNREAD_GRACE: Duration = Duration::from_secs(1);
+/// How often the other end's socket is read at most while this side's state holds.
+const PEER_READ_EVERY: Duration = Duration::from_millis(10);
 /// Most captured segments kept per connection.
 const MAX_PACKETS: usize = 4096;
 /// How often a closed socket is read again while following it.
@@ -159,8 +161,9 @@ pub struct Conn {
     quiet_deadline: Option<Instant>,
     /// Whether EPOLLOUT is in the registered interest.
     out_registered: bool,
-    /// The other end's socket, through sock_diag.
+    /// The other end's socket, through sock_diag, and when it was last read.
     peer_track: SideTrack,
+    last_peer_read: Option<Instant>,
     /// This side's socket after its close: the readings, and when following began.
     own_track: Option<(SideTrack, Instant)>,
     afterlife_end: Option<AfterlifeEnd>,
@@ -244,6 +247,7 @@ impl Conn {
             quiet_deadline: None,
             out_registered: false,
             peer_track: SideTrack::default(),
+            last_peer_read: None,
             own_track: None,
             afterlife_end: None,
             packets: None,
@@ -964,10 +968,17 @@ impl Conn {
     }
 
     fn record_sample(&mut self, now: Instant, info: TcpInfo, always: bool) {
-        if let Some(local) = self.local.filter(|_| self.plan.peer_side) {
-            // The other end's socket has the mirrored 4-tuple.
+        // The other end's socket (the mirrored 4-tuple) is read through netlink: at
+        // each change of this side's state, else at most every PEER_READ_EVERY, so a
+        // stream of data wake-ups does not become a stream of sock_diag requests.
+        let due = self.last_state != Some(info.state)
+            || self
+                .last_peer_read
+                .is_none_or(|at| now.saturating_duration_since(at) >= PEER_READ_EVERY);
+        if let Some(local) = self.local.filter(|_| self.plan.peer_side && due) {
             let t_us = self.timeline.t_us(now);
             self.peer_track.read(t_us, self.peer, local);
+            self.last_peer_read = Some(now);
         }
         if self.verdict.is_none() {
             self.track_silence(now, &info);
