@@ -1,12 +1,14 @@
-//! The command line: clap derive types only. Every doc comment here is `--help` text.
+//! The command line: the clap derive types (every doc comment here is `--help`
+//! text), and the shell completions and man page generated from them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::plan::{self, CloseMode, Heartbeat, KeepAlive};
-use crate::report::Verdict;
+use crate::plan::parse as plan;
+use crate::plan::{Heartbeat, KeepAlive};
+use crate::vocab::{CloseMode, Setting, Verdict};
 
 /// Shows how TCP connections end: what one side observes when the other side
 /// disconnects, through which mechanism, and how fast.
@@ -231,7 +233,7 @@ pub struct LabArgs {
 
     /// Detection settings of the observer to run, comma-separated [default: all]
     #[arg(long, value_name = "SETTINGS", value_enum, value_delimiter = ',')]
-    pub settings: Vec<crate::lab::Setting>,
+    pub settings: Vec<Setting>,
 
     /// Repetitions of each case, for the p50/p99 columns
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -262,12 +264,68 @@ impl clap::ValueEnum for Verdict {
     }
 }
 
-impl clap::ValueEnum for crate::lab::Setting {
+impl clap::ValueEnum for Setting {
     fn value_variants<'a>() -> &'a [Self] {
-        &crate::lab::Setting::ALL
+        &Setting::ALL
     }
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(clap::builder::PossibleValue::new(self.name()).help(self.summary()))
     }
+}
+
+/// The completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "tcpbye", &mut out);
+    out
+}
+
+const EXIT_STATUS: &str = r#".SH "EXIT STATUS"
+.TP
+\fB0\fR
+ran, and every \fB\-\-expect\fR was met
+.TP
+\fB1\fR
+an \fB\-\-expect\fR or \fB\-\-expect\-within\fR was not met (one line on stderr says which)
+.TP
+\fB2\fR
+usage error: a bad flag, value, address or duration
+.TP
+\fB3\fR
+runtime failure: bind, connect (refused unless \fB\-\-expect refused\fR), and the like
+.TP
+\fB4\fR
+a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR need CAP_NET_ADMIN
+.TP
+\fB130\fR
+interrupted by SIGINT or SIGTERM, after printing what it had
+"#;
+
+/// The complete man page (roff).
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    let cmd = Cli::command();
+    let top = clap_mangen::Man::new(cmd.clone());
+    let mut out = Vec::new();
+    top.render_title(&mut out)?;
+    top.render_name_section(&mut out)?;
+    top.render_synopsis_section(&mut out)?;
+    top.render_description_section(&mut out)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("tcpbye {}", sub.get_name());
+        let sub = sub.clone().bin_name(name.clone());
+        let page = clap_mangen::Man::new(sub);
+        out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+        let mut section = Vec::new();
+        page.render_description_section(&mut section)?;
+        page.render_synopsis_section(&mut section)?;
+        page.render_options_section(&mut section)?;
+        // The subcommand's own sections become subsections of its heading.
+        let text = String::from_utf8_lossy(&section).replace(".SH ", ".SS ");
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.extend_from_slice(EXIT_STATUS.as_bytes());
+    top.render_version_section(&mut out)?;
+    Ok(out)
 }

@@ -10,13 +10,13 @@
 use std::fs;
 use std::path::PathBuf;
 
-use tcpbye::plan::CloseMode;
 use tcpbye::report::ladder::{MAX_WIDTH, render};
 use tcpbye::report::{
     Afterlife, AfterlifeEnd, Closer, DetectedBy, DetectedFrom, Event, EventKind, Packet, PeerSide,
     Report, Role, SCHEMA, SideSample, Verdict,
 };
 use tcpbye::sys::TcpState;
+use tcpbye::vocab::CloseMode;
 
 /// The one command that rewrites every golden file of this test.
 const REFRESH: &str = "TCPBYE_REGENERATE=1 cargo test --test ladder";

@@ -1,7 +1,6 @@
 //! Sockets, close modes, the event loop and the observer. Returns data; never prints.
 
 pub mod capture;
-pub mod close;
 pub mod conn;
 pub mod predict;
 pub mod reactor;

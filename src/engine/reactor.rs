@@ -20,8 +20,9 @@ use super::conn::{Conn, Ctx};
 use super::predict::KernelTcp;
 use super::timers::{TimerKind, Timers};
 use crate::plan::EndPlan;
+use crate::report::progress::Progress;
 use crate::report::{EventKind, Report, Role};
-use crate::sys::TcpState;
+use crate::sys::{self, TcpState};
 
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_SIGNAL: u64 = u64::MAX - 1;
@@ -47,7 +48,7 @@ pub enum Emit {
     /// Something the user should know that is not part of a report.
     Notice(String),
     /// What is being waited for, and how far along (only with [`Reactor::show_progress`]).
-    Progress(String),
+    Progress(Progress),
 }
 
 /// Whether the caller wants the loop to go on.
@@ -259,10 +260,10 @@ impl Reactor {
         let token = self.token();
         // On loopback the handshake completes inside connect(); when TCP_INFO already
         // says ESTABLISHED, observing starts now instead of after an EPOLLOUT round.
-        let in_progress = matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS));
+        let in_progress = matches!(&result, Err(e) if sys::is_in_progress(e));
         let established = match &result {
             Ok(()) => None,
-            Err(_) if in_progress => crate::sys::tcp_info(sock.as_fd())
+            Err(_) if in_progress => sys::tcp_info(sock.as_fd())
                 .ok()
                 .filter(|i| i.state == TcpState::Established),
             Err(_) => None,
@@ -339,7 +340,7 @@ impl Reactor {
                         churn.next_at = (churn.next_at + interval).max(now);
                     }
                 }
-                Err(e) if e.downcast_ref::<io::Error>().is_some_and(is_fd_limit) => {
+                Err(e) if e.downcast_ref::<io::Error>().is_some_and(sys::is_fd_limit) => {
                     if self.conns.is_empty() {
                         return Err(e.context("no connection is open to free a descriptor"));
                     }
@@ -560,7 +561,7 @@ impl Reactor {
                 .conns
                 .values()
                 .find_map(|c| c.progress(now, self.kernel)),
-            n => Some(format!("{n} connections open")),
+            n => Some(Progress::Open { connections: n }),
         };
         if let Some(line) = line {
             sink(Emit::Progress(line))?;
@@ -657,7 +658,7 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Flow::Continue),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if is_fd_limit(&e) => {
+                Err(e) if sys::is_fd_limit(&e) => {
                     let _ = self.epoll.delete(listener.sock.as_fd());
                     listener.paused = true;
                     let first = !listener.emfile_told;
@@ -693,8 +694,4 @@ impl Reactor {
             }
         }
     }
-}
-
-fn is_fd_limit(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }

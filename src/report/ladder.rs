@@ -10,8 +10,8 @@ use super::{
     AfterlifeEnd, Closer, DetectedBy, DetectedFrom, Event, EventKind, Packet, Report, Role,
     SideSample, fmt_us,
 };
-use crate::plan::CloseMode;
 use crate::sys::TcpState;
+use crate::vocab::CloseMode;
 
 /// No line of the diagram is wider than this many characters.
 pub const MAX_WIDTH: usize = 100;

@@ -1,111 +1,37 @@
 //! The report model — the public JSON contract (see docs/json.md) — and one
-//! renderer per output format.
+//! renderer per output format, picked by [`Format`].
 
 use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::plan::CloseMode;
 use crate::sys::{TcpInfo, TcpState};
+pub use crate::vocab::{CloseMode, DetectedBy, Verdict};
 
+pub mod bench;
 pub mod json;
+pub mod lab;
 pub mod ladder;
+pub mod progress;
+mod summary;
 pub mod table;
+
+pub use summary::{Percentiles, Summary};
+
+/// How reports are written: one renderer per variant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// A table for people: boxed on a terminal, plain columns when piped.
+    #[default]
+    Table,
+    /// The table, then a ladder diagram of the ending.
+    Ladder,
+    /// JSON Lines, one object per line (docs/json.md).
+    Json,
+}
 
 /// Version of the JSON contract; bumped on any breaking change.
 pub const SCHEMA: u32 = 1;
-
-/// How a connection ended, as the reporting side saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    /// The peer sent a FIN: recv() returned 0 (EOF).
-    Fin,
-    /// The peer sent an RST: ECONNRESET (or EPIPE on send).
-    Rst,
-    /// The kernel gave up (ETIMEDOUT): see `detected_by`.
-    Timeout,
-    /// The application heartbeat missed too many pongs.
-    Heartbeat,
-    /// Nothing detected before --timeout.
-    Open,
-    /// connect(): ECONNREFUSED.
-    Refused,
-    /// connect(): EHOSTUNREACH / ENETUNREACH.
-    Unreachable,
-    /// connect() did not complete within --connect-timeout.
-    ConnectTimeout,
-    /// Any other socket error (named in the timeline).
-    Error,
-}
-
-impl Verdict {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Fin => "fin",
-            Self::Rst => "rst",
-            Self::Timeout => "timeout",
-            Self::Heartbeat => "heartbeat",
-            Self::Open => "open",
-            Self::Refused => "refused",
-            Self::Unreachable => "unreachable",
-            Self::ConnectTimeout => "connect-timeout",
-            Self::Error => "error",
-        }
-    }
-
-    /// One line on what the verdict means.
-    pub fn summary(self) -> &'static str {
-        match self {
-            Self::Fin => "the peer sent a FIN: recv() returned 0 (EOF)",
-            Self::Rst => "the peer sent an RST: ECONNRESET (or EPIPE on send)",
-            Self::Timeout => {
-                "the kernel gave up (ETIMEDOUT) by keepalive, user timeout or retransmissions"
-            }
-            Self::Heartbeat => "the application heartbeat went unanswered",
-            Self::Open => "nothing detected before --timeout",
-            Self::Refused => "connect(): ECONNREFUSED",
-            Self::Unreachable => "connect(): EHOSTUNREACH or ENETUNREACH",
-            Self::ConnectTimeout => "connect() did not complete within --connect-timeout",
-            Self::Error => "another socket error (named in the timeline)",
-        }
-    }
-
-    pub const ALL: [Verdict; 9] = [
-        Self::Fin,
-        Self::Rst,
-        Self::Timeout,
-        Self::Heartbeat,
-        Self::Open,
-        Self::Refused,
-        Self::Unreachable,
-        Self::ConnectTimeout,
-        Self::Error,
-    ];
-
-    /// Outcomes of a connect() that never got a connection.
-    pub fn is_connect_failure(self) -> bool {
-        matches!(
-            self,
-            Self::Refused | Self::Unreachable | Self::ConnectTimeout
-        )
-    }
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The mechanism that noticed a silent ending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DetectedBy {
-    Keepalive,
-    UserTimeout,
-    Retransmit,
-}
 
 /// Which command produced the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -377,117 +303,9 @@ pub fn fmt_us(us: u64) -> String {
     }
 }
 
-/// Nearest-rank percentiles of detection times, µs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Percentiles {
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub max: u64,
-}
-
-impl Percentiles {
-    /// `None` for an empty sample.
-    pub fn of(samples: &[u64]) -> Option<Self> {
-        let mut sorted = samples.to_vec();
-        sorted.sort_unstable();
-        let at = |p: f64| {
-            let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-            sorted[rank.clamp(1, sorted.len()) - 1]
-        };
-        (!sorted.is_empty()).then(|| Self {
-            p50: at(50.0),
-            p90: at(90.0),
-            p99: at(99.0),
-            max: sorted[sorted.len() - 1],
-        })
-    }
-}
-
-/// The closing object of a run: counts by verdict and detection-time percentiles.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Summary {
-    pub schema: u32,
-    pub kind: &'static str,
-    pub connections: u64,
-    /// Connections that were established (connect() or accept() succeeded).
-    pub established: u64,
-    pub verdicts: std::collections::BTreeMap<Verdict, u64>,
-    /// Failed connect() calls by errno name (`ECONNREFUSED`, `EADDRNOTAVAIL`, …).
-    pub connect_errors: std::collections::BTreeMap<String, u64>,
-    pub detected_after_us: Option<Percentiles>,
-    /// µs from the first connection to the summary.
-    pub elapsed_us: u64,
-    /// Connections per second over `elapsed_us`.
-    pub rate_per_sec: f64,
-    pub expect_met: bool,
-    pub interrupted: bool,
-    #[serde(skip)]
-    samples: Vec<u64>,
-}
-
-impl Default for Summary {
-    fn default() -> Self {
-        Self {
-            schema: SCHEMA,
-            kind: "summary",
-            connections: 0,
-            established: 0,
-            verdicts: Default::default(),
-            connect_errors: Default::default(),
-            detected_after_us: None,
-            elapsed_us: 0,
-            rate_per_sec: 0.0,
-            expect_met: true,
-            interrupted: false,
-            samples: Vec::new(),
-        }
-    }
-}
-
-impl Summary {
-    pub fn add(&mut self, report: &Report, met: bool) {
-        self.connections += 1;
-        *self.verdicts.entry(report.verdict).or_default() += 1;
-        let connect = report
-            .events
-            .iter()
-            .find(|e| matches!(e.kind, EventKind::Connect | EventKind::Accept));
-        match connect.and_then(|e| e.errno.as_ref()) {
-            Some(errno) => *self.connect_errors.entry(errno.clone()).or_default() += 1,
-            None if connect.is_some() => self.established += 1,
-            None => {}
-        }
-        self.samples.extend(report.detected_after_us);
-        self.expect_met &= met;
-    }
-
-    /// Completes the summary: percentiles, elapsed time and the rate it implies.
-    pub fn finish(&mut self, elapsed: std::time::Duration) {
-        self.detected_after_us = Percentiles::of(&self.samples);
-        self.elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let secs = elapsed.as_secs_f64();
-        self.rate_per_sec = if secs > 0.0 {
-            (self.connections as f64 / secs * 10.0).round() / 10.0
-        } else {
-            0.0
-        };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_nearest_rank() {
-        assert_eq!(Percentiles::of(&[]), None);
-        let p = Percentiles::of(&[5, 1, 4, 2, 3]).unwrap();
-        assert_eq!((p.p50, p.p90, p.p99, p.max), (3, 5, 5, 5));
-        let hundred: Vec<u64> = (1..=100).collect();
-        let p = Percentiles::of(&hundred).unwrap();
-        assert_eq!((p.p50, p.p90, p.p99, p.max), (50, 90, 99, 100));
-    }
 
     #[test]
     fn human_durations() {

@@ -6,13 +6,38 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use super::tcp_info::{CaState, TcpInfo, TcpState};
 
+/// A libc call's return value as a `Result`: -1 (any negative) means `errno`.
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// send() with `MSG_NOSIGNAL`, so that writing to a reset peer fails with
+/// EPIPE instead of raising SIGPIPE.
+pub fn send_nosignal(sock: &socket2::Socket, bytes: &[u8]) -> io::Result<usize> {
+    sock.send_with_flags(bytes, libc::MSG_NOSIGNAL)
+}
+
+/// A non-blocking connect() that is still under way (`EINPROGRESS`).
+pub fn is_in_progress(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EINPROGRESS)
+}
+
+/// The process or the system ran out of file descriptors (`EMFILE`, `ENFILE`).
+pub fn is_fd_limit(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
 /// Reads `TCP_INFO`, honouring the length the running kernel returns.
 pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
     // SAFETY: tcp_info is plain old data; all-zero is a valid value.
     let mut raw: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: the pointer and length describe `raw`, which outlives the call.
-    let rc = unsafe {
+    cvt(unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
             libc::IPPROTO_TCP,
@@ -20,10 +45,7 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
             (&raw mut raw).cast(),
             &mut len,
         )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    })?;
     Ok(from_raw(&raw, len as usize))
 }
 
@@ -85,10 +107,7 @@ pub(super) fn from_raw(raw: &libc::tcp_info, len: usize) -> TcpInfo {
 pub fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int through the pointer.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
@@ -96,10 +115,7 @@ pub fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
 pub fn unacked_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: SIOCOUTQ (== TIOCOUTQ) writes one c_int through the pointer.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) })?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
@@ -148,17 +164,13 @@ fn loopback_up() -> io::Result<()> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads the name and writes ifru_flags inside `req`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
     // SAFETY: the union member written by SIOCGIFFLAGS is ifru_flags.
     unsafe {
         req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     }
     // SAFETY: as above; SIOCSIFFLAGS reads the name and the flags.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
     Ok(())
 }
 

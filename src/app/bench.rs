@@ -9,63 +9,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use serde::Serialize;
 use socket2::Socket;
 
+use super::print;
 use crate::engine::{Emit, Flow, Reactor};
-use crate::plan::{CloseMode, EndPlan};
+use crate::error::ExitCode;
+use crate::plan::{BenchPlan, EndPlan};
+use crate::report::bench::{BenchResult, Churn, Idle, Latency};
 use crate::report::{Percentiles, Role};
+use crate::vocab::CloseMode;
 
-/// What to measure, and how much.
-#[derive(Debug, Clone)]
-pub struct BenchPlan {
-    /// Close/detect rounds per mode for the latency comparison.
-    pub samples: u32,
-    /// Connections for the churn comparison.
-    pub churn: u64,
-    /// Idle connections held by `serve`.
-    pub idle: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Latency {
-    pub mode: CloseMode,
-    pub bare_us: Percentiles,
-    pub tcpbye_us: Percentiles,
-    /// tcpbye p50 / bare p50 (target ≤ 1.5).
-    pub ratio_p50: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Churn {
-    pub connections: u64,
-    pub bare_per_sec: f64,
-    pub tcpbye_per_sec: f64,
-    /// tcpbye / bare (target ≥ 0.8).
-    pub ratio: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Idle {
-    pub connections: usize,
-    pub reported: u64,
-    pub rss_before_kib: u64,
-    pub rss_after_kib: u64,
-    pub bytes_per_connection: u64,
-    /// CPU used by `serve` while all connections sat idle, % of one core.
-    pub idle_cpu_percent: f64,
-    pub idle_seconds: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BenchResult {
-    pub latency: Vec<Latency>,
-    pub churn: Churn,
-    pub idle: Idle,
+/// Runs `tcpbye bench` and prints its table.
+pub fn bench(plan: &BenchPlan) -> anyhow::Result<ExitCode> {
+    let result = run(plan, &mut |step| print::tell!("bench: {step}"))?;
+    print::bench(&result, plan.format)?;
+    Ok(ExitCode::Ok)
 }
 
 /// Runs the three comparisons. `progress` gets one line per step.
-pub fn run(plan: &BenchPlan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<BenchResult> {
+fn run(plan: &BenchPlan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<BenchResult> {
     crate::sys::raise_fd_limit().context("raise the open-file limit")?;
     let mut latency = Vec::new();
     for mode in [CloseMode::Fin, CloseMode::Rst] {
@@ -324,62 +286,4 @@ fn idle(count: usize) -> anyhow::Result<Idle> {
         idle_cpu_percent: round2(cpu),
         idle_seconds: idle_for.as_secs_f64(),
     })
-}
-
-/// The figures as a table, each with its target.
-pub fn render(r: &BenchResult, tty: bool) -> String {
-    let mut t = crate::report::table::table(tty);
-    t.set_header(vec![
-        "measure",
-        "bare baseline",
-        "tcpbye",
-        "ratio",
-        "target",
-        "met",
-    ]);
-    let yes = |ok: bool| if ok { "yes" } else { "NO" }.to_owned();
-    for l in &r.latency {
-        t.add_row(vec![
-            format!("{} detection p50 (p99)", l.mode),
-            format!("{}µs ({}µs)", l.bare_us.p50, l.bare_us.p99),
-            format!("{}µs ({}µs)", l.tcpbye_us.p50, l.tcpbye_us.p99),
-            format!("{:.2}×", l.ratio_p50),
-            "≤ 1.5×".to_owned(),
-            yes(l.ratio_p50 <= 1.5),
-        ]);
-    }
-    t.add_row(vec![
-        format!("churn, {} connections", r.churn.connections),
-        format!("{}/s", r.churn.bare_per_sec),
-        format!("{}/s", r.churn.tcpbye_per_sec),
-        format!("{:.2}×", r.churn.ratio),
-        "≥ 0.8×".to_owned(),
-        yes(r.churn.ratio >= 0.8),
-    ]);
-    let i = &r.idle;
-    t.add_row(vec![
-        format!("serve, {} idle connections: RSS", i.connections),
-        format!("{} KiB before", i.rss_before_kib),
-        format!("{} KiB after", i.rss_after_kib),
-        format!("{} B/conn", i.bytes_per_connection),
-        "bounded".to_owned(),
-        yes(i.bytes_per_connection < 16 * 1024),
-    ]);
-    t.add_row(vec![
-        format!("serve, idle CPU over {}s", i.idle_seconds),
-        String::new(),
-        format!("{:.2}%", i.idle_cpu_percent),
-        String::new(),
-        "~0%".to_owned(),
-        yes(i.idle_cpu_percent < 1.0),
-    ]);
-    t.add_row(vec![
-        "serve, closes reported".to_owned(),
-        String::new(),
-        format!("{} of {}", i.reported, i.connections),
-        String::new(),
-        "all".to_owned(),
-        yes(i.reported == i.connections as u64),
-    ]);
-    format!("{t}\n")
 }

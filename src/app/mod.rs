@@ -1,0 +1,40 @@
+//! The drivers: one per command, each running a plan on the engine and handing
+//! what comes back to [`print`], the only writer.
+
+#[cfg(target_os = "linux")]
+mod bench;
+#[cfg(target_os = "linux")]
+mod lab;
+pub mod print;
+#[cfg(target_os = "linux")]
+mod serve;
+
+use crate::cli;
+use crate::error::ExitCode;
+use crate::plan::Plan;
+
+/// Runs a validated plan with its driver.
+pub fn run(plan: Plan) -> anyhow::Result<ExitCode> {
+    match plan {
+        Plan::Completions(shell) => {
+            print::write_stdout(&cli::completions(shell))?;
+            Ok(ExitCode::Ok)
+        }
+        Plan::Man => {
+            print::write_stdout(&cli::man_page()?)?;
+            Ok(ExitCode::Ok)
+        }
+        #[cfg(target_os = "linux")]
+        Plan::Serve(plan) => serve::serve(plan),
+        #[cfg(target_os = "linux")]
+        Plan::Connect(plan) => serve::connect(plan),
+        #[cfg(target_os = "linux")]
+        Plan::Lab(plan) => lab::lab(&plan),
+        #[cfg(target_os = "linux")]
+        Plan::Bench(plan) => bench::bench(&plan),
+        #[cfg(not(target_os = "linux"))]
+        Plan::Serve(_) | Plan::Connect(_) | Plan::Lab(_) | Plan::Bench(_) => {
+            Err(crate::Failure::Unsupported.into())
+        }
+    }
+}

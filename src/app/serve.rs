@@ -1,0 +1,168 @@
+//! The `serve` and `connect` drivers: start the event loop on a plan, hand each
+//! report to the printer, and say what went wrong in one line.
+
+use super::print::{Printer, StatusLine, tell};
+use crate::engine::capture::Filter;
+use crate::engine::{Emit, Flow, Reactor, RunEnd};
+use crate::error::{ExitCode, Failure};
+use crate::plan::{ConnectPlan, OutputPlan, ServePlan};
+
+pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
+    raise_fd_limit(plan.max_conns.unwrap_or(10_000));
+    let mut reactor = Reactor::new()?;
+    reactor.catch_signals()?;
+    // The capture is open (and its timestamps on) before anyone can connect.
+    if let Some(path) = &plan.output.pcap {
+        reactor.capture(path, Filter { addr: plan.addr })?;
+    }
+    let local = reactor.listen(plan.addr, plan.end.clone(), plan.max_conns)?;
+    reactor.set_capture_filter(Filter { addr: local });
+    tell!("listening on {local}");
+    let mut printer = Printer::new(plan.output.clone());
+    let mut status = StatusLine::new();
+    if status.wanted() {
+        reactor.show_progress();
+    }
+    let end = reactor.run(&mut |emit| {
+        Ok(match emit {
+            Emit::Report(report) => {
+                status.clear();
+                if !printer.report(&report)? || plan.once {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            }
+            Emit::Notice(text) => {
+                status.clear();
+                tell!("{text}");
+                Flow::Continue
+            }
+            Emit::Progress(line) => {
+                status.show(&line);
+                Flow::Continue
+            }
+        })
+    })?;
+    status.clear();
+    tell_captured(&reactor, &plan.output);
+    Ok(printer.finish(end == RunEnd::Interrupted)?)
+}
+
+pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
+    let churn = plan.count > 1;
+    if churn {
+        raise_fd_limit(plan.concurrency);
+    }
+    let mut reactor = Reactor::new()?;
+    reactor.catch_signals()?;
+    if let Some(path) = &plan.output.pcap {
+        reactor.capture(path, Filter { addr: plan.addr })?;
+    }
+    if churn {
+        let (addr, end, timeout) = (plan.addr, plan.end.clone(), plan.connect_timeout);
+        reactor.churn(addr, end, timeout, plan.count, plan.concurrency, plan.rate);
+    } else {
+        reactor.connect(plan.addr, plan.end.clone(), plan.connect_timeout)?;
+    }
+    let mut printer = Printer::new(plan.output.clone());
+    let mut failure = None;
+    let mut status = StatusLine::new();
+    if status.wanted() {
+        reactor.show_progress();
+    }
+    let end = reactor.run(&mut |emit| {
+        match emit {
+            Emit::Progress(line) => status.show(&line),
+            Emit::Report(report) => {
+                status.clear();
+                let unexpected = !plan.output.expect.contains(&report.verdict);
+                if !churn && report.verdict.is_connect_failure() && unexpected {
+                    let errno = report
+                        .events
+                        .iter()
+                        .find_map(|e| e.errno.clone())
+                        .unwrap_or_default();
+                    failure = Some(format!(
+                        "connect {}: {} ({errno})",
+                        plan.addr, report.verdict
+                    ));
+                }
+                printer.report(&report)?;
+            }
+            Emit::Notice(text) => {
+                status.clear();
+                tell!("{text}");
+            }
+        }
+        Ok(Flow::Continue)
+    })?;
+    status.clear();
+    tell_captured(&reactor, &plan.output);
+    let code = printer.finish(end == RunEnd::Interrupted)?;
+    if churn {
+        let summary = &printer.summary;
+        for errno in summary.connect_errors.keys() {
+            if let Some(hint) = connect_error_hint(errno) {
+                tell!("{errno}: {hint}");
+            }
+        }
+        let expected = !plan.output.expect.is_empty() && summary.expect_met;
+        if summary.established == 0
+            && summary.connections > 0
+            && end == RunEnd::Finished
+            && !expected
+        {
+            let errors: Vec<String> = summary
+                .connect_errors
+                .iter()
+                .map(|(e, n)| format!("{e} ×{n}"))
+                .collect();
+            failure = Some(format!(
+                "connect {}: none of {} connections was established ({})",
+                plan.addr,
+                summary.connections,
+                errors.join(", ")
+            ));
+        }
+    }
+    match failure {
+        Some(failure) => Err(Failure::Runtime(failure).into()),
+        None => Ok(code),
+    }
+}
+
+/// Says where the capture went.
+fn tell_captured(reactor: &Reactor, plan: &OutputPlan) {
+    if let (Some(path), Some(n)) = (&plan.pcap, reactor.captured()) {
+        tell!("wrote {n} packets to {}", path.display());
+    }
+}
+
+/// What to do about a connect() error seen while churning.
+fn connect_error_hint(errno: &str) -> Option<&'static str> {
+    match errno {
+        "EADDRNOTAVAIL" => Some(
+            "ephemeral ports exhausted (TIME_WAIT builds up after many fin closes): lower --rate, close with --close rst, or widen net.ipv4.ip_local_port_range",
+        ),
+        "EMFILE" | "ENFILE" => {
+            Some("out of file descriptors: raise `ulimit -n` or lower --concurrency")
+        }
+        "ECONNREFUSED" => Some("nothing listens there (or its backlog overflowed)"),
+        _ => None,
+    }
+}
+
+/// Raises the soft open-file limit to the hard one; says so when even that is low.
+fn raise_fd_limit(wanted: usize) {
+    // Descriptors tcpbye itself holds: stdio, epoll, signalfd, listener or capture.
+    const OWN_FDS: u64 = 8;
+    match crate::sys::raise_fd_limit() {
+        Ok((_, hard)) if hard < wanted as u64 + OWN_FDS => tell!(
+            "the open-file limit is {hard}: at most about {} connections at once (raise it with `ulimit -Hn`)",
+            hard.saturating_sub(OWN_FDS)
+        ),
+        Ok(_) => {}
+        Err(e) => tell!("cannot raise the open-file limit: {e}"),
+    }
+}

@@ -1,0 +1,226 @@
+//! The close modes, in one place: what the closing end does to its socket for
+//! each `--close` mode, and how it follows its socket afterwards.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use socket2::{SockFilter, Socket};
+
+use super::{Conn, Ctx, Phase, Verdict};
+use crate::engine::side::{self, SideTrack};
+use crate::engine::timers::TimerKind;
+use crate::report::EventKind;
+use crate::sys;
+use crate::vocab::CloseMode;
+
+/// How long `rst-unread` waits for data to leave unread.
+pub(super) const UNREAD_GRACE: Duration = Duration::from_secs(1);
+/// How often a closed socket is read again while following it.
+const AFTERLIFE_POLL: Duration = Duration::from_millis(5);
+/// How long `drop` waits for in-flight data to be acknowledged first.
+const QUIET_GRACE: Duration = Duration::from_secs(2);
+const QUIET_POLL: Duration = Duration::from_millis(5);
+
+impl Conn {
+    /// This side's close action.
+    pub(super) fn act(&mut self, ctx: &mut Ctx<'_>, mode: CloseMode) {
+        let now = ctx.now;
+        match mode {
+            CloseMode::Fin | CloseMode::Half => self.read_all(ctx),
+            CloseMode::RstUnread if self.phase == Phase::Open && self.unread() == 0 => {
+                self.phase = Phase::AwaitUnread;
+                self.timeline
+                    .note(now, "rst-unread: waiting up to 1s for data to leave unread");
+                ctx.at(now + UNREAD_GRACE, TimerKind::Grace);
+                return;
+            }
+            CloseMode::Drop => {
+                let deadline = *self.quiet_deadline.get_or_insert(now + QUIET_GRACE);
+                let in_flight = self
+                    .sock
+                    .as_ref()
+                    .and_then(|s| sys::unacked_bytes(s.as_fd()).ok())
+                    .unwrap_or(0);
+                if in_flight > 0 && now < deadline {
+                    self.phase = Phase::AwaitQuiet;
+                    ctx.at(now + QUIET_POLL, TimerKind::Grace);
+                    return;
+                }
+            }
+            _ => {}
+        }
+        if self.verdict.is_some() || self.phase == Phase::Done {
+            return;
+        }
+        self.sample(now, true);
+        let Some(sock) = self.sock.take() else { return };
+        let unread = match mode {
+            CloseMode::RstUnread => sys::unread_bytes(sock.as_fd()).unwrap_or(0),
+            _ => 0,
+        };
+        if matches!(mode, CloseMode::Drop | CloseMode::Hang) {
+            // A vanished or hung peer sees nothing more: stop watching its socket.
+            let _ = ctx.epoll.delete(sock.as_fd());
+        }
+        let fd = sock.as_raw_fd();
+        // Detection times are measured from here: the instant before the syscall.
+        let now = Instant::now();
+        match perform(mode, sock) {
+            Ok(Closed::Released) => {
+                self.timeline.push(now, EventKind::Close, |e| {
+                    e.detail = Some(describe(mode, unread));
+                });
+                self.action = Some((now, mode));
+                self.verdict = Some(match mode {
+                    CloseMode::Rst => Verdict::Rst,
+                    CloseMode::RstUnread if unread > 0 => Verdict::Rst,
+                    CloseMode::Reboot => Verdict::Open,
+                    _ => Verdict::Fin,
+                });
+                self.detected_at = Some(now);
+                self.start_afterlife(ctx);
+            }
+            Ok(Closed::Kept(sock)) => {
+                let kind = if mode == CloseMode::Half {
+                    EventKind::Shutdown
+                } else {
+                    EventKind::Close
+                };
+                self.timeline
+                    .push(now, kind, |e| e.detail = Some(describe(mode, unread)));
+                self.action = Some((now, mode));
+                self.sock = Some(sock);
+                if mode == CloseMode::Half {
+                    self.phase = Phase::HalfClosed;
+                } else {
+                    self.phase = Phase::Holding;
+                    if let Some(hold) = self.plan.hold {
+                        ctx.at(now + hold, TimerKind::HoldEnd);
+                    }
+                }
+            }
+            Err(e) => {
+                self.timeline
+                    .note(now, format!("{mode} on fd {fd} failed: {e}"));
+                self.verdict = Some(Verdict::Error);
+                self.finish(now);
+            }
+        }
+    }
+
+    /// After this side's close: follow its socket (`--linger-watch`) or be done.
+    pub(super) fn start_afterlife(&mut self, ctx: &mut Ctx<'_>) {
+        let follow =
+            self.plan.peer_side && !self.plan.linger_watch.is_zero() && self.local.is_some();
+        if follow {
+            self.phase = Phase::Afterlife;
+            self.own_track = Some((SideTrack::own(), ctx.now));
+            ctx.at(ctx.now, TimerKind::Afterlife);
+        } else {
+            self.phase = Phase::Done;
+        }
+    }
+
+    pub(super) fn afterlife_tick(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let t_us = self.timeline.t_us(now);
+        let (Some(local), Some((track, started))) = (self.local, self.own_track.as_mut()) else {
+            self.phase = Phase::Done;
+            return;
+        };
+        let found = track.read(t_us, local, self.peer);
+        // The other end goes on too: its CLOSE_WAIT, LAST_ACK, or its end.
+        self.peer_track.read(t_us, self.peer, local);
+        let watch_over = now.saturating_duration_since(*started) >= self.plan.linger_watch;
+        match side::afterlife_end(found.as_ref(), watch_over) {
+            Some(end) => {
+                self.afterlife_end = Some(end);
+                self.phase = Phase::Done;
+            }
+            None => ctx.at(now + AFTERLIFE_POLL, TimerKind::Afterlife),
+        }
+    }
+
+    /// Ends a `drop`/`hang` hold: a dropped socket vanishes without a packet,
+    /// a hung process "exits" (the kernel closes its socket).
+    pub fn end_hold(&mut self, now: Instant) {
+        let Some(sock) = self.sock.take() else { return };
+        let mode = self.action.map(|(_, m)| m);
+        let note = if mode == Some(CloseMode::Drop) {
+            match vanish(sock) {
+                Ok(()) => "hold ended: socket closed in repair mode, nothing sent".to_owned(),
+                Err(e) => format!("hold ended: repair-mode close failed ({e}); socket closed"),
+            }
+        } else {
+            drop(sock);
+            "hold ended: socket closed".to_owned()
+        };
+        self.timeline.note(now, note);
+        self.verdict.get_or_insert(Verdict::Open);
+        self.phase = Phase::Done;
+    }
+}
+
+/// `BPF_RET | BPF_K` with k = 0: accept zero bytes of every packet.
+const DROP_EVERYTHING: [SockFilter; 1] = [SockFilter::new(0x06, 0, 0, 0)];
+
+/// What performing a close action produced.
+#[derive(Debug)]
+enum Closed {
+    /// The socket is gone (fin, rst, rst-unread, reboot).
+    Released,
+    /// The socket stays open: `half` keeps reading, `drop` and `hang` hold it silently.
+    Kept(Socket),
+}
+
+/// A human description of the action, for the timeline.
+fn describe(mode: CloseMode, unread: usize) -> String {
+    match mode {
+        CloseMode::Fin => "close(): FIN".to_owned(),
+        CloseMode::Half => "shutdown(SHUT_WR): FIN, still reading".to_owned(),
+        CloseMode::Rst => "SO_LINGER {on, 0} + close(): RST".to_owned(),
+        CloseMode::RstUnread if unread > 0 => {
+            format!("close() with {unread} bytes unread: Linux sends RST")
+        }
+        CloseMode::RstUnread => "close() with nothing unread: Linux sends FIN".to_owned(),
+        CloseMode::Drop => "drop: every incoming segment discarded, nothing sent".to_owned(),
+        CloseMode::Reboot => {
+            "reboot: TCP_REPAIR + close(), the socket vanishes without a packet".to_owned()
+        }
+        CloseMode::Hang => "hang: socket open, never read or written again".to_owned(),
+        CloseMode::None => "observe only".to_owned(),
+    }
+}
+
+/// Performs `mode` on `sock`. `drop` expects nothing left in flight (the caller waits).
+fn perform(mode: CloseMode, sock: Socket) -> io::Result<Closed> {
+    match mode {
+        CloseMode::Fin | CloseMode::RstUnread => Ok(Closed::Released),
+        CloseMode::Rst => {
+            sock.set_linger(Some(Duration::ZERO))?;
+            Ok(Closed::Released)
+        }
+        CloseMode::Half => {
+            sock.shutdown(std::net::Shutdown::Write)?;
+            Ok(Closed::Kept(sock))
+        }
+        CloseMode::Drop => {
+            sock.attach_filter(&DROP_EVERYTHING)?;
+            Ok(Closed::Kept(sock))
+        }
+        CloseMode::Reboot => {
+            vanish(sock)?;
+            Ok(Closed::Released)
+        }
+        CloseMode::Hang | CloseMode::None => Ok(Closed::Kept(sock)),
+    }
+}
+
+/// Closes without sending anything: TCP_REPAIR on, then close().
+pub(super) fn vanish(sock: Socket) -> io::Result<()> {
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::TcpRepair, &1)
+        .map_err(io::Error::from)?;
+    drop(sock);
+    Ok(())
+}

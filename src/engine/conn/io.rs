@@ -1,0 +1,302 @@
+//! The observer's I/O: reading until EAGAIN, the send queue (pongs, `--send`
+//! data), one-off sends (pings, probes), heartbeats, and SO_ERROR.
+
+use std::io::{self, ErrorKind};
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use nix::sys::epoll::{EpollEvent, EpollFlags};
+use socket2::Socket;
+
+use super::{Conn, Ctx, Verdict};
+use crate::engine::timers::TimerKind;
+use crate::report::EventKind;
+use crate::sys;
+
+/// The heartbeat request and answer. Any bytes received count as a pong, so an
+/// echo server answers too.
+pub const PING: &[u8] = b"tcpbye-ping\n";
+pub const PONG: &[u8] = b"tcpbye-pong\n";
+/// The payload of `--send`, `--send-every` and the post-detection probe.
+pub(super) const FILL: &[u8] = b"tcpbye-data-0123456789abcdefghijklmnopqrstuvwxyz\n";
+pub(super) const PROBE: &[u8] = b"tcpbye-probe\n";
+/// FILL repeated, so `--send` writes up to 16 KiB per send() call.
+static FILL_BLOCK: [u8; 16 * 1024] = {
+    let mut block = [0u8; 16 * 1024];
+    let mut i = 0;
+    while i < block.len() {
+        block[i] = FILL[i % FILL.len()];
+        i += 1;
+    }
+    block
+};
+/// Most bytes read per wake-up before other connections get their turn.
+const READ_BUDGET: usize = 1 << 20;
+/// Interest while reading; `EPOLLOUT` is added only while data waits to be sent.
+pub(super) fn interest(want_out: bool) -> EpollFlags {
+    let base = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+    if want_out {
+        base | EpollFlags::EPOLLOUT
+    } else {
+        base
+    }
+}
+
+/// The raw flag names of an epoll wake-up, without the `EPOLL` prefix.
+pub fn flag_names(flags: EpollFlags) -> Vec<&'static str> {
+    const NAMES: [(EpollFlags, &str); 8] = [
+        (EpollFlags::EPOLLIN, "IN"),
+        (EpollFlags::EPOLLPRI, "PRI"),
+        (EpollFlags::EPOLLOUT, "OUT"),
+        (EpollFlags::EPOLLERR, "ERR"),
+        (EpollFlags::EPOLLHUP, "HUP"),
+        (EpollFlags::EPOLLRDHUP, "RDHUP"),
+        (EpollFlags::EPOLLRDNORM, "RDNORM"),
+        (EpollFlags::EPOLLWRNORM, "WRNORM"),
+    ];
+    NAMES
+        .iter()
+        .filter(|(f, _)| flags.contains(*f))
+        .map(|(_, n)| *n)
+        .collect()
+}
+
+impl Conn {
+    /// Reads until EAGAIN, EOF or the budget; records data, EOF and errors.
+    pub(super) fn read_all(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let mut data = 0usize;
+        let mut errors = 0;
+        while let Some(sock) = &self.sock {
+            match recv(sock, ctx.buf) {
+                Ok(0) => {
+                    self.record_data(now, &mut data);
+                    self.timeline.push(now, EventKind::Recv, |e| {
+                        e.bytes = Some(0);
+                        e.detail = Some("EOF".into());
+                    });
+                    self.detect(now, Verdict::Fin, None);
+                    break;
+                }
+                Ok(n) => {
+                    data += n;
+                    self.on_data(&ctx.buf[..n]);
+                    if data >= READ_BUDGET {
+                        ctx.again = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.record_data(now, &mut data);
+                    self.timeline.push(now, EventKind::Recv, |ev| {
+                        ev.errno = Some(sys::errno_name(&e))
+                    });
+                    self.detect_errno(now, &e);
+                    errors += 1;
+                    // After ECONNRESET the next recv() returns EOF: show it.
+                    if errors > 1 {
+                        break;
+                    }
+                }
+            }
+        }
+        self.record_data(now, &mut data);
+        if !self.out.is_empty() && self.verdict.is_none() {
+            self.flush(ctx);
+        }
+    }
+
+    /// One recv() after the probe, to show what a reader meets then.
+    pub(super) fn recv_once(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let Some(sock) = &self.sock else { return };
+        match recv(sock, ctx.buf) {
+            Ok(n) => {
+                self.bytes_received += n as u64;
+                self.timeline.push(now, EventKind::Recv, |e| {
+                    e.bytes = Some(n as u64);
+                    e.detail = (n == 0).then(|| "EOF".into());
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.timeline
+                    .push(now, EventKind::Recv, |ev| ev.errno = Some("EAGAIN".into()));
+            }
+            Err(e) => {
+                self.timeline.push(now, EventKind::Recv, |ev| {
+                    ev.errno = Some(sys::errno_name(&e))
+                });
+            }
+        }
+    }
+
+    pub(super) fn record_data(&mut self, now: Instant, data: &mut usize) {
+        if *data > 0 {
+            let n = *data as u64;
+            self.timeline
+                .push(now, EventKind::Recv, |e| e.bytes = Some(n));
+            self.last_data = now;
+            self.last_packet = now;
+            *data = 0;
+        }
+    }
+
+    /// Counts received bytes and answers heartbeat pings found in them.
+    pub(super) fn on_data(&mut self, bytes: &[u8]) {
+        self.bytes_received += bytes.len() as u64;
+        self.rx_since_tick = true;
+        for &b in bytes {
+            if b == PING[self.ping_match] {
+                self.ping_match += 1;
+                if self.ping_match == PING.len() {
+                    self.ping_match = 0;
+                    if self.out.len() < 64 * PONG.len() {
+                        self.out.extend_from_slice(PONG);
+                    }
+                }
+            } else {
+                self.ping_match = usize::from(b == PING[0]);
+            }
+        }
+    }
+
+    /// Reads (and so clears) SO_ERROR, recording it; returns the pending error.
+    pub(super) fn read_so_error(&mut self, now: Instant) -> Option<io::Error> {
+        let sock = self.sock.as_ref()?;
+        let err = match sock.take_error() {
+            Ok(err) => err,
+            Err(e) => Some(e),
+        };
+        let errno = err.as_ref().map(sys::errno_name);
+        self.timeline.push(now, EventKind::SoError, |e| {
+            e.detail = errno.is_none().then(|| "0".into());
+            e.errno = errno;
+        });
+        err
+    }
+
+    /// Sends what is queued (pongs, then --send fill) without blocking.
+    pub(super) fn flush(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let mut sent = 0usize;
+        let mut failure = None;
+        while let Some(sock) = &self.sock {
+            let result = if !self.out.is_empty() {
+                send(sock, &self.out)
+            } else if self.fill_left > 0 {
+                let start = self.fill_pos % FILL.len();
+                let n = self.fill_left.min(FILL_BLOCK.len() - start);
+                send(sock, &FILL_BLOCK[start..start + n])
+            } else {
+                break;
+            };
+            match result {
+                Ok(n) => {
+                    sent += n;
+                    if !self.out.is_empty() {
+                        self.out.drain(..n);
+                    } else {
+                        self.fill_left -= n;
+                        self.fill_pos += n;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if sent > 0 {
+            self.bytes_sent += sent as u64;
+            self.timeline
+                .push(now, EventKind::Send, |e| e.bytes = Some(sent as u64));
+        }
+        if let Some(e) = failure {
+            self.timeline.push(now, EventKind::Send, |ev| {
+                ev.errno = Some(sys::errno_name(&e))
+            });
+            self.detect_errno(now, &e);
+            self.out.clear();
+            self.fill_left = 0;
+        }
+        let want_out = !self.out.is_empty() || self.fill_left > 0;
+        if let Some(sock) = self
+            .sock
+            .as_ref()
+            .filter(|_| want_out != self.out_registered)
+        {
+            let mut event = EpollEvent::new(interest(want_out), ctx.token);
+            // Changing interest on a registered socket cannot fail for a live fd.
+            let _ = ctx.epoll.modify(sock.as_fd(), &mut event);
+            self.out_registered = want_out;
+        }
+    }
+
+    /// Sends one small message now (ping, probe, --send-every), recording the outcome.
+    pub(super) fn send_now(&mut self, ctx: &mut Ctx<'_>, bytes: &[u8], kind: EventKind) {
+        let now = ctx.now;
+        let Some(sock) = &self.sock else { return };
+        if self.first_unacked.is_none() && sys::unacked_bytes(sock.as_fd()).unwrap_or(0) == 0 {
+            self.first_unacked = Some(now);
+        }
+        match send(sock, bytes) {
+            Ok(n) => {
+                self.bytes_sent += n as u64;
+                self.timeline.push(now, kind, |e| e.bytes = Some(n as u64));
+            }
+            Err(e) => {
+                self.timeline
+                    .push(now, kind, |ev| ev.errno = Some(sys::errno_name(&e)));
+                if e.kind() != ErrorKind::WouldBlock {
+                    self.detect_errno(now, &e);
+                }
+            }
+        }
+    }
+
+    pub(super) fn heartbeat_tick(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(hb) = self.plan.detection.heartbeat else {
+            return;
+        };
+        let now = ctx.now;
+        if self.rx_since_tick {
+            self.hb_misses = 0;
+        } else {
+            self.hb_misses += 1;
+        }
+        self.rx_since_tick = false;
+        if self.hb_misses >= hb.misses {
+            let misses = self.hb_misses;
+            self.timeline.push(now, EventKind::Note, |e| {
+                e.detail = Some(format!("{misses} heartbeat intervals without a pong"));
+            });
+            self.detect(now, Verdict::Heartbeat, None);
+            return;
+        }
+        self.send_now(ctx, PING, EventKind::Ping);
+        ctx.at(now + hb.interval, TimerKind::Heartbeat);
+    }
+
+    /// Bytes received and unread on this socket.
+    pub(super) fn unread(&self) -> usize {
+        self.sock
+            .as_ref()
+            .and_then(|s| sys::unread_bytes(s.as_fd()).ok())
+            .unwrap_or(0)
+    }
+}
+
+/// recv() into an initialised buffer (socket2 wants `MaybeUninit`).
+fn recv(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    (&*sock).read(buf)
+}
+
+/// send() that meets a reset peer with EPIPE, not SIGPIPE.
+fn send(sock: &Socket, bytes: &[u8]) -> io::Result<usize> {
+    sys::send_nosignal(sock, bytes)
+}

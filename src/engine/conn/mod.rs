@@ -1,0 +1,537 @@
+//! The observer: one connection's state machine, driven by the reactor's epoll
+//! wake-ups and timers. It records what its socket shows and never prints.
+
+use std::io::Error;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollFlags};
+use socket2::{Socket, TcpKeepalive};
+
+use super::side::SideTrack;
+use super::timeline::Timeline;
+use super::timers::{TimerKind, Timers};
+use crate::plan::EndPlan;
+use crate::report::{AfterlifeEnd, DetectedBy, EventKind, Packet, Role};
+use crate::sys::{self, TcpInfo, TcpState};
+use crate::vocab::{CloseMode, Verdict};
+use io::{FILL, PING, PROBE};
+
+mod close;
+mod io;
+mod outcome;
+mod sample;
+
+pub use io::{PONG, flag_names};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    /// Established and observed; this side's close action may be pending.
+    Open,
+    /// `rst-unread`: waiting for the peer's data so that some is left unread.
+    AwaitUnread,
+    /// `drop`: waiting until nothing is in flight.
+    AwaitQuiet,
+    /// After our `shutdown(SHUT_WR)`: reading until the peer ends.
+    HalfClosed,
+    /// `drop`/`hang`: silent, the socket held.
+    Holding,
+    /// The peer ended; the post-detection probe runs.
+    Probing,
+    /// This side closed; its socket is followed through sock_diag.
+    Afterlife,
+    Done,
+}
+
+/// Everything the reactor lends a connection while it handles one event.
+pub struct Ctx<'a> {
+    pub epoll: &'a Epoll,
+    pub timers: &'a mut Timers,
+    pub token: u64,
+    pub now: Instant,
+    pub buf: &'a mut [u8],
+    pub sample_every: Duration,
+    /// Set when the read budget ran out: the reactor comes back without waiting.
+    pub again: bool,
+}
+
+impl Ctx<'_> {
+    fn at(&mut self, when: Instant, kind: TimerKind) {
+        self.timers.at(when, self.token, kind);
+    }
+}
+
+pub struct Conn {
+    sock: Option<Socket>,
+    plan: Arc<EndPlan>,
+    role: Role,
+    local: Option<SocketAddr>,
+    peer: SocketAddr,
+    phase: Phase,
+    timeline: Timeline,
+    verdict: Option<Verdict>,
+    detected_by: Option<DetectedBy>,
+    detected_at: Option<Instant>,
+    /// When and how this side acted (its close mode).
+    action: Option<(Instant, CloseMode)>,
+    /// When and how the other end acted, when tcpbye runs it too (`lab`).
+    peer_action: Option<(Instant, CloseMode)>,
+    /// The last data received (or the start): the application's last sign of life.
+    last_data: Instant,
+    /// The last packet of any kind received (from TCP_INFO `last_ack_recv`).
+    last_packet: Instant,
+    /// The first send not yet acknowledged, while data is in flight.
+    first_unacked: Option<Instant>,
+    /// The first retransmission timeout of the current loss episode.
+    first_rto: Option<Instant>,
+    /// `total_rto_time` before the current loss episode.
+    rto_time_base: u32,
+    bytes_sent: u64,
+    bytes_received: u64,
+    /// Bytes queued for sending: pongs first, then `fill_left` bytes of FILL.
+    out: Vec<u8>,
+    fill_left: usize,
+    fill_pos: usize,
+    ping_match: usize,
+    rx_since_tick: bool,
+    hb_misses: u32,
+    last_state: Option<TcpState>,
+    last_info: Option<TcpInfo>,
+    quiet_deadline: Option<Instant>,
+    /// Whether EPOLLOUT is in the registered interest.
+    out_registered: bool,
+    /// The other end's socket, through sock_diag, and when it was last read.
+    peer_track: SideTrack,
+    last_peer_read: Option<Instant>,
+    /// This side's socket after its close: the readings, and when following began.
+    own_track: Option<(SideTrack, Instant)>,
+    afterlife_end: Option<AfterlifeEnd>,
+    /// Captured segments (`--pcap`), when capturing, and how many did not fit.
+    packets: Option<Vec<Packet>>,
+    packets_dropped: u64,
+}
+
+impl Conn {
+    /// A connection whose connect() is in progress; `out_registered` says whether
+    /// EPOLLOUT is in its registered interest.
+    pub fn connecting(
+        sock: Socket,
+        peer: SocketAddr,
+        plan: Arc<EndPlan>,
+        start: Instant,
+        out_registered: bool,
+    ) -> Self {
+        let mut conn = Self::new(
+            sock,
+            Role::Connect,
+            None,
+            peer,
+            plan,
+            start,
+            Phase::Connecting,
+        );
+        conn.out_registered = out_registered;
+        conn
+    }
+
+    /// A connection that is already established (accepted, or connected in `lab`).
+    pub fn established(
+        sock: Socket,
+        role: Role,
+        peer: SocketAddr,
+        plan: Arc<EndPlan>,
+        start: Instant,
+    ) -> Self {
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        Self::new(sock, role, local, peer, plan, start, Phase::Open)
+    }
+
+    fn new(
+        sock: Socket,
+        role: Role,
+        local: Option<SocketAddr>,
+        peer: SocketAddr,
+        plan: Arc<EndPlan>,
+        start: Instant,
+        phase: Phase,
+    ) -> Self {
+        Self {
+            sock: Some(sock),
+            plan,
+            role,
+            local,
+            peer,
+            phase,
+            timeline: Timeline::new(start),
+            verdict: None,
+            detected_by: None,
+            detected_at: None,
+            action: None,
+            peer_action: None,
+            last_data: start,
+            last_packet: start,
+            first_unacked: None,
+            first_rto: None,
+            rto_time_base: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            out: Vec::new(),
+            fill_left: 0,
+            fill_pos: 0,
+            ping_match: 0,
+            rx_since_tick: false,
+            hb_misses: 0,
+            last_state: None,
+            last_info: None,
+            quiet_deadline: None,
+            out_registered: false,
+            peer_track: SideTrack::default(),
+            last_peer_read: None,
+            own_track: None,
+            afterlife_end: None,
+            packets: None,
+            packets_dropped: 0,
+        }
+    }
+
+    pub fn socket(&self) -> Option<&Socket> {
+        self.sock.as_ref()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Holding silently (`drop`/`hang`) with no end of its own: ends when the observer does.
+    pub fn is_holding(&self) -> bool {
+        self.phase == Phase::Holding
+    }
+
+    /// When and how this side acted, for its partner in `lab`.
+    pub fn action(&self) -> Option<(Instant, CloseMode)> {
+        self.action
+    }
+
+    pub fn set_peer_action(&mut self, action: (Instant, CloseMode)) {
+        self.peer_action.get_or_insert(action);
+    }
+
+    /// Starts observing an established connection.
+    pub fn begin(&mut self, ctx: &mut Ctx<'_>, kind: EventKind) {
+        self.begin_with(ctx, kind, None);
+    }
+
+    fn begin_with(&mut self, ctx: &mut Ctx<'_>, kind: EventKind, info: Option<TcpInfo>) {
+        let now = ctx.now;
+        self.timeline.push(now, kind, |_| {});
+        if let Err(e) = self.apply_detection() {
+            self.timeline
+                .note(now, format!("detection settings not applied: {e}"));
+        }
+        match info {
+            Some(info) => self.record_sample(now, info, true),
+            None => self.sample(now, true),
+        }
+        let plan = Arc::clone(&self.plan);
+        if plan.close != CloseMode::None {
+            ctx.at(self.timeline.start() + plan.after, TimerKind::Close);
+        }
+        if let Some(timeout) = plan.timeout {
+            ctx.at(self.timeline.start() + timeout, TimerKind::Timeout);
+        }
+        if let Some(every) = plan.detection.send_every {
+            ctx.at(now + every, TimerKind::SendEvery);
+        }
+        if let Some(hb) = plan.detection.heartbeat {
+            self.send_now(ctx, PING, EventKind::Ping);
+            ctx.at(now + hb.interval, TimerKind::Heartbeat);
+        }
+        ctx.at(now + ctx.sample_every, TimerKind::Sample);
+        self.fill_left = plan.send;
+        self.flush(ctx);
+        self.after_detection(ctx);
+    }
+
+    fn apply_detection(&self) -> std::io::Result<()> {
+        let Some(sock) = &self.sock else {
+            return Ok(());
+        };
+        let d = &self.plan.detection;
+        if d.heartbeat.is_some() || d.send_every.is_some() {
+            // Small periodic writes go out at once, not behind Nagle.
+            sock.set_tcp_nodelay(true)?;
+        }
+        if let Some(ka) = d.keepalive {
+            let params = TcpKeepalive::new()
+                .with_time(ka.idle)
+                .with_interval(ka.interval)
+                .with_retries(ka.count);
+            sock.set_tcp_keepalive(&params)?;
+            sock.set_keepalive(true)?;
+        }
+        if let Some(ut) = d.user_timeout {
+            sock.set_tcp_user_timeout(Some(ut))?;
+        }
+        Ok(())
+    }
+
+    /// One epoll wake-up for this connection.
+    pub fn on_ready(&mut self, ctx: &mut Ctx<'_>, flags: EpollFlags) {
+        let now = ctx.now;
+        self.timeline
+            .push(now, EventKind::Epoll, |e| e.epoll = Some(flag_names(flags)));
+        match self.phase {
+            Phase::Connecting => return self.finish_connect(ctx),
+            Phase::Holding | Phase::Done => return,
+            _ => {}
+        }
+        if flags.contains(EpollFlags::EPOLLOUT) {
+            self.flush(ctx);
+        }
+        let reading = self.reads();
+        let readable = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLHUP
+            | EpollFlags::EPOLLERR;
+        if reading && flags.intersects(readable) {
+            self.read_all(ctx);
+        }
+        if !reading && flags.contains(EpollFlags::EPOLLERR) && self.sock.is_some() {
+            // A side that does not read learns of the error from SO_ERROR.
+            if let Some(err) = self.read_so_error(now) {
+                self.detect_errno(now, &err);
+            }
+        }
+        if self.phase == Phase::AwaitUnread && self.unread() > 0 {
+            self.act(ctx, CloseMode::RstUnread);
+        }
+        self.sample(now, true);
+        self.after_detection(ctx);
+    }
+
+    /// A timer fired.
+    pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, kind: TimerKind) {
+        let now = ctx.now;
+        if self.phase == Phase::Done {
+            return;
+        }
+        match kind {
+            TimerKind::Connect if self.phase == Phase::Connecting => {
+                self.timeline.push(now, EventKind::Connect, |e| {
+                    e.errno = Some("ETIMEDOUT".into());
+                    e.detail = Some("no answer within --connect-timeout".into());
+                });
+                self.verdict = Some(Verdict::ConnectTimeout);
+                self.finish(now);
+            }
+            TimerKind::Close if self.phase == Phase::Open && self.verdict.is_none() => {
+                self.act(ctx, self.plan.close);
+            }
+            TimerKind::Grace => match self.phase {
+                Phase::AwaitUnread => self.act(ctx, CloseMode::RstUnread),
+                Phase::AwaitQuiet => self.act(ctx, CloseMode::Drop),
+                _ => {}
+            },
+            TimerKind::Timeout | TimerKind::HoldEnd if self.phase == Phase::Holding => {
+                self.end_hold(now);
+            }
+            TimerKind::Timeout if self.verdict.is_none() => {
+                self.timeline.push(now, EventKind::Timeout, |e| {
+                    e.detail = Some("nothing detected before --timeout".into());
+                });
+                self.sample(now, true);
+                self.verdict = Some(Verdict::Open);
+                self.finish(now);
+            }
+            TimerKind::Sample if self.sock.is_some() => {
+                self.sample(now, false);
+                ctx.at(now + ctx.sample_every, TimerKind::Sample);
+            }
+            TimerKind::SendEvery if self.is_live() => {
+                if let Some(every) = self.plan.detection.send_every {
+                    self.send_now(ctx, &FILL[..16], EventKind::Send);
+                    ctx.at(now + every, TimerKind::SendEvery);
+                }
+            }
+            TimerKind::Heartbeat if self.is_live() => self.heartbeat_tick(ctx),
+            TimerKind::Afterlife if self.phase == Phase::Afterlife => self.afterlife_tick(ctx),
+            TimerKind::Probe if self.phase == Phase::Probing => {
+                self.send_now(ctx, PROBE, EventKind::Send);
+                self.recv_once(ctx);
+                let _ = self.read_so_error(now);
+                self.sample(now, true);
+                self.finish(now);
+            }
+            _ => {}
+        }
+        self.after_detection(ctx);
+    }
+
+    /// Open or half-closed and not yet ended: the states in which timers send.
+    fn is_live(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Open | Phase::HalfClosed | Phase::AwaitUnread
+        ) && self.verdict.is_none()
+    }
+
+    /// Whether this side reads what arrives: a `rst-unread` closer never does.
+    fn reads(&self) -> bool {
+        !(self.plan.close == CloseMode::RstUnread
+            && matches!(self.phase, Phase::Open | Phase::AwaitUnread))
+    }
+
+    /// connect() failed at once (before the loop saw it).
+    pub fn fail_connect(&mut self, now: Instant, err: &Error) {
+        self.connect_error(now, err);
+    }
+
+    fn connect_error(&mut self, now: Instant, err: &Error) {
+        let errno = sys::errno_name(err);
+        self.verdict = Some(match err.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ECONNREFUSED) => Verdict::Refused,
+            Some(Errno::EHOSTUNREACH | Errno::ENETUNREACH) => Verdict::Unreachable,
+            Some(Errno::ETIMEDOUT) => Verdict::ConnectTimeout,
+            _ => Verdict::Error,
+        });
+        self.timeline
+            .push(now, EventKind::Connect, |e| e.errno = Some(errno));
+        self.finish(now);
+    }
+
+    fn finish_connect(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let Some(sock) = &self.sock else { return };
+        match sock.take_error() {
+            Ok(None) => self.connected(ctx, None),
+            // Established, then reset before this loop saw connect() complete: the
+            // connection existed, and its end is the peer's RST.
+            Ok(Some(err))
+                if matches!(
+                    err.raw_os_error().map(Errno::from_raw),
+                    Some(Errno::ECONNRESET | Errno::EPIPE)
+                ) =>
+            {
+                self.connected(ctx, None);
+                let errno = sys::errno_name(&err);
+                self.timeline
+                    .push(now, EventKind::SoError, |e| e.errno = Some(errno));
+                self.detect(now, Verdict::Rst, None);
+                self.after_detection(ctx);
+            }
+            Ok(Some(err)) | Err(err) => self.connect_error(now, &err),
+        }
+    }
+
+    /// connect() completed; `info` is a TCP_INFO reading taken just now, if any.
+    pub fn connected(&mut self, ctx: &mut Ctx<'_>, info: Option<TcpInfo>) {
+        let Some(sock) = &self.sock else { return };
+        self.local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        self.phase = Phase::Open;
+        self.begin_with(ctx, EventKind::Connect, info);
+    }
+
+    fn detect_errno(&mut self, now: Instant, err: &Error) {
+        let verdict = match err.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ECONNRESET | Errno::EPIPE) => Verdict::Rst,
+            Some(Errno::ETIMEDOUT) => Verdict::Timeout,
+            Some(Errno::EHOSTUNREACH | Errno::ENETUNREACH) => Verdict::Unreachable,
+            _ => Verdict::Error,
+        };
+        let by = (verdict == Verdict::Timeout).then(|| self.timeout_cause());
+        self.detect(now, verdict, by);
+    }
+
+    /// Which mechanism produced an ETIMEDOUT, from the settings and whether data was in flight.
+    fn timeout_cause(&self) -> DetectedBy {
+        let d = &self.plan.detection;
+        let in_flight = self
+            .last_info
+            .as_ref()
+            .is_some_and(|i| i.unacked > 0 || i.backoff > 0);
+        if d.user_timeout.is_some() {
+            DetectedBy::UserTimeout
+        } else if d.keepalive.is_some() && !in_flight {
+            DetectedBy::Keepalive
+        } else {
+            DetectedBy::Retransmit
+        }
+    }
+
+    fn detect(&mut self, now: Instant, verdict: Verdict, by: Option<DetectedBy>) {
+        if self.verdict.is_some() {
+            return;
+        }
+        self.verdict = Some(verdict);
+        self.detected_by = by;
+        self.detected_at = Some(now);
+    }
+
+    /// After the end was detected: probe (fin/rst from the peer) or finish.
+    fn after_detection(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(verdict) = self.verdict else { return };
+        if matches!(
+            self.phase,
+            Phase::Probing | Phase::Done | Phase::Holding | Phase::Afterlife
+        ) {
+            return;
+        }
+        let now = ctx.now;
+        let probe = self.plan.probe
+            && self.action.is_none()
+            && matches!(verdict, Verdict::Fin | Verdict::Rst)
+            && self.sock.is_some();
+        if !probe {
+            self.sample(now, true);
+            self.finish(now);
+            if self.action.is_some() {
+                self.start_afterlife(ctx);
+            }
+            return;
+        }
+        // What a writer meets after the peer's FIN or RST: the first send, then a
+        // second one after the peer has had time to answer.
+        self.phase = Phase::Probing;
+        let _ = self.read_so_error(now);
+        self.send_now(ctx, PROBE, EventKind::Send);
+        let rtt = self.last_info.as_ref().map_or(0, |i| i.rtt);
+        let gap = Duration::from_micros(u64::from(rtt) * 4)
+            .clamp(Duration::from_millis(20), Duration::from_millis(500));
+        ctx.at(now + gap, TimerKind::Probe);
+    }
+
+    /// Closes the socket (if still open) and marks the connection done.
+    fn finish(&mut self, now: Instant) {
+        if let Some(sock) = self.sock.take() {
+            let detail = if self.action.is_some() {
+                "close(): done after the peer's end"
+            } else {
+                "close(): the observer is done"
+            };
+            self.timeline
+                .push(now, EventKind::Close, |e| e.detail = Some(detail.into()));
+            drop(sock);
+        }
+        self.phase = Phase::Done;
+    }
+
+    /// Ends the observation now (Ctrl-C, or `lab` ending a holder).
+    pub fn abort(&mut self, now: Instant, why: &str) {
+        if self.phase == Phase::Holding {
+            self.end_hold(now);
+            return;
+        }
+        if self.verdict.is_none() {
+            self.timeline.note(now, why);
+            self.sample(now, true);
+            self.verdict = Some(Verdict::Open);
+        }
+        self.finish(now);
+        if self.afterlife_end.is_none() && self.own_track.is_some() {
+            self.afterlife_end = Some(AfterlifeEnd::WatchEnded);
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The observer's outcome: its state at the end turned into the report model.
+
+use std::time::{Duration, Instant};
+
+use super::Conn;
+use crate::engine::predict::{self, KernelTcp};
+use crate::report::{Afterlife, Closer, DetectedFrom, Report, SCHEMA, Verdict};
+use crate::vocab::CloseMode;
+
+impl Conn {
+    /// The finished report.
+    pub fn into_report(self, kernel: KernelTcp) -> Report {
+        let end = Instant::now();
+        let verdict = self.verdict.unwrap_or(Verdict::Open);
+        let closer = match (self.action, self.peer_action) {
+            (Some(_), _) => Some(Closer::Local),
+            (None, Some(_)) => Some(Closer::Peer),
+            // An ending this side detected was the peer's doing, seen or silent.
+            (None, None)
+                if matches!(
+                    verdict,
+                    Verdict::Fin | Verdict::Rst | Verdict::Heartbeat | Verdict::Timeout
+                ) =>
+            {
+                Some(Closer::Peer)
+            }
+            _ => None,
+        };
+        let acted = match closer {
+            Some(Closer::Local) => self.action,
+            Some(Closer::Peer) => self.peer_action,
+            None => None,
+        };
+        // Detection is measured for what the peer did; a local fin/rst has none.
+        let observed =
+            closer == Some(Closer::Peer) || self.action.is_some_and(|(_, m)| m == CloseMode::Half);
+        let (reference, from) = match self.peer_action {
+            Some((at, _)) => (at, DetectedFrom::Close),
+            None => (self.last_data, DetectedFrom::LastActivity),
+        };
+        let detected = self
+            .detected_at
+            .filter(|_| observed && verdict != Verdict::Open)
+            .map(|at| micros(at.saturating_duration_since(reference)));
+        let silent = !matches!(verdict, Verdict::Fin | Verdict::Rst) && self.action.is_none();
+        let prediction = silent
+            .then(|| predict::predict(&self.plan.detection, kernel, self.anchors()))
+            .flatten();
+        let close_t_us = acted.map(|(at, _)| self.timeline.t_us(at));
+        let duration_us = micros(end.saturating_duration_since(self.timeline.start()));
+        let peer_side = self
+            .plan
+            .peer_side
+            .then(|| self.peer_track.into_peer_side());
+        let afterlife = match (self.own_track, self.action, self.afterlife_end) {
+            (Some((track, started)), Some(_), Some(ended)) => Some(Afterlife {
+                states: track.into_samples(),
+                ended,
+                watched_us: micros(end.saturating_duration_since(started)),
+            }),
+            _ => None,
+        };
+        let snapshots = self.timeline.snapshots;
+        Report {
+            schema: SCHEMA,
+            kind: "connection",
+            role: self.role,
+            local: self.local,
+            peer: self.peer,
+            close: acted.map(|(_, mode)| mode),
+            closer,
+            close_t_us,
+            verdict,
+            detected_by: self.detected_by,
+            detected_after_us: detected,
+            detected_from: detected.map(|_| from),
+            predicted_us: prediction
+                .as_ref()
+                .map(|p| micros(p.at.saturating_duration_since(reference))),
+            predicted_basis: prediction.map(|p| p.basis),
+            duration_us,
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            events: self.timeline.events,
+            events_dropped: self.timeline.events_dropped,
+            tcp_info: snapshots.last().map(|s| s.tcp_info.clone()),
+            snapshots,
+            snapshots_dropped: self.timeline.snapshots_dropped,
+            peer_side,
+            afterlife,
+            packets: self.packets,
+            packets_dropped: self.packets_dropped,
+        }
+    }
+}
+
+pub(super) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

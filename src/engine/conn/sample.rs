@@ -1,0 +1,184 @@
+//! The observer's readings: TCP_INFO samples and state changes, the other end's
+//! socket through sock_diag, captured segments, the anchors predictions use, and
+//! progress as data.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use super::{Conn, Phase};
+use crate::engine::capture::Segment;
+use crate::engine::predict::{self, Anchors, KernelTcp};
+use crate::report::progress::{InFlight, Progress, Watch};
+use crate::report::{EventKind, Packet};
+use crate::sys::{self, CaState, TcpInfo};
+
+/// How often the other end's socket is read at most while this side's state holds.
+const PEER_READ_EVERY: Duration = Duration::from_millis(10);
+/// Most captured segments kept per connection.
+const MAX_PACKETS: usize = 4096;
+
+impl Conn {
+    /// Starts keeping captured segments for the report.
+    pub fn keep_packets(&mut self) {
+        self.packets.get_or_insert_with(Vec::new);
+    }
+
+    /// Takes a captured segment if it belongs to this connection; `false` if not.
+    pub fn take_segment(&mut self, seg: &Segment) -> bool {
+        let Some(local) = self.local else {
+            return false;
+        };
+        let same = |a: SocketAddr, b: SocketAddr| {
+            a.port() == b.port() && canonical(a.ip()) == canonical(b.ip())
+        };
+        let outgoing = same(seg.src, local) && same(seg.dst, self.peer);
+        let incoming = same(seg.src, self.peer) && same(seg.dst, local);
+        if !outgoing && !incoming {
+            return false;
+        }
+        match self.packets.as_mut() {
+            Some(packets) if packets.len() < MAX_PACKETS => packets.push(Packet {
+                t_us: self.timeline.t_us(seg.at),
+                outgoing,
+                ..seg.packet.clone()
+            }),
+            Some(_) => self.packets_dropped += 1,
+            None => {}
+        }
+        true
+    }
+
+    /// Reads TCP_INFO; records state changes, and the snapshot when `always` or
+    /// when a counter worth watching moved.
+    pub(super) fn sample(&mut self, now: Instant, always: bool) {
+        let Some(sock) = &self.sock else { return };
+        let Ok(info) = sys::tcp_info(sock.as_fd()) else {
+            return;
+        };
+        self.record_sample(now, info, always);
+    }
+
+    pub(super) fn record_sample(&mut self, now: Instant, info: TcpInfo, always: bool) {
+        // The other end's socket (the mirrored 4-tuple) is read through netlink: at
+        // each change of this side's state, else at most every PEER_READ_EVERY, so a
+        // stream of data wake-ups does not become a stream of sock_diag requests.
+        let due = self.last_state != Some(info.state)
+            || self
+                .last_peer_read
+                .is_none_or(|at| now.saturating_duration_since(at) >= PEER_READ_EVERY);
+        if let Some(local) = self.local.filter(|_| self.plan.peer_side && due) {
+            let t_us = self.timeline.t_us(now);
+            self.peer_track.read(t_us, self.peer, local);
+            self.last_peer_read = Some(now);
+        }
+        if self.verdict.is_none() {
+            self.track_silence(now, &info);
+        }
+        if self.last_state != Some(info.state) {
+            let state = info.state;
+            self.timeline
+                .push(now, EventKind::State, |e| e.state = Some(state));
+            self.last_state = Some(state);
+        }
+        let moved = self.last_info.as_ref().is_none_or(|last| {
+            (
+                last.retransmits,
+                last.probes,
+                last.backoff,
+                last.unacked,
+                last.total_retrans,
+            ) != (
+                info.retransmits,
+                info.probes,
+                info.backoff,
+                info.unacked,
+                info.total_retrans,
+            )
+        });
+        if always || moved {
+            self.timeline.snapshot(now, info.clone());
+        }
+        self.last_info = Some(info);
+    }
+
+    /// What this connection is waiting for and how far along it is (for a
+    /// progress display); `None` once it has ended.
+    pub fn progress(&self, now: Instant, kernel: KernelTcp) -> Option<Progress> {
+        let start = self.timeline.start();
+        let elapsed = now.saturating_duration_since(start);
+        match self.phase {
+            Phase::Done | Phase::Probing | Phase::Connecting | Phase::Afterlife => return None,
+            Phase::Holding => {
+                return Some(Progress::Holding {
+                    mode: self.action.map(|(_, m)| m),
+                    peer: self.peer,
+                    elapsed,
+                });
+            }
+            _ => {}
+        }
+        let d = &self.plan.detection;
+        let info = self.last_info.as_ref();
+        Some(Progress::Observing(Watch {
+            peer: self.peer,
+            elapsed,
+            keepalive_probes: d.keepalive.zip(info).map(|(ka, i)| (i.probes, ka.count)),
+            in_flight: info
+                .filter(|i| i.unacked > 0 || i.retransmits > 0 || d.send_every.is_some())
+                .map(|i| InFlight {
+                    unacked: i.unacked,
+                    retransmits: i.retransmits,
+                    backoff: i.backoff,
+                    rto_us: i.rto,
+                }),
+            heartbeat_misses: d.heartbeat.map(|hb| (self.hb_misses, hb.misses)),
+            predicted: predict::predict(d, kernel, self.anchors())
+                .map(|p| (p.verdict, p.at.saturating_duration_since(start))),
+            timeout: self.plan.timeout,
+        }))
+    }
+
+    pub(super) fn anchors(&self) -> Anchors {
+        Anchors {
+            last_data: self.last_data,
+            last_packet: self.last_packet,
+            first_unacked: self.first_unacked,
+            first_rto: self.first_rto,
+            rto: Duration::from_micros(
+                self.last_info
+                    .as_ref()
+                    .map_or(200_000, |i| u64::from(i.rto)),
+            ),
+        }
+    }
+
+    /// Updates what predictions are anchored on: the last packet received, and
+    /// when the current loss episode's first retransmission timeout fired.
+    pub(super) fn track_silence(&mut self, now: Instant, info: &TcpInfo) {
+        let since = |ms: u32| now.checked_sub(Duration::from_millis(u64::from(ms)));
+        if let Some(rx) = since(info.last_ack_recv) {
+            self.last_packet = self.last_packet.max(rx);
+        }
+        let rto_time = info.total_rto_time.unwrap_or(0);
+        if info.ca_state == CaState::Loss {
+            if self.first_rto.is_none() {
+                self.first_rto = since(rto_time.saturating_sub(self.rto_time_base)).or(Some(now));
+            }
+        } else {
+            self.rto_time_base = rto_time;
+            self.first_rto = None;
+        }
+        if info.unacked == 0 {
+            self.first_unacked = None;
+        }
+    }
+}
+
+/// An IPv4 address and its v4-mapped IPv6 form compare equal.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}

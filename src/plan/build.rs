@@ -1,0 +1,324 @@
+//! The one place where command-line arguments become validated plans: every
+//! cross-flag rule, default and privilege check lives here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{
+    BenchPlan, ConnectPlan, DEFAULT_HOST, DEFAULT_PORT, Detection, EndPlan, Format, LabPlan,
+    OutputPlan, Plan, Privileges, ServePlan,
+};
+use crate::cli::{
+    BenchArgs, Command, ConnectArgs, DetectArgs, EndArgs, LabArgs, OutputArgs, ServeArgs,
+};
+use crate::error::{Capability, Failure};
+use crate::vocab::{CloseMode, Setting};
+
+/// Turns a parsed command into its validated plan.
+pub fn build(command: Command, privileges: Privileges) -> Result<Plan, Failure> {
+    Ok(match command {
+        Command::Serve(args) => Plan::Serve(serve_plan(args, privileges)?),
+        Command::Connect(args) => Plan::Connect(connect_plan(args, privileges)?),
+        Command::Lab(args) => Plan::Lab(lab_plan(args)?),
+        Command::Bench(args) => Plan::Bench(bench_plan(args)),
+        Command::Completions { shell } => Plan::Completions(shell),
+        Command::Man => Plan::Man,
+    })
+}
+
+/// Validates `serve` arguments into a plan.
+pub fn serve_plan(args: ServeArgs, privileges: Privileges) -> Result<ServePlan, Failure> {
+    let addr = args.addr.unwrap_or(default_addr());
+    let mut end = end_plan(args.end, args.detect, CloseMode::None, privileges)?;
+    if args.summary {
+        // Only the summary is printed: sock_diag readings would be read and thrown away.
+        end.peer_side = false;
+        end.linger_watch = Duration::ZERO;
+    }
+    Ok(ServePlan {
+        addr,
+        once: args.once,
+        max_conns: args.max_conns.map(|n| n as usize),
+        end,
+        output: OutputPlan {
+            summary_only: args.summary,
+            ..output_plan(args.output, privileges)?
+        },
+    })
+}
+
+/// Validates `connect` arguments into a plan.
+pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<ConnectPlan, Failure> {
+    let addr = args.addr.unwrap_or(default_addr());
+    if addr.port() == 0 {
+        return Err(Failure::Usage(format!(
+            "connect {addr}: port 0 cannot be connected to"
+        )));
+    }
+    let end = end_plan(args.end, args.detect, CloseMode::Fin, privileges)?;
+    if args.count == 1 && (args.concurrency > 1 || args.rate.is_some()) {
+        return Err(Failure::Usage(
+            "--concurrency and --rate apply with --count N (N > 1)".into(),
+        ));
+    }
+    // Churn reports only a summary: sock_diag readings would be read and thrown away.
+    let end = if args.count > 1 {
+        EndPlan {
+            peer_side: false,
+            linger_watch: Duration::ZERO,
+            ..end
+        }
+    } else {
+        end
+    };
+    Ok(ConnectPlan {
+        addr,
+        connect_timeout: args.connect_timeout,
+        count: args.count,
+        concurrency: args.concurrency as usize,
+        rate: args.rate,
+        end,
+        output: OutputPlan {
+            summary_only: args.count > 1,
+            ..output_plan(args.output, privileges)?
+        },
+    })
+}
+
+fn default_addr() -> SocketAddr {
+    SocketAddr::new(DEFAULT_HOST, DEFAULT_PORT)
+}
+
+fn end_plan(
+    end: EndArgs,
+    detect: DetectArgs,
+    default_close: CloseMode,
+    privileges: Privileges,
+) -> Result<EndPlan, Failure> {
+    let close = end.close.unwrap_or(default_close);
+    if close.needs_net_admin() && !privileges.net_admin {
+        return Err(Failure::Privilege {
+            what: format!("--close {close}"),
+            capability: Capability::NetAdmin,
+        });
+    }
+    if end.hold.is_some() && !matches!(close, CloseMode::Drop | CloseMode::Hang) {
+        return Err(Failure::Usage(format!(
+            "--hold applies to --close drop and --close hang, not --close {close}"
+        )));
+    }
+    if detect
+        .user_timeout
+        .is_some_and(|ut| ut.as_millis() == 0 || ut.as_millis() > u128::from(u32::MAX))
+    {
+        return Err(Failure::Usage(
+            "--user-timeout must be from 1ms to 49 days".into(),
+        ));
+    }
+    Ok(EndPlan {
+        send: end.send,
+        close,
+        after: end.after,
+        hold: end.hold,
+        detection: Detection {
+            keepalive: detect.keepalive,
+            user_timeout: detect.user_timeout,
+            heartbeat: detect.heartbeat,
+            send_every: detect.send_every,
+        },
+        probe: !end.no_probe,
+        timeout: detect.timeout,
+        peer_side: !end.no_peer_side,
+        linger_watch: end.linger_watch,
+    })
+}
+
+fn output_plan(args: OutputArgs, privileges: Privileges) -> Result<OutputPlan, Failure> {
+    if args.pcap.is_some() && !privileges.net_raw {
+        return Err(Failure::Privilege {
+            what: "--pcap".into(),
+            capability: Capability::NetRaw,
+        });
+    }
+    Ok(OutputPlan {
+        format: if args.json {
+            Format::Json
+        } else if args.ladder {
+            Format::Ladder
+        } else {
+            Format::Table
+        },
+        pcap: args.pcap,
+        summary_only: false,
+        expect: args.expect,
+        expect_within: args.expect_within,
+    })
+}
+
+/// Validates `lab` arguments into a plan.
+fn lab_plan(args: LabArgs) -> Result<LabPlan, Failure> {
+    if args.modes.contains(&CloseMode::None) {
+        return Err(Failure::Usage(
+            "lab --modes: `none` does not end a connection; name modes such as fin,rst,drop".into(),
+        ));
+    }
+    let mut modes: Vec<CloseMode> = if args.modes.is_empty() {
+        CloseMode::ENDINGS.to_vec()
+    } else {
+        args.modes.clone()
+    };
+    let mut seen = Vec::new();
+    modes.retain(|m| {
+        let first = !seen.contains(m);
+        seen.push(*m);
+        first
+    });
+    let mut settings = if args.settings.is_empty() {
+        Setting::ALL.to_vec()
+    } else {
+        args.settings.clone()
+    };
+    settings.sort();
+    settings.dedup();
+    Ok(LabPlan {
+        modes,
+        settings,
+        runs: args.runs,
+        format: if args.json {
+            Format::Json
+        } else {
+            Format::Table
+        },
+    })
+}
+
+/// Validates `bench` arguments into a plan.
+fn bench_plan(args: BenchArgs) -> BenchPlan {
+    BenchPlan {
+        samples: args.samples,
+        churn: args.churn,
+        idle: args.idle as usize,
+        format: if args.json {
+            Format::Json
+        } else {
+            Format::Table
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+    use crate::vocab::Verdict;
+
+    const ROOT: Privileges = Privileges {
+        net_admin: true,
+        net_raw: true,
+    };
+    const USER: Privileges = Privileges {
+        net_admin: false,
+        net_raw: false,
+    };
+
+    fn serve(argv: &[&str], p: Privileges) -> Result<ServePlan, Failure> {
+        let cli = Cli::try_parse_from(["tcpbye", "serve"].iter().chain(argv)).expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        serve_plan(args, p)
+    }
+
+    fn connect(argv: &[&str], p: Privileges) -> Result<ConnectPlan, Failure> {
+        let cli = Cli::try_parse_from(["tcpbye", "connect"].iter().chain(argv)).expect("parses");
+        let Command::Connect(args) = cli.command else {
+            panic!("not connect")
+        };
+        connect_plan(args, p)
+    }
+
+    #[test]
+    fn defaults() {
+        let s = serve(&[], USER).unwrap();
+        assert_eq!(s.addr, "127.0.0.1:7007".parse().unwrap());
+        assert_eq!(s.end.close, CloseMode::None);
+        assert!(s.end.probe && !s.once && s.max_conns.is_none());
+        let c = connect(&[], USER).unwrap();
+        assert_eq!(c.addr, "127.0.0.1:7007".parse().unwrap());
+        assert_eq!(c.end.close, CloseMode::Fin);
+        assert_eq!(c.connect_timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn close_modes_and_detection() {
+        let c = connect(
+            &[
+                "[::1]:9",
+                "--close",
+                "rst-unread",
+                "--after",
+                "250ms",
+                "--send",
+                "4k",
+                "--keepalive",
+                "1s,2s,3",
+            ],
+            USER,
+        )
+        .unwrap();
+        assert_eq!(c.addr, "[::1]:9".parse().unwrap());
+        assert_eq!(c.end.close, CloseMode::RstUnread);
+        assert_eq!(c.end.after.as_millis(), 250);
+        assert_eq!(c.end.send, 4096);
+        assert_eq!(c.end.detection.keepalive.unwrap().interval.as_secs(), 2);
+        let s = serve(&[":0", "--once", "--expect", "fin,rst", "--json"], USER).unwrap();
+        assert_eq!(s.output.expect, vec![Verdict::Fin, Verdict::Rst]);
+        assert!(s.output.format == Format::Json && s.once);
+    }
+
+    #[test]
+    fn privileged_modes_need_net_admin() {
+        for mode in ["drop", "reboot"] {
+            assert!(matches!(
+                connect(&["--close", mode], USER),
+                Err(Failure::Privilege { .. })
+            ));
+            assert_eq!(
+                connect(&["--close", mode], ROOT).unwrap().end.close.name(),
+                mode
+            );
+        }
+        assert!(connect(&["--close", "hang"], USER).is_ok());
+    }
+
+    #[test]
+    fn inconsistent_flags_are_usage_errors() {
+        assert!(matches!(
+            connect(&["--hold", "1s"], ROOT),
+            Err(Failure::Usage(_))
+        ));
+        assert!(matches!(connect(&[":0"], USER), Err(Failure::Usage(_))));
+        assert!(matches!(
+            connect(&["--user-timeout", "0s"], USER),
+            Err(Failure::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn bad_values_are_rejected_by_the_parser() {
+        for argv in [
+            &["connect", "--close", "bogus"][..],
+            &["connect", "--after", "soon"],
+            &["connect", "nowhere:99999"],
+            &["serve", "--max-conns", "0"],
+            &["connect", "--keepalive", "1,1"],
+            &["lab", "--runs", "0"],
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("tcpbye").chain(argv.iter().copied()))
+                .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{argv:?}");
+        }
+    }
+}

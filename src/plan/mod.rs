@@ -1,0 +1,222 @@
+//! The validated plan: what the command line asks for, checked and typed, before
+//! any socket exists. Arguments become plans in [`build`] only; [`parse`] holds
+//! the value parsers clap calls.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use crate::report::Format;
+use crate::vocab::{CloseMode, Setting, Verdict};
+
+pub mod build;
+pub mod parse;
+
+pub use build::build;
+
+/// The port `serve` listens on and `connect` dials when ADDR names none.
+pub const DEFAULT_PORT: u16 = 7007;
+/// The host used when ADDR names none: loopback, never all interfaces.
+pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// `SO_KEEPALIVE` with `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KeepAlive {
+    #[serde(serialize_with = "ser_secs")]
+    pub idle: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub interval: Duration,
+    pub count: u32,
+}
+
+/// Application-level ping/pong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Heartbeat {
+    #[serde(serialize_with = "ser_ms")]
+    pub interval: Duration,
+    pub misses: u32,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Detection settings applied to the observing socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Detection {
+    pub keepalive: Option<KeepAlive>,
+    pub user_timeout: Option<Duration>,
+    pub heartbeat: Option<Heartbeat>,
+    pub send_every: Option<Duration>,
+}
+
+impl Detection {
+    /// True when no mechanism beyond plain reads is enabled.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What one end of a connection does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndPlan {
+    /// Bytes to send as soon as the connection is up.
+    pub send: usize,
+    /// How this end closes, or `None` to observe only.
+    pub close: CloseMode,
+    /// Delay from connection set-up to the close action.
+    pub after: Duration,
+    /// How long a `drop`/`hang` closer stays silent (`None`: until the observer is done).
+    pub hold: Option<Duration>,
+    pub detection: Detection,
+    /// After the peer's FIN or RST, send twice to show what a writer meets.
+    pub probe: bool,
+    /// Give up observing after this long and report `open`.
+    pub timeout: Option<Duration>,
+    /// Read the other end's socket through sock_diag when it is local.
+    pub peer_side: bool,
+    /// After this side's close, follow its socket for at most this long.
+    pub linger_watch: Duration,
+}
+
+impl Default for EndPlan {
+    fn default() -> Self {
+        Self {
+            send: 0,
+            close: CloseMode::None,
+            after: Duration::ZERO,
+            hold: None,
+            detection: Detection::default(),
+            probe: true,
+            timeout: None,
+            peer_side: false,
+            linger_watch: Duration::ZERO,
+        }
+    }
+}
+
+/// What to do with finished reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputPlan {
+    pub format: Format,
+    /// Capture packets into this pcap file.
+    pub pcap: Option<PathBuf>,
+    /// Only the summary, no per-connection reports.
+    pub summary_only: bool,
+    pub expect: Vec<Verdict>,
+    pub expect_within: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServePlan {
+    pub addr: SocketAddr,
+    pub once: bool,
+    pub max_conns: Option<usize>,
+    pub end: EndPlan,
+    pub output: OutputPlan,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectPlan {
+    pub addr: SocketAddr,
+    pub connect_timeout: Duration,
+    /// Connections to make (`--count`); more than one prints a summary only.
+    pub count: u64,
+    pub concurrency: usize,
+    /// New connections per second at most.
+    pub rate: Option<f64>,
+    pub end: EndPlan,
+    pub output: OutputPlan,
+}
+
+/// `tcpbye lab`: which cases, how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabPlan {
+    pub modes: Vec<CloseMode>,
+    pub settings: Vec<Setting>,
+    pub runs: u32,
+    pub format: Format,
+}
+
+/// `tcpbye bench`: what to measure, and how much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchPlan {
+    /// Close/detect rounds per mode for the latency comparison.
+    pub samples: u32,
+    /// Connections for the churn comparison.
+    pub churn: u64,
+    /// Idle connections held by `serve`.
+    pub idle: usize,
+    pub format: Format,
+}
+
+/// One validated command, ready for its driver in `app`.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    Serve(ServePlan),
+    Connect(ConnectPlan),
+    Lab(LabPlan),
+    Bench(BenchPlan),
+    Completions(clap_complete::Shell),
+    Man,
+}
+
+/// What the process is allowed to do; injected so plan building is testable without root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privileges {
+    pub net_admin: bool,
+    pub net_raw: bool,
+}
+
+impl Privileges {
+    #[cfg(target_os = "linux")]
+    pub fn detect() -> Self {
+        Self {
+            net_admin: crate::sys::has_net_admin(),
+            net_raw: crate::sys::has_net_raw(),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn detect() -> Self {
+        Self {
+            net_admin: false,
+            net_raw: false,
+        }
+    }
+}
+
+impl Setting {
+    /// The observer's settings for this row.
+    pub fn detection(self) -> Detection {
+        match self {
+            Self::None => Detection::default(),
+            Self::Keepalive => Detection {
+                keepalive: Some(KeepAlive {
+                    idle: Duration::from_secs(1),
+                    interval: Duration::from_secs(1),
+                    count: 2,
+                }),
+                ..Detection::default()
+            },
+            Self::UserTimeout => Detection {
+                user_timeout: Some(Duration::from_millis(1500)),
+                send_every: Some(Duration::from_millis(200)),
+                ..Detection::default()
+            },
+            Self::Heartbeat => Detection {
+                heartbeat: Some(Heartbeat {
+                    interval: Duration::from_millis(200),
+                    misses: 3,
+                }),
+                ..Detection::default()
+            },
+        }
+    }
+}

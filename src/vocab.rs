@@ -1,0 +1,235 @@
+//! The names both sides of the pipeline use: how a connection is ended
+//! ([`CloseMode`]), how its end was seen ([`Verdict`], [`DetectedBy`]), and the
+//! observer's detection presets of `lab` ([`Setting`]). Depends on nothing else here.
+
+use serde::Serialize;
+
+/// How the closing end ends the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseMode {
+    /// close(): a FIN; the peer reads EOF.
+    Fin,
+    /// shutdown(SHUT_WR), keep reading until the peer's FIN, then close.
+    Half,
+    /// SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET.
+    Rst,
+    /// close() with received data unread: Linux sends an RST, not a FIN.
+    RstUnread,
+    /// Vanish silently (pulled cable): no FIN, no RST, nothing answered. Needs CAP_NET_ADMIN.
+    Drop,
+    /// The host "reboots": the socket disappears without a packet; the peer's next segment meets an RST. Needs CAP_NET_ADMIN.
+    Reboot,
+    /// The process hangs: the socket stays open but is never read or written again.
+    Hang,
+    /// Do not close: observe until the peer ends the connection or --timeout passes.
+    None,
+}
+
+impl CloseMode {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fin => "fin",
+            Self::Half => "half",
+            Self::Rst => "rst",
+            Self::RstUnread => "rst-unread",
+            Self::Drop => "drop",
+            Self::Reboot => "reboot",
+            Self::Hang => "hang",
+            Self::None => "none",
+        }
+    }
+
+    /// Modes that need CAP_NET_ADMIN (socket filter, TCP_REPAIR).
+    pub fn needs_net_admin(self) -> bool {
+        matches!(self, Self::Drop | Self::Reboot)
+    }
+
+    /// Every mode, in teaching order (`none` last).
+    pub const ALL: [CloseMode; 8] = [
+        Self::Fin,
+        Self::Half,
+        Self::Rst,
+        Self::RstUnread,
+        Self::Drop,
+        Self::Reboot,
+        Self::Hang,
+        Self::None,
+    ];
+
+    /// What the peer of this mode observes, in one line (for `--help` and docs).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Self::Fin => "close(): a FIN; the peer reads EOF",
+            Self::Half => "shutdown(SHUT_WR), keep reading until the peer's FIN, then close",
+            Self::Rst => "SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET",
+            Self::RstUnread => "close() with received data unread: Linux sends an RST, not a FIN",
+            Self::Drop => {
+                "vanish silently like a pulled cable: nothing sent, nothing answered (CAP_NET_ADMIN)"
+            }
+            Self::Reboot => {
+                "the socket disappears without a packet; the peer's next segment meets an RST (CAP_NET_ADMIN)"
+            }
+            Self::Hang => "the process hangs: socket open, never read or written again",
+            Self::None => "do not close: observe until the peer ends it or --timeout passes",
+        }
+    }
+
+    /// Every mode that ends a connection, in teaching order.
+    pub const ENDINGS: [CloseMode; 7] = [
+        Self::Fin,
+        Self::Half,
+        Self::Rst,
+        Self::RstUnread,
+        Self::Drop,
+        Self::Reboot,
+        Self::Hang,
+    ];
+}
+
+impl std::fmt::Display for CloseMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a connection ended, as the reporting side saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The peer sent a FIN: recv() returned 0 (EOF).
+    Fin,
+    /// The peer sent an RST: ECONNRESET (or EPIPE on send).
+    Rst,
+    /// The kernel gave up (ETIMEDOUT): see `detected_by`.
+    Timeout,
+    /// The application heartbeat missed too many pongs.
+    Heartbeat,
+    /// Nothing detected before --timeout.
+    Open,
+    /// connect(): ECONNREFUSED.
+    Refused,
+    /// connect(): EHOSTUNREACH / ENETUNREACH.
+    Unreachable,
+    /// connect() did not complete within --connect-timeout.
+    ConnectTimeout,
+    /// Any other socket error (named in the timeline).
+    Error,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fin => "fin",
+            Self::Rst => "rst",
+            Self::Timeout => "timeout",
+            Self::Heartbeat => "heartbeat",
+            Self::Open => "open",
+            Self::Refused => "refused",
+            Self::Unreachable => "unreachable",
+            Self::ConnectTimeout => "connect-timeout",
+            Self::Error => "error",
+        }
+    }
+
+    /// One line on what the verdict means.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Self::Fin => "the peer sent a FIN: recv() returned 0 (EOF)",
+            Self::Rst => "the peer sent an RST: ECONNRESET (or EPIPE on send)",
+            Self::Timeout => {
+                "the kernel gave up (ETIMEDOUT) by keepalive, user timeout or retransmissions"
+            }
+            Self::Heartbeat => "the application heartbeat went unanswered",
+            Self::Open => "nothing detected before --timeout",
+            Self::Refused => "connect(): ECONNREFUSED",
+            Self::Unreachable => "connect(): EHOSTUNREACH or ENETUNREACH",
+            Self::ConnectTimeout => "connect() did not complete within --connect-timeout",
+            Self::Error => "another socket error (named in the timeline)",
+        }
+    }
+
+    pub const ALL: [Verdict; 9] = [
+        Self::Fin,
+        Self::Rst,
+        Self::Timeout,
+        Self::Heartbeat,
+        Self::Open,
+        Self::Refused,
+        Self::Unreachable,
+        Self::ConnectTimeout,
+        Self::Error,
+    ];
+
+    /// Outcomes of a connect() that never got a connection.
+    pub fn is_connect_failure(self) -> bool {
+        matches!(
+            self,
+            Self::Refused | Self::Unreachable | Self::ConnectTimeout
+        )
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The mechanism that noticed a silent ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DetectedBy {
+    Keepalive,
+    UserTimeout,
+    Retransmit,
+}
+
+impl DetectedBy {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Keepalive => "keepalive",
+            Self::UserTimeout => "user-timeout",
+            Self::Retransmit => "retransmit",
+        }
+    }
+}
+
+/// A detection setting of the observing side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Setting {
+    None,
+    Keepalive,
+    UserTimeout,
+    Heartbeat,
+}
+
+impl Setting {
+    pub const ALL: [Setting; 4] = [
+        Self::None,
+        Self::Keepalive,
+        Self::UserTimeout,
+        Self::Heartbeat,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Keepalive => "keepalive",
+            Self::UserTimeout => "user-timeout",
+            Self::Heartbeat => "heartbeat",
+        }
+    }
+
+    pub fn summary(self) -> &'static str {
+        match self {
+            Self::None => "plain reads only",
+            Self::Keepalive => "--keepalive 1s,1s,2",
+            Self::UserTimeout => "--user-timeout 1500ms --send-every 200ms",
+            Self::Heartbeat => "--heartbeat 200ms,3",
+        }
+    }
+}
