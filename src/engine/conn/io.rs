@@ -15,11 +15,11 @@ use crate::sys;
 
 /// The heartbeat request and answer. Any bytes received count as a pong, so an
 /// echo server answers too.
-pub const PING: &[u8] = b"tcpbye-ping\n";
-pub const PONG: &[u8] = b"tcpbye-pong\n";
+const PING: &[u8] = b"tcpbye-ping\n";
+const PONG: &[u8] = b"tcpbye-pong\n";
 /// The payload of `--send`, `--send-every` and the post-detection probe.
-pub(super) const FILL: &[u8] = b"tcpbye-data-0123456789abcdefghijklmnopqrstuvwxyz\n";
-pub(super) const PROBE: &[u8] = b"tcpbye-probe\n";
+const FILL: &[u8] = b"tcpbye-data-0123456789abcdefghijklmnopqrstuvwxyz\n";
+const PROBE: &[u8] = b"tcpbye-probe\n";
 /// FILL repeated, so `--send` writes up to 16 KiB per send() call.
 static FILL_BLOCK: [u8; 16 * 1024] = {
     let mut block = [0u8; 16 * 1024];
@@ -43,7 +43,7 @@ pub(super) fn interest(want_out: bool) -> EpollFlags {
 }
 
 /// The raw flag names of an epoll wake-up, without the `EPOLL` prefix.
-pub fn flag_names(flags: EpollFlags) -> Vec<&'static str> {
+fn flag_names(flags: EpollFlags) -> Vec<&'static str> {
     const NAMES: [(EpollFlags, &str); 8] = [
         (EpollFlags::EPOLLIN, "IN"),
         (EpollFlags::EPOLLPRI, "PRI"),
@@ -62,6 +62,27 @@ pub fn flag_names(flags: EpollFlags) -> Vec<&'static str> {
 }
 
 impl Conn {
+    /// Records an epoll wake-up with its raw flags.
+    pub(super) fn record_wakeup(&mut self, now: Instant, flags: EpollFlags) {
+        self.timeline
+            .push(now, EventKind::Epoll, |e| e.epoll = Some(flag_names(flags)));
+    }
+
+    /// A heartbeat ping.
+    pub(super) fn send_ping(&mut self, ctx: &mut Ctx<'_>) {
+        self.send_now(ctx, PING, EventKind::Ping);
+    }
+
+    /// A little data, so that retransmission timeouts apply (`--send-every`).
+    pub(super) fn send_filler(&mut self, ctx: &mut Ctx<'_>) {
+        self.send_now(ctx, &FILL[..16], EventKind::Send);
+    }
+
+    /// One of the writes after the peer's end that show what a writer meets.
+    pub(super) fn send_probe(&mut self, ctx: &mut Ctx<'_>) {
+        self.send_now(ctx, PROBE, EventKind::Send);
+    }
+
     /// Reads until EAGAIN, EOF or the budget; records data, EOF and errors.
     pub(super) fn read_all(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;

@@ -17,14 +17,11 @@ use crate::plan::EndPlan;
 use crate::report::{AfterlifeEnd, DetectedBy, EventKind, Packet, Role};
 use crate::sys::{self, TcpInfo, TcpState};
 use crate::vocab::{CloseMode, Verdict};
-use io::{FILL, PING, PROBE};
 
 mod close;
 mod io;
 mod outcome;
 mod sample;
-
-pub use io::{PONG, flag_names};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -246,7 +243,7 @@ impl Conn {
             ctx.at(now + every, TimerKind::SendEvery);
         }
         if let Some(hb) = plan.detection.heartbeat {
-            self.send_now(ctx, PING, EventKind::Ping);
+            self.send_ping(ctx);
             ctx.at(now + hb.interval, TimerKind::Heartbeat);
         }
         ctx.at(now + ctx.sample_every, TimerKind::Sample);
@@ -281,8 +278,7 @@ impl Conn {
     /// One epoll wake-up for this connection.
     pub fn on_ready(&mut self, ctx: &mut Ctx<'_>, flags: EpollFlags) {
         let now = ctx.now;
-        self.timeline
-            .push(now, EventKind::Epoll, |e| e.epoll = Some(flag_names(flags)));
+        self.record_wakeup(now, flags);
         match self.phase {
             Phase::Connecting => return self.finish_connect(ctx),
             Phase::Holding | Phase::Done => return,
@@ -352,14 +348,14 @@ impl Conn {
             }
             TimerKind::SendEvery if self.is_live() => {
                 if let Some(every) = self.plan.detection.send_every {
-                    self.send_now(ctx, &FILL[..16], EventKind::Send);
+                    self.send_filler(ctx);
                     ctx.at(now + every, TimerKind::SendEvery);
                 }
             }
             TimerKind::Heartbeat if self.is_live() => self.heartbeat_tick(ctx),
             TimerKind::Afterlife if self.phase == Phase::Afterlife => self.afterlife_tick(ctx),
             TimerKind::Probe if self.phase == Phase::Probing => {
-                self.send_now(ctx, PROBE, EventKind::Send);
+                self.send_probe(ctx);
                 self.recv_once(ctx);
                 let _ = self.read_so_error(now);
                 self.sample(now, true);
@@ -496,7 +492,7 @@ impl Conn {
         // second one after the peer has had time to answer.
         self.phase = Phase::Probing;
         let _ = self.read_so_error(now);
-        self.send_now(ctx, PROBE, EventKind::Send);
+        self.send_probe(ctx);
         let rtt = self.last_info.as_ref().map_or(0, |i| i.rtt);
         let gap = Duration::from_micros(u64::from(rtt) * 4)
             .clamp(Duration::from_millis(20), Duration::from_millis(500));
