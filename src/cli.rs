@@ -198,6 +198,10 @@ pub struct OutputArgs {
     #[arg(long, conflicts_with = "json")]
     pub ladder: bool,
 
+    /// One line per connection instead of its tables: verdict, who closed, detection time, errno, state
+    #[arg(long, conflicts_with_all = ["json", "ladder"])]
+    pub brief: bool,
+
     /// Capture the connection's packets (both directions) into a pcap file, e.g. `--pcap end.pcap`
     ///
     /// Needs CAP_NET_RAW. tcpdump, Wireshark and tshark read the file; with --ladder the

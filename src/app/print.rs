@@ -91,6 +91,7 @@ impl Printer {
                 ladder::render(report, self.tty)
             ),
             Format::Table => table::render(report, self.tty),
+            Format::Brief => format!("{}\n", table::line(report)),
         };
         self.stdout_open = write_stdout(text.as_bytes())?;
         Ok(self.stdout_open)
@@ -153,7 +154,7 @@ impl StatusLine {
         if !self.wanted {
             return;
         }
-        let width = terminal_width().saturating_sub(1);
+        let width = terminal_width(true).saturating_sub(1);
         let line: String = progress.to_string().chars().take(width).collect();
         tell_raw(&format!("\r\x1b[2K{line}"));
         self.shown = true;
@@ -167,10 +168,17 @@ impl StatusLine {
     }
 }
 
-fn terminal_width() -> usize {
+/// How wide human output may be: `COLUMNS` when set, else the terminal's width
+/// (for a terminal) or 100 columns (for a pipe or a file).
+fn terminal_width(tty: bool) -> usize {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse().ok())
+        .or_else(|| {
+            tty.then(|| comfy_table::Table::new().width())
+                .flatten()
+                .map(usize::from)
+        })
         .unwrap_or(100)
 }
 
@@ -186,7 +194,8 @@ pub fn matrix(matrix: &Matrix, format: Format) -> io::Result<bool> {
         s.push('\n');
         s
     } else {
-        crate::report::lab::render(matrix, io::stdout().is_terminal())
+        let tty = io::stdout().is_terminal();
+        crate::report::lab::render(matrix, tty, terminal_width(tty))
     };
     write_stdout(text.as_bytes())
 }

@@ -145,6 +145,8 @@ fn output_plan(args: OutputArgs, privileges: Privileges) -> Result<OutputPlan, F
             Format::Json
         } else if args.ladder {
             Format::Ladder
+        } else if args.brief {
+            Format::Brief
         } else {
             Format::Table
         },

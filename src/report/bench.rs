@@ -97,5 +97,5 @@ pub fn render(r: &BenchResult, tty: bool) -> String {
         "all".to_owned(),
         yes(i.reported == i.connections as u64),
     ]);
-    format!("{t}\n")
+    super::tidy(&format!("{t}\n"))
 }

@@ -182,53 +182,57 @@ fn compress(items: &[String]) -> String {
         .join(" → ")
 }
 
-/// The matrix as a table.
-pub fn render(matrix: &Matrix, tty: bool) -> String {
-    let mut t = super::table::table(tty);
-    t.set_header(vec![
-        "mode",
-        "setting",
-        "first flags",
-        "recv",
-        "send",
-        "state",
-        "verdict",
-        "by",
-        "p50",
-        "p99",
-        "predicted",
-    ]);
-    let dash = || "-".to_owned();
-    for row in &matrix.rows {
-        if row.status != "ran" && row.runs == 0 {
-            t.add_row(vec![
-                row.mode.to_string(),
-                row.setting.name().to_owned(),
-                row.status.clone(),
-            ]);
-            continue;
-        }
-        let p = row.detected_after_us;
-        t.add_row(vec![
-            row.mode.to_string(),
-            row.setting.name().to_owned(),
-            row.first_flags.clone().unwrap_or_else(dash),
-            row.recv.clone().unwrap_or_else(dash),
-            row.send.clone().unwrap_or_else(dash),
-            row.state.clone().unwrap_or_else(dash),
-            row.verdict.map_or_else(dash, |v| v.to_string()),
-            row.detected_by.map_or_else(dash, |b| b.name().to_owned()),
-            p.map_or_else(dash, |p| fmt_us(p.p50)),
-            p.map_or_else(dash, |p| fmt_us(p.p99)),
-            // A prediction is shown where something fired; `open` rows never detected anything.
-            row.predicted_us
-                .filter(|_| row.verdict != Some(Verdict::Open))
-                .map_or_else(dash, fmt_us),
-        ]);
-    }
+/// The matrix's columns: what the observer saw after the close, then how (and how
+/// fast) it knew.
+const HEADER: [&str; 11] = [
+    "mode",
+    "setting",
+    "first flags",
+    "recv",
+    "send",
+    "state",
+    "verdict",
+    "by",
+    "p50",
+    "p99",
+    "predicted",
+];
+/// Where the second half starts when the matrix is split in two to fit.
+const SPLIT_AT: usize = 6;
+/// Leading columns repeated in both halves of a split matrix.
+const KEY: usize = 2;
+
+/// The matrix as text at most `width` columns wide where it can be: one table when
+/// it fits, else two (what the observer saw; how it was detected), so no cell
+/// is ever broken inside a word. The footer is wrapped at spaces.
+pub fn render(matrix: &Matrix, tty: bool, width: usize) -> String {
+    let cells: Vec<Vec<String>> = matrix.rows.iter().map(cells).collect();
+    let whole = table(&HEADER, &cells, tty);
+    let body = if super::text_width(&whole) <= width {
+        whole
+    } else {
+        let (seen, detected): (Vec<usize>, Vec<usize>) = (
+            (0..SPLIT_AT).collect(),
+            (0..KEY).chain(SPLIT_AT..HEADER.len()).collect(),
+        );
+        let pick = |columns: &[usize]| {
+            let header: Vec<&str> = columns.iter().map(|&c| HEADER[c]).collect();
+            let rows: Vec<Vec<String>> = cells
+                .iter()
+                .map(|row| {
+                    columns
+                        .iter()
+                        .map(|&c| row.get(c).cloned().unwrap_or_default())
+                        .collect()
+                })
+                .collect();
+            table(&header, &rows, tty)
+        };
+        format!("{}\n{}", pick(&seen), pick(&detected))
+    };
     let s = &matrix.summary;
-    format!(
-        "{t}\n{} cases × {} runs in {}; observer settings: {}; closers act {}ms after connect, {}ms apart; `open` = nothing within {}s\n",
+    let footer = format!(
+        "{} cases × {} runs in {}; observer settings: {}; closers act {}ms after connect, {}ms apart; `open` = nothing within {}s",
         s.cases,
         s.runs,
         fmt_us(s.elapsed_us),
@@ -241,5 +245,44 @@ pub fn render(matrix: &Matrix, tty: bool) -> String {
         s.timing.closer_after.as_millis(),
         s.timing.stagger.as_millis(),
         s.timing.observe.as_secs(),
-    )
+    );
+    super::tidy(&format!("{body}\n{}\n", super::wrap(&footer, width)))
+}
+
+fn table(header: &[&str], rows: &[Vec<String>], tty: bool) -> String {
+    let mut t = super::table::table(tty);
+    // Never wrap inside a cell: a state such as ESTABLISHED stays whole.
+    t.set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+    t.set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row.clone());
+    }
+    t.to_string()
+}
+
+/// One row's cells, in [`HEADER`] order; a case that did not run says why in
+/// its third cell.
+fn cells(row: &Row) -> Vec<String> {
+    let mut out = vec![row.mode.to_string(), row.setting.name().to_owned()];
+    if row.status != "ran" && row.runs == 0 {
+        out.push(row.status.clone());
+        return out;
+    }
+    let dash = || "-".to_owned();
+    let p = row.detected_after_us;
+    out.extend([
+        row.first_flags.clone().unwrap_or_else(dash),
+        row.recv.clone().unwrap_or_else(dash),
+        row.send.clone().unwrap_or_else(dash),
+        row.state.clone().unwrap_or_else(dash),
+        row.verdict.map_or_else(dash, |v| v.to_string()),
+        row.detected_by.map_or_else(dash, |b| b.name().to_owned()),
+        p.map_or_else(dash, |p| fmt_us(p.p50)),
+        p.map_or_else(dash, |p| fmt_us(p.p99)),
+        // A prediction is shown where something fired; `open` rows never detected anything.
+        row.predicted_us
+            .filter(|_| row.verdict != Some(Verdict::Open))
+            .map_or_else(dash, fmt_us),
+    ]);
+    out
 }

@@ -26,6 +26,8 @@ pub enum Format {
     Table,
     /// The table, then a ladder diagram of the ending.
     Ladder,
+    /// One line per connection.
+    Brief,
     /// JSON Lines, one object per line (docs/json.md).
     Json,
 }
@@ -294,6 +296,43 @@ impl Report {
     }
 }
 
+/// Human text without trailing spaces on any line (tables pad their last column).
+pub fn tidy(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        out.push_str(body.trim_end());
+        out.push_str(newline);
+    }
+    out
+}
+
+/// The widest line of `text`, in characters (what a terminal shows for these tables).
+pub fn text_width(text: &str) -> usize {
+    text.lines().map(|l| l.chars().count()).max().unwrap_or(0)
+}
+
+/// `text` wrapped at spaces into lines of at most `width` characters (a word
+/// longer than that gets a line of its own).
+pub fn wrap(text: &str, width: usize) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines.join("\n")
+}
+
 /// Formats µs for people: `87µs`, `12.3ms`, `4.002s`.
 pub fn fmt_us(us: u64) -> String {
     match us {
@@ -306,6 +345,15 @@ pub fn fmt_us(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tidy_and_wrap() {
+        assert_eq!(tidy("a  \n b \n\n"), "a\n b\n\n");
+        assert_eq!(tidy("x "), "x");
+        assert_eq!(wrap("aa bb cc", 5), "aa bb\ncc");
+        assert_eq!(wrap("averylongword b", 4), "averylongword\nb");
+        assert_eq!(text_width("ab\nabcd\n"), 4);
+    }
 
     #[test]
     fn human_durations() {

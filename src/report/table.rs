@@ -130,7 +130,61 @@ pub fn render(report: &Report, tty: bool) -> String {
         out.push_str(&info.to_string());
         out.push('\n');
     }
-    out
+    super::tidy(&out)
+}
+
+/// One connection in one line (`--brief`): who ended it, how this side saw it, how fast.
+pub fn line(report: &Report) -> String {
+    let role = match report.role {
+        super::Role::Serve => "serve",
+        super::Role::Connect => "connect",
+    };
+    let mut parts = vec![format!("{role} {}: {}", report.peer, report.verdict)];
+    if let Some(by) = report.detected_by {
+        parts[0].push_str(&format!(" by {}", by.name()));
+    }
+    parts.push(match (report.closer, report.close) {
+        (Some(Closer::Local), Some(mode)) => format!("this side closed ({mode})"),
+        (Some(Closer::Peer), Some(mode)) => format!("the peer closed ({mode})"),
+        (Some(Closer::Peer), None) => "the peer ended it".to_owned(),
+        _ => "nobody closed".to_owned(),
+    });
+    if let Some(us) = report.detected_after_us {
+        let from = match report.detected_from {
+            Some(DetectedFrom::Close) => "after the close",
+            _ => "after the last sign of life",
+        };
+        parts.push(format!("detected {} {from}", fmt_us(us)));
+    }
+    // The first errno or EOF this side met, and the last TCP state it saw.
+    let first = report
+        .events
+        .iter()
+        .find_map(|e| match (e.kind, &e.errno, e.bytes) {
+            (EventKind::Recv | EventKind::Send | EventKind::SoError, Some(errno), _) => {
+                Some(errno.clone())
+            }
+            (EventKind::Recv, None, Some(0)) => Some("EOF".to_owned()),
+            _ => None,
+        });
+    parts.extend(first);
+    let state = report.events.iter().rev().find_map(|e| e.state);
+    parts.extend(state.map(|s| s.to_string()));
+    // A closer's own socket tells little; what the other end went through does.
+    if report.closer == Some(Closer::Local) {
+        let peer = report.peer_side.as_ref().filter(|p| p.visible);
+        if let Some(last) = peer.and_then(|p| p.states.last()) {
+            let state = last
+                .state
+                .map_or_else(|| "gone".to_owned(), |s| s.to_string());
+            parts.push(format!(
+                "the peer's socket: {state} at +{}",
+                fmt_us(last.t_us)
+            ));
+        }
+    }
+    parts.push(fmt_us(report.duration_us));
+    parts.join(" · ")
 }
 
 /// A socket's states as sock_diag showed them.
@@ -251,5 +305,5 @@ pub fn render_summary(summary: &Summary, tty: bool) -> String {
             summary.rate_per_sec
         ),
     ]);
-    format!("{t}\n")
+    super::tidy(&format!("{t}\n"))
 }
