@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 
-use common::{is_root, run, serve, unprivileged};
+use common::{Cmd, Proc, require_root, run, serve, tool_missing, unprivileged, within};
 
 /// The states in a `peer_side` or `afterlife` list (`gone` for null).
 fn side_states(list: &Value) -> Vec<String> {
@@ -129,9 +126,10 @@ fn rst_closer_is_gone_at_once() {
     assert_eq!(seen.last().map(String::as_str), Some("gone"), "{seen:?}");
 }
 
-/// A server that is not tcpbye: python3 accepts one connection and holds it.
+/// A server that is not tcpbye: python3 accepts one connection and holds it. It is
+/// killed when dropped.
 struct ThirdParty {
-    child: std::process::Child,
+    _child: Proc,
     port: u16,
 }
 
@@ -145,24 +143,13 @@ impl ThirdParty {
              print(s.getsockname()[1], flush=True)\n\
              c,_=s.accept(); {after_accept}\n"
         );
-        let mut child = Command::new("python3")
-            .args(["-c", &script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .ok()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take()?)
-            .read_line(&mut line)
-            .ok()?;
+        let mut child = Cmd::program("python3", &["-c", &script]).try_spawn().ok()?;
+        let line = child.try_stdout_line(within(5))?;
         let port = line.trim().parse().ok()?;
-        Some(Self { child, port })
-    }
-}
-
-impl Drop for ThirdParty {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Some(Self {
+            _child: child,
+            port,
+        })
     }
 }
 
@@ -170,8 +157,9 @@ impl Drop for ThirdParty {
 fn a_third_party_servers_socket_appears_in_the_report() {
     for (mode, expected) in [("fin", "CLOSE_WAIT"), ("rst", "gone")] {
         let Some(server) = ThirdParty::start("time.sleep(3)") else {
-            eprintln!(
-                "SKIPPED a_third_party_servers_socket_appears_in_the_report: python3 not available"
+            tool_missing(
+                "a_third_party_servers_socket_appears_in_the_report",
+                "python3 not available",
             );
             return;
         };
@@ -262,10 +250,10 @@ fn pcap_flags(path: &std::path::Path, client_port: u16) -> Vec<(bool, String)> {
 
 #[test]
 fn pcap_holds_the_fin_and_the_rst_where_expected() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED pcap_holds_the_fin_and_the_rst_where_expected: needs CAP_NET_RAW (root)"
-        );
+    if !require_root(
+        "pcap_holds_the_fin_and_the_rst_where_expected",
+        "needs CAP_NET_RAW (root)",
+    ) {
         return;
     }
     let dir = std::env::temp_dir().join(format!("tcpbye-pcap-{}", std::process::id()));
@@ -335,10 +323,14 @@ fn pcap_holds_the_fin_and_the_rst_where_expected() {
                 .any(|f| f.contains(if mode == "fin" { "FIN" } else { "RST" })),
             "{in_report:?}"
         );
-        if let Ok(out) = Command::new("tshark")
-            .args(["-r", &path_text, "-T", "fields", "-e", "tcp.flags.str"])
-            .output()
+        if let Ok(tshark) = Cmd::program(
+            "tshark",
+            &["-r", &path_text, "-T", "fields", "-e", "tcp.flags.str"],
+        )
+        .deadline(std::time::Duration::from_secs(20))
+        .try_spawn()
         {
+            let out = tshark.finish().output();
             let text = String::from_utf8_lossy(&out.stdout);
             let needle = if mode == "fin" { "F" } else { "R" };
             assert!(
@@ -346,7 +338,10 @@ fn pcap_holds_the_fin_and_the_rst_where_expected() {
                 "tshark: {text}"
             );
         } else {
-            eprintln!("SKIPPED the tshark check: tshark not installed");
+            tool_missing(
+                "pcap_holds_the_fin_and_the_rst_where_expected (the tshark check)",
+                "tshark not installed",
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -354,10 +349,10 @@ fn pcap_holds_the_fin_and_the_rst_where_expected() {
 
 #[test]
 fn pcap_without_cap_net_raw_exits_4() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED pcap_without_cap_net_raw_exits_4: needs root to drop privileges with setpriv"
-        );
+    if !require_root(
+        "pcap_without_cap_net_raw_exits_4",
+        "needs root to drop privileges with setpriv",
+    ) {
         return;
     }
     let out = unprivileged(&[
@@ -377,8 +372,9 @@ fn the_other_ends_eof_read_is_seen_in_its_recv_queue() {
     // python3 reads EOF 300 ms after the FIN: its CLOSE_WAIT Recv-Q (the FIN's one
     // byte) empties then, and the report shows when.
     let Some(server) = ThirdParty::start("time.sleep(0.4); c.recv(10); time.sleep(2)") else {
-        eprintln!(
-            "SKIPPED the_other_ends_eof_read_is_seen_in_its_recv_queue: python3 not available"
+        tool_missing(
+            "the_other_ends_eof_read_is_seen_in_its_recv_queue",
+            "python3 not available",
         );
         return;
     };

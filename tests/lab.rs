@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{is_root, run, unprivileged};
+use common::{require_root, run, unprivileged};
 
 /// Rows by (mode, setting), and the summary.
 fn matrix(stdout: &str) -> (HashMap<(String, String), Value>, Value) {
@@ -112,10 +112,10 @@ fn the_full_matrix_runs_in_under_30_seconds_and_shows_what_linux_does() {
 
 #[test]
 fn without_privileges_lab_makes_its_own_namespace_or_says_what_it_needs() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED without_privileges_lab_makes_its_own_namespace_or_says_what_it_needs: needs root to drop privileges"
-        );
+    if !require_root(
+        "without_privileges_lab_makes_its_own_namespace_or_says_what_it_needs",
+        "needs root to drop privileges",
+    ) {
         return;
     }
     let out = unprivileged(&[

@@ -1,7 +1,8 @@
 //! Silent endings (drop, reboot, hang) against each detection mechanism, on real
 //! sockets. These need root (CAP_NET_ADMIN for the socket filter and TCP_REPAIR,
 //! CAP_SYS_ADMIN for a network namespace of their own). Without it each test
-//! prints `SKIPPED` to stderr and returns.
+//! prints `SKIPPED <test>: <why>` to stderr (shown by a plain `cargo test`) and
+//! returns; under `TCPBYE_TEST_REQUIRE_PRIVILEGED=1` (CI as root) it fails instead.
 //!
 //! Every test runs both ends inside a fresh network namespace that it creates and
 //! that dies with it: its own loopback, its own `tcp_metrics` cache (so a test that
@@ -10,161 +11,44 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const TCPBYE: &str = env!("CARGO_BIN_EXE_tcpbye");
+use common::{Netns, Proc, require_root};
 
-use common::is_root;
-
+/// Returns from the test, loudly, unless it runs as root.
 macro_rules! require_root {
     ($name:expr) => {
-        if !is_root() {
-            eprintln!(
-                "SKIPPED {}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)",
-                $name
-            );
+        if !require_root($name, "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)") {
             return;
         }
     };
 }
 
-/// A network namespace held open by a `sleep` child; removed when dropped.
-struct Netns {
-    holder: Child,
-    inode: String,
-}
-
-impl Netns {
-    fn new() -> Self {
-        let mut holder = Command::new("unshare")
-            .args([
-                "--net",
-                "--",
-                "sh",
-                "-c",
-                "ip link set lo up && echo ready && exec sleep 120",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("unshare --net (util-linux) runs");
-        let stdout = holder.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "the namespace holder did not bring lo up"
-        );
-        let inode = std::fs::read_link(format!("/proc/{}/ns/net", holder.id()))
-            .expect("read the namespace link")
-            .to_string_lossy()
-            .into_owned();
-        Self { holder, inode }
-    }
-
-    /// `tcpbye ARGS` inside the namespace.
-    fn tcpbye(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg("-t")
-            .arg(self.holder.id().to_string())
-            .arg("-n")
-            .arg(TCPBYE)
-            .args(args);
-        cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
-/// A child killed when dropped, so a failing test leaves nothing running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `tcpbye serve 127.0.0.1:0 ARGS` in `ns`; returns it and its port.
-fn serve(ns: &Netns, args: &[&str]) -> (Running, u16) {
+fn serve(ns: &Netns, args: &[&str]) -> (Proc, u16) {
     let mut all = vec!["serve", "127.0.0.1:0", "--once", "--json"];
     all.extend_from_slice(args);
-    let mut child = ns
-        .tcpbye(&all)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tcpbye serve");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("serve prints its address");
-    let port = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    (Running(child), port)
+    let mut child = ns.tcpbye(&all).spawn();
+    let port = child.listening().port();
+    (child, port)
 }
 
 /// Waits (bounded) for a child and returns its connection report.
-fn report_of(mut child: Running, limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.0.try_wait().expect("try_wait") {
-            Some(_) => break,
-            None if Instant::now() > deadline => panic!("tcpbye did not finish within {limit:?}"),
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    let mut out = String::new();
-    child
-        .0
-        .stdout
-        .take()
-        .expect("piped stdout")
-        .read_to_string(&mut out)
-        .expect("read stdout");
+fn report_of(child: Proc, limit: Duration) -> Value {
+    let out = child.finish_by(Instant::now() + limit).stdout;
     out.lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("valid JSON line"))
         .find(|v| v["kind"] == "connection")
         .unwrap_or_else(|| panic!("no connection report in {out:?}"))
 }
 
-fn connect(ns: &Netns, port: u16, args: &[&str]) -> Running {
+fn connect(ns: &Netns, port: u16, args: &[&str]) -> Proc {
     let addr = format!("127.0.0.1:{port}");
     let mut all = vec!["connect", addr.as_str(), "--json"];
     all.extend_from_slice(args);
-    Running(
-        ns.tcpbye(&all)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tcpbye connect"),
-    )
+    ns.tcpbye(&all).spawn()
 }
 
 /// Runs an observing server and a closing client; returns (observer, closer) reports.

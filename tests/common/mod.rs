@@ -1,14 +1,20 @@
-//! Shared helpers for the integration tests: run `tcpbye` as a child process with a
-//! deadline (never a bare sleep), make sure no child outlives a failing test, and
-//! read the JSON reports it prints.
+//! Shared helpers for the integration tests:
+//!
+//! - the one process harness: [`Cmd`] starts `tcpbye` (directly, or through a wrapper
+//!   such as `nsenter` or `setpriv`) or a third-party peer, with stdout and stderr read
+//!   by threads; every wait has a deadline (never a bare sleep), and dropping a [`Proc`]
+//!   kills and reaps the child, so no child outlives a failing test. [`spawn`], [`run`]
+//!   and [`serve`] are the short forms for plain `tcpbye ARGS`;
+//! - loud skips: [`skip`], [`require_root`], [`tool_missing`], [`require_tool`];
+//! - reading the JSON reports tcpbye prints.
 
 // Each test crate that includes this module uses a different subset of it.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,79 +24,283 @@ use serde_json::Value;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcpbye");
 
-/// The longest one tcpbye child may run before the test fails and kills it. Every
-/// child also gets its own, shorter `--timeout`.
+/// The longest one child may run, by default, before the test fails and kills it.
+/// Every tcpbye child also gets its own, shorter `--timeout`.
 pub const DEADLINE: Duration = Duration::from_secs(8);
 
 /// How long a test's own socket waits for tcpbye (accept, read).
 pub const SOCKET_WAIT: Duration = Duration::from_secs(5);
 
-/// A running tcpbye. Dropping it before [`Tcpbye::finish`] kills and reaps the
-/// child, so a failing assertion never leaves a process behind.
-pub struct Tcpbye {
-    args: Vec<String>,
-    child: Child,
-    started: Instant,
-    stdout: Receiver<Vec<u8>>,
-    stderr: Receiver<String>,
-    stderr_seen: Vec<String>,
-    reaped: bool,
+/// The step of the deadline-bounded polls (a child's exit, /proc, `ss`).
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// An instant `secs` seconds from now: a deadline.
+pub fn within(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
 }
 
-/// What a tcpbye run left behind.
-#[derive(Debug)]
-pub struct Finished {
-    pub args: Vec<String>,
-    /// The exit code (`None` if killed by a signal).
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: Vec<String>,
+/// What is left until `deadline`.
+pub fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
 }
 
-/// Starts `tcpbye ARGS` with stdout and stderr captured by reader threads.
-pub fn spawn(args: &[&str]) -> Tcpbye {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-    let mut out = child.stdout.take().expect("stdout is piped");
-    let err = child.stderr.take().expect("stderr is piped");
-    let (out_tx, out_rx) = mpsc::channel();
+// ---------------------------------------------------------------------------
+// Skips
+
+/// Set to `1` (CI, as root): a privileged test that cannot run fails instead of skipping.
+pub const REQUIRE_PRIVILEGED: &str = "TCPBYE_TEST_REQUIRE_PRIVILEGED";
+
+/// Set to `1` (CI, once its tools are installed): a test whose third-party tool is
+/// missing fails instead of skipping.
+pub const REQUIRE_TOOLS: &str = "TCPBYE_TEST_REQUIRE_TOOLS";
+
+fn required(var: &str) -> bool {
+    std::env::var_os(var).is_some_and(|v| v == "1")
+}
+
+/// Says that `test` did not run, and why: `SKIPPED <test>: <why>` on stderr.
+///
+/// A direct write to `io::stderr()`: libtest captures only the `print!`/`eprint!`
+/// macros, so this line shows in a plain `cargo test`, next to the `ok` that the
+/// test that returned early still gets. One `write` call for the whole line, so that
+/// libtest's own lines on the terminal do not cut into it.
+pub fn skip(test: &str, why: &str) {
+    let line = format!("SKIPPED {test}: {why}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// A privilege `test` needs is missing (`why` says which): skips loudly, or fails
+/// under `TCPBYE_TEST_REQUIRE_PRIVILEGED=1`.
+pub fn privilege_missing(test: &str, why: &str) {
+    if required(REQUIRE_PRIVILEGED) {
+        panic!("privileged test skipped although {REQUIRE_PRIVILEGED}=1: {test}: {why}");
+    }
+    skip(test, why);
+}
+
+/// Whether a test that needs root can go on: true as root; otherwise false after a
+/// loud skip (see [`privilege_missing`]: a failure under
+/// `TCPBYE_TEST_REQUIRE_PRIVILEGED=1`). `why` says what root is needed for.
+pub fn require_root(test: &str, why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    privilege_missing(test, why);
+    false
+}
+
+/// A third-party tool `test` needs is missing (`why` names it): skips loudly, or
+/// fails under `TCPBYE_TEST_REQUIRE_TOOLS=1`.
+pub fn tool_missing(test: &str, why: &str) {
+    if required(REQUIRE_TOOLS) {
+        panic!("test skipped for a missing tool although {REQUIRE_TOOLS}=1: {test}: {why}");
+    }
+    skip(test, why);
+}
+
+/// Whether `program PROBE` runs and exits 0 (e.g. `socat -V`); if not, false after
+/// [`tool_missing`] with `why`.
+pub fn require_tool(test: &str, program: &str, probe: &[&str], why: &str) -> bool {
+    let works = Cmd::program(program, probe)
+        .try_spawn()
+        .is_ok_and(|p| p.finish().code == Some(0));
+    if !works {
+        tool_missing(test, why);
+    }
+    works
+}
+
+/// Whether the tests run as root (privileged tests run for real only then).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+// ---------------------------------------------------------------------------
+// The process harness
+
+/// Where a child's stdout goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdout {
+    /// A pipe read line by line, every line kept (the default).
+    Lines,
+    /// A pipe whose read end is closed before the child writes anything (`| head`
+    /// that has already exited).
+    ClosedAtOnce,
+    /// A pipe whose first line is read, then its read end closed (`| head -1`).
+    ClosedAfterFirstLine,
+    /// One pipe for stdout and stderr (`2>&1 | head -1`): its first line is read (and
+    /// kept as a stderr line), then its read end closed.
+    SharedWithStderrClosedAfterFirstLine,
+}
+
+/// A child process to start: `tcpbye ARGS` (possibly through a wrapper that execs
+/// it) or a program that is not tcpbye.
+#[must_use]
+pub struct Cmd {
+    argv: Vec<String>,
+    what: String,
+    env: Vec<(String, String)>,
+    stdout: Stdout,
+    deadline: Duration,
+}
+
+impl Cmd {
+    /// `tcpbye ARGS`.
+    pub fn tcpbye(args: &[&str]) -> Self {
+        Self::tcpbye_via(&[], args)
+    }
+
+    /// `WRAPPER… tcpbye ARGS`: tcpbye started by a program that execs it, e.g.
+    /// `nsenter -t PID -n`, `setpriv …` or `sh -c 'ulimit -n 24 && exec "$0" "$@"'`.
+    pub fn tcpbye_via(wrapper: &[&str], args: &[&str]) -> Self {
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        argv.push(BIN);
+        argv.extend_from_slice(args);
+        let mut what: Vec<&str> = wrapper.to_vec();
+        what.push("tcpbye");
+        what.extend_from_slice(args);
+        Self::new(&argv, what.join(" "))
+    }
+
+    /// `PROGRAM ARGS`, a program that is not tcpbye (a third-party peer, socat, ss).
+    pub fn program(program: &str, args: &[&str]) -> Self {
+        let mut argv = vec![program];
+        argv.extend_from_slice(args);
+        let what = argv.join(" ");
+        Self::new(&argv, what)
+    }
+
+    fn new(argv: &[&str], what: String) -> Self {
+        Self {
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            what,
+            env: Vec::new(),
+            stdout: Stdout::Lines,
+            deadline: DEADLINE,
+        }
+    }
+
+    /// Sets an environment variable for the child.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Where its stdout goes (default [`Stdout::Lines`]).
+    pub fn stdout(mut self, stdout: Stdout) -> Self {
+        self.stdout = stdout;
+        self
+    }
+
+    /// The deadline, from the start, of the waits that are not given their own
+    /// ([`Proc::listening`], [`Proc::finish`]); default [`DEADLINE`].
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Starts it; an error if the program cannot be started (not installed).
+    pub fn try_spawn(self) -> std::io::Result<Proc> {
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..]).stdin(Stdio::null());
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        let shared = if self.stdout == Stdout::SharedWithStderrClosedAfterFirstLine {
+            let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            let stderr_end = write_end.try_clone()?;
+            cmd.stdout(Stdio::from(write_end))
+                .stderr(Stdio::from(stderr_end));
+            Some(read_end)
+        } else {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            None
+        };
+        let mut child = cmd.spawn()?;
+        // The Command holds our copies of a shared pipe's write ends: without them,
+        // the pipe ends when the child's copies do.
+        drop(cmd);
+        let (stdout, stderr) = match shared {
+            Some(read_end) => (None, read_lines(std::fs::File::from(read_end), true)),
+            None => {
+                let out = child.stdout.take().expect("stdout is piped");
+                let err = child.stderr.take().expect("stderr is piped");
+                let stdout = match self.stdout {
+                    Stdout::ClosedAtOnce => {
+                        drop(out);
+                        None
+                    }
+                    mode => Some(read_lines(out, mode == Stdout::ClosedAfterFirstLine)),
+                };
+                (stdout, read_lines(err, false))
+            }
+        };
+        Ok(Proc {
+            what: self.what,
+            child,
+            deadline: Instant::now() + self.deadline,
+            status: None,
+            stdout,
+            stderr,
+            out_raw: Vec::new(),
+            err_raw: Vec::new(),
+            out_seen: Vec::new(),
+            err_seen: Vec::new(),
+        })
+    }
+
+    /// Starts it; panics if it cannot be started.
+    pub fn spawn(self) -> Proc {
+        let what = self.what.clone();
+        self.try_spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"))
+    }
+
+    /// Runs it to its end (within its deadline).
+    pub fn run(self) -> Finished {
+        self.spawn().finish()
+    }
+}
+
+/// A reader thread: each line of `source` (with its newline) as it arrives; only the
+/// first if `first_only`. The thread drops `source` when it returns.
+fn read_lines(source: impl Read + Send + 'static, first_only: bool) -> Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = out.read_to_end(&mut bytes);
-        let _ = out_tx.send(bytes);
-    });
-    let (err_tx, err_rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
-            if err_tx.send(line).is_err() {
-                break;
+        let mut reader = BufReader::new(source);
+        loop {
+            let mut line = Vec::new();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx.send(line).is_err() || first_only {
+                        break;
+                    }
+                }
             }
         }
     });
-    Tcpbye {
-        args: args.iter().map(|a| (*a).to_owned()).collect(),
-        child,
-        started: Instant::now(),
-        stdout: out_rx,
-        stderr: err_rx,
-        stderr_seen: Vec::new(),
-        reaped: false,
-    }
+    rx
+}
+
+fn text_of(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    String::from_utf8_lossy(line).into_owned()
+}
+
+/// Starts `tcpbye ARGS` with stdout and stderr captured by reader threads.
+pub fn spawn(args: &[&str]) -> Proc {
+    Cmd::tcpbye(args).spawn()
 }
 
 /// Runs `tcpbye ARGS` to completion (within [`DEADLINE`]).
 pub fn run(args: &[&str]) -> Finished {
-    spawn(args).finish()
+    Cmd::tcpbye(args).run()
 }
 
 /// Starts `tcpbye serve ARGS` and waits for its `listening on` line.
-pub fn serve(args: &[&str]) -> (Tcpbye, SocketAddr) {
+pub fn serve(args: &[&str]) -> (Proc, SocketAddr) {
     let argv: Vec<&str> = std::iter::once("serve")
         .chain(args.iter().copied())
         .collect();
@@ -99,84 +309,274 @@ pub fn serve(args: &[&str]) -> (Tcpbye, SocketAddr) {
     (child, addr)
 }
 
-impl Tcpbye {
-    fn left(&self) -> Duration {
-        (self.started + DEADLINE).saturating_duration_since(Instant::now())
+/// A running child. Dropping it before it has been waited for kills and reaps it, so
+/// a failing assertion never leaves a process behind.
+pub struct Proc {
+    what: String,
+    child: Child,
+    /// For the waits that are not given their own deadline.
+    deadline: Instant,
+    status: Option<ExitStatus>,
+    stdout: Option<Receiver<Vec<u8>>>,
+    stderr: Receiver<Vec<u8>>,
+    out_raw: Vec<u8>,
+    err_raw: Vec<u8>,
+    /// The stdout lines read so far.
+    pub out_seen: Vec<String>,
+    /// The stderr lines read so far.
+    pub err_seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
-    fn command(&self) -> String {
-        format!("tcpbye {}", self.args.join(" "))
+    /// A readable dump for assertion messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "{}\nexit: {:?}\nstderr: {:#?}\nstdout: {:#?}",
+            self.what, self.status, self.err_seen, self.out_seen
+        )
+    }
+
+    fn keep_stderr(&mut self, line: Vec<u8>) -> String {
+        let text = text_of(&line);
+        self.err_raw.extend_from_slice(&line);
+        self.err_seen.push(text.clone());
+        text
+    }
+
+    fn keep_stdout(&mut self, line: Vec<u8>) -> String {
+        let text = text_of(&line);
+        self.out_raw.extend_from_slice(&line);
+        self.out_seen.push(text.clone());
+        text
     }
 
     /// Waits for the first stderr line, which must be `tcpbye: listening on ADDR`.
     pub fn listening(&mut self) -> SocketAddr {
-        let line = match self.stderr.recv_timeout(self.left()) {
-            Ok(line) => line,
-            Err(e) => panic!("{}: no first stderr line ({e:?})", self.command()),
+        let line = match self.stderr.recv_timeout(left(self.deadline)) {
+            Ok(line) => self.keep_stderr(line),
+            Err(e) => panic!("{}: no first stderr line ({e:?})", self.what),
         };
-        self.stderr_seen.push(line.clone());
         let addr = line
             .strip_prefix("tcpbye: listening on ")
-            .unwrap_or_else(|| panic!("{}: first stderr line is {line:?}", self.command()));
+            .unwrap_or_else(|| panic!("{}: first stderr line is {line:?}", self.what));
         addr.parse()
-            .unwrap_or_else(|e| panic!("{}: {addr:?} is not an address: {e}", self.command()))
+            .unwrap_or_else(|e| panic!("{}: {addr:?} is not an address: {e}", self.what))
     }
 
-    /// Waits for the process to exit and collects its output. Panics (and so kills
-    /// the child) if it does not exit within [`DEADLINE`] of its start.
-    pub fn finish(mut self) -> Finished {
-        let stdout = match self.stdout.recv_timeout(self.left()) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) => panic!(
-                "{} did not exit within {DEADLINE:?} ({e:?}); stderr so far: {:?}",
-                self.command(),
-                self.stderr_seen
-            ),
-        };
-        // stdout reached EOF: the process is exiting.
-        let status = self.child.wait().expect("wait for tcpbye");
-        self.reaped = true;
+    /// Waits until `deadline` for `tcpbye: listening on ADDR`, after any notices
+    /// (such as one about the open-file limit).
+    pub fn listening_by(&mut self, deadline: Instant) -> SocketAddr {
+        let line = self.stderr_line(deadline, |l| l.starts_with("tcpbye: listening on "));
+        let addr = line.trim_start_matches("tcpbye: listening on ");
+        addr.parse()
+            .unwrap_or_else(|e| panic!("{addr:?} is not an address ({e})\n{}", self.dump()))
+    }
+
+    /// Waits for a stderr line that satisfies `pred` and returns it.
+    pub fn stderr_line(&mut self, deadline: Instant, pred: impl Fn(&str) -> bool) -> String {
         loop {
-            match self.stderr.recv_timeout(self.left()) {
-                Ok(line) => self.stderr_seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("{}: stderr still open after exit", self.command())
+            match self.stderr.recv_timeout(left(deadline)) {
+                Ok(line) => {
+                    let line = self.keep_stderr(line);
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no such stderr line ({e:?})\n{}", self.dump()),
+            }
+        }
+    }
+
+    /// The next stdout line, or `None` if there is none by `deadline`.
+    pub fn try_stdout_line(&mut self, deadline: Instant) -> Option<String> {
+        let line = self.stdout.as_ref()?.recv_timeout(left(deadline)).ok()?;
+        Some(self.keep_stdout(line))
+    }
+
+    /// The next stdout line, parsed as JSON.
+    pub fn json_line(&mut self, deadline: Instant) -> Value {
+        let Some(rx) = &self.stdout else {
+            panic!("stdout is not read\n{}", self.dump())
+        };
+        match rx.recv_timeout(left(deadline)) {
+            Ok(line) => {
+                let line = self.keep_stdout(line);
+                serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("stdout line is not JSON ({e}): {line}\n{}", self.dump())
+                })
+            }
+            Err(e) => panic!("no stdout line in time ({e:?})\n{}", self.dump()),
+        }
+    }
+
+    /// Whether it has exited already (its status if so).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits for the exit by `deadline`, then collects the rest of its output (which
+    /// must end with it).
+    pub fn wait(&mut self, deadline: Instant) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+                Ok(None) => panic!("did not exit in time\n{}", self.dump()),
+                Err(e) => panic!("wait: {e}\n{}", self.dump()),
+            }
+        };
+        self.status = Some(status);
+        // The reader threads may still hold lines written just before the exit.
+        let drained_by = deadline.max(Instant::now() + Duration::from_secs(1));
+        let mut open = false;
+        if let Some(rx) = self.stdout.take() {
+            loop {
+                match rx.recv_timeout(left(drained_by)) {
+                    Ok(line) => drop(self.keep_stdout(line)),
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => {
+                        open = true;
+                        break;
+                    }
                 }
             }
         }
+        loop {
+            match self.stderr.recv_timeout(left(drained_by)) {
+                Ok(line) => drop(self.keep_stderr(line)),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    open = true;
+                    break;
+                }
+            }
+        }
+        assert!(!open, "output still open after exit\n{}", self.dump());
+        status
+    }
+
+    /// Waits for the exit and asserts its code and that nothing panicked.
+    pub fn expect_exit(&mut self, code: i32, deadline: Instant) {
+        let status = self.wait(deadline);
+        assert_eq!(status.code(), Some(code), "wrong exit\n{}", self.dump());
+        self.assert_no_panic();
+    }
+
+    pub fn assert_no_panic(&self) {
+        for line in &self.err_seen {
+            assert!(
+                !line.contains("panicked") && !line.contains("RUST_BACKTRACE"),
+                "tcpbye panicked\n{}",
+                self.dump()
+            );
+        }
+    }
+
+    /// The stdout lines seen so far, parsed as JSON.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.out_seen
+            .iter()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", self.dump()))
+            })
+            .collect()
+    }
+
+    /// The last stdout line, which must be the summary.
+    pub fn summary(&self) -> Value {
+        let lines = self.json_lines();
+        let last = lines
+            .last()
+            .unwrap_or_else(|| panic!("no stdout\n{}", self.dump()))
+            .clone();
+        assert_eq!(last["kind"], "summary", "{}", self.dump());
+        last
+    }
+
+    /// SIGINT, as Ctrl-C sends it.
+    pub fn interrupt(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("kill -INT");
+    }
+
+    /// Waits for the exit (within the deadline of its [`Cmd`]) and collects its output.
+    pub fn finish(self) -> Finished {
+        let deadline = self.deadline;
+        self.finish_by(deadline)
+    }
+
+    /// Waits for the exit by `deadline` and collects its output.
+    pub fn finish_by(mut self, deadline: Instant) -> Finished {
+        let status = self.wait(deadline);
         Finished {
-            args: std::mem::take(&mut self.args),
+            what: std::mem::take(&mut self.what),
             code: status.code(),
-            stdout,
-            stderr: std::mem::take(&mut self.stderr_seen),
+            status,
+            stdout: String::from_utf8_lossy(&self.out_raw).into_owned(),
+            stderr: std::mem::take(&mut self.err_seen),
+            out_raw: std::mem::take(&mut self.out_raw),
+            err_raw: std::mem::take(&mut self.err_raw),
         }
     }
 }
 
-impl Drop for Tcpbye {
+impl Drop for Proc {
     fn drop(&mut self) {
-        if !self.reaped {
+        if self.status.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
     }
 }
 
-impl Finished {
-    fn command(&self) -> String {
-        format!("tcpbye {}", self.args.join(" "))
-    }
+/// What a child left behind.
+#[derive(Debug)]
+pub struct Finished {
+    /// The command line, for messages.
+    pub what: String,
+    /// The exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    pub status: ExitStatus,
+    pub stdout: String,
+    /// The stderr lines.
+    pub stderr: Vec<String>,
+    out_raw: Vec<u8>,
+    err_raw: Vec<u8>,
+}
 
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.dump())
+    }
+}
+
+impl Finished {
     /// A readable dump for assertion messages.
     pub fn dump(&self) -> String {
         format!(
             "{}\nexit: {:?}\nstderr: {:#?}\nstdout:\n{}",
-            self.command(),
-            self.code,
-            self.stderr,
-            self.stdout
+            self.what, self.code, self.stderr, self.stdout
         )
+    }
+
+    /// What `Command::output` would have returned: the status and the bytes.
+    pub fn output(self) -> std::process::Output {
+        std::process::Output {
+            status: self.status,
+            stdout: self.out_raw,
+            stderr: self.err_raw,
+        }
     }
 
     /// Asserts the exit code; returns `self` for chaining.
@@ -228,6 +628,21 @@ impl Finished {
             .collect()
     }
 
+    /// The JSON objects of `kind` on stdout.
+    pub fn objects(&self, kind: &str) -> Vec<Value> {
+        self.json_lines()
+            .into_iter()
+            .filter(|v| v["kind"] == kind)
+            .collect()
+    }
+
+    /// The one JSON object of `kind` on stdout (there must be exactly one).
+    pub fn one(&self, kind: &str) -> Value {
+        let mut objects = self.objects(kind);
+        assert_eq!(objects.len(), 1, "one {kind} object\n{}", self.dump());
+        objects.remove(0)
+    }
+
     /// The one connection report of a `--json` run that must print exactly one
     /// connection line and one summary line.
     pub fn report(&self) -> Value {
@@ -251,6 +666,75 @@ impl Finished {
             .unwrap_or_else(|| panic!("no stdout\n{}", self.dump()));
         assert_eq!(last["kind"], "summary", "{}", self.dump());
         last.clone()
+    }
+}
+
+/// Runs `tcpbye ARGS` as uid/gid 65534 with no capabilities (util-linux `setpriv`);
+/// needs root to drop to that user.
+pub fn unprivileged(args: &[&str]) -> std::process::Output {
+    Cmd::tcpbye_via(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ],
+        args,
+    )
+    .deadline(Duration::from_secs(30))
+    .run()
+    .output()
+}
+
+/// A network namespace of its own (its own loopback, up; its own sysctls and
+/// `tcp_metrics` cache; nothing left on the host), held open by a `sleep` child and
+/// gone when dropped. Needs root (CAP_SYS_ADMIN) and util-linux and iproute2.
+pub struct Netns {
+    holder: Proc,
+    /// `net:[INODE]`, the namespace's identity in /proc/PID/ns/net.
+    pub inode: String,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        let mut holder = Cmd::program(
+            "unshare",
+            &[
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "ip link set lo up && echo ready && exec sleep 120",
+            ],
+        )
+        .spawn();
+        let line = holder.try_stdout_line(within(5)).unwrap_or_default();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the namespace holder did not bring lo up\n{}",
+            holder.dump()
+        );
+        let inode = std::fs::read_link(format!("/proc/{}/ns/net", holder.pid()))
+            .expect("read the namespace link")
+            .to_string_lossy()
+            .into_owned();
+        Self { holder, inode }
+    }
+
+    /// `tcpbye ARGS` inside the namespace.
+    pub fn tcpbye(&self, args: &[&str]) -> Cmd {
+        let pid = self.holder.pid().to_string();
+        Cmd::tcpbye_via(&["nsenter", "-t", &pid, "-n"], args)
+    }
+
+    /// `PROGRAM ARGS` inside the namespace.
+    pub fn program(&self, program: &str, args: &[&str]) -> Cmd {
+        let pid = self.holder.pid().to_string();
+        let mut argv = vec!["-t", &pid, "-n", program];
+        argv.extend_from_slice(args);
+        Cmd::program("nsenter", &argv)
     }
 }
 
@@ -416,25 +900,4 @@ pub fn close_with_rst(stream: TcpStream) {
     let sock = socket2::Socket::from(stream);
     sock.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
     drop(sock);
-}
-
-/// Whether the tests run as root (privileged tests run for real only then).
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Runs `tcpbye ARGS` as uid/gid 65534 with no capabilities (util-linux `setpriv`);
-/// needs root to drop to that user.
-pub fn unprivileged(args: &[&str]) -> std::process::Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            BIN,
-        ])
-        .args(args)
-        .output()
-        .expect("setpriv (util-linux) runs")
 }
