@@ -6,11 +6,14 @@
 //! It also checks that every long flag of `serve`, `connect` and `lab` has help text,
 //! since that text is what the man page and completions are made of.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use clap::{CommandFactory, ValueEnum};
+
+use common::Cmd;
 
 /// The one command that refreshes every generated file.
 const REFRESH: &str = "TCPBYE_REGENERATE=1 cargo test --test generated";
@@ -56,13 +59,11 @@ fn repo_path(relative: &str) -> PathBuf {
 
 /// Runs the built binary and returns its stdout; panics (with stderr) unless it exits 0.
 fn tcpbye(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_tcpbye"))
-        .args(args)
+    let output = Cmd::tcpbye(args)
         // Fixed width so help output does not depend on the terminal running the tests.
         .env("COLUMNS", "100")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running tcpbye {}: {e}", args.join(" ")));
+        .run()
+        .output();
     assert!(
         output.status.success(),
         "tcpbye {} exited with {}: {}",
