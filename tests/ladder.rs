@@ -7,8 +7,7 @@
 //! `TCPBYE_REGENERATE=1 cargo test --test ladder` rewrites them instead. The tests also
 //! check the diagram's shape directly, so that they fail for more than drift.
 
-use std::fs;
-use std::path::PathBuf;
+mod common;
 
 use tcpbye::report::ladder::{MAX_WIDTH, render};
 use tcpbye::report::{
@@ -403,43 +402,11 @@ fn half_close_peer_not_visible() -> Report {
 // ---------------------------------------------------------------------------------
 // Golden files and shape checks
 
-fn golden_path(name: &str, tty: bool) -> PathBuf {
-    let style = if tty { "tty" } else { "ascii" };
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("ladder-{name}-{style}.txt"))
-}
-
-/// Compares `rendered` with its golden file, or rewrites the file under `REFRESH`.
+/// Compares `rendered` with `tests/golden/ladder-NAME-{tty,ascii}.txt`, or rewrites
+/// the file under `REFRESH`.
 fn golden(name: &str, tty: bool, rendered: &str) {
-    let path = golden_path(name, tty);
-    if std::env::var_os("TCPBYE_REGENERATE").is_some_and(|v| v == "1") {
-        fs::create_dir_all(path.parent().expect("golden dir"))
-            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        fs::write(&path, rendered).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        return;
-    }
-    let expected = fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run `{REFRESH}` to create it, then read it",
-            path.display()
-        )
-    });
-    if expected != rendered {
-        let first = expected
-            .lines()
-            .zip(rendered.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| expected.lines().count().min(rendered.lines().count()));
-        panic!(
-            "{} differs from the rendering, first at line {}:\n  golden:   {:?}\n  rendered: {:?}\n\
-             full rendering:\n{rendered}\nif the change is intended, run `{REFRESH}` and review the diff",
-            path.display(),
-            first + 1,
-            expected.lines().nth(first).unwrap_or("<end>"),
-            rendered.lines().nth(first).unwrap_or("<end>"),
-        );
-    }
+    let style = if tty { "tty" } else { "ascii" };
+    common::golden(&format!("ladder-{name}-{style}.txt"), REFRESH, rendered);
 }
 
 /// Renders both styles, checks their shape, and compares each with its golden file.

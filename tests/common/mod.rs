@@ -6,6 +6,8 @@
 //!   kills and reaps the child, so no child outlives a failing test. [`spawn`], [`run`]
 //!   and [`serve`] are the short forms for plain `tcpbye ARGS`;
 //! - loud skips: [`skip`], [`require_root`], [`tool_missing`], [`require_tool`];
+//! - golden files: [`golden`] compares (or rewrites), [`stable_human`] masks human
+//!   output;
 //! - reading the JSON reports tcpbye prints.
 
 // Each test crate that includes this module uses a different subset of it.
@@ -14,6 +16,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -736,6 +739,265 @@ impl Netns {
         argv.extend_from_slice(args);
         Cmd::program("nsenter", &argv)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Golden files
+
+/// Set to `1`: every golden comparison rewrites its file instead of comparing.
+pub const REGENERATE: &str = "TCPBYE_REGENERATE";
+
+/// `tests/golden/NAME`.
+pub fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+/// Compares `rendered` with the golden file `tests/golden/NAME`, or rewrites the file
+/// under `TCPBYE_REGENERATE=1`. `refresh` is the command that rewrites the golden
+/// files of the calling test; a failure names the file and that command.
+pub fn golden(name: &str, refresh: &str, rendered: &str) {
+    let path = golden_path(name);
+    if std::env::var_os(REGENERATE).is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().expect("golden dir"))
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        std::fs::write(&path, rendered)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run `{refresh}` to create it, then read it",
+            path.display()
+        )
+    });
+    if expected != rendered {
+        let first = expected
+            .lines()
+            .zip(rendered.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| expected.lines().count().min(rendered.lines().count()));
+        panic!(
+            "{} differs from the rendering, first at line {}:\n  golden:   {:?}\n  rendered: {:?}\n\
+             full rendering:\n{rendered}\nif the change is intended, run `{refresh}` and review the diff",
+            path.display(),
+            first + 1,
+            expected.lines().nth(first).unwrap_or("<end>"),
+            rendered.lines().nth(first).unwrap_or("<end>"),
+        );
+    }
+}
+
+/// Human output made the same from run to run, for a golden file.
+///
+/// Each plain table (comfy-table without borders: every line starts with a space,
+/// one space either side of every cell, cells left-aligned and padded to the widest
+/// of their column) is split into its cells, which are masked and laid out again by
+/// the same rule; every other line is masked as it is. What is masked: see
+/// [`mask_text`], and every number of a `TCP_INFO` table (`<n>`). The words (verdicts,
+/// errno names, states, labels), the order of the rows, the column of every cell and
+/// whether lines keep their trailing padding stay, so a change of the renderer still
+/// shows.
+///
+/// Panics if an indented line is not part of a table laid out by that rule: a change
+/// of layout fails too.
+pub fn stable_human(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if !lines[i].starts_with(' ') {
+            out.push_str(&mask_text(lines[i]));
+            out.push('\n');
+            i += 1;
+            continue;
+        }
+        let mut end = i + 1;
+        while end < lines.len() && lines[end].starts_with(' ') {
+            end += 1;
+        }
+        // Indented lines are one table or several in a row: take the most lines from
+        // `i` on that are laid out as one table.
+        let (next, cells) = (i + 1..=end)
+            .rev()
+            .find_map(|j| table_cells(&lines[i..j]).map(|cells| (j, cells)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "this line is not laid out as plain comfy-table columns (one space \
+                     either side of every cell, cells left-aligned and padded to the widest \
+                     of their column), which the golden files assume:\n{:?}\nin:\n{text}",
+                    lines[i]
+                )
+            });
+        let padded: Vec<bool> = lines[i..next].iter().map(|l| l.ends_with(' ')).collect();
+        out.push_str(&stable_table(&cells, &padded));
+        i = next;
+    }
+    if !text.ends_with('\n') {
+        out.pop();
+    }
+    out
+}
+
+/// `cells` laid out as comfy-table does without borders, one line per row, each
+/// with its trailing padding.
+fn lay_out(cells: &[Vec<String>]) -> Vec<String> {
+    let columns = cells.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            cells
+                .iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    cells
+        .iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (cell, width) in row.iter().zip(&widths) {
+                line.push(' ');
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 1));
+            }
+            line
+        })
+        .collect()
+}
+
+/// The cells of `lines` if they are one plain table: laid out again from their cells
+/// they come out the same (with or without trailing padding).
+fn table_cells(lines: &[&str]) -> Option<Vec<Vec<String>>> {
+    let rows: Vec<Vec<char>> = lines.iter().map(|l| l.chars().collect()).collect();
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let blank = |p: usize| rows.iter().all(|r| r.get(p).is_none_or(|&c| c == ' '));
+    // A cell starts after the leading space, and after every run of two or more
+    // positions blank on every line (one cell's right space, the next one's left
+    // space) that is not the table's end.
+    let mut starts = vec![1];
+    let mut p = 1;
+    while p < width {
+        if !blank(p) {
+            p += 1;
+            continue;
+        }
+        let run = p;
+        while p < width && blank(p) {
+            p += 1;
+        }
+        if p < width && p - run >= 2 {
+            starts.push(p);
+        }
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            (0..starts.len())
+                .map(|c| {
+                    let end = starts.get(c + 1).map_or(width, |next| next - 1);
+                    let (from, to) = (starts[c].min(r.len()), end.min(r.len()));
+                    r[from..to].iter().collect::<String>().trim_end().to_owned()
+                })
+                .collect()
+        })
+        .collect();
+    let left_aligned = cells.iter().flatten().all(|c| !c.starts_with(' '));
+    let same = lay_out(&cells)
+        .iter()
+        .zip(lines)
+        .all(|(laid, line)| laid == line || laid.trim_end() == *line);
+    (left_aligned && same).then_some(cells)
+}
+
+/// One table of [`stable_human`]: its cells masked and laid out again; a line keeps
+/// its trailing padding if it had it (`padded`).
+fn stable_table(cells: &[Vec<String>], padded: &[bool]) -> String {
+    let tcp_info = cells[0][0] == "TCP_INFO";
+    let masked: Vec<Vec<String>> = cells
+        .iter()
+        .enumerate()
+        .map(|(r, row)| {
+            row.iter()
+                .enumerate()
+                .map(|(c, cell)| {
+                    let number = !cell.is_empty() && cell.bytes().all(|b| b.is_ascii_digit());
+                    if tcp_info && r > 0 && c > 0 && number {
+                        "<n>".to_owned()
+                    } else {
+                        mask_text(cell)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = String::new();
+    for (line, &padded) in lay_out(&masked).iter().zip(padded) {
+        out.push_str(if padded { line } else { line.trim_end() });
+        out.push('\n');
+    }
+    out
+}
+
+/// Masks what changes from run to run in a line of human output: durations (`230µs`,
+/// `20.4ms`, `5.004s`, `0.2s` in a timer: `<t>`), rates (`3.7/s`: `<n>/s`), ports
+/// (`127.0.0.1:45057`, `[::1]:45057`: `:<port>`) and the count of successful sends
+/// (`ok×24`: `ok×<n>`). Other numbers stay (`EPIPE×2`, `rst: 3`, `p50`).
+pub fn mask_text(text: &str) -> String {
+    let c: Vec<char> = text.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let digits_from = |mut j: usize| {
+        while j < c.len() && c[j].is_ascii_digit() {
+            j += 1;
+        }
+        j
+    };
+    while i < c.len() {
+        let prev = i.checked_sub(1).map(|p| c[p]);
+        let next_is_digit = c.get(i + 1).is_some_and(char::is_ascii_digit);
+        // A port: `:` after an address (its last digit, or an IPv6 address's `]`).
+        if c[i] == ':' && prev.is_some_and(|p| p.is_ascii_digit() || p == ']') && next_is_digit {
+            out.push_str(":<port>");
+            i = digits_from(i + 1);
+            continue;
+        }
+        // A number that starts a word (not the `50` of `p50`, not the `0.1` of `127.0.0.1`).
+        if c[i].is_ascii_digit() && !prev.is_some_and(|p| p.is_alphanumeric() || p == '.') {
+            let mut end = digits_from(i);
+            if c.get(end) == Some(&'.') && c.get(end + 1).is_some_and(char::is_ascii_digit) {
+                end = digits_from(end + 1);
+            }
+            let unit = ["µs", "ms", "s", "/s"].into_iter().find(|unit| {
+                let n = unit.chars().count();
+                c[end..].iter().take(n).copied().eq(unit.chars())
+                    && !c.get(end + n).is_some_and(|a| a.is_alphanumeric())
+            });
+            match unit {
+                Some("/s") => {
+                    out.push_str("<n>/s");
+                    i = end + 2;
+                }
+                Some(unit) => {
+                    out.push_str("<t>");
+                    i = end + unit.chars().count();
+                }
+                None if out.ends_with("ok×") => {
+                    out.push_str("<n>");
+                    i = end;
+                }
+                None => {
+                    out.extend(&c[i..end]);
+                    i = end;
+                }
+            }
+            continue;
+        }
+        out.push(c[i]);
+        i += 1;
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
