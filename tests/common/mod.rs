@@ -795,12 +795,12 @@ pub fn golden(name: &str, refresh: &str, rendered: &str) {
 /// one space either side of every cell, cells left-aligned and padded to the widest
 /// of their column) is split into its cells, which are masked and laid out again by
 /// the same rule; every other line is masked as it is. What is masked: see
-/// [`mask_text`], and every number of a `TCP_INFO` table (`<n>`). The words (verdicts,
-/// errno names, states, labels), the order of the rows, the column of every cell and
-/// whether lines keep their trailing padding stay, so a change of the renderer still
-/// shows.
+/// [`mask_text`], and the numbers of a `TCP_INFO` table that vary (`<n>`). The words
+/// (verdicts, errno names, states, labels), the order of the rows, the column of
+/// every cell and whether lines keep their trailing padding stay, so a change of the
+/// renderer still shows.
 ///
-/// Panics if an indented line is not part of a table laid out by that rule: a change
+/// Panics if indented lines cannot be cut into tables laid out by that rule: a change
 /// of layout fails too.
 pub fn stable_human(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -817,27 +817,55 @@ pub fn stable_human(text: &str) -> String {
         while end < lines.len() && lines[end].starts_with(' ') {
             end += 1;
         }
-        // Indented lines are one table or several in a row: take the most lines from
-        // `i` on that are laid out as one table.
-        let (next, cells) = (i + 1..=end)
-            .rev()
-            .find_map(|j| table_cells(&lines[i..j]).map(|cells| (j, cells)))
-            .unwrap_or_else(|| {
-                panic!(
-                    "this line is not laid out as plain comfy-table columns (one space \
-                     either side of every cell, cells left-aligned and padded to the widest \
-                     of their column), which the golden files assume:\n{:?}\nin:\n{text}",
-                    lines[i]
-                )
-            });
-        let padded: Vec<bool> = lines[i..next].iter().map(|l| l.ends_with(' ')).collect();
-        out.push_str(&stable_table(&cells, &padded));
-        i = next;
+        // Indented lines are one table or several in a row.
+        for (from, to) in split_tables(&lines[i..end]).unwrap_or_else(|| {
+            panic!(
+                "these lines are not laid out as plain comfy-table columns (one space \
+                 either side of every cell, cells left-aligned and padded to the widest of \
+                 their column), which the golden files assume:\n{}",
+                lines[i..end].join("\n")
+            )
+        }) {
+            let table = &lines[i + from..i + to];
+            let cells = table_cells(table).expect("split_tables checked it");
+            let padded: Vec<bool> = table.iter().map(|l| l.ends_with(' ')).collect();
+            out.push_str(&stable_table(&cells, &padded));
+        }
+        i = end;
     }
     if !text.ends_with('\n') {
         out.pop();
     }
     out
+}
+
+/// Indented lines cut into tables, as `(from, to)` line ranges, or `None` if they
+/// cannot be: the cut into the fewest tables that each pass [`table_cells`]. (Two
+/// tables in a row pass as one only if their columns line up exactly.)
+fn split_tables(lines: &[&str]) -> Option<Vec<(usize, usize)>> {
+    let n = lines.len();
+    // best[k]: the cut of lines[k..] into the fewest tables, as (tables, end of the
+    // first table).
+    let mut best: Vec<Option<(usize, usize)>> = vec![None; n + 1];
+    best[n] = Some((0, n));
+    for k in (0..n).rev() {
+        for j in k + 1..=n {
+            let Some((tables, _)) = best[j] else {
+                continue;
+            };
+            if best[k].is_none_or(|(t, _)| tables + 1 < t) && table_cells(&lines[k..j]).is_some() {
+                best[k] = Some((tables + 1, j));
+            }
+        }
+    }
+    let mut cut = Vec::new();
+    let mut k = 0;
+    while k < n {
+        let (_, j) = best[k]?;
+        cut.push((k, j));
+        k = j;
+    }
+    Some(cut)
 }
 
 /// `cells` laid out as comfy-table does without borders, one line per row, each
@@ -867,8 +895,9 @@ fn lay_out(cells: &[Vec<String>]) -> Vec<String> {
         .collect()
 }
 
-/// The cells of `lines` if they are one plain table: laid out again from their cells
-/// they come out the same (with or without trailing padding).
+/// The cells of `lines` if they are one plain table: no cell starts with a space or
+/// holds two in a row, and laid out again from their cells the lines come out the
+/// same (with or without trailing padding).
 fn table_cells(lines: &[&str]) -> Option<Vec<Vec<String>>> {
     let rows: Vec<Vec<char>> = lines.iter().map(|l| l.chars().collect()).collect();
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
@@ -903,18 +932,35 @@ fn table_cells(lines: &[&str]) -> Option<Vec<Vec<String>>> {
                 .collect()
         })
         .collect();
-    let left_aligned = cells.iter().flatten().all(|c| !c.starts_with(' '));
+    let cells_whole = cells
+        .iter()
+        .flatten()
+        .all(|c| !c.starts_with(' ') && !c.contains("  "));
     let same = lay_out(&cells)
         .iter()
         .zip(lines)
         .all(|(laid, line)| laid == line || laid.trim_end() == *line);
-    (left_aligned && same).then_some(cells)
+    (cells_whole && same).then_some(cells)
 }
 
 /// One table of [`stable_human`]: its cells masked and laid out again; a line keeps
 /// its trailing padding if it had it (`padded`).
 fn stable_table(cells: &[Vec<String>], padded: &[bool]) -> String {
     let tcp_info = cells[0][0] == "TCP_INFO";
+    // TCP_INFO rows that stay the same on loopback, where nothing is lost: a change
+    // there is news. Every other TCP_INFO number (rto, rtt, windows, bytes, times
+    // since the last segment) varies from run to run.
+    const STEADY: [&str; 9] = [
+        "retransmits",
+        "probes",
+        "backoff",
+        "snd_cwnd",
+        "unacked",
+        "lost",
+        "retrans",
+        "total_retrans",
+        "total_rto",
+    ];
     let masked: Vec<Vec<String>> = cells
         .iter()
         .enumerate()
@@ -923,7 +969,7 @@ fn stable_table(cells: &[Vec<String>], padded: &[bool]) -> String {
                 .enumerate()
                 .map(|(c, cell)| {
                     let number = !cell.is_empty() && cell.bytes().all(|b| b.is_ascii_digit());
-                    if tcp_info && r > 0 && c > 0 && number {
+                    if tcp_info && r > 0 && c > 0 && number && !STEADY.contains(&row[0].as_str()) {
                         "<n>".to_owned()
                     } else {
                         mask_text(cell)
