@@ -20,6 +20,7 @@ use nix::sys::socket::{
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 
+use super::timers::later;
 use crate::report::Packet;
 
 /// `PACKET_OUTGOING`: on `lo` every packet is seen leaving and arriving; keep one.
@@ -184,7 +185,7 @@ impl Capture {
         let (instant, system) = self.epoch;
         let base = system.duration_since(UNIX_EPOCH).unwrap_or_default();
         match wall.checked_sub(base) {
-            Some(ahead) => instant + ahead,
+            Some(ahead) => later(instant, ahead),
             None => instant.checked_sub(base - wall).unwrap_or(instant),
         }
     }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::timers::later;
 use crate::plan::Detection;
 use crate::report::{DetectedBy, Verdict};
 
@@ -69,7 +70,10 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
     let mut candidates = Vec::new();
     if let Some(hb) = detection.heartbeat {
         candidates.push(Prediction {
-            at: anchors.last_data + hb.interval * (hb.misses + 1),
+            at: later(
+                anchors.last_data,
+                hb.interval.saturating_mul(hb.misses.saturating_add(1)),
+            ),
             verdict: Verdict::Heartbeat,
             by: None,
             basis: format!(
@@ -80,12 +84,15 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
     }
     let in_flight = detection.send_every.is_some() || detection.heartbeat.is_some();
     if in_flight {
-        let start = anchors
-            .first_rto
-            .unwrap_or_else(|| anchors.first_unacked.unwrap_or(anchors.last_packet) + anchors.rto);
+        let start = anchors.first_rto.unwrap_or_else(|| {
+            later(
+                anchors.first_unacked.unwrap_or(anchors.last_packet),
+                anchors.rto,
+            )
+        });
         candidates.push(match detection.user_timeout {
             Some(ut) => Prediction {
-                at: start + ut,
+                at: later(start, ut),
                 verdict: Verdict::Timeout,
                 by: Some(DetectedBy::UserTimeout),
                 basis: format!(
@@ -93,7 +100,7 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
                 ),
             },
             None => Prediction {
-                at: start + retransmit_budget(kernel.retries2),
+                at: later(start, retransmit_budget(kernel.retries2)),
                 verdict: Verdict::Timeout,
                 by: Some(DetectedBy::Retransmit),
                 basis: format!(
@@ -112,7 +119,7 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
                     fire += ka.interval;
                 }
                 Prediction {
-                    at: anchors.last_packet + fire,
+                    at: later(anchors.last_packet, fire),
                     verdict: Verdict::Timeout,
                     by: Some(DetectedBy::UserTimeout),
                     basis: format!(
@@ -122,7 +129,10 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
                 }
             }
             None => Prediction {
-                at: anchors.last_packet + ka.idle + ka.interval * ka.count,
+                at: later(
+                    anchors.last_packet,
+                    ka.idle.saturating_add(ka.interval.saturating_mul(ka.count)),
+                ),
                 verdict: Verdict::Timeout,
                 by: Some(DetectedBy::Keepalive),
                 basis: format!(
@@ -213,5 +223,26 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn the_largest_settings_predict_without_overflow() {
+        let now = Instant::now();
+        let year = Duration::from_secs(365 * 24 * 60 * 60);
+        let d = Detection {
+            heartbeat: Some(Heartbeat {
+                interval: year,
+                misses: u32::MAX,
+            }),
+            keepalive: Some(KeepAlive {
+                idle: Duration::from_secs(32767),
+                interval: Duration::from_secs(32767),
+                count: 127,
+            }),
+            user_timeout: Some(year),
+            send_every: Some(year),
+        };
+        let p = predict(&d, KernelTcp { retries2: 255 }, anchors(now)).unwrap();
+        assert!(p.at > now);
     }
 }

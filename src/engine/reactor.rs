@@ -18,7 +18,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use super::capture::{Capture, Filter, Segment};
 use super::conn::{Conn, Ctx};
 use super::predict::KernelTcp;
-use super::timers::{TimerKind, Timers};
+use super::timers::{TimerKind, Timers, later};
 use crate::plan::EndPlan;
 use crate::report::progress::Progress;
 use crate::report::{EventKind, Report, Role};
@@ -176,7 +176,7 @@ impl Reactor {
     pub fn show_progress(&mut self) {
         self.progress = true;
         self.timers.at(
-            Instant::now() + PROGRESS_EVERY,
+            later(Instant::now(), PROGRESS_EVERY),
             TOKEN_PROGRESS,
             TimerKind::Sample,
         );
@@ -284,7 +284,8 @@ impl Reactor {
                 conn.fail_connect(start, e);
             }
         }
-        self.timers.at(start + timeout, token, TimerKind::Connect);
+        self.timers
+            .at(later(start, timeout), token, TimerKind::Connect);
         self.conns.insert(token, conn);
         match established {
             Some(info) => self.dispatch(token, Instant::now(), |conn, ctx| {
@@ -337,7 +338,7 @@ impl Reactor {
                     churn.left -= 1;
                     if let Some(interval) = churn.interval {
                         // Keep the pace without bursting to catch up after a stall.
-                        churn.next_at = (churn.next_at + interval).max(now);
+                        churn.next_at = later(churn.next_at, interval).max(now);
                     }
                 }
                 Err(e) if e.downcast_ref::<io::Error>().is_some_and(sys::is_fd_limit) => {
@@ -553,8 +554,11 @@ impl Reactor {
         sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
     ) -> anyhow::Result<()> {
         let now = Instant::now();
-        self.timers
-            .at(now + PROGRESS_EVERY, TOKEN_PROGRESS, TimerKind::Sample);
+        self.timers.at(
+            later(now, PROGRESS_EVERY),
+            TOKEN_PROGRESS,
+            TimerKind::Sample,
+        );
         let line = match self.conns.len() {
             0 => return Ok(()),
             1 => self
@@ -663,8 +667,11 @@ impl Reactor {
                     listener.paused = true;
                     let first = !listener.emfile_told;
                     listener.emfile_told = true;
-                    self.timers
-                        .at(now + ACCEPT_BACKOFF, TOKEN_LISTENER, TimerKind::Sample);
+                    self.timers.at(
+                        later(now, ACCEPT_BACKOFF),
+                        TOKEN_LISTENER,
+                        TimerKind::Sample,
+                    );
                     if first {
                         let open = self.conns.len();
                         sink(Emit::Notice(format!(

@@ -5,6 +5,18 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+/// How far ahead a deadline lands when `now + after` does not fit in an `Instant`:
+/// far enough to mean "never" for any run.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// The instant `after` past `now`, without the panic of `now + after` when that
+/// overflows the clock: then a century ahead, or as far as the clock goes.
+pub fn later(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TimerKind {
     /// connect() did not complete in time.
@@ -60,6 +72,28 @@ impl Timers {
                 .pop()
                 .map(|Reverse((_, token, kind))| (token, kind)),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_never_overflows() {
+        let now = Instant::now();
+        assert_eq!(
+            later(now, Duration::from_millis(5)),
+            now + Duration::from_millis(5)
+        );
+        for huge in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            let at = later(now, huge);
+            assert!(at >= now + Duration::from_secs(365 * 24 * 3600), "{huge:?}");
+            let mut timers = Timers::default();
+            timers.at(at, 1, TimerKind::Timeout);
+            assert_eq!(timers.pop_due(now), None);
+            assert!(timers.wait_ms(now).is_some());
         }
     }
 }

@@ -9,7 +9,7 @@ use socket2::{SockFilter, Socket};
 
 use super::{Conn, Ctx, Phase, Verdict};
 use crate::engine::side::{self, SideTrack};
-use crate::engine::timers::TimerKind;
+use crate::engine::timers::{TimerKind, later};
 use crate::report::EventKind;
 use crate::sys;
 use crate::vocab::CloseMode;
@@ -32,11 +32,11 @@ impl Conn {
                 self.phase = Phase::AwaitUnread;
                 self.timeline
                     .note(now, "rst-unread: waiting up to 1s for data to leave unread");
-                ctx.at(now + UNREAD_GRACE, TimerKind::Grace);
+                ctx.at(later(now, UNREAD_GRACE), TimerKind::Grace);
                 return;
             }
             CloseMode::Drop => {
-                let deadline = *self.quiet_deadline.get_or_insert(now + QUIET_GRACE);
+                let deadline = *self.quiet_deadline.get_or_insert(later(now, QUIET_GRACE));
                 let in_flight = self
                     .sock
                     .as_ref()
@@ -44,7 +44,7 @@ impl Conn {
                     .unwrap_or(0);
                 if in_flight > 0 && now < deadline {
                     self.phase = Phase::AwaitQuiet;
-                    ctx.at(now + QUIET_POLL, TimerKind::Grace);
+                    ctx.at(later(now, QUIET_POLL), TimerKind::Grace);
                     return;
                 }
             }
@@ -96,7 +96,7 @@ impl Conn {
                 } else {
                     self.phase = Phase::Holding;
                     if let Some(hold) = self.plan.hold {
-                        ctx.at(now + hold, TimerKind::HoldEnd);
+                        ctx.at(later(now, hold), TimerKind::HoldEnd);
                     }
                 }
             }
@@ -138,7 +138,7 @@ impl Conn {
                 self.afterlife_end = Some(end);
                 self.phase = Phase::Done;
             }
-            None => ctx.at(now + AFTERLIFE_POLL, TimerKind::Afterlife),
+            None => ctx.at(later(now, AFTERLIFE_POLL), TimerKind::Afterlife),
         }
     }
 

@@ -9,7 +9,7 @@ use nix::sys::epoll::{EpollEvent, EpollFlags};
 use socket2::Socket;
 
 use super::{Conn, Ctx, Verdict};
-use crate::engine::timers::TimerKind;
+use crate::engine::timers::{TimerKind, later};
 use crate::report::EventKind;
 use crate::sys;
 
@@ -299,7 +299,7 @@ impl Conn {
             return;
         }
         self.send_now(ctx, PING, EventKind::Ping);
-        ctx.at(now + hb.interval, TimerKind::Heartbeat);
+        ctx.at(later(now, hb.interval), TimerKind::Heartbeat);
     }
 
     /// Bytes received and unread on this socket.

@@ -12,7 +12,7 @@ use socket2::{Socket, TcpKeepalive};
 
 use super::side::SideTrack;
 use super::timeline::Timeline;
-use super::timers::{TimerKind, Timers};
+use super::timers::{TimerKind, Timers, later};
 use crate::plan::EndPlan;
 use crate::report::{AfterlifeEnd, DetectedBy, EventKind, Packet, Role};
 use crate::sys::{self, TcpInfo, TcpState};
@@ -234,19 +234,19 @@ impl Conn {
         }
         let plan = Arc::clone(&self.plan);
         if plan.close != CloseMode::None {
-            ctx.at(self.timeline.start() + plan.after, TimerKind::Close);
+            ctx.at(later(self.timeline.start(), plan.after), TimerKind::Close);
         }
         if let Some(timeout) = plan.timeout {
-            ctx.at(self.timeline.start() + timeout, TimerKind::Timeout);
+            ctx.at(later(self.timeline.start(), timeout), TimerKind::Timeout);
         }
         if let Some(every) = plan.detection.send_every {
-            ctx.at(now + every, TimerKind::SendEvery);
+            ctx.at(later(now, every), TimerKind::SendEvery);
         }
         if let Some(hb) = plan.detection.heartbeat {
             self.send_ping(ctx);
-            ctx.at(now + hb.interval, TimerKind::Heartbeat);
+            ctx.at(later(now, hb.interval), TimerKind::Heartbeat);
         }
-        ctx.at(now + ctx.sample_every, TimerKind::Sample);
+        ctx.at(later(now, ctx.sample_every), TimerKind::Sample);
         self.fill_left = plan.send;
         self.flush(ctx);
         self.after_detection(ctx);
@@ -344,12 +344,12 @@ impl Conn {
             }
             TimerKind::Sample if self.sock.is_some() => {
                 self.sample(now, false);
-                ctx.at(now + ctx.sample_every, TimerKind::Sample);
+                ctx.at(later(now, ctx.sample_every), TimerKind::Sample);
             }
             TimerKind::SendEvery if self.is_live() => {
                 if let Some(every) = self.plan.detection.send_every {
                     self.send_filler(ctx);
-                    ctx.at(now + every, TimerKind::SendEvery);
+                    ctx.at(later(now, every), TimerKind::SendEvery);
                 }
             }
             TimerKind::Heartbeat if self.is_live() => self.heartbeat_tick(ctx),
@@ -496,7 +496,7 @@ impl Conn {
         let rtt = self.last_info.as_ref().map_or(0, |i| i.rtt);
         let gap = Duration::from_micros(u64::from(rtt) * 4)
             .clamp(Duration::from_millis(20), Duration::from_millis(500));
-        ctx.at(now + gap, TimerKind::Probe);
+        ctx.at(later(now, gap), TimerKind::Probe);
     }
 
     /// Closes the socket (if still open) and marks the connection done.
