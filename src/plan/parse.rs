@@ -45,19 +45,33 @@ fn parse_port(text: &str) -> Result<u16, String> {
         .map_err(|_| format!("'{text}' is not a port (0-65535)"))
 }
 
-/// Parses a duration such as `250ms`, `1s`, `1.5s`, `2m`, `1h`; a bare number is seconds.
+/// The longest any duration flag may be. Longer ones are typos or tests of the
+/// parser, and deadlines past it would overflow the monotonic clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Parses a duration such as `250ms`, `1s`, `1.5s`, `2m`, `1h`; a bare number is
+/// seconds. At most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    if let Ok(secs) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{text}' is not a duration"));
+    let too_long = || format!("'{text}' is too long: a duration may be at most 365 days");
+    let secs = text
+        .parse::<f64>()
+        .ok()
+        .or_else(|| text.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()));
+    let duration = match secs {
+        Some(secs) if secs < 0.0 => return Err(format!("'{text}' is negative")),
+        Some(secs) if secs > MAX_DURATION.as_secs_f64() => return Err(too_long()),
+        Some(secs) => Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("'{text}' is not a duration; try 500ms, 1.5s or 2m"))?,
+        None => humantime::parse_duration(text).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => too_long(),
+            e => format!("'{text}' is not a duration ({e}); try 500ms, 1.5s or 2m"),
+        })?,
+    };
+    if duration > MAX_DURATION {
+        return Err(too_long());
     }
-    if let Some(secs) = text.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{text}' is not a duration"));
-    }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("'{text}' is not a duration ({e}); try 500ms, 1.5s or 2m"))
+    Ok(duration)
 }
 
 /// Parses a rate in connections per second (`500`, `0.5`).
@@ -171,9 +185,29 @@ mod tests {
         assert_eq!(ok("2"), Duration::from_secs(2));
         assert_eq!(ok("2m"), Duration::from_secs(120));
         assert_eq!(ok("100us"), Duration::from_micros(100));
-        for bad in ["", "x", "-1s", "1 parsec", "NaN"] {
+        for bad in ["", "x", "-1s", "1 parsec", "NaN", "inf", "-inf", "-0.5"] {
             assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn durations_have_a_ceiling() {
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("31536000"), Ok(MAX_DURATION));
+        for long in [
+            "366d",
+            "31536000.001",
+            "1e19",
+            "1e300",
+            "18446744073709551616s",
+            "300000000000y",
+            "99999999999999999999999h",
+        ] {
+            let err = parse_duration(long).unwrap_err();
+            assert!(err.contains("at most 365 days"), "{long}: {err}");
+        }
+        assert!(parse_keepalive("1e19,1s,3").is_err());
+        assert!(parse_heartbeat("1e19,3").unwrap_err().contains("365 days"));
     }
 
     #[test]

@@ -506,11 +506,34 @@ impl Proc {
 
     /// SIGINT, as Ctrl-C sends it.
     pub fn interrupt(&self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .expect("kill -INT");
+        self.signal(nix::sys::signal::Signal::SIGINT);
+    }
+
+    /// Sends `signal` to the child.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
+            .unwrap_or_else(|e| panic!("kill -{signal}: {e}\n{}", self.dump()));
+    }
+
+    /// Gives the child `grace` to exit on its own, then sends it SIGTERM, and
+    /// collects its output like [`Proc::finish`].
+    pub fn finish_or_terminate(mut self, grace: Duration) -> Finished {
+        let by = Instant::now() + grace;
+        while self.exited().is_none() && Instant::now() < by {
+            thread::sleep(POLL);
+        }
+        if self.exited().is_none() {
+            self.signal(nix::sys::signal::Signal::SIGTERM);
+        }
+        self.finish()
+    }
+
+    /// Like [`Proc::listening`], but `None` when the first stderr line is not
+    /// `tcpbye: listening on ADDR` (the line is kept with the rest of stderr).
+    pub fn listening_or_not(&mut self) -> Option<SocketAddr> {
+        let line = self.stderr.recv_timeout(left(self.deadline)).ok()?;
+        let line = self.keep_stderr(line);
+        line.strip_prefix("tcpbye: listening on ")?.parse().ok()
     }
 
     /// Waits for the exit (within the deadline of its [`Cmd`]) and collects its output.
@@ -672,22 +695,29 @@ impl Finished {
     }
 }
 
-/// Runs `tcpbye ARGS` as uid/gid 65534 with no capabilities (util-linux `setpriv`);
+/// util-linux `setpriv` that drops to uid/gid 65534 with no capabilities, then
+/// execs the rest of its command line.
+pub const AS_NOBODY: [&str; 5] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all",
+];
+
+/// Runs `tcpbye ARGS` as uid/gid 65534 with no capabilities ([`AS_NOBODY`]);
 /// needs root to drop to that user.
 pub fn unprivileged(args: &[&str]) -> std::process::Output {
-    Cmd::tcpbye_via(
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ],
-        args,
-    )
-    .deadline(Duration::from_secs(30))
-    .run()
-    .output()
+    Cmd::tcpbye_via(&AS_NOBODY, args)
+        .deadline(Duration::from_secs(30))
+        .run()
+        .output()
+}
+
+/// Starts `tcpbye ARGS` as uid/gid 65534 with no capabilities ([`AS_NOBODY`]);
+/// needs root to drop to that user.
+pub fn spawn_unprivileged(args: &[&str]) -> Proc {
+    Cmd::tcpbye_via(&AS_NOBODY, args).spawn()
 }
 
 /// A network namespace of its own (its own loopback, up; its own sysctls and

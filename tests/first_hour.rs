@@ -1,0 +1,173 @@
+//! What a new user meets in the first hour: values at the edges of every flag,
+//! signals from a closing terminal, a privileged port, clap's own usage errors, and
+//! the promises of the build (minimum Rust version).
+//!
+//! Every child runs under the harness's deadline and is killed and reaped when its
+//! guard drops; a child that would run on is sent SIGTERM after a short grace.
+
+mod common;
+
+use std::net::TcpListener;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+/// How long a child whose flags it accepted may run before it is sent SIGTERM.
+/// A panic of the kind this file guards against comes at the first connection,
+/// within milliseconds; the SIGTERM then walks the interrupt path too.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Values that no duration, count or rate flag may accept.
+const ALWAYS_REJECTED: [&str; 5] = ["1e19", "300000000000y", "-1", "NaN", "18446744073709551616"];
+
+/// Values some flags accept: nothing, a lot, the largest a duration may be, one
+/// day more, and the largest 32-bit count.
+const EDGES: [&str; 5] = ["0", "1000", "365d", "366d", "4294967295"];
+
+/// One flag of one subcommand, fed every extreme value.
+struct Flag {
+    command: &'static str,
+    /// The flag's name, e.g. `--timeout`.
+    name: &'static str,
+    /// The value around the extreme one, `{}` marking where it goes.
+    template: &'static str,
+    /// Flags the case needs besides, e.g. `--close hang` for `--hold`.
+    extra: &'static [&'static str],
+}
+
+const fn flag(command: &'static str, name: &'static str) -> Flag {
+    Flag {
+        command,
+        name,
+        template: "{}",
+        extra: &[],
+    }
+}
+
+/// Every duration and count flag of serve, connect and lab.
+fn flags() -> Vec<Flag> {
+    let mut all = Vec::new();
+    for command in ["serve", "connect"] {
+        all.extend([
+            flag(command, "--timeout"),
+            Flag {
+                extra: &["--close", "fin"],
+                ..flag(command, "--after")
+            },
+            Flag {
+                extra: &["--close", "hang"],
+                ..flag(command, "--hold")
+            },
+            Flag {
+                extra: &["--close", "fin"],
+                ..flag(command, "--linger-watch")
+            },
+            flag(command, "--send-every"),
+            flag(command, "--expect-within"),
+            flag(command, "--user-timeout"),
+            Flag {
+                template: "{},3",
+                ..flag(command, "--heartbeat")
+            },
+            Flag {
+                template: "200ms,{}",
+                ..flag(command, "--heartbeat")
+            },
+            Flag {
+                template: "{},1s,3",
+                ..flag(command, "--keepalive")
+            },
+            Flag {
+                template: "1s,1s,{}",
+                ..flag(command, "--keepalive")
+            },
+            flag(command, "--send"),
+        ]);
+    }
+    all.extend([
+        flag("serve", "--max-conns"),
+        flag("connect", "--connect-timeout"),
+        flag("connect", "--count"),
+        Flag {
+            extra: &["--count", "2"],
+            ..flag("connect", "--concurrency")
+        },
+        Flag {
+            extra: &["--count", "2"],
+            ..flag("connect", "--rate")
+        },
+        flag("lab", "--runs"),
+    ]);
+    all
+}
+
+/// Runs one flag with one value against a live peer and checks the outcome.
+fn try_value(flag: &Flag, value: &str) {
+    let arg = format!("{}={}", flag.name, flag.template.replace("{}", value));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let target = listener.local_addr().expect("local_addr").to_string();
+    let mut argv: Vec<&str> = vec![flag.command];
+    match flag.command {
+        "serve" => argv.extend(["127.0.0.1:0", "--once", "--json"]),
+        "connect" => argv.extend([target.as_str(), "--json"]),
+        _ => argv.extend(["--modes", "fin", "--settings", "none", "--json"]),
+    }
+    argv.extend(flag.extra);
+    argv.push(&arg);
+    let mut child = spawn(&argv);
+    if flag.command == "serve" {
+        if let Some(addr) = child.listening_or_not() {
+            // The first client is where an overflowing deadline used to panic.
+            close_with_fin(plain_connect(addr));
+        }
+    }
+    let out = child.finish_or_terminate(GRACE);
+    let panicked = out.stderr.iter().any(|l| l.contains("panicked"));
+    assert!(
+        out.code.is_some_and(|c| c != 101) && !panicked,
+        "tcpbye panicked\n{}",
+        out.dump()
+    );
+    if out.code == Some(2) || ALWAYS_REJECTED.contains(&value) {
+        // A rejected value: exit 2, and the first line names the flag.
+        assert_eq!(out.code, Some(2), "{arg} must be rejected\n{}", out.dump());
+        let first = out.stderr.first().map_or("", String::as_str);
+        assert!(
+            first.starts_with("tcpbye: ") && first.contains(flag.name),
+            "the first stderr line must name {}\n{}",
+            flag.name,
+            out.dump()
+        );
+        assert!(out.stdout.is_empty(), "{}", out.dump());
+    }
+}
+
+#[test]
+fn every_duration_and_count_flag_survives_its_extremes() {
+    let flags = flags();
+    thread::scope(|scope| {
+        for flag in &flags {
+            scope.spawn(move || {
+                for value in ALWAYS_REJECTED.iter().chain(&EDGES) {
+                    try_value(flag, value);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn durations_beyond_a_year_are_rejected_with_the_limit() {
+    for value in ["366d", "1e19", "300000000000y"] {
+        let arg = format!("--timeout={value}");
+        let out = run(&["serve", "127.0.0.1:0", &arg]);
+        assert_eq!(out.code, Some(2), "{}", out.dump());
+        assert!(
+            out.stderr[0].contains("365 days"),
+            "the error names the limit\n{}",
+            out.dump()
+        );
+    }
+}
