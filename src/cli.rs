@@ -304,7 +304,7 @@ runtime failure: bind, connect (refused unless \fB\-\-expect refused\fR), and th
 a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR need CAP_NET_ADMIN
 .TP
 \fB130\fR
-interrupted by SIGINT or SIGTERM, after printing what it had
+interrupted by SIGINT, SIGTERM or SIGHUP, after printing what it had
 "#;
 
 /// The complete man page (roff).

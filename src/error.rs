@@ -14,7 +14,7 @@ pub enum ExitCode {
     Runtime = 3,
     /// A needed privilege is missing.
     Privilege = 4,
-    /// Interrupted by SIGINT/SIGTERM (after printing what it had).
+    /// Interrupted by SIGINT, SIGTERM or SIGHUP (after printing what it had).
     Interrupted = 130,
 }
 

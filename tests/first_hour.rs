@@ -171,3 +171,27 @@ fn durations_beyond_a_year_are_rejected_with_the_limit() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// The terminal closes; flags that cannot go together
+
+#[test]
+fn sighup_ends_like_sigterm_with_the_summary() {
+    let (mut server, addr) = serve(&["127.0.0.1:0", "--json", "--send", "1", "--timeout", "5s"]);
+    let mut client = plain_connect(addr);
+    // The byte `--send` makes it write proves the server is observing the connection.
+    read_exactly(&mut client, 1);
+    server.signal(Signal::SIGHUP);
+    let out = server.finish();
+    out.expect_code(130);
+    let lines = out.json_lines();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the open connection and the summary\n{}",
+        out.dump()
+    );
+    assert_eq!(lines[0]["verdict"], "open", "{}", out.dump());
+    assert_eq!(out.summary()["connections"], 1, "{}", out.dump());
+    drop(client);
+}

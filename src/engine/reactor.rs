@@ -63,7 +63,7 @@ pub enum Flow {
 pub enum RunEnd {
     /// Nothing left to observe, or the caller said stop.
     Finished,
-    /// SIGINT or SIGTERM arrived; open connections were reported as `open`.
+    /// SIGINT, SIGTERM or SIGHUP arrived; open connections were reported as `open`.
     Interrupted,
 }
 
@@ -182,12 +182,15 @@ impl Reactor {
         );
     }
 
-    /// Routes SIGINT and SIGTERM into the loop (they are blocked for the thread).
+    /// Routes SIGINT, SIGTERM and SIGHUP (the terminal closed) into the loop (they
+    /// are blocked for the thread). A signal ignored at start, as under `nohup`,
+    /// stays ignored: the kernel discards it before the signalfd.
     pub fn catch_signals(&mut self) -> anyhow::Result<()> {
         let mut set = SigSet::empty();
         set.add(Signal::SIGINT);
         set.add(Signal::SIGTERM);
-        set.thread_block().context("block SIGINT/SIGTERM")?;
+        set.add(Signal::SIGHUP);
+        set.thread_block().context("block SIGINT/SIGTERM/SIGHUP")?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .context("signalfd")?;
         self.epoll
@@ -612,7 +615,7 @@ impl Reactor {
         sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
     ) -> anyhow::Result<()> {
         for conn in self.conns.values_mut() {
-            conn.abort(now, "interrupted (SIGINT/SIGTERM)");
+            conn.abort(now, "interrupted (SIGINT/SIGTERM/SIGHUP)");
         }
         self.done = self.conns.keys().copied().collect();
         self.listener = None;
