@@ -195,3 +195,20 @@ fn sighup_ends_like_sigterm_with_the_summary() {
     assert_eq!(out.summary()["connections"], 1, "{}", out.dump());
     drop(client);
 }
+
+#[test]
+fn ladder_with_count_is_a_usage_error() {
+    let (_listener, addr) = plain_listener("127.0.0.1");
+    let addr = addr.to_string();
+    let out = run(&[
+        "connect",
+        &addr,
+        "--count",
+        "3",
+        "--ladder",
+        "--timeout",
+        "2s",
+    ]);
+    out.expect_one_error_line(2, "--ladder");
+    assert!(out.stdout.is_empty(), "{}", out.dump());
+}

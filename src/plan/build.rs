@@ -61,6 +61,12 @@ pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<Connect
             "--concurrency and --rate apply with --count N (N > 1)".into(),
         ));
     }
+    if args.count > 1 && args.output.ladder {
+        // Churn prints one summary, no per-connection report to draw.
+        return Err(Failure::Usage(
+            "--ladder draws one connection; it does not apply with --count N (N > 1)".into(),
+        ));
+    }
     // Churn reports only a summary: sock_diag readings would be read and thrown away.
     let end = if args.count > 1 {
         EndPlan {
@@ -306,6 +312,11 @@ mod tests {
             connect(&["--user-timeout", "0s"], USER),
             Err(Failure::Usage(_))
         ));
+        assert!(matches!(
+            connect(&["--count", "2", "--ladder"], USER),
+            Err(Failure::Usage(m)) if m.contains("--ladder")
+        ));
+        assert!(connect(&["--count", "1", "--ladder"], USER).is_ok());
     }
 
     #[test]
