@@ -301,7 +301,7 @@ usage error: a bad flag, value, address or duration
 runtime failure: bind, connect (refused unless \fB\-\-expect refused\fR), and the like
 .TP
 \fB4\fR
-a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR need CAP_NET_ADMIN
+a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR need CAP_NET_ADMIN, \fB\-\-pcap\fR needs CAP_NET_RAW, and \fBserve\fR on a port below 1024 needs CAP_NET_BIND_SERVICE
 .TP
 \fB130\fR
 interrupted by SIGINT, SIGTERM or SIGHUP, after printing what it had

@@ -25,6 +25,8 @@ pub enum Capability {
     NetAdmin,
     /// Packet capture (`--pcap`).
     NetRaw,
+    /// Listening on a port below `net.ipv4.ip_unprivileged_port_start` (1024).
+    NetBindService,
 }
 
 impl Capability {
@@ -32,6 +34,7 @@ impl Capability {
         match self {
             Self::NetAdmin => "CAP_NET_ADMIN",
             Self::NetRaw => "CAP_NET_RAW",
+            Self::NetBindService => "CAP_NET_BIND_SERVICE",
         }
     }
 
@@ -39,6 +42,7 @@ impl Capability {
         match self {
             Self::NetAdmin => "cap_net_admin",
             Self::NetRaw => "cap_net_raw",
+            Self::NetBindService => "cap_net_bind_service",
         }
     }
 
@@ -46,6 +50,7 @@ impl Capability {
         match self {
             Self::NetAdmin => "; `tcpbye lab` runs these modes in a namespace of its own",
             Self::NetRaw => "",
+            Self::NetBindService => "; or use a port above 1023",
         }
     }
 }
@@ -80,4 +85,23 @@ impl Failure {
 pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
     err.downcast_ref::<Failure>()
         .map_or(ExitCode::Runtime, Failure::exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privileged_port_hint() {
+        let err = Failure::Privilege {
+            what: "bind 127.0.0.1:80".into(),
+            capability: Capability::NetBindService,
+        };
+        assert_eq!(
+            err.to_string(),
+            "bind 127.0.0.1:80 needs CAP_NET_BIND_SERVICE: run as root, or grant it with \
+             `sudo setcap cap_net_bind_service+ep $(command -v tcpbye)`; or use a port above 1023"
+        );
+        assert_eq!(err.exit_code(), ExitCode::Privilege);
+    }
 }

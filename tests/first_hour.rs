@@ -212,3 +212,43 @@ fn ladder_with_count_is_a_usage_error() {
     out.expect_one_error_line(2, "--ladder");
     assert!(out.stdout.is_empty(), "{}", out.dump());
 }
+
+// ---------------------------------------------------------------------------
+// A privileged port
+
+/// The lowest port an unprivileged process may bind (`None`: every port is).
+fn unprivileged_port_start() -> Option<u16> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .unwrap_or_else(|_| "1024".to_owned());
+    let start: u16 = text
+        .trim()
+        .parse()
+        .expect("ip_unprivileged_port_start is a port");
+    (start > 1).then_some(start)
+}
+
+#[test]
+fn privileged_port_is_a_privilege_error() {
+    let Some(start) = unprivileged_port_start() else {
+        eprintln!(
+            "SKIPPED privileged_port_is_a_privilege_error: net.ipv4.ip_unprivileged_port_start is 0 or 1, every port is unprivileged"
+        );
+        return;
+    };
+    // The kernel checks the privilege before whether the port is free.
+    let addr = format!("127.0.0.1:{}", start - 1);
+    let args = ["serve", addr.as_str(), "--timeout", "1s"];
+    // As root, drop to nobody without capabilities; otherwise tcpbye is unprivileged already.
+    let child = if is_root() {
+        spawn_unprivileged(&args)
+    } else {
+        spawn(&args)
+    };
+    let out = child.finish_or_terminate(GRACE);
+    let line = out.expect_one_error_line(4, "CAP_NET_BIND_SERVICE");
+    assert!(
+        line.contains(&format!("bind {addr}")) && line.contains("port above"),
+        "names the address and the way around\n{}",
+        out.dump()
+    );
+}

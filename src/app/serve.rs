@@ -1,10 +1,13 @@
 //! The `serve` and `connect` drivers: start the event loop on a plan, hand each
 //! report to the printer, and say what went wrong in one line.
 
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+
 use super::print::{Printer, StatusLine, tell};
 use crate::engine::capture::Filter;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
-use crate::error::{ExitCode, Failure};
+use crate::error::{Capability, ExitCode, Failure};
 use crate::plan::{ConnectPlan, OutputPlan, ServePlan};
 
 pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
@@ -15,7 +18,9 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     if let Some(path) = &plan.output.pcap {
         reactor.capture(path, Filter { addr: plan.addr })?;
     }
-    let local = reactor.listen(plan.addr, plan.end.clone(), plan.max_conns)?;
+    let local = reactor
+        .listen(plan.addr, plan.end.clone(), plan.max_conns)
+        .map_err(|e| privileged_port(e, plan.addr))?;
     reactor.set_capture_filter(Filter { addr: local });
     tell!("listening on {local}");
     let mut printer = Printer::new(plan.output.clone());
@@ -129,6 +134,23 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
     match failure {
         Some(failure) => Err(Failure::Runtime(failure).into()),
         None => Ok(code),
+    }
+}
+
+/// EACCES from listening is a port below `net.ipv4.ip_unprivileged_port_start`
+/// without CAP_NET_BIND_SERVICE: a missing privilege, not a runtime failure.
+fn privileged_port(err: anyhow::Error, addr: SocketAddr) -> anyhow::Error {
+    let denied = err
+        .downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == ErrorKind::PermissionDenied);
+    if denied {
+        Failure::Privilege {
+            what: format!("bind {addr}"),
+            capability: Capability::NetBindService,
+        }
+        .into()
+    } else {
+        err
     }
 }
 
