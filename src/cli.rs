@@ -17,6 +17,7 @@ use crate::vocab::{CloseMode, Setting, Verdict};
     name = "tcpbye",
     version,
     propagate_version = true,
+    arg_required_else_help = true,
     max_term_width = 100
 )]
 #[command(

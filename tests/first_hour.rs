@@ -252,3 +252,63 @@ fn privileged_port_is_a_privilege_error() {
         out.dump()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Usage errors: clap's whole message, not its first line
+
+#[test]
+fn bare_tcpbye_prints_the_help() {
+    let out = run(&[]);
+    out.expect_code(2);
+    let text = format!("{}{}", out.stdout, out.stderr.join("\n"));
+    for needle in [
+        "Usage: tcpbye <COMMAND>",
+        "Commands:",
+        "serve",
+        "connect",
+        "lab",
+    ] {
+        assert!(text.contains(needle), "no {needle:?}\n{}", out.dump());
+    }
+}
+
+#[test]
+fn usage_errors_show_the_whole_clap_message() {
+    for (args, needles) in [
+        (
+            &["completions"][..],
+            &[
+                "required arguments were not provided",
+                "<SHELL>",
+                "Usage: tcpbye completions <SHELL>",
+            ][..],
+        ),
+        (
+            &["connect", "--close", "bogus"],
+            &[
+                "invalid value 'bogus' for '--close <MODE>'",
+                "possible values",
+                "rst-unread",
+            ],
+        ),
+        (
+            &["connect", "--clos", "fin"],
+            &[
+                "unexpected argument '--clos'",
+                "a similar argument exists: '--close'",
+                "Usage: tcpbye connect",
+            ],
+        ),
+        (
+            &["serve", "--timeout", "1e19"],
+            &["'--timeout <DUR>': '1e19' is too long: a duration may be at most 365 days"],
+        ),
+    ] {
+        let out = run(args);
+        out.expect_usage_error(needles[0]);
+        let text = out.stderr.join("\n");
+        for needle in needles {
+            assert!(text.contains(needle), "no {needle:?}\n{}", out.dump());
+        }
+    }
+}

@@ -642,6 +642,27 @@ impl Finished {
         line
     }
 
+    /// Asserts a usage error as clap reports it: exit 2, a first stderr line that
+    /// starts with `tcpbye: ` and contains `needle`, clap's pointer to `--help` as
+    /// the last line, nothing on stdout, and no panic. Returns the first line.
+    pub fn expect_usage_error(&self, needle: &str) -> &str {
+        self.expect_code(2);
+        let first = self.stderr.first().map_or("", String::as_str);
+        assert!(
+            first.starts_with("tcpbye: ") && first.contains(needle),
+            "the first stderr line lacks the prefix or {needle:?}\n{}",
+            self.dump()
+        );
+        assert_eq!(
+            self.stderr.last().map(String::as_str),
+            Some("For more information, try '--help'."),
+            "clap's whole message\n{}",
+            self.dump()
+        );
+        assert!(self.stdout.is_empty(), "{}", self.dump());
+        first
+    }
+
     /// Every stdout line, parsed as JSON.
     pub fn json_lines(&self) -> Vec<Value> {
         self.stdout
