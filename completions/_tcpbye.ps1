@@ -29,8 +29,6 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to any TCP server, end the connection in a chosen way (or observe), report')
             [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
-            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
-            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure detection latency, churn rate and idle cost against bare baselines')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -109,31 +107,11 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
-        'tcpbye;man' {
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
-            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
-            break
-        }
-        'tcpbye;bench' {
-            [CompletionResult]::new('--samples', '--samples', [CompletionResultType]::ParameterName, 'Close/detect rounds per mode for the latency comparison')
-            [CompletionResult]::new('--churn', '--churn', [CompletionResultType]::ParameterName, 'Connections for the churn comparison')
-            [CompletionResult]::new('--idle', '--idle', [CompletionResultType]::ParameterName, 'Idle connections for serve to hold')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'One JSON object with every figure')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
-            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
-            break
-        }
         'tcpbye;help' {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Listen, observe every connection, print one report per connection as it ends')
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to any TCP server, end the connection in a chosen way (or observe), report')
             [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
-            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
-            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure detection latency, churn rate and idle cost against bare baselines')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -147,12 +125,6 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             break
         }
         'tcpbye;help;completions' {
-            break
-        }
-        'tcpbye;help;man' {
-            break
-        }
-        'tcpbye;help;bench' {
             break
         }
         'tcpbye;help;help' {

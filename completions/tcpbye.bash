@@ -16,9 +16,6 @@ _tcpbye() {
             ",$1")
                 cmd="tcpbye"
                 ;;
-            tcpbye,bench)
-                cmd="tcpbye__subcmd__bench"
-                ;;
             tcpbye,completions)
                 cmd="tcpbye__subcmd__completions"
                 ;;
@@ -31,14 +28,8 @@ _tcpbye() {
             tcpbye,lab)
                 cmd="tcpbye__subcmd__lab"
                 ;;
-            tcpbye,man)
-                cmd="tcpbye__subcmd__man"
-                ;;
             tcpbye,serve)
                 cmd="tcpbye__subcmd__serve"
-                ;;
-            tcpbye__subcmd__help,bench)
-                cmd="tcpbye__subcmd__help__subcmd__bench"
                 ;;
             tcpbye__subcmd__help,completions)
                 cmd="tcpbye__subcmd__help__subcmd__completions"
@@ -52,9 +43,6 @@ _tcpbye() {
             tcpbye__subcmd__help,lab)
                 cmd="tcpbye__subcmd__help__subcmd__lab"
                 ;;
-            tcpbye__subcmd__help,man)
-                cmd="tcpbye__subcmd__help__subcmd__man"
-                ;;
             tcpbye__subcmd__help,serve)
                 cmd="tcpbye__subcmd__help__subcmd__serve"
                 ;;
@@ -65,38 +53,12 @@ _tcpbye() {
 
     case "${cmd}" in
         tcpbye)
-            opts="-h -V --help --version serve connect lab completions man bench help"
+            opts="-h -V --help --version serve connect lab completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        tcpbye__subcmd__bench)
-            opts="-h -V --samples --churn --idle --json --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --samples)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --churn)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --idle)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -201,22 +163,8 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__help)
-            opts="serve connect lab completions man bench help"
+            opts="serve connect lab completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        tcpbye__subcmd__help__subcmd__bench)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -284,20 +232,6 @@ _tcpbye() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        tcpbye__subcmd__help__subcmd__man)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         tcpbye__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -331,20 +265,6 @@ _tcpbye() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        tcpbye__subcmd__man)
-            opts="-h -V --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

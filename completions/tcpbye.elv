@@ -26,8 +26,6 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand connect 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
             cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
             cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
-            cand man 'Print the man page (roff) to stdout'
-            cand bench 'Measure detection latency, churn rate and idle cost against bare baselines'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'tcpbye;serve'= {
@@ -101,29 +99,11 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
-        &'tcpbye;man'= {
-            cand -h 'Print help'
-            cand --help 'Print help'
-            cand -V 'Print version'
-            cand --version 'Print version'
-        }
-        &'tcpbye;bench'= {
-            cand --samples 'Close/detect rounds per mode for the latency comparison'
-            cand --churn 'Connections for the churn comparison'
-            cand --idle 'Idle connections for serve to hold'
-            cand --json 'One JSON object with every figure'
-            cand -h 'Print help'
-            cand --help 'Print help'
-            cand -V 'Print version'
-            cand --version 'Print version'
-        }
         &'tcpbye;help'= {
             cand serve 'Listen, observe every connection, print one report per connection as it ends'
             cand connect 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
             cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
             cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
-            cand man 'Print the man page (roff) to stdout'
-            cand bench 'Measure detection latency, churn rate and idle cost against bare baselines'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'tcpbye;help;serve'= {
@@ -133,10 +113,6 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
         &'tcpbye;help;lab'= {
         }
         &'tcpbye;help;completions'= {
-        }
-        &'tcpbye;help;man'= {
-        }
-        &'tcpbye;help;bench'= {
         }
         &'tcpbye;help;help'= {
         }

@@ -30,8 +30,6 @@ complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "serve" -d 'Listen, ob
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
-complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "man" -d 'Print the man page (roff) to stdout'
-complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "bench" -d 'Measure detection latency, churn rate and idle cost against bare baselines'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l max-conns -d 'Observe at most N connections at once; further ones are accepted and closed at once' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l close -d 'How this end closes the connection [default: fin for connect, none for serve]' -r -f -a "fin\t'close(): a FIN; the peer reads EOF'
@@ -128,18 +126,8 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s h -l help -d 'Prin
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand man" -s h -l help -d 'Print help'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand man" -s V -l version -d 'Print version'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -l samples -d 'Close/detect rounds per mode for the latency comparison' -r
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -l churn -d 'Connections for the churn comparison' -r
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -l idle -d 'Idle connections for serve to hold' -r
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -l json -d 'One JSON object with every figure'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -s h -l help -d 'Print help'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand bench" -s V -l version -d 'Print version'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "serve" -d 'Listen, observe every connection, print one report per connection as it ends'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "man" -d 'Print the man page (roff) to stdout'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "bench" -d 'Measure detection latency, churn rate and idle cost against bare baselines'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions man bench help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions help" -f -a "serve" -d 'Listen, observe every connection, print one report per connection as it ends'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions help" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions help" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -279,12 +279,28 @@ impl clap::ValueEnum for Setting {
     }
 }
 
-/// The completion script for `shell`.
+/// The completion script for `shell`: the visible subcommands only.
 pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
-    let mut cmd = Cli::command();
+    let mut cmd = visible_command();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "tcpbye", &mut out);
     out
+}
+
+/// [`Cli::command`] without its hidden subcommands (`man`, `bench`), which the
+/// completion generators would offer otherwise. clap cannot remove a subcommand,
+/// so the top level is rebuilt around the visible ones.
+fn visible_command() -> clap::Command {
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("tcpbye")
+        .version(env!("CARGO_PKG_VERSION"))
+        .propagate_version(true)
+        .subcommand_required(true)
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    if let Some(about) = full.get_about() {
+        cmd = cmd.about(about.clone());
+    }
+    cmd
 }
 
 const EXIT_STATUS: &str = r#".SH "EXIT STATUS"
@@ -333,4 +349,30 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
     out.extend_from_slice(EXIT_STATUS.as_bytes());
     top.render_version_section(&mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    /// The words of `text`, split at everything but letters and digits.
+    fn words(text: &str) -> Vec<&str> {
+        text.split(|c: char| !c.is_ascii_alphanumeric()).collect()
+    }
+
+    #[test]
+    fn completions_offer_no_hidden_subcommand() {
+        for shell in clap_complete::Shell::value_variants() {
+            let script = String::from_utf8(completions(*shell)).expect("UTF-8");
+            let words = words(&script);
+            for hidden in ["bench", "man"] {
+                assert!(!words.contains(&hidden), "{shell} offers `{hidden}`");
+            }
+            for visible in ["serve", "connect", "lab", "completions", "keepalive"] {
+                assert!(words.contains(&visible), "{shell} lacks `{visible}`");
+            }
+        }
+    }
 }
