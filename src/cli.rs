@@ -324,6 +324,58 @@ a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR n
 interrupted by SIGINT, SIGTERM or SIGHUP, after printing what it had
 "#;
 
+const EXAMPLES: &str = r#".SH EXAMPLES
+Every close mode against every detection setting, on loopback, with no setup:
+.PP
+.RS
+.nf
+tcpbye lab
+.fi
+.RE
+.PP
+What a server observes when its client resets the connection, in two terminals:
+.PP
+.RS
+.nf
+tcpbye serve
+tcpbye connect \-\-close rst
+.fi
+.RE
+.PP
+How long keepalive takes to notice a client that vanished like a pulled cable
+(\fB\-\-close drop\fR needs CAP_NET_ADMIN):
+.PP
+.RS
+.nf
+tcpbye serve \-\-keepalive 1s,1s,3 \-\-timeout 30s
+tcpbye connect \-\-close drop \-\-hold 10s
+.fi
+.RE
+.PP
+\fB\-\-close rst\-unread\fR needs data from the peer to leave unread:
+.PP
+.RS
+.nf
+tcpbye serve \-\-send 1k
+tcpbye connect \-\-close rst\-unread \-\-after 100ms
+.fi
+.RE
+.PP
+In CI: exit 0 only if the server saw an RST, 1 if it saw another ending:
+.PP
+.RS
+.nf
+tcpbye serve 127.0.0.1:9000 \-\-once \-\-json \-\-expect rst &
+tcpbye connect 127.0.0.1:9000 \-\-close rst
+wait $!
+.fi
+.RE
+"#;
+
+const SEE_ALSO: &str = r#".SH "SEE ALSO"
+\fBss\fR(8), \fBtcp\fR(7), \fBsocket\fR(7), \fBtcpdump\fR(1)
+"#;
+
 /// The complete man page (roff).
 pub fn man_page() -> std::io::Result<Vec<u8>> {
     let cmd = Cli::command();
@@ -347,7 +399,10 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
         out.extend_from_slice(text.as_bytes());
     }
     out.extend_from_slice(EXIT_STATUS.as_bytes());
+    // man-pages(7) order: versions, then examples, and SEE ALSO last.
     top.render_version_section(&mut out)?;
+    out.extend_from_slice(EXAMPLES.as_bytes());
+    out.extend_from_slice(SEE_ALSO.as_bytes());
     Ok(out)
 }
 
@@ -373,6 +428,25 @@ mod tests {
             for visible in ["serve", "connect", "lab", "completions", "keepalive"] {
                 assert!(words.contains(&visible), "{shell} lacks `{visible}`");
             }
+        }
+    }
+
+    #[test]
+    fn man_page_has_examples_and_see_also() {
+        let page = String::from_utf8(man_page().expect("renders")).expect("UTF-8");
+        let examples = page.find(".SH EXAMPLES").expect("an EXAMPLES section");
+        let see_also = page.find(".SH \"SEE ALSO\"").expect("a SEE ALSO section");
+        assert!(examples < see_also);
+        for example in ["tcpbye lab", "tcpbye serve", "tcpbye connect"] {
+            assert!(page[examples..see_also].contains(example), "{example}");
+        }
+        for page_ref in [
+            r"\fBss\fR(8)",
+            r"\fBtcp\fR(7)",
+            r"\fBsocket\fR(7)",
+            r"\fBtcpdump\fR(1)",
+        ] {
+            assert!(page[see_also..].contains(page_ref), "{page_ref}");
         }
     }
 }
