@@ -449,4 +449,18 @@ mod tests {
             assert!(page[see_also..].contains(page_ref), "{page_ref}");
         }
     }
+
+    #[test]
+    fn rst_unread_help_says_it_needs_data_from_the_peer() {
+        let mut cmd = Cli::command();
+        let connect = cmd.find_subcommand_mut("connect").expect("connect");
+        let help = connect.render_long_help().to_string();
+        let start = help
+            .find("- rst-unread:")
+            .expect("rst-unread in --close's help");
+        let rest = &help[start + 2..];
+        let entry = &rest[..rest.find("- ").unwrap_or(rest.len())];
+        let entry = entry.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(entry.contains("serve --send"), "{entry}");
+    }
 }

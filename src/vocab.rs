@@ -14,7 +14,8 @@ pub enum CloseMode {
     Half,
     /// SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET.
     Rst,
-    /// close() with received data unread: Linux sends an RST, not a FIN.
+    /// close() with received data unread: Linux sends an RST, not a FIN. Needs data
+    /// from the peer; without any it waits 1 s, then closes with a FIN.
     RstUnread,
     /// Vanish silently (pulled cable): no FIN, no RST, nothing answered. Needs CAP_NET_ADMIN.
     Drop,
@@ -64,7 +65,9 @@ impl CloseMode {
             Self::Fin => "close(): a FIN; the peer reads EOF",
             Self::Half => "shutdown(SHUT_WR), keep reading until the peer's FIN, then close",
             Self::Rst => "SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET",
-            Self::RstUnread => "close() with received data unread: Linux sends an RST, not a FIN",
+            Self::RstUnread => {
+                "close() with received data unread: Linux sends an RST, not a FIN; needs data from the peer (`serve --send 1k`), else it waits 1s and sends a FIN"
+            }
             Self::Drop => {
                 "vanish silently like a pulled cable: nothing sent, nothing answered (CAP_NET_ADMIN)"
             }
