@@ -117,11 +117,11 @@ fn try_value(flag: &Flag, value: &str) {
     argv.extend(flag.extra);
     argv.push(&arg);
     let mut child = spawn(&argv);
-    if flag.command == "serve" {
-        if let Some(addr) = child.listening_or_not() {
-            // The first client is where an overflowing deadline used to panic.
-            close_with_fin(plain_connect(addr));
-        }
+    if flag.command == "serve"
+        && let Some(addr) = child.listening_or_not()
+    {
+        // The first client is where an overflowing deadline used to panic.
+        close_with_fin(plain_connect(addr));
     }
     let out = child.finish_or_terminate(GRACE);
     let panicked = out.stderr.iter().any(|l| l.contains("panicked"));
@@ -177,7 +177,7 @@ fn durations_beyond_a_year_are_rejected_with_the_limit() {
 
 #[test]
 fn sighup_ends_like_sigterm_with_the_summary() {
-    let (mut server, addr) = serve(&["127.0.0.1:0", "--json", "--send", "1", "--timeout", "5s"]);
+    let (server, addr) = serve(&["127.0.0.1:0", "--json", "--send", "1", "--timeout", "5s"]);
     let mut client = plain_connect(addr);
     // The byte `--send` makes it write proves the server is observing the connection.
     read_exactly(&mut client, 1);
@@ -311,4 +311,53 @@ fn usage_errors_show_the_whole_clap_message() {
             assert!(text.contains(needle), "no {needle:?}\n{}", out.dump());
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The build's promises
+
+/// `1.88` or `1.88.0` as comparable numbers.
+fn version(text: &str) -> Vec<u64> {
+    let mut parts: Vec<u64> = text
+        .split('.')
+        .map(|p| {
+            p.parse()
+                .unwrap_or_else(|_| panic!("{text:?} is not a version"))
+        })
+        .collect();
+    parts.resize(3, 0);
+    parts
+}
+
+#[test]
+fn rust_version_covers_every_locked_dependency() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let packages = metadata["packages"].as_array().expect("packages");
+    let ours = packages
+        .iter()
+        .find(|p| p["name"] == "tcpbye")
+        .and_then(|p| p["rust_version"].as_str())
+        .expect("Cargo.toml sets rust-version");
+    let needed = packages
+        .iter()
+        .filter_map(|p| Some((p["rust_version"].as_str()?, p["name"].as_str()?)))
+        .max_by_key(|(v, _)| version(v))
+        .expect("some crate declares a rust-version");
+    assert!(
+        version(ours) >= version(needed.0),
+        "rust-version = {ours:?} in Cargo.toml, but the locked {} needs {}",
+        needed.1,
+        needed.0
+    );
 }

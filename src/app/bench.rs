@@ -117,10 +117,10 @@ fn tcpbye_detection(mode: CloseMode, rounds: u32) -> anyhow::Result<Vec<u64>> {
         };
         reactor.add_pair((closer, closing), (observer, observing))?;
         reactor.run(&mut |emit| {
-            if let Emit::Report(report) = emit {
-                if report.role == Role::Serve {
-                    samples.extend(report.detected_after_us);
-                }
+            if let Emit::Report(report) = emit
+                && report.role == Role::Serve
+            {
+                samples.extend(report.detected_after_us);
             }
             Ok(Flow::Continue)
         })?;

@@ -96,15 +96,14 @@ fn run(plan: &LabPlan, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<(Ma
     let total = cases.len();
     let mut done = 0;
     let end = reactor.run(&mut |emit| {
-        if let Emit::Report(report) = emit {
-            if report.role == Role::Serve {
-                if let Some(&(mode, setting)) = cases.get(&report.peer) {
-                    let index = plan.modes.iter().position(|m| *m == mode).unwrap_or(0);
-                    results.entry((index, setting)).or_default().push(*report);
-                    done += 1;
-                    progress(Progress::Cases { done, total });
-                }
-            }
+        if let Emit::Report(report) = emit
+            && report.role == Role::Serve
+            && let Some(&(mode, setting)) = cases.get(&report.peer)
+        {
+            let index = plan.modes.iter().position(|m| *m == mode).unwrap_or(0);
+            results.entry((index, setting)).or_default().push(*report);
+            done += 1;
+            progress(Progress::Cases { done, total });
         }
         Ok(Flow::Continue)
     })?;

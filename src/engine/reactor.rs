@@ -282,10 +282,10 @@ impl Reactor {
         if self.capture.is_some() {
             conn.keep_packets();
         }
-        if let Err(e) = &result {
-            if !in_progress {
-                conn.fail_connect(start, e);
-            }
+        if let Err(e) = &result
+            && !in_progress
+        {
+            conn.fail_connect(start, e);
         }
         self.timers
             .at(later(start, timeout), token, TimerKind::Connect);
@@ -545,10 +545,10 @@ impl Reactor {
             self.done.push(token);
         }
         let action = conn.action();
-        if let (Some(action), Some(partner)) = (action, self.partners.get(&token)) {
-            if let Some(other) = self.conns.get_mut(partner) {
-                other.set_peer_action(action);
-            }
+        if let (Some(action), Some(partner)) = (action, self.partners.get(&token))
+            && let Some(other) = self.conns.get_mut(partner)
+        {
+            other.set_peer_action(action);
         }
     }
 
@@ -690,18 +690,17 @@ impl Reactor {
     }
 
     fn resume_accepting(&mut self) {
-        if let Some(listener) = &mut self.listener {
-            if listener.paused
-                && self
-                    .epoll
-                    .add(
-                        listener.sock.as_fd(),
-                        EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
-                    )
-                    .is_ok()
-            {
-                listener.paused = false;
-            }
+        if let Some(listener) = &mut self.listener
+            && listener.paused
+            && self
+                .epoll
+                .add(
+                    listener.sock.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
+                )
+                .is_ok()
+        {
+            listener.paused = false;
         }
     }
 }

@@ -471,10 +471,10 @@ fn footer(report: &Report) -> String {
             DetectedBy::Retransmit => " by retransmissions",
         });
     }
-    if let (Some(Closer::Local), Some(mode)) = (report.closer, report.close) {
-        if mode != CloseMode::None {
-            line.push_str(&format!(", this side closed ({mode})"));
-        }
+    if let (Some(Closer::Local), Some(mode)) = (report.closer, report.close)
+        && mode != CloseMode::None
+    {
+        line.push_str(&format!(", this side closed ({mode})"));
     }
     if let Some(us) = report.detected_after_us {
         let from = match report.detected_from {
@@ -546,11 +546,11 @@ fn clip(mut lines: Vec<String>, width: usize, cut: &str) -> Vec<String> {
             *line = line.chars().take(keep).collect::<String>() + cut;
         }
     }
-    if let Some(last) = lines.last_mut() {
-        if !last.ends_with(cut) {
-            let kept: String = last.chars().take(keep).collect();
-            *last = format!("{}{cut}", kept.trim_end());
-        }
+    if let Some(last) = lines.last_mut()
+        && !last.ends_with(cut)
+    {
+        let kept: String = last.chars().take(keep).collect();
+        *last = format!("{}{cut}", kept.trim_end());
     }
     lines
 }
