@@ -21,7 +21,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     let local = reactor
         .listen(plan.addr, plan.end.clone(), plan.max_conns)
         .map_err(|e| privileged_port(e, plan.addr))?;
-    reactor.set_capture_filter(Filter { addr: local });
+    reactor.set_capture_filter(Filter { addr: local })?;
     tell!("listening on {local}");
     let mut printer = Printer::new(plan.output.clone());
     let mut status = StatusLine::new();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +19,7 @@ use nix::sys::socket::{
 };
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use socket2::{SockFilter, Socket};
 
 use super::timers::later;
 use crate::report::Packet;
@@ -29,6 +30,8 @@ const PACKET_OUTGOING: u8 = 4;
 const TIMESTAMPS_SETTLE: Duration = Duration::from_millis(20);
 /// Most packets read per wake-up before other work gets a turn.
 const BATCH: usize = 256;
+/// The capture socket's receive buffer: room for bursts while the loop is busy.
+const RECV_BUFFER: usize = 4 << 20;
 
 /// A segment of a watched connection, addressed by its 4-tuple.
 #[derive(Debug, Clone)]
@@ -63,8 +66,45 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A classic BPF program for a cooked (`SOCK_DGRAM`) packet socket: keep IPv4 and
+/// IPv6 TCP segments with `port` as source or destination port, drop everything
+/// else in the kernel, so that the rest of the host's traffic can never crowd the
+/// connection's own segments out of the socket's buffer.
+fn kernel_filter(port: u16) -> [SockFilter; 19] {
+    const LD_B_ABS: u16 = 0x30; // A = byte at k
+    const LD_H_ABS: u16 = 0x28; // A = big-endian u16 at k
+    const LD_H_IND: u16 = 0x48; // A = big-endian u16 at X + k
+    const LDX_B_MSH: u16 = 0xb1; // X = 4 * (byte at k & 0xf): the IPv4 header length
+    const RSH_K: u16 = 0x74; // A >>= k
+    const JEQ_K: u16 = 0x15; // if A == k skip jt, else skip jf
+    const RET_K: u16 = 0x06; // accept k bytes (0 = drop)
+    let p = u32::from(port);
+    let ins = SockFilter::new;
+    [
+        ins(LD_B_ABS, 0, 0, 0),   // 0: version nibble…
+        ins(RSH_K, 0, 0, 4),      // 1
+        ins(JEQ_K, 0, 7, 4),      // 2: IPv4? else 10
+        ins(LD_B_ABS, 0, 0, 9),   // 3: IPv4 protocol
+        ins(JEQ_K, 0, 13, 6),     // 4: TCP? else drop
+        ins(LDX_B_MSH, 0, 0, 0),  // 5: X = header length
+        ins(LD_H_IND, 0, 0, 0),   // 6: source port
+        ins(JEQ_K, 9, 0, p),      // 7: → accept
+        ins(LD_H_IND, 0, 0, 2),   // 8: destination port
+        ins(JEQ_K, 7, 8, p),      // 9: → accept, else drop
+        ins(JEQ_K, 0, 7, 6),      // 10: IPv6? else drop
+        ins(LD_B_ABS, 0, 0, 6),   // 11: next header
+        ins(JEQ_K, 0, 5, 6),      // 12: TCP? else drop
+        ins(LD_H_ABS, 0, 0, 40),  // 13: source port
+        ins(JEQ_K, 2, 0, p),      // 14: → accept
+        ins(LD_H_ABS, 0, 0, 42),  // 15: destination port
+        ins(JEQ_K, 0, 1, p),      // 16: → accept, else drop
+        ins(RET_K, 0, 0, 0xffff), // 17: accept
+        ins(RET_K, 0, 0, 0),      // 18: drop
+    ]
+}
+
 pub struct Capture {
-    fd: OwnedFd,
+    sock: Socket,
     /// Unbuffered: each packet reaches the file as it is read, so a reader (or an
     /// interrupted run) sees everything captured so far.
     writer: PcapWriter<File>,
@@ -88,6 +128,9 @@ impl Capture {
         )
         .context("socket(AF_PACKET) for --pcap")?;
         socket::setsockopt(&fd, sockopt::ReceiveTimestampns, &true).context("SO_TIMESTAMPNS")?;
+        let sock = Socket::from(fd);
+        // Best effort: the kernel caps it at net.core.rmem_max.
+        let _ = sock.set_recv_buffer_size(RECV_BUFFER);
         // The kernel turns receive timestamps on for the whole stack a moment later
         // (a deferred static key); packets in between would carry none and be stamped
         // when read. Let it settle before the first connection's handshake.
@@ -100,23 +143,33 @@ impl Capture {
         let writer = PcapWriter::with_header(file, header)
             .with_context(|| format!("write {}", path.display()))?;
         let lo_index = nix::net::if_::if_nametoindex("lo").map_or(0, |i| i as usize);
-        Ok(Self {
-            fd,
+        let mut capture = Self {
+            sock,
             writer,
             filter,
             lo_index,
             epoch: (Instant::now(), SystemTime::now()),
             seq_end: HashMap::new(),
             written: 0,
-        })
+        };
+        capture.set_filter(filter)?;
+        Ok(capture)
     }
 
-    pub fn set_filter(&mut self, filter: Filter) {
+    /// Keeps the packets that `filter` matches; the kernel drops the other ports'
+    /// (port 0, not yet known, keeps every TCP segment until a port is set).
+    pub fn set_filter(&mut self, filter: Filter) -> anyhow::Result<()> {
         self.filter = filter;
+        if filter.addr.port() != 0 {
+            self.sock
+                .attach_filter(&kernel_filter(filter.addr.port()))
+                .context("SO_ATTACH_FILTER on the capture socket")?;
+        }
+        Ok(())
     }
 
-    pub fn fd(&self) -> &OwnedFd {
-        &self.fd
+    pub fn socket(&self) -> &Socket {
+        &self.sock
     }
 
     /// Reads what is waiting; writes matching packets to the file and returns them.
@@ -127,7 +180,7 @@ impl Capture {
         for _ in 0..BATCH {
             let mut iov = [IoSliceMut::new(&mut buf)];
             let msg = match socket::recvmsg::<LinkAddr>(
-                self.fd.as_raw_fd(),
+                self.sock.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
                 MsgFlags::MSG_TRUNC,

@@ -135,7 +135,7 @@ impl Reactor {
         let capture = Capture::open(path, filter)?;
         self.epoll
             .add(
-                capture.fd(),
+                capture.socket(),
                 EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CAPTURE),
             )
             .context("epoll_ctl(capture)")?;
@@ -144,9 +144,10 @@ impl Reactor {
     }
 
     /// Narrows the capture to `filter` (once the listener's port is known).
-    pub fn set_capture_filter(&mut self, filter: Filter) {
-        if let Some(capture) = self.capture.as_mut() {
-            capture.set_filter(filter);
+    pub fn set_capture_filter(&mut self, filter: Filter) -> anyhow::Result<()> {
+        match self.capture.as_mut() {
+            Some(capture) => capture.set_filter(filter),
+            None => Ok(()),
         }
     }
 
