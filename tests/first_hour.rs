@@ -230,8 +230,9 @@ fn unprivileged_port_start() -> Option<u16> {
 #[test]
 fn privileged_port_is_a_privilege_error() {
     let Some(start) = unprivileged_port_start() else {
-        eprintln!(
-            "SKIPPED privileged_port_is_a_privilege_error: net.ipv4.ip_unprivileged_port_start is 0 or 1, every port is unprivileged"
+        skip(
+            "privileged_port_is_a_privilege_error",
+            "net.ipv4.ip_unprivileged_port_start is 0 or 1, every port is unprivileged",
         );
         return;
     };
@@ -331,11 +332,22 @@ fn version(text: &str) -> Vec<u64> {
 
 #[test]
 fn rust_version_covers_every_locked_dependency() {
-    let output = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo metadata runs");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let output = Cmd::program(
+        env!("CARGO"),
+        &[
+            "metadata",
+            "--manifest-path",
+            manifest,
+            "--locked",
+            "--offline",
+            "--format-version",
+            "1",
+        ],
+    )
+    .deadline(Duration::from_secs(60))
+    .run()
+    .output();
     assert!(
         output.status.success(),
         "cargo metadata: {}",
