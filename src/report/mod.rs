@@ -193,8 +193,8 @@ pub struct Packet {
     pub ack: u32,
     /// Payload bytes.
     pub len: u32,
-    /// What the segment is, when tcpbye can tell: `keepalive`, `retransmission`,
-    /// `zero-window-probe`, `window-update`.
+    /// Which kernel mechanism sent the segment, when tcpbye can tell: `keepalive`,
+    /// `zero-window-probe`, `tail-loss-probe`, `retransmission` (see `capture::Classifier`).
     pub note: Option<&'static str>,
 }
 
