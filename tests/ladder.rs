@@ -126,6 +126,7 @@ fn report(role: Role, local: &str, peer: &str, verdict: Verdict) -> Report {
         closer: None,
         close_t_us: None,
         verdict,
+        fin_before_rst: None,
         detected_by: None,
         detected_after_us: None,
         detected_from: None,

@@ -1,5 +1,5 @@
 //! Reports that say what really happened: probes named by the kernel timer that
-//! sent them.
+//! sent them, and a FIN followed by an RST reported as the reset it became.
 //!
 //! Tests that capture packets or drop segments need root (CAP_NET_RAW,
 //! CAP_NET_ADMIN, CAP_SYS_ADMIN for a network namespace), and some need python3 or
@@ -10,8 +10,14 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::Value;
 
 use common::*;
@@ -175,5 +181,218 @@ fn a_lost_tail_is_probed_once_before_the_timeouts_that_the_prediction_counts_fro
     assert!(
         resent.len() >= 2 && resent[1..].iter().all(|n| n == "retransmission"),
         "{resent:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. A FIN, then an RST
+
+/// Stops a process until dropped, so a failing test never leaves it stopped.
+struct Stopped(Pid);
+
+impl Stopped {
+    fn new(pid: u32) -> Self {
+        let pid = Pid::from_raw(pid as i32);
+        kill(pid, Signal::SIGSTOP).expect("SIGSTOP tcpbye");
+        Self(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
+    }
+}
+
+/// Asserts the report of a peer that sent a FIN and then an RST, both before
+/// this side woke: verdict `rst`, `fin_before_rst`, and the FIN still visible.
+fn assert_fin_then_rst(r: &Value) {
+    let t = timeline(r);
+    assert_eq!(r["verdict"], "rst", "{t}");
+    assert_eq!(r["fin_before_rst"], true, "{t}");
+    assert_eq!(r["closer"], "peer", "{t}");
+    let ev = events(r);
+    let eof = ev
+        .iter()
+        .position(|e| kind(e) == "recv" && e["bytes"] == 0)
+        .unwrap_or_else(|| panic!("the FIN (recv EOF) is not in the timeline\n{t}"));
+    let reset = ev
+        .iter()
+        .position(|e| kind(e) == "so-error" && e["errno"] == "EPIPE")
+        .unwrap_or_else(|| panic!("the RST (SO_ERROR EPIPE) is not in the timeline\n{t}"));
+    assert!(eof < reset, "FIN first, then RST\n{t}");
+    assert!(
+        ev[reset..].iter().any(|e| kind(e) == "note"
+            && e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("FIN, then RST")),
+        "a note says FIN, then RST\n{t}"
+    );
+    // Nothing was sent between the FIN and the RST: the reset is the peer's own.
+    assert!(
+        !ev[eof..reset].iter().any(|e| kind(e) == "send"),
+        "no send between the FIN and the RST\n{t}"
+    );
+}
+
+#[test]
+fn socat_with_linger_0_sends_fin_then_rst_and_the_verdict_is_rst() {
+    if !require_tool(
+        "socat_with_linger_0_sends_fin_then_rst_and_the_verdict_is_rst",
+        "socat",
+        &["-V"],
+        "socat not installed",
+    ) {
+        return;
+    }
+    for (linger, expected) in [(",linger=0", "rst"), ("", "fin")] {
+        let (server, addr) = serve(&["127.0.0.1:0", "--once", "--json", "--timeout", "3s"]);
+        // socat reads EOF from /dev/null at once, shuts its sending side down (a
+        // FIN) and, with -t 0, closes at once: with linger=0 that close is an RST.
+        // serve is stopped meanwhile, so both arrive before it wakes.
+        let stopped = Stopped::new(server.pid());
+        let target = format!("TCP:{addr}{linger}");
+        Cmd::program("socat", &["-t", "0", "OPEN:/dev/null", &target])
+            .deadline(Duration::from_secs(5))
+            .run()
+            .expect_code(0);
+        drop(stopped);
+        let server = server.finish();
+        server.expect_code(0);
+        let r = server.report();
+        if expected == "rst" {
+            assert_fin_then_rst(&r);
+        } else {
+            assert_eq!(r["verdict"], "fin", "{}", timeline(&r));
+            assert!(r["fin_before_rst"].is_null(), "{}", timeline(&r));
+        }
+    }
+}
+
+/// python3 as a server that accepts one connection, reads one byte from it, says
+/// `ready`, and on `go` on its stdin shuts its sending side down (a FIN) and
+/// closes with SO_LINGER {on, 0} (an RST), then says `done`.
+struct FinThenRst {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    port: u16,
+}
+
+impl FinThenRst {
+    fn start() -> Option<Self> {
+        let script = "import socket,struct,sys\n\
+             s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(1)\n\
+             print(s.getsockname()[1], flush=True)\n\
+             c,_=s.accept(); c.recv(1); print('ready', flush=True)\n\
+             sys.stdin.readline()\n\
+             c.shutdown(socket.SHUT_WR)\n\
+             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+             c.close(); print('done', flush=True)\n\
+             sys.stdin.readline()\n";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let stdin = child.stdin.take()?;
+        let stdout = child.stdout.take()?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut peer = Self {
+            child,
+            stdin,
+            lines,
+            port: 0,
+        };
+        peer.port = peer.line().parse().ok()?;
+        Some(peer)
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(SOCKET_WAIT)
+            .unwrap_or_else(|e| panic!("python3 said nothing in time: {e}"))
+    }
+
+    /// Sends the FIN and the RST; returns once python3 has closed.
+    fn end(&mut self) {
+        writeln!(self.stdin, "go").expect("write to python3");
+        assert_eq!(self.line(), "done");
+    }
+}
+
+impl Drop for FinThenRst {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tcpbye connect ARGS…` against a python3 peer that sends a FIN and then an
+/// RST while tcpbye is stopped; returns the finished run.
+fn connect_to_fin_then_rst(extra: &[&str]) -> Option<Finished> {
+    let mut peer = FinThenRst::start()?;
+    let addr = format!("127.0.0.1:{}", peer.port);
+    let mut args = vec![
+        "connect",
+        &addr,
+        "--close",
+        "none",
+        "--send",
+        "1",
+        "--timeout",
+        "3s",
+    ];
+    args.extend_from_slice(extra);
+    let client = spawn(&args);
+    // The byte proves tcpbye observes the connection before it is stopped.
+    assert_eq!(peer.line(), "ready");
+    let stopped = Stopped::new(client.pid());
+    peer.end();
+    drop(stopped);
+    Some(client.finish())
+}
+
+#[test]
+fn a_fin_then_an_rst_before_the_wake_up_is_reported_as_rst_after_fin() {
+    let Some(run) = connect_to_fin_then_rst(&["--json"]) else {
+        tool_missing(
+            "a_fin_then_an_rst_before_the_wake_up_is_reported_as_rst_after_fin",
+            "python3 not available",
+        );
+        return;
+    };
+    run.expect_code(0);
+    let r = run.report();
+    assert_fin_then_rst(&r);
+    // The peer's socket is gone (an RST frees it), and the first wake-up already
+    // carried the error.
+    let first = first_end_wakeup(&r);
+    assert!(
+        flags(&events(&r)[first]).contains("ERR"),
+        "{}",
+        timeline(&r)
+    );
+
+    let Some(table) = connect_to_fin_then_rst(&[]) else {
+        return;
+    };
+    table.expect_code(0);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains("verdict") && l.contains("rst (FIN, then RST)")),
+        "the table says FIN, then RST\n{}",
+        table.dump()
     );
 }

@@ -464,6 +464,9 @@ fn arrow(g: &Glyphs, outgoing: bool, label: &str) -> String {
 /// The verdict, and how long detection took when this side detected something.
 fn footer(report: &Report) -> String {
     let mut line = format!("verdict: {}", report.verdict);
+    if report.fin_before_rst == Some(true) {
+        line.push_str(" (FIN, then RST)");
+    }
     if let Some(by) = report.detected_by {
         line.push_str(match by {
             DetectedBy::Keepalive => " by keepalive",

@@ -213,6 +213,8 @@ pub struct Report {
     /// side's own action, or the other end's when tcpbye runs both (`lab`).
     pub close_t_us: Option<u64>,
     pub verdict: Verdict,
+    /// For `rst`: whether the peer's FIN came before its RST; null for other verdicts.
+    pub fin_before_rst: Option<bool>,
     pub detected_by: Option<DetectedBy>,
     /// µs from `detected_from` to the moment this side knew.
     pub detected_after_us: Option<u64>,

@@ -43,9 +43,10 @@ pub fn render(report: &Report, tty: bool) -> String {
         _ => "-".to_owned(),
     };
     summary.add_row(vec!["closed by", &closer]);
-    let verdict = match report.detected_by {
-        Some(by) => format!("{} (by {})", report.verdict, serde_plain(&by)),
-        None => report.verdict.to_string(),
+    let verdict = match (report.detected_by, report.fin_before_rst) {
+        (Some(by), _) => format!("{} (by {})", report.verdict, serde_plain(&by)),
+        (None, Some(true)) => format!("{} (FIN, then RST)", report.verdict),
+        (None, _) => report.verdict.to_string(),
     };
     summary.add_row(vec!["verdict", &verdict]);
     if let Some(us) = report.detected_after_us {

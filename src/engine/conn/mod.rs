@@ -70,6 +70,8 @@ pub struct Conn {
     phase: Phase,
     timeline: Timeline,
     verdict: Option<Verdict>,
+    /// The peer's RST came after its FIN, before this side sent anything more.
+    reset_after_fin: bool,
     detected_by: Option<DetectedBy>,
     detected_at: Option<Instant>,
     /// When and how this side acted (its close mode).
@@ -164,6 +166,7 @@ impl Conn {
             phase,
             timeline: Timeline::new(start),
             verdict: None,
+            reset_after_fin: false,
             detected_by: None,
             detected_at: None,
             action: None,
@@ -468,17 +471,19 @@ impl Conn {
 
     /// After the end was detected: probe (fin/rst from the peer) or finish.
     fn after_detection(&mut self, ctx: &mut Ctx<'_>) {
-        let Some(verdict) = self.verdict else { return };
-        if matches!(
-            self.phase,
-            Phase::Probing | Phase::Done | Phase::Holding | Phase::Afterlife
-        ) {
+        if self.verdict.is_none()
+            || matches!(
+                self.phase,
+                Phase::Probing | Phase::Done | Phase::Holding | Phase::Afterlife
+            )
+        {
             return;
         }
         let now = ctx.now;
+        let so_error_read = self.check_reset_after_fin(now);
         let probe = self.plan.probe
             && self.action.is_none()
-            && matches!(verdict, Verdict::Fin | Verdict::Rst)
+            && matches!(self.verdict, Some(Verdict::Fin | Verdict::Rst))
             && self.sock.is_some();
         if !probe {
             self.sample(now, true);
@@ -491,12 +496,43 @@ impl Conn {
         // What a writer meets after the peer's FIN or RST: the first send, then a
         // second one after the peer has had time to answer.
         self.phase = Phase::Probing;
-        let _ = self.read_so_error(now);
+        if !so_error_read {
+            let _ = self.read_so_error(now);
+        }
         self.send_probe(ctx);
         let rtt = self.last_info.as_ref().map_or(0, |i| i.rtt);
         let gap = Duration::from_micros(u64::from(rtt) * 4)
             .clamp(Duration::from_millis(20), Duration::from_millis(500));
         ctx.at(later(now, gap), TimerKind::Probe);
+    }
+
+    /// After the peer's FIN was read, and before this side sends anything: an RST
+    /// that followed the FIN waits in SO_ERROR (`EPIPE`, as it met `CLOSE_WAIT`),
+    /// while recv() still reads the FIN as EOF. Then the peer's ending was a reset,
+    /// and the verdict says so. Returns whether SO_ERROR was read.
+    fn check_reset_after_fin(&mut self, now: Instant) -> bool {
+        if self.verdict != Some(Verdict::Fin) || self.action.is_some() || self.sock.is_none() {
+            return false;
+        }
+        let Some(err) = self.read_so_error(now) else {
+            return true;
+        };
+        if matches!(
+            err.raw_os_error().map(Errno::from_raw),
+            Some(Errno::ECONNRESET | Errno::EPIPE)
+        ) {
+            let errno = sys::errno_name(&err);
+            self.timeline.note(
+                now,
+                format!(
+                    "FIN, then RST: recv() read the peer's FIN as EOF, and SO_ERROR holds {errno} \
+                     from the RST that followed it before this side sent anything"
+                ),
+            );
+            self.verdict = Some(Verdict::Rst);
+            self.reset_after_fin = true;
+        }
+        true
     }
 
     /// Closes the socket (if still open) and marks the connection done.

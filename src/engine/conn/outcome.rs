@@ -71,6 +71,7 @@ impl Conn {
             closer,
             close_t_us,
             verdict,
+            fin_before_rst: (verdict == Verdict::Rst).then_some(self.reset_after_fin),
             detected_by: self.detected_by,
             detected_after_us: detected,
             detected_from: detected.map(|_| from),
