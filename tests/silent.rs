@@ -266,11 +266,12 @@ fn drop_without_a_mechanism_stays_open_while_retransmissions_back_off() {
     assert!(backoff.last() >= Some(&2), "backoff climbs: {backoff:?}");
     assert!(field("total_retrans").last() >= Some(&2));
     assert_eq!(observer["tcp_info"]["state"], "ESTABLISHED");
-    // tcp_retries2 (15 by default in a fresh namespace) ≈ 924.6 s after the first retransmission.
-    let predicted = us(&observer["predicted_us"]);
+    // Nothing was detected, so there is no prediction to compare with (the
+    // retransmission limit, tcp_retries2, is ≈ 924.6 s away).
     assert!(
-        (900e6..1000e6).contains(&predicted),
-        "predicted {predicted}µs"
+        observer["predicted_us"].is_null(),
+        "predicted {}",
+        observer["predicted_us"]
     );
     assert_namespace_gone(&ns);
 }

@@ -1,5 +1,6 @@
 //! Reports that say what really happened: probes named by the kernel timer that
-//! sent them, and a FIN followed by an RST reported as the reset it became.
+//! sent them, a FIN followed by an RST reported as the reset it became, and no
+//! prediction for a detection that never happened.
 //!
 //! Tests that capture packets or drop segments need root (CAP_NET_RAW,
 //! CAP_NET_ADMIN, CAP_SYS_ADMIN for a network namespace), and some need python3 or
@@ -395,4 +396,44 @@ fn a_fin_then_an_rst_before_the_wake_up_is_reported_as_rst_after_fin() {
         "the table says FIN, then RST\n{}",
         table.dump()
     );
+}
+
+// ---------------------------------------------------------------------------
+// 4. No prediction for a detection that did not happen
+
+#[test]
+fn an_open_verdict_has_no_prediction() {
+    // keepalive against a hung peer: its kernel answers every probe, so nothing
+    // is detected; a prediction would only be the estimate re-anchored at the
+    // last answered probe, a moment that never comes.
+    let (server, addr) = serve(&[
+        "127.0.0.1:0",
+        "--once",
+        "--json",
+        "--keepalive",
+        "1s,1s,3",
+        "--timeout",
+        "1500ms",
+    ]);
+    let client = run(&[
+        "connect",
+        &addr.to_string(),
+        "--close",
+        "hang",
+        "--timeout",
+        "2s",
+        "--json",
+    ]);
+    client.expect_code(0);
+    let server = server.finish();
+    server.expect_code(0);
+    let r = server.report();
+    assert_eq!(r["verdict"], "open", "{}", timeline(&r));
+    assert!(
+        r["predicted_us"].is_null(),
+        "predicted_us: {}",
+        r["predicted_us"]
+    );
+    assert!(r["predicted_basis"].is_null(), "{}", r["predicted_basis"]);
+    assert!(r["detected_after_us"].is_null());
 }

@@ -42,7 +42,11 @@ impl Conn {
             .detected_at
             .filter(|_| observed && verdict != Verdict::Open)
             .map(|at| micros(at.saturating_duration_since(reference)));
-        let silent = !matches!(verdict, Verdict::Fin | Verdict::Rst) && self.action.is_none();
+        // A prediction is for a silent ending that a mechanism caught. For `open`
+        // nothing was caught, and the running estimate (re-anchored at each answered
+        // probe) names no moment that happened: leave it out.
+        let silent = !matches!(verdict, Verdict::Fin | Verdict::Rst | Verdict::Open)
+            && self.action.is_none();
         let prediction = silent
             .then(|| predict::predict(&self.plan.detection, kernel, self.anchors()))
             .flatten();
