@@ -1,6 +1,7 @@
 //! Reports that say what really happened: probes named by the kernel timer that
-//! sent them, a FIN followed by an RST reported as the reset it became, and no
-//! prediction for a detection that never happened.
+//! sent them, a FIN followed by an RST reported as the reset it became, no
+//! prediction for a detection that never happened, and timeline wording that
+//! matches the run.
 //!
 //! Tests that capture packets or drop segments need root (CAP_NET_RAW,
 //! CAP_NET_ADMIN, CAP_SYS_ADMIN for a network namespace), and some need python3 or
@@ -15,7 +16,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -182,6 +183,11 @@ fn a_lost_tail_is_probed_once_before_the_timeouts_that_the_prediction_counts_fro
     assert!(
         resent.len() >= 2 && resent[1..].iter().all(|n| n == "retransmission"),
         "{resent:?}"
+    );
+    let basis = r["predicted_basis"].as_str().unwrap_or_default();
+    assert!(
+        basis.contains("after the first timeout-driven retransmission"),
+        "{basis}"
     );
 }
 
@@ -436,4 +442,39 @@ fn an_open_verdict_has_no_prediction() {
     );
     assert!(r["predicted_basis"].is_null(), "{}", r["predicted_basis"]);
     assert!(r["detected_after_us"].is_null());
+}
+
+// ---------------------------------------------------------------------------
+// 5. Timeline wording
+
+#[test]
+fn a_half_closer_whose_peer_never_ends_does_not_claim_the_peers_end() {
+    // The test's own socket accepts and then neither reads nor closes.
+    let (listener, addr) = plain_listener("127.0.0.1");
+    let client = spawn(&[
+        "connect",
+        &addr.to_string(),
+        "--close",
+        "half",
+        "--after",
+        "50ms",
+        "--timeout",
+        "500ms",
+        "--json",
+    ]);
+    let held = accept(&listener);
+    let started = Instant::now();
+    let run = client.finish();
+    drop(held);
+    run.expect_code(0);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let r = run.report();
+    let t = timeline(&r);
+    assert_eq!(r["verdict"], "open", "{t}");
+    let last = events(&r).last().expect("events");
+    assert_eq!(kind(last), "close", "{t}");
+    assert_eq!(
+        last["detail"], "close(): the peer had not ended when the observation stopped",
+        "{t}"
+    );
 }

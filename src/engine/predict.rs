@@ -96,7 +96,7 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
                 verdict: Verdict::Timeout,
                 by: Some(DetectedBy::UserTimeout),
                 basis: format!(
-                    "TCP_USER_TIMEOUT {ut:?} after the first retransmission (where the kernel starts counting)"
+                    "TCP_USER_TIMEOUT {ut:?} after the first timeout-driven retransmission (where the kernel starts counting; a tail-loss probe before it does not count)"
                 ),
             },
             None => Prediction {
@@ -104,7 +104,7 @@ pub fn predict(detection: &Detection, kernel: KernelTcp, anchors: Anchors) -> Op
                 verdict: Verdict::Timeout,
                 by: Some(DetectedBy::Retransmit),
                 basis: format!(
-                    "tcp_retries2={} after the first retransmission: backoff from {RTO_MIN:?}, capped at {RTO_MAX:?}",
+                    "tcp_retries2={} after the first timeout-driven retransmission (a tail-loss probe before it does not count): backoff from {RTO_MIN:?}, capped at {RTO_MAX:?}",
                     kernel.retries2
                 ),
             },
@@ -198,6 +198,34 @@ mod tests {
         let p = predict(&d, KernelTcp { retries2: 15 }, anchors(now)).unwrap();
         assert_eq!(p.at - now, Duration::from_secs(3));
         assert_eq!(p.by, Some(DetectedBy::UserTimeout));
+    }
+
+    #[test]
+    fn in_flight_predictions_count_from_the_first_timeout_driven_retransmission() {
+        // The kernel's loss-probe timer re-sends the last segment before the first
+        // retransmission timeout; TCP_USER_TIMEOUT and tcp_retries2 ignore it.
+        let now = Instant::now();
+        for user_timeout in [Some(Duration::from_secs(1)), None] {
+            let d = Detection {
+                send_every: Some(Duration::from_millis(200)),
+                user_timeout,
+                ..Detection::default()
+            };
+            let rto = now + Duration::from_millis(400);
+            let a = Anchors {
+                first_rto: Some(rto),
+                ..anchors(now)
+            };
+            let p = predict(&d, KernelTcp { retries2: 3 }, a).unwrap();
+            assert_eq!(p.at, rto + user_timeout.unwrap_or(retransmit_budget(3)));
+            assert!(
+                p.basis
+                    .contains("after the first timeout-driven retransmission")
+                    && p.basis.contains("tail-loss probe"),
+                "{}",
+                p.basis
+            );
+        }
     }
 
     #[test]

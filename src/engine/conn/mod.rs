@@ -538,10 +538,13 @@ impl Conn {
     /// Closes the socket (if still open) and marks the connection done.
     fn finish(&mut self, now: Instant) {
         if let Some(sock) = self.sock.take() {
-            let detail = if self.action.is_some() {
-                "close(): done after the peer's end"
-            } else {
-                "close(): the observer is done"
+            let detail = match (self.action, self.verdict) {
+                (None, _) => "close(): the observer is done",
+                // This side acted (`half`) and then watched in vain: --timeout or Ctrl-C.
+                (Some(_), None | Some(Verdict::Open)) => {
+                    "close(): the peer had not ended when the observation stopped"
+                }
+                (Some(_), Some(_)) => "close(): done after the peer's end",
             };
             self.timeline
                 .push(now, EventKind::Close, |e| e.detail = Some(detail.into()));
