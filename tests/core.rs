@@ -86,8 +86,11 @@ fn assert_observed(r: &Value, end: PeerEnd, sent: u64, not_before_us: u64) {
         r["close_t_us"].is_null(),
         "an observer cannot know when the peer acted\n{t}"
     );
-    assert!(r["detected_after_us"].is_u64(), "detected_after_us\n{t}");
-    assert_eq!(r["detected_from"], "last-activity", "detected_from\n{t}");
+    // Without --pcap nothing timed the arrival of the client's FIN or RST: no
+    // detection latency, only how long the client had been quiet.
+    assert!(r["detected_after_us"].is_null(), "detected_after_us\n{t}");
+    assert!(r["detected_from"].is_null(), "detected_from\n{t}");
+    assert!(r["peer_idle_us"].is_u64(), "peer_idle_us\n{t}");
 
     let ev = events(r);
     assert_eq!(
@@ -971,8 +974,9 @@ fn assert_report_shape(r: &Value, role: &str) {
     assert_str_or_null(
         &r["detected_from"],
         "detected_from",
-        &["close", "last-activity"],
+        &["close", "packet", "last-activity"],
     );
+    assert_u64_or_null(&r["peer_idle_us"], "peer_idle_us");
     assert_u64_or_null(&r["predicted_us"], "predicted_us");
     assert_str_or_null(&r["predicted_basis"], "predicted_basis", &[]);
     let duration = u64_field(r, "duration_us");
@@ -1055,9 +1059,12 @@ fn json_lines_carry_report_and_summary() {
             }
         }
     }
-    // The observer measured a detection time; the closer had nothing to detect.
-    assert!(server.report()["detected_after_us"].is_u64());
+    // The observer saw the client's end (untimed without --pcap, so only its idle
+    // time is known); the closer had nothing to detect.
+    assert!(server.report()["detected_after_us"].is_null());
+    assert!(server.report()["peer_idle_us"].is_u64());
     assert!(client.report()["detected_after_us"].is_null());
+    assert!(client.report()["peer_idle_us"].is_null());
 }
 
 // ---------------------------------------------------------------------------

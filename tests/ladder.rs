@@ -130,6 +130,7 @@ fn report(role: Role, local: &str, peer: &str, verdict: Verdict) -> Report {
         detected_by: None,
         detected_after_us: None,
         detected_from: None,
+        peer_idle_us: None,
         predicted_us: None,
         predicted_basis: None,
         duration_us: 0,

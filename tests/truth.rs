@@ -1,5 +1,6 @@
 //! Reports that say what really happened: probes named by the kernel timer that
-//! sent them, a FIN followed by an RST reported as the reset it became, no
+//! sent them, a FIN followed by an RST reported as the reset it became, detection
+//! latency timed from the ending's packet (not from the peer's idle time), no
 //! prediction for a detection that never happened, and timeline wording that
 //! matches the run.
 //!
@@ -401,6 +402,124 @@ fn a_fin_then_an_rst_before_the_wake_up_is_reported_as_rst_after_fin() {
             .any(|l| l.contains("verdict") && l.contains("rst (FIN, then RST)")),
         "the table says FIN, then RST\n{}",
         table.dump()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 3. A detection latency counts from the ending's packet, not from idle time
+
+/// `serve` observing `connect --close MODE --after 300ms`, another process;
+/// returns serve's run.
+fn serve_sees_a_closer_after_300ms(mode: &str, serve_extra: &[&str]) -> Finished {
+    let mut args = vec!["127.0.0.1:0", "--once", "--json", "--timeout", "3s"];
+    args.extend_from_slice(serve_extra);
+    let (server, addr) = serve(&args);
+    let client = run(&[
+        "connect",
+        &addr.to_string(),
+        "--close",
+        mode,
+        "--after",
+        "300ms",
+        "--timeout",
+        "2s",
+        "--json",
+    ]);
+    client.expect_code(0);
+    server.finish()
+}
+
+#[test]
+fn an_untimed_fin_or_rst_has_no_latency_only_the_peers_idle_time() {
+    for mode in ["fin", "rst"] {
+        let server = serve_sees_a_closer_after_300ms(mode, &[]);
+        server.expect_code(0);
+        let r = server.report();
+        let t = timeline(&r);
+        assert_eq!(r["verdict"], mode, "{t}");
+        // About 300 ms: the client's --after (counted from its connect, a little
+        // before serve's accept), idle time, not detection.
+        assert!(r["detected_after_us"].is_null(), "{t}{r}");
+        assert!(r["detected_from"].is_null(), "{r}");
+        let idle = u64_field(&r, "peer_idle_us");
+        assert!((250_000..2_000_000).contains(&idle), "peer_idle_us {idle}");
+        assert!(
+            server.summary()["detected_after_us"].is_null(),
+            "{}",
+            server.dump()
+        );
+    }
+}
+
+#[test]
+fn a_captured_fin_times_the_latency_from_its_arrival() {
+    if !require_root(
+        "a_captured_fin_times_the_latency_from_its_arrival",
+        "--pcap needs CAP_NET_RAW",
+    ) {
+        return;
+    }
+    let pcap = TempFile::new("latency.pcap");
+    let server = serve_sees_a_closer_after_300ms("fin", &["--pcap", pcap.path()]);
+    server.expect_code(0);
+    let r = server.report();
+    let t = timeline(&r);
+    assert_eq!(r["detected_from"], "packet", "{t}");
+    let detected = u64_field(&r, "detected_after_us");
+    let fin_at = r["packets"]
+        .as_array()
+        .expect("packets")
+        .iter()
+        .find(|p| p["outgoing"] == false && p["flags"].to_string().contains("FIN"))
+        .map(|p| u64_field(p, "t_us"))
+        .unwrap_or_else(|| panic!("no FIN captured: {}", r["packets"]));
+    let woke = u64_field(&events(&r)[first_end_wakeup(&r)], "t_us");
+    assert!(
+        (woke - fin_at).abs_diff(detected) <= 1,
+        "detected {detected}µs = wake-up {woke} - FIN {fin_at}\n{t}"
+    );
+    assert!(detected < 50_000, "packet to wake-up took {detected}µs");
+    assert!(u64_field(&r, "peer_idle_us") >= 250_000, "{t}");
+    assert_eq!(
+        server.summary()["detected_after_us"]["p50"],
+        detected,
+        "the summary aggregates the timed latency\n{}",
+        server.dump()
+    );
+}
+
+#[test]
+fn expect_within_an_untimed_ending_fails_and_says_why() {
+    let (server, addr) = serve(&[
+        "127.0.0.1:0",
+        "--once",
+        "--json",
+        "--timeout",
+        "3s",
+        "--expect",
+        "fin",
+        "--expect-within",
+        "1s",
+    ]);
+    run(&[
+        "connect",
+        &addr.to_string(),
+        "--close",
+        "fin",
+        "--after",
+        "100ms",
+        "--timeout",
+        "2s",
+    ])
+    .expect_code(0);
+    let server = server.finish();
+    server.expect_code(1);
+    assert!(
+        server.stderr.iter().any(|l| l.contains(
+            "verdict fin has no detection time (the arrival of the peer's FIN or RST is timed only with --pcap)"
+        )),
+        "{}",
+        server.dump()
     );
 }
 

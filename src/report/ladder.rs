@@ -482,6 +482,7 @@ fn footer(report: &Report) -> String {
     if let Some(us) = report.detected_after_us {
         let from = match report.detected_from {
             Some(DetectedFrom::Close) => "the close",
+            Some(DetectedFrom::Packet) => "the peer's FIN/RST arrived",
             _ => "the last sign of life",
         };
         line.push_str(&format!(", detected {} after {from}", fmt_us(us)));

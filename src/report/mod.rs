@@ -59,7 +59,10 @@ pub enum Closer {
 pub enum DetectedFrom {
     /// The closer's action (known when tcpbye runs both ends, as in `lab`).
     Close,
-    /// The last sign of life from the peer (data received, or the connection's start).
+    /// The arrival of the peer's FIN or RST, as the capture (`--pcap`) timed it.
+    Packet,
+    /// The last sign of life from the peer (data received, or the connection's
+    /// start): for silent endings, which no packet announces.
     LastActivity,
 }
 
@@ -219,6 +222,9 @@ pub struct Report {
     /// µs from `detected_from` to the moment this side knew.
     pub detected_after_us: Option<u64>,
     pub detected_from: Option<DetectedFrom>,
+    /// µs from the peer's last data (or the connection's start) until this side
+    /// saw its end: how long the peer had been quiet, not a detection latency.
+    pub peer_idle_us: Option<u64>,
     /// The detection time the settings and the kernel's values predict.
     pub predicted_us: Option<u64>,
     /// What the prediction assumed.
@@ -265,6 +271,11 @@ impl Report {
         }
         if let Some(within) = within {
             let limit = u64::try_from(within.as_micros()).unwrap_or(u64::MAX);
+            let unmeasured = if matches!(self.verdict, Verdict::Fin | Verdict::Rst) {
+                " (the arrival of the peer's FIN or RST is timed only with --pcap)"
+            } else {
+                ""
+            };
             match self.detected_after_us {
                 Some(us) if us <= limit => {}
                 Some(us) => {
@@ -278,7 +289,7 @@ impl Report {
                 }
                 None => {
                     return Some(format!(
-                        "{} {}: verdict {} has no detection time, expected within {}",
+                        "{} {}: verdict {} has no detection time{unmeasured}, expected within {}",
                         self.role_name(),
                         self.peer,
                         self.verdict,

@@ -49,15 +49,43 @@ pub fn render(report: &Report, tty: bool) -> String {
         (None, _) => report.verdict.to_string(),
     };
     summary.add_row(vec!["verdict", &verdict]);
-    if let Some(us) = report.detected_after_us {
-        let from = match report.detected_from {
-            Some(DetectedFrom::Close) => "after the close",
-            _ => "after the last sign of life",
-        };
-        summary.add_row(vec![
-            "detected".to_owned(),
-            format!("{} {from}", fmt_us(us)),
-        ]);
+    match (report.detected_after_us, report.peer_idle_us) {
+        (Some(us), idle) => {
+            let from = match report.detected_from {
+                Some(DetectedFrom::Close) => "after the close",
+                Some(DetectedFrom::Packet) => "after the peer's FIN/RST arrived",
+                _ => "after the last sign of life",
+            };
+            summary.add_row(vec![
+                "detected".to_owned(),
+                format!("{} {from}", fmt_us(us)),
+            ]);
+            if let Some(idle) =
+                idle.filter(|_| report.detected_from != Some(DetectedFrom::LastActivity))
+            {
+                summary.add_row(vec![
+                    "peer idle".to_owned(),
+                    format!(
+                        "{} from its last data until this side saw its end",
+                        fmt_us(idle)
+                    ),
+                ]);
+            }
+        }
+        (None, Some(idle)) => {
+            summary.add_row(vec![
+                "detected".to_owned(),
+                "not timed: the arrival of the peer's FIN/RST is known only with --pcap".to_owned(),
+            ]);
+            summary.add_row(vec![
+                "peer idle".to_owned(),
+                format!(
+                    "{} from its last data until this side saw its end",
+                    fmt_us(idle)
+                ),
+            ]);
+        }
+        (None, None) => {}
     }
     if let Some(us) = report.predicted_us {
         let basis = report.predicted_basis.as_deref().unwrap_or("");

@@ -82,6 +82,8 @@ pub struct Conn {
     last_data: Instant,
     /// The last packet of any kind received (from TCP_INFO `last_ack_recv`).
     last_packet: Instant,
+    /// When the capture saw the peer's first FIN or RST arrive (`--pcap`).
+    peer_end_packet: Option<Instant>,
     /// The first send not yet acknowledged, while data is in flight.
     first_unacked: Option<Instant>,
     /// The first retransmission timeout of the current loss episode.
@@ -173,6 +175,7 @@ impl Conn {
             peer_action: None,
             last_data: start,
             last_packet: start,
+            peer_end_packet: None,
             first_unacked: None,
             first_rto: None,
             rto_time_base: 0,

@@ -34,14 +34,25 @@ impl Conn {
         // Detection is measured for what the peer did; a local fin/rst has none.
         let observed =
             closer == Some(Closer::Peer) || self.action.is_some_and(|(_, m)| m == CloseMode::Half);
-        let (reference, from) = match self.peer_action {
-            Some((at, _)) => (at, DetectedFrom::Close),
-            None => (self.last_data, DetectedFrom::LastActivity),
-        };
-        let detected = self
+        let detected_at = self
             .detected_at
-            .filter(|_| observed && verdict != Verdict::Open)
-            .map(|at| micros(at.saturating_duration_since(reference)));
+            .filter(|_| observed && verdict != Verdict::Open);
+        // Detection is timed from a moment this side knows: the closer's action
+        // (both ends in this process), else the arrival of the peer's FIN or RST
+        // (captured); a silent ending, which no packet announces, counts from the
+        // last sign of life. A FIN or RST whose arrival nobody timed has no
+        // latency: the time since the last data is the peer's idle time.
+        let (reference, from) = match (self.peer_action, verdict, self.peer_end_packet) {
+            (Some((at, _)), _, _) => (Some(at), DetectedFrom::Close),
+            (None, Verdict::Fin | Verdict::Rst, Some(at)) => (Some(at), DetectedFrom::Packet),
+            (None, Verdict::Fin | Verdict::Rst, None) => (None, DetectedFrom::Packet),
+            (None, _, _) => (Some(self.last_data), DetectedFrom::LastActivity),
+        };
+        let detected = detected_at
+            .zip(reference)
+            .map(|(at, from)| micros(at.saturating_duration_since(from)));
+        let peer_idle = detected_at.map(|at| micros(at.saturating_duration_since(self.last_data)));
+        let anchor = self.peer_action.map_or(self.last_data, |(at, _)| at);
         // A prediction is for a silent ending that a mechanism caught. For `open`
         // nothing was caught, and the running estimate (re-anchored at each answered
         // probe) names no moment that happened: leave it out.
@@ -79,9 +90,10 @@ impl Conn {
             detected_by: self.detected_by,
             detected_after_us: detected,
             detected_from: detected.map(|_| from),
+            peer_idle_us: peer_idle,
             predicted_us: prediction
                 .as_ref()
-                .map(|p| micros(p.at.saturating_duration_since(reference))),
+                .map(|p| micros(p.at.saturating_duration_since(anchor))),
             predicted_basis: prediction.map(|p| p.basis),
             duration_us,
             bytes_sent: self.bytes_sent,

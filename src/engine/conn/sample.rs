@@ -37,6 +37,10 @@ impl Conn {
         if !outgoing && !incoming {
             return false;
         }
+        let ends = seg.packet.flags.iter().any(|f| matches!(*f, "FIN" | "RST"));
+        if incoming && ends && self.peer_end_packet.is_none() {
+            self.peer_end_packet = Some(seg.at);
+        }
         match self.packets.as_mut() {
             Some(packets) if packets.len() < MAX_PACKETS => packets.push(Packet {
                 t_us: self.timeline.t_us(seg.at),
