@@ -67,6 +67,7 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l no-peer-side -d 
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l json -d 'JSON Lines on stdout: one object per connection, then one summary object'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l ladder -d 'Draw each connection\'s ending as a ladder diagram: both ends, one time axis'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l brief -d 'One line per connection instead of its tables: verdict, who closed, detection time, errno, state'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l force -d 'With --pcap: replace FILE if it exists (a symbolic link is never followed)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l connect-timeout -d 'Give up on connect() after DUR and report `connect-timeout`' -r
@@ -106,6 +107,7 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l no-peer-side -
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l json -d 'JSON Lines on stdout: one object per connection, then one summary object'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l ladder -d 'Draw each connection\'s ending as a ladder diagram: both ends, one time axis'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l brief -d 'One line per connection instead of its tables: verdict, who closed, detection time, errno, state'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l force -d 'With --pcap: replace FILE if it exists (a symbolic link is never followed)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l modes -d 'Close modes to run, comma-separated, e.g. `--modes fin,rst,drop` [default: all but none]' -r -f -a "fin\t'close(): a FIN; the peer reads EOF'

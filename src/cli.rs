@@ -209,6 +209,10 @@ pub struct OutputArgs {
     /// packets (FIN, RST, keepalive probes, retransmissions) appear on the diagram.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
+
+    /// With --pcap: replace FILE if it exists (a symbolic link is never followed)
+    #[arg(long, requires = "pcap")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -373,3 +373,85 @@ fn rust_version_covers_every_locked_dependency() {
         needed.0
     );
 }
+
+/// A fresh directory for one test's files, removed when it drops.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tcpbye-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `connect --pcap PATH [extra]` against a plain listener; the finished run.
+fn connect_with_pcap(path: &std::path::Path, extra: &[&str]) -> Finished {
+    let (listener, addr) = plain_listener("127.0.0.1");
+    let addr = addr.to_string();
+    let path = path.to_string_lossy().into_owned();
+    let mut argv = vec!["connect", &addr, "--close", "rst", "--pcap", &path];
+    argv.extend_from_slice(extra);
+    let out = run(&argv);
+    drop(listener);
+    out
+}
+
+#[test]
+fn pcap_never_writes_through_a_symlink_nor_over_a_file_without_force() {
+    let test = "pcap_never_writes_through_a_symlink_nor_over_a_file_without_force";
+    if !require_root(test, "--pcap needs CAP_NET_RAW (root)") {
+        return;
+    }
+    let dir = TempDir::new("pcap-files");
+    let target = dir.0.join("precious");
+    std::fs::write(&target, "keep me").expect("write the target");
+    let link = dir.0.join("planted.pcap");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+
+    // A planted link is refused, with or without --force, and its target is untouched.
+    for extra in [&[][..], &["--force"]] {
+        let out = connect_with_pcap(&link, extra);
+        out.expect_one_error_line(3, "symbolic link");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    }
+    // An existing file is kept unless --force says to replace it.
+    let out = connect_with_pcap(&target, &[]);
+    out.expect_one_error_line(3, "--force");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    let out = connect_with_pcap(&target, &["--force"]);
+    out.expect_code(0);
+    let replaced = std::fs::File::open(&target).unwrap();
+    assert!(
+        pcap_file::pcap::PcapReader::new(replaced).is_ok(),
+        "--force did not leave a pcap file"
+    );
+    // A new file is simply created.
+    let fresh = dir.0.join("fresh.pcap");
+    connect_with_pcap(&fresh, &[]).expect_code(0);
+    assert!(fresh.exists());
+}
+
+#[test]
+fn a_pcap_write_error_says_write() {
+    let test = "a_pcap_write_error_says_write";
+    if !require_root(test, "--pcap needs CAP_NET_RAW (root)") {
+        return;
+    }
+    if !std::path::Path::new("/dev/full").exists() {
+        skip(test, "no /dev/full here");
+        return;
+    }
+    let out = connect_with_pcap(std::path::Path::new("/dev/full"), &["--force"]);
+    let line = out.expect_one_error_line(3, "/dev/full");
+    assert!(line.contains("write"), "{line}");
+    assert!(!line.contains("reading"), "{line}");
+    assert!(line.contains("No space left"), "{line}");
+}

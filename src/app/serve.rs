@@ -15,8 +15,8 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
     // The capture is open (and its timestamps on) before anyone can connect.
-    if let Some(path) = &plan.output.pcap {
-        reactor.capture(path, Filter { addr: plan.addr })?;
+    if let Some(file) = &plan.output.pcap {
+        reactor.capture(file, Filter { addr: plan.addr })?;
     }
     let local = reactor
         .listen(plan.addr, plan.end.clone(), plan.max_conns)
@@ -61,8 +61,8 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
     }
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
-    if let Some(path) = &plan.output.pcap {
-        reactor.capture(path, Filter { addr: plan.addr })?;
+    if let Some(file) = &plan.output.pcap {
+        reactor.capture(file, Filter { addr: plan.addr })?;
     }
     if churn {
         let (addr, end, timeout) = (plan.addr, plan.end.clone(), plan.connect_timeout);
@@ -156,7 +156,8 @@ fn privileged_port(err: anyhow::Error, addr: SocketAddr) -> anyhow::Error {
 
 /// Says where the capture went.
 fn tell_captured(reactor: &Reactor, plan: &OutputPlan) {
-    if let (Some(path), Some(n)) = (&plan.pcap, reactor.captured()) {
+    if let (Some(file), Some(n)) = (&plan.pcap, reactor.captured()) {
+        let path = &file.path;
         tell!("wrote {n} packets to {}", path.display());
     }
 }

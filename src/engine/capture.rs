@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -22,6 +21,7 @@ use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use socket2::{SockFilter, Socket};
 
 use super::timers::later;
+use crate::plan::PcapFile;
 use crate::report::Packet;
 
 /// `PACKET_OUTGOING`: on `lo` every packet is seen leaving and arriving; keep one.
@@ -119,7 +119,7 @@ pub struct Capture {
 
 impl Capture {
     /// Opens the capture socket and the pcap file.
-    pub fn open(path: &Path, filter: Filter) -> anyhow::Result<Self> {
+    pub fn open(file: &PcapFile, filter: Filter) -> anyhow::Result<Self> {
         let fd = socket::socket(
             AddressFamily::Packet,
             SockType::Datagram,
@@ -135,12 +135,14 @@ impl Capture {
         // (a deferred static key); packets in between would carry none and be stamped
         // when read. Let it settle before the first connection's handshake.
         std::thread::sleep(TIMESTAMPS_SETTLE);
-        let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
+        let path = &file.path;
+        let file = create(file)?;
         let header = PcapHeader {
             datalink: DataLink::RAW,
             ..PcapHeader::default()
         };
         let writer = PcapWriter::with_header(file, header)
+            .map_err(io_error)
             .with_context(|| format!("write {}", path.display()))?;
         let lo_index = nix::net::if_::if_nametoindex("lo").map_or(0, |i| i as usize);
         let mut capture = Self {
@@ -220,6 +222,7 @@ impl Capture {
             }
             self.writer
                 .write_packet(&PcapPacket::new(wall, len as u32, data))
+                .map_err(io_error)
                 .context("write the pcap file")?;
             self.written += 1;
             wire.packet.note = self.classifier.classify(&wire);
@@ -408,6 +411,42 @@ fn parse(data: &[u8]) -> Option<Wire> {
         window: tcp.window_size(),
         sack_permitted,
     })
+}
+
+/// Creates the pcap file without following a symbolic link, and without
+/// replacing an existing file unless `--force` said so.
+fn create(file: &PcapFile) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = &file.path;
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
+    if file.replace {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    options.open(path).map_err(|e| {
+        let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        let why = match e.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::EEXIST | Errno::ELOOP) if link => {
+                "it is a symbolic link, which --pcap never writes through".to_owned()
+            }
+            Some(Errno::EEXIST) => "the file exists; add --force to replace it".to_owned(),
+            _ => e.to_string(),
+        };
+        anyhow::anyhow!("--pcap {}: {why}", path.display())
+    })
+}
+
+/// pcap-file's I/O error as the operating system's own, so that a failed write
+/// says what failed (its own text says "Error reading bytes" for writes too).
+fn io_error(e: pcap_file::PcapError) -> anyhow::Error {
+    match e {
+        pcap_file::PcapError::IoError(io) => io.into(),
+        other => other.into(),
+    }
 }
 
 #[cfg(test)]

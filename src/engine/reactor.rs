@@ -19,7 +19,7 @@ use super::capture::{Capture, Filter, Segment};
 use super::conn::{Conn, Ctx};
 use super::predict::KernelTcp;
 use super::timers::{TimerKind, Timers, later};
-use crate::plan::EndPlan;
+use crate::plan::{EndPlan, PcapFile};
 use crate::report::progress::Progress;
 use crate::report::{EventKind, Report, Role};
 use crate::sys::{self, TcpState};
@@ -131,8 +131,8 @@ impl Reactor {
 
     /// Captures the packets to or from `filter` into a pcap file at `path`, and
     /// gives each connection's report its packets.
-    pub fn capture(&mut self, path: &std::path::Path, filter: Filter) -> anyhow::Result<()> {
-        let capture = Capture::open(path, filter)?;
+    pub fn capture(&mut self, file: &PcapFile, filter: Filter) -> anyhow::Result<()> {
+        let capture = Capture::open(file, filter)?;
         self.epoll
             .add(
                 capture.socket(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{
     BenchPlan, ConnectPlan, DEFAULT_HOST, DEFAULT_PORT, Detection, EndPlan, Format, LabPlan,
-    OutputPlan, Plan, Privileges, ServePlan,
+    OutputPlan, PcapFile, Plan, Privileges, ServePlan,
 };
 use crate::cli::{
     BenchArgs, Command, ConnectArgs, DetectArgs, EndArgs, LabArgs, OutputArgs, ServeArgs,
@@ -156,7 +156,10 @@ fn output_plan(args: OutputArgs, privileges: Privileges) -> Result<OutputPlan, F
         } else {
             Format::Table
         },
-        pcap: args.pcap,
+        pcap: args.pcap.map(|path| PcapFile {
+            path,
+            replace: args.force,
+        }),
         summary_only: false,
         expect: args.expect,
         expect_within: args.expect_within,

@@ -101,12 +101,20 @@ impl Default for EndPlan {
     }
 }
 
+/// Where `--pcap` writes, and whether it may replace an existing file (`--force`).
+/// It never writes through a symbolic link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcapFile {
+    pub path: PathBuf,
+    pub replace: bool,
+}
+
 /// What to do with finished reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutputPlan {
     pub format: Format,
     /// Capture packets into this pcap file.
-    pub pcap: Option<PathBuf>,
+    pub pcap: Option<PcapFile>,
     /// Only the summary, no per-connection reports.
     pub summary_only: bool,
     pub expect: Vec<Verdict>,
