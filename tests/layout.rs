@@ -122,3 +122,30 @@ fn brief_excludes_json_and_ladder() {
         out.expect_code(2);
     }
 }
+
+#[test]
+fn a_closers_report_leads_with_what_the_other_end_went_through() {
+    let (server, addr) = serve(&["127.0.0.1:0", "--once", "--timeout", "5s"]);
+    let addr = addr.to_string();
+    let client = run(&["connect", &addr, "--close", "rst"]);
+    client.expect_code(0);
+    server.finish().expect_code(0);
+    // The title line, then the summary table whose first row is the other end's fate.
+    let first_row = client.stdout.lines().nth(1).unwrap_or_default().to_owned();
+    assert!(
+        first_row.contains("the other end") && first_row.contains("gone +"),
+        "{}",
+        client.stdout
+    );
+    let brief = {
+        let (server, addr) = serve(&["127.0.0.1:0", "--once", "--timeout", "5s"]);
+        let out = run(&["connect", &addr.to_string(), "--close", "rst", "--brief"]);
+        server.finish().expect_code(0);
+        out
+    };
+    assert!(
+        brief.stdout.contains("the other end: gone +"),
+        "{}",
+        brief.stdout
+    );
+}

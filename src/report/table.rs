@@ -36,6 +36,10 @@ pub fn render(report: &Report, tty: bool) -> String {
     ));
 
     let mut summary = table(tty);
+    // A closer's report leads with what its action did to the other end.
+    if let Some(seen) = other_end_after_close(report) {
+        summary.add_row(vec!["the other end".to_owned(), seen]);
+    }
     let closer = match (report.closer, report.close) {
         (Some(Closer::Local), Some(mode)) => format!("this side ({mode})"),
         (Some(Closer::Peer), Some(mode)) => format!("the peer ({mode})"),
@@ -200,20 +204,31 @@ pub fn line(report: &Report) -> String {
     let state = report.events.iter().rev().find_map(|e| e.state);
     parts.extend(state.map(|s| s.to_string()));
     // A closer's own socket tells little; what the other end went through does.
-    if report.closer == Some(Closer::Local) {
-        let peer = report.peer_side.as_ref().filter(|p| p.visible);
-        if let Some(last) = peer.and_then(|p| p.states.last()) {
-            let state = last
-                .state
-                .map_or_else(|| "gone".to_owned(), |s| s.to_string());
-            parts.push(format!(
-                "the peer's socket: {state} at +{}",
-                fmt_us(last.t_us)
-            ));
-        }
-    }
+    parts.extend(other_end_after_close(report).map(|s| format!("the other end: {s}")));
     parts.push(fmt_us(report.duration_us));
     parts.join(" · ")
+}
+
+/// For a closer whose other end sock_diag could read: that socket's states from
+/// the close on, e.g. `CLOSE_WAIT +35µs → gone +1.1ms`.
+fn other_end_after_close(report: &Report) -> Option<String> {
+    if report.closer != Some(Closer::Local) {
+        return None;
+    }
+    let from = report.close_t_us?;
+    let peer = report.peer_side.as_ref().filter(|p| p.visible)?;
+    let after: Vec<String> = peer
+        .states
+        .iter()
+        .filter(|s| s.t_us >= from)
+        .map(|s| {
+            let state = s
+                .state
+                .map_or_else(|| "gone".to_owned(), |st| st.to_string());
+            format!("{state} +{}", fmt_us(s.t_us))
+        })
+        .collect();
+    (!after.is_empty()).then(|| after.join(" → "))
 }
 
 /// A socket's states as sock_diag showed them.
