@@ -63,6 +63,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
         }
         'tcpbye;connect' {
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up on connect() after DUR and report `connect-timeout`')
+            [CompletionResult]::new('--retry', '--retry', [CompletionResultType]::ParameterName, 'Retry a refused connect every 20ms for up to DUR, e.g. `--retry 5s` right after starting `tcpbye serve` in the background')
             [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Make N connections in turn and print one summary instead of N reports, e.g. `--count 1000`')
             [CompletionResult]::new('--concurrency', '--concurrency', [CompletionResultType]::ParameterName, 'With --count: keep at most C connections open at once')
             [CompletionResult]::new('--rate', '--rate', [CompletionResultType]::ParameterName, 'With --count: start at most R connections per second, e.g. `--rate 500`')

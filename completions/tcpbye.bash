@@ -81,13 +81,17 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__connect)
-            opts="-h -V --connect-timeout --count --concurrency --rate --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --ladder --brief --pcap --force --help --version"
+            opts="-h -V --connect-timeout --retry --count --concurrency --rate --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --ladder --brief --pcap --force --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

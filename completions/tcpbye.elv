@@ -58,6 +58,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
         }
         &'tcpbye;connect'= {
             cand --connect-timeout 'Give up on connect() after DUR and report `connect-timeout`'
+            cand --retry 'Retry a refused connect every 20ms for up to DUR, e.g. `--retry 5s` right after starting `tcpbye serve` in the background'
             cand --count 'Make N connections in turn and print one summary instead of N reports, e.g. `--count 1000`'
             cand --concurrency 'With --count: keep at most C connections open at once'
             cand --rate 'With --count: start at most R connections per second, e.g. `--rate 500`'

@@ -71,6 +71,7 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l force -d 'With -
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l connect-timeout -d 'Give up on connect() after DUR and report `connect-timeout`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l retry -d 'Retry a refused connect every 20ms for up to DUR, e.g. `--retry 5s` right after starting `tcpbye serve` in the background' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l count -d 'Make N connections in turn and print one summary instead of N reports, e.g. `--count 1000`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l concurrency -d 'With --count: keep at most C connections open at once' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l rate -d 'With --count: start at most R connections per second, e.g. `--rate 500`' -r

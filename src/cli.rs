@@ -92,6 +92,11 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = plan::parse_duration)]
     pub connect_timeout: Duration,
 
+    /// Retry a refused connect every 20ms for up to DUR, e.g. `--retry 5s` right after
+    /// starting `tcpbye serve` in the background
+    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    pub retry: Option<Duration>,
+
     /// Make N connections in turn and print one summary instead of N reports, e.g. `--count 1000`
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,

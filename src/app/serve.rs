@@ -4,11 +4,15 @@
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 
+use std::time::{Duration, Instant};
+
 use super::print::{Printer, StatusLine, tell};
 use crate::engine::capture::Filter;
+use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{Capability, ExitCode, Failure};
 use crate::plan::{ConnectPlan, OutputPlan, ServePlan};
+use crate::vocab::Verdict;
 
 pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     raise_fd_limit(plan.max_conns.unwrap_or(10_000));
@@ -54,6 +58,9 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     Ok(printer.finish(end == RunEnd::Interrupted)?)
 }
 
+/// How long `--retry` waits between refused connects.
+const RETRY_EVERY: Duration = Duration::from_millis(20);
+
 pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
     let churn = plan.count > 1;
     if churn {
@@ -76,32 +83,48 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
     if status.wanted() {
         reactor.show_progress();
     }
-    let end = reactor.run(&mut |emit| {
-        match emit {
-            Emit::Progress(line) => status.show(&line),
-            Emit::Report(report) => {
-                status.clear();
-                let unexpected = !plan.output.expect.contains(&report.verdict);
-                if !churn && report.verdict.is_connect_failure() && unexpected {
-                    let errno = report
-                        .events
-                        .iter()
-                        .find_map(|e| e.errno.clone())
-                        .unwrap_or_default();
-                    failure = Some(format!(
-                        "connect {}: {} ({errno})",
-                        plan.addr, report.verdict
-                    ));
+    // `--retry`: a refused connect is tried again until this deadline.
+    let retry_until = plan.retry.map(|d| later(Instant::now(), d));
+    let end = loop {
+        let mut refused = false;
+        let end = reactor.run(&mut |emit| {
+            match emit {
+                Emit::Progress(line) => status.show(&line),
+                Emit::Report(report)
+                    if report.verdict == Verdict::Refused
+                        && retry_until.is_some_and(|until| Instant::now() < until) =>
+                {
+                    refused = true;
                 }
-                printer.report(&report)?;
+                Emit::Report(report) => {
+                    status.clear();
+                    let unexpected = !plan.output.expect.contains(&report.verdict);
+                    if !churn && report.verdict.is_connect_failure() && unexpected {
+                        let errno = report
+                            .events
+                            .iter()
+                            .find_map(|e| e.errno.clone())
+                            .unwrap_or_default();
+                        failure = Some(format!(
+                            "connect {}: {} ({errno})",
+                            plan.addr, report.verdict
+                        ));
+                    }
+                    printer.report(&report)?;
+                }
+                Emit::Notice(text) => {
+                    status.clear();
+                    tell!("{text}");
+                }
             }
-            Emit::Notice(text) => {
-                status.clear();
-                tell!("{text}");
-            }
+            Ok(Flow::Continue)
+        })?;
+        if !(refused && end == RunEnd::Finished) {
+            break end;
         }
-        Ok(Flow::Continue)
-    })?;
+        std::thread::sleep(RETRY_EVERY);
+        reactor.connect(plan.addr, plan.end.clone(), plan.connect_timeout)?;
+    };
     status.clear();
     tell_captured(&reactor, &plan.output);
     let code = printer.finish(end == RunEnd::Interrupted)?;

@@ -61,6 +61,11 @@ pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<Connect
             "--concurrency and --rate apply with --count N (N > 1)".into(),
         ));
     }
+    if args.count > 1 && args.retry.is_some() {
+        return Err(Failure::Usage(
+            "--retry applies to one connection; with --count N refused connects are counted".into(),
+        ));
+    }
     if args.count > 1 && args.output.ladder {
         // Churn prints one summary, no per-connection report to draw.
         return Err(Failure::Usage(
@@ -80,6 +85,7 @@ pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<Connect
     Ok(ConnectPlan {
         addr,
         connect_timeout: args.connect_timeout,
+        retry: args.retry,
         count: args.count,
         concurrency: args.concurrency as usize,
         rate: args.rate,
@@ -311,6 +317,10 @@ mod tests {
             Err(Failure::Usage(_))
         ));
         assert!(matches!(connect(&[":0"], USER), Err(Failure::Usage(_))));
+        assert!(matches!(
+            connect(&["--retry", "1s", "--count", "2"], USER),
+            Err(Failure::Usage(_))
+        ));
         assert!(matches!(
             connect(&["--user-timeout", "0s"], USER),
             Err(Failure::Usage(_))

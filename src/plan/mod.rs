@@ -134,6 +134,8 @@ pub struct ServePlan {
 pub struct ConnectPlan {
     pub addr: SocketAddr,
     pub connect_timeout: Duration,
+    /// Retry a refused connect for this long (one connection only).
+    pub retry: Option<Duration>,
     /// Connections to make (`--count`); more than one prints a summary only.
     pub count: u64,
     pub concurrency: usize,
