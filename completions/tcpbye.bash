@@ -81,7 +81,7 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__connect)
-            opts="-h -V --connect-timeout --retry --count --concurrency --rate --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --ladder --brief --pcap --force --help --version"
+            opts="-4 -6 -h -V --ipv4 --ipv6 --connect-timeout --retry --count --concurrency --rate --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --ladder --brief --pcap --force --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -277,7 +277,7 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__serve)
-            opts="-h -V --once --max-conns --summary --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --ladder --brief --pcap --force --help --version"
+            opts="-4 -6 -h -V --ipv4 --ipv6 --once --max-conns --summary --close --after --send --hold --no-probe --no-peer-side --linger-watch --keepalive --user-timeout --heartbeat --send-every --timeout --json --expect --expect-within --ladder --brief --pcap --force --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

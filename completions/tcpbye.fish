@@ -60,6 +60,8 @@ connect-timeout\t'connect() did not complete within --connect-timeout'
 error\t'another socket error (named in the timeline)'"
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l expect-within -d 'Exit 1 unless every connection\'s end was detected within DUR, e.g. `--expect-within 5s`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l pcap -d 'Capture the connection\'s packets (both directions) into a pcap file, e.g. `--pcap end.pcap`' -r -F
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s 4 -l ipv4 -d 'Use only the IPv4 addresses of a host name'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -s 6 -l ipv6 -d 'Use only the IPv6 addresses of a host name'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l once -d 'Exit after the first connection\'s report'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l summary -d 'Print no per-connection reports, only the summary (at exit and on Ctrl-C)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l no-probe -d 'After the peer\'s FIN or RST, do not send the two probe writes that show what a writer meets'
@@ -103,6 +105,8 @@ connect-timeout\t'connect() did not complete within --connect-timeout'
 error\t'another socket error (named in the timeline)'"
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l expect-within -d 'Exit 1 unless every connection\'s end was detected within DUR, e.g. `--expect-within 5s`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l pcap -d 'Capture the connection\'s packets (both directions) into a pcap file, e.g. `--pcap end.pcap`' -r -F
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -s 4 -l ipv4 -d 'Use only the IPv4 addresses of a host name'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -s 6 -l ipv6 -d 'Use only the IPv6 addresses of a host name'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l no-probe -d 'After the peer\'s FIN or RST, do not send the two probe writes that show what a writer meets'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l no-peer-side -d 'Do not read the other end\'s socket through sock_diag (done when it is on this host)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand connect" -l json -d 'JSON Lines on stdout: one object per connection, then one summary object'

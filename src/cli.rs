@@ -1,13 +1,12 @@
 //! The command line: the clap derive types (every doc comment here is `--help`
 //! text), and the shell completions and man page generated from them.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::plan::parse as plan;
-use crate::plan::{Heartbeat, KeepAlive};
+use crate::plan::{Heartbeat, KeepAlive, Target};
 use crate::vocab::{CloseMode, Setting, Verdict};
 
 /// Shows how TCP connections end: what one side observes when the other side
@@ -56,7 +55,10 @@ pub struct ServeArgs {
     ///
     /// Loopback unless asked: `tcpbye serve 0.0.0.0:7007` listens on all IPv4 interfaces.
     #[arg(value_name = "ADDR", value_parser = plan::parse_addr)]
-    pub addr: Option<SocketAddr>,
+    pub addr: Option<Target>,
+
+    #[command(flatten)]
+    pub family: FamilyArgs,
 
     /// Exit after the first connection's report
     #[arg(long)]
@@ -86,7 +88,10 @@ pub struct ServeArgs {
 pub struct ConnectArgs {
     /// Server to connect to: HOST:PORT, [V6]:PORT, :PORT or PORT [default: 127.0.0.1:7007]
     #[arg(value_name = "ADDR", value_parser = plan::parse_addr)]
-    pub addr: Option<SocketAddr>,
+    pub addr: Option<Target>,
+
+    #[command(flatten)]
+    pub family: FamilyArgs,
 
     /// Give up on connect() after DUR and report `connect-timeout`
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = plan::parse_duration)]
@@ -117,6 +122,18 @@ pub struct ConnectArgs {
 
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// Which addresses of a host name to use.
+#[derive(Debug, Args)]
+pub struct FamilyArgs {
+    /// Use only the IPv4 addresses of a host name
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Use only the IPv6 addresses of a host name
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
 }
 
 /// How this end behaves and closes.

@@ -2,8 +2,7 @@
 //! report to the printer, and say what went wrong in one line.
 
 use std::io::{self, ErrorKind};
-use std::net::SocketAddr;
-
+use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::print::{Printer, StatusLine, tell};
@@ -11,20 +10,22 @@ use crate::engine::capture::Filter;
 use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{Capability, ExitCode, Failure};
-use crate::plan::{ConnectPlan, OutputPlan, ServePlan};
+use crate::plan::{ConnectPlan, Family, OutputPlan, ServePlan, Target};
 use crate::vocab::Verdict;
 
 pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     raise_fd_limit(plan.max_conns.unwrap_or(10_000));
+    // A host name listens on its first address (of the family asked for).
+    let addr = resolve(&plan.addr, plan.family)?[0];
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
     // The capture is open (and its timestamps on) before anyone can connect.
     if let Some(file) = &plan.output.pcap {
-        reactor.capture(file, Filter { addr: plan.addr })?;
+        reactor.capture(file, Filter { addr })?;
     }
     let local = reactor
-        .listen(plan.addr, plan.end.clone(), plan.max_conns)
-        .map_err(|e| privileged_port(e, plan.addr))?;
+        .listen(addr, plan.end.clone(), plan.max_conns)
+        .map_err(|e| privileged_port(e, addr))?;
     reactor.set_capture_filter(Filter { addr: local })?;
     tell!("listening on {local}");
     let mut printer = Printer::new(plan.output.clone());
@@ -66,16 +67,31 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
     if churn {
         raise_fd_limit(plan.concurrency);
     }
+    let addrs = resolve(&plan.addr, plan.family)?;
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
     if let Some(file) = &plan.output.pcap {
-        reactor.capture(file, Filter { addr: plan.addr })?;
+        // Whichever of the addresses answers: the port names the connection.
+        let addr = match plan.addr {
+            Target::Addr(addr) => addr,
+            Target::Host { port, .. } => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+        };
+        reactor.capture(file, Filter { addr })?;
     }
+    // The address being tried: a failed connect moves on to the next one.
+    let mut next = 0;
     if churn {
-        let (addr, end, timeout) = (plan.addr, plan.end.clone(), plan.connect_timeout);
-        reactor.churn(addr, end, timeout, plan.count, plan.concurrency, plan.rate);
+        let (end, timeout) = (plan.end.clone(), plan.connect_timeout);
+        reactor.churn(
+            addrs[0],
+            end,
+            timeout,
+            plan.count,
+            plan.concurrency,
+            plan.rate,
+        );
     } else {
-        reactor.connect(plan.addr, plan.end.clone(), plan.connect_timeout)?;
+        reactor.connect(addrs[0], plan.end.clone(), plan.connect_timeout)?;
     }
     let mut printer = Printer::new(plan.output.clone());
     let mut failure = None;
@@ -86,15 +102,19 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
     // `--retry`: a refused connect is tried again until this deadline.
     let retry_until = plan.retry.map(|d| later(Instant::now(), d));
     let end = loop {
-        let mut refused = false;
+        let mut again = false;
+        let more = next + 1 < addrs.len();
         let end = reactor.run(&mut |emit| {
             match emit {
                 Emit::Progress(line) => status.show(&line),
                 Emit::Report(report)
-                    if report.verdict == Verdict::Refused
-                        && retry_until.is_some_and(|until| Instant::now() < until) =>
+                    if !churn
+                        && report.verdict.is_connect_failure()
+                        && (more
+                            || report.verdict == Verdict::Refused
+                                && retry_until.is_some_and(|until| Instant::now() < until)) =>
                 {
-                    refused = true;
+                    again = true;
                 }
                 Emit::Report(report) => {
                     status.clear();
@@ -107,7 +127,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
                             .unwrap_or_default();
                         failure = Some(format!(
                             "connect {}: {} ({errno})",
-                            plan.addr, report.verdict
+                            report.peer, report.verdict
                         ));
                     }
                     printer.report(&report)?;
@@ -119,11 +139,17 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
             }
             Ok(Flow::Continue)
         })?;
-        if !(refused && end == RunEnd::Finished) {
+        if !(again && end == RunEnd::Finished) {
             break end;
         }
-        std::thread::sleep(RETRY_EVERY);
-        reactor.connect(plan.addr, plan.end.clone(), plan.connect_timeout)?;
+        if more {
+            next += 1;
+        } else {
+            // --retry: every address refused; start over after a pause.
+            next = 0;
+            std::thread::sleep(RETRY_EVERY);
+        }
+        reactor.connect(addrs[next], plan.end.clone(), plan.connect_timeout)?;
     };
     status.clear();
     tell_captured(&reactor, &plan.output);
@@ -211,4 +237,27 @@ fn raise_fd_limit(wanted: usize) {
         Ok(_) => {}
         Err(e) => tell!("cannot raise the open-file limit: {e}"),
     }
+}
+
+/// The addresses of `target` of `family`, in the resolver's order; a host name
+/// that does not resolve (or has no address of the family) is a runtime failure.
+fn resolve(target: &Target, family: Family) -> Result<Vec<SocketAddr>, Failure> {
+    let (host, port) = match target {
+        Target::Addr(addr) => return Ok(vec![*addr]),
+        Target::Host { host, port } => (host.as_str(), *port),
+    };
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Failure::Runtime(format!("cannot resolve '{host}': {e}")))?
+        .filter(|a| family.admits(a))
+        .collect();
+    if addrs.is_empty() {
+        let which = match family {
+            Family::V4 => "no IPv4 address",
+            Family::V6 => "no IPv6 address",
+            Family::Any => "no address",
+        };
+        return Err(Failure::Runtime(format!("'{host}' has {which}")));
+    }
+    Ok(addrs)
 }

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{
-    BenchPlan, ConnectPlan, DEFAULT_HOST, DEFAULT_PORT, Detection, EndPlan, Format, LabPlan,
-    OutputPlan, PcapFile, Plan, Privileges, ServePlan,
+    BenchPlan, ConnectPlan, DEFAULT_HOST, DEFAULT_PORT, Detection, EndPlan, Family, Format,
+    LabPlan, OutputPlan, PcapFile, Plan, Privileges, ServePlan, Target,
 };
 use crate::cli::{
-    BenchArgs, Command, ConnectArgs, DetectArgs, EndArgs, LabArgs, OutputArgs, ServeArgs,
+    BenchArgs, Command, ConnectArgs, DetectArgs, EndArgs, FamilyArgs, LabArgs, OutputArgs,
+    ServeArgs,
 };
 use crate::error::{Capability, Failure};
 use crate::vocab::{CloseMode, Setting};
@@ -29,6 +30,7 @@ pub fn build(command: Command, privileges: Privileges) -> Result<Plan, Failure> 
 /// Validates `serve` arguments into a plan.
 pub fn serve_plan(args: ServeArgs, privileges: Privileges) -> Result<ServePlan, Failure> {
     let addr = args.addr.unwrap_or(default_addr());
+    let family = family(&args.family, &addr)?;
     let mut end = end_plan(args.end, args.detect, CloseMode::None, privileges)?;
     if args.summary {
         // Only the summary is printed: sock_diag readings would be read and thrown away.
@@ -37,6 +39,7 @@ pub fn serve_plan(args: ServeArgs, privileges: Privileges) -> Result<ServePlan, 
     }
     Ok(ServePlan {
         addr,
+        family,
         once: args.once,
         max_conns: args.max_conns.map(|n| n as usize),
         end,
@@ -50,6 +53,7 @@ pub fn serve_plan(args: ServeArgs, privileges: Privileges) -> Result<ServePlan, 
 /// Validates `connect` arguments into a plan.
 pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<ConnectPlan, Failure> {
     let addr = args.addr.unwrap_or(default_addr());
+    let family = family(&args.family, &addr)?;
     if addr.port() == 0 {
         return Err(Failure::Usage(format!(
             "connect {addr}: port 0 cannot be connected to"
@@ -84,6 +88,7 @@ pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<Connect
     };
     Ok(ConnectPlan {
         addr,
+        family,
         connect_timeout: args.connect_timeout,
         retry: args.retry,
         count: args.count,
@@ -97,8 +102,25 @@ pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<Connect
     })
 }
 
-fn default_addr() -> SocketAddr {
-    SocketAddr::new(DEFAULT_HOST, DEFAULT_PORT)
+fn default_addr() -> Target {
+    Target::Addr(SocketAddr::new(DEFAULT_HOST, DEFAULT_PORT))
+}
+
+/// `-4`/`-6`: which addresses of a host name to use; an IP address of the other
+/// family contradicts it.
+fn family(args: &FamilyArgs, addr: &Target) -> Result<Family, Failure> {
+    let family = match (args.ipv4, args.ipv6) {
+        (true, _) => Family::V4,
+        (_, true) => Family::V6,
+        _ => Family::Any,
+    };
+    match addr {
+        Target::Addr(ip) if !family.admits(ip) => Err(Failure::Usage(format!(
+            "{ip} is not an address of the family -{} asks for",
+            if family == Family::V4 { 4 } else { 6 }
+        ))),
+        _ => Ok(family),
+    }
 }
 
 fn end_plan(
@@ -259,11 +281,11 @@ mod tests {
     #[test]
     fn defaults() {
         let s = serve(&[], USER).unwrap();
-        assert_eq!(s.addr, "127.0.0.1:7007".parse().unwrap());
+        assert_eq!(s.addr, Target::Addr("127.0.0.1:7007".parse().unwrap()));
         assert_eq!(s.end.close, CloseMode::None);
         assert!(s.end.probe && !s.once && s.max_conns.is_none());
         let c = connect(&[], USER).unwrap();
-        assert_eq!(c.addr, "127.0.0.1:7007".parse().unwrap());
+        assert_eq!(c.addr, Target::Addr("127.0.0.1:7007".parse().unwrap()));
         assert_eq!(c.end.close, CloseMode::Fin);
         assert_eq!(c.connect_timeout, std::time::Duration::from_secs(5));
     }
@@ -285,7 +307,7 @@ mod tests {
             USER,
         )
         .unwrap();
-        assert_eq!(c.addr, "[::1]:9".parse().unwrap());
+        assert_eq!(c.addr, Target::Addr("[::1]:9".parse().unwrap()));
         assert_eq!(c.end.close, CloseMode::RstUnread);
         assert_eq!(c.end.after.as_millis(), 250);
         assert_eq!(c.end.send, 4096);

@@ -101,6 +101,51 @@ impl Default for EndPlan {
     }
 }
 
+/// An address as given: an IP address with its port, or a host name resolved
+/// when the command runs (every address it has is tried in turn).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Addr(SocketAddr),
+    Host { host: String, port: u16 },
+}
+
+impl Target {
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::Addr(addr) => addr.port(),
+            Self::Host { port, .. } => *port,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Addr(addr) => write!(f, "{addr}"),
+            Self::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// Which address family a host name may resolve to (`-4`, `-6`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Family {
+    #[default]
+    Any,
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn admits(self, addr: &SocketAddr) -> bool {
+        match self {
+            Self::Any => true,
+            Self::V4 => addr.is_ipv4(),
+            Self::V6 => addr.is_ipv6(),
+        }
+    }
+}
+
 /// Where `--pcap` writes, and whether it may replace an existing file (`--force`).
 /// It never writes through a symbolic link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +168,8 @@ pub struct OutputPlan {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServePlan {
-    pub addr: SocketAddr,
+    pub addr: Target,
+    pub family: Family,
     pub once: bool,
     pub max_conns: Option<usize>,
     pub end: EndPlan,
@@ -132,7 +178,8 @@ pub struct ServePlan {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectPlan {
-    pub addr: SocketAddr,
+    pub addr: Target,
+    pub family: Family,
     pub connect_timeout: Duration,
     /// Retry a refused connect for this long (one connection only).
     pub retry: Option<Duration>,

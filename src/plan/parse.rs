@@ -1,43 +1,72 @@
 //! The clap value parsers: text from the command line into typed values, each
 //! with a one-line error that says what was expected.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{DEFAULT_HOST, DEFAULT_PORT, Heartbeat, KeepAlive};
+use super::{DEFAULT_HOST, DEFAULT_PORT, Heartbeat, KeepAlive, Target};
 
-/// Parses `HOST:PORT`, `[V6]:PORT`, `:PORT`, `PORT`, or a bare host/IP (default port).
-pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+/// Parses `HOST:PORT`, `[V6]:PORT`, `:PORT`, `PORT`, or a bare host or IP (default
+/// port). Host names are kept as names: they are resolved when the command runs,
+/// so that a failed lookup is a runtime error, and every address is tried.
+pub fn parse_addr(text: &str) -> Result<Target, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty address".into());
     }
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
+    if let Some((scheme, rest)) = text.split_once("://") {
+        return Err(format!(
+            "'{text}': tcpbye takes HOST:PORT without a scheme: write '{rest}', not '{scheme}://'"
+        ));
     }
-    if let Ok(ip) = text
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
-        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Target::Addr(addr));
+    }
+    if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        return match inner.parse::<IpAddr>() {
+            Ok(ip) => Ok(Target::Addr(SocketAddr::new(ip, DEFAULT_PORT))),
+            Err(_) => Err(format!("'{text}': '{inner}' is not an IP address")),
+        };
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        // `::1:80` is a valid address, but most likely meant [::1]:80.
+        if let Some((head, last)) = text.rsplit_once(':') {
+            let port_like = !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit());
+            if ip.is_ipv6() && port_like && head.parse::<IpAddr>().is_ok() {
+                return Err(format!(
+                    "'{text}' is ambiguous: write [{head}]:{last} for port {last} of {head}, or [{text}] for the address {text}"
+                ));
+            }
+        }
+        return Ok(Target::Addr(SocketAddr::new(ip, DEFAULT_PORT)));
     }
     if let Some(port) = text.strip_prefix(':') {
-        return Ok(SocketAddr::new(DEFAULT_HOST, parse_port(port)?));
+        return Ok(Target::Addr(SocketAddr::new(
+            DEFAULT_HOST,
+            parse_port(port)?,
+        )));
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(SocketAddr::new(DEFAULT_HOST, parse_port(text)?));
+        return Ok(Target::Addr(SocketAddr::new(
+            DEFAULT_HOST,
+            parse_port(text)?,
+        )));
     }
     let (host, port) = match text.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => (host, parse_port(port)?),
         Some(_) => return Err(format!("'{text}': write IPv6 addresses as [ADDR]:PORT")),
         None => (text, DEFAULT_PORT),
     };
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
-        .next()
-        .ok_or_else(|| format!("'{host}' resolves to no address"))
+    let name_like = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if host.is_empty() || !name_like {
+        return Err(format!("'{host}' is not a host name or an IP address"));
+    }
+    Ok(Target::Host {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 fn parse_port(text: &str) -> Result<u16, String> {
@@ -158,23 +187,52 @@ mod tests {
 
     #[test]
     fn addresses() {
-        let v4 = |s: &str| parse_addr(s).unwrap();
-        assert_eq!(v4("127.0.0.1:80"), "127.0.0.1:80".parse().unwrap());
-        assert_eq!(v4("[::1]:9"), "[::1]:9".parse().unwrap());
-        assert_eq!(v4(":81"), "127.0.0.1:81".parse().unwrap());
-        assert_eq!(v4("82"), "127.0.0.1:82".parse().unwrap());
+        let ok = |s: &str| match parse_addr(s).unwrap() {
+            Target::Addr(addr) => addr,
+            host => panic!("{s}: {host:?}"),
+        };
+        assert_eq!(ok("127.0.0.1:80"), "127.0.0.1:80".parse().unwrap());
+        assert_eq!(ok("[::1]:9"), "[::1]:9".parse().unwrap());
+        assert_eq!(ok(":81"), "127.0.0.1:81".parse().unwrap());
+        assert_eq!(ok("82"), "127.0.0.1:82".parse().unwrap());
+        let v6 = SocketAddr::new("::1".parse().unwrap(), DEFAULT_PORT);
+        assert_eq!(ok("::1"), v6);
+        assert_eq!(ok("[::1]"), v6);
         assert_eq!(
-            v4("::1"),
-            SocketAddr::new("::1".parse().unwrap(), DEFAULT_PORT)
-        );
-        assert_eq!(
-            v4("127.0.0.2"),
+            ok("127.0.0.2"),
             SocketAddr::new("127.0.0.2".parse().unwrap(), DEFAULT_PORT)
         );
-        assert!(v4("localhost:83").ip().is_loopback());
-        for bad in ["", ":", "70000", "1.2.3.4:x", "fe80::1:99999x", ":-1"] {
+        assert_eq!(
+            parse_addr("localhost:83"),
+            Ok(Target::Host {
+                host: "localhost".into(),
+                port: 83
+            })
+        );
+        for bad in [
+            "",
+            ":",
+            "70000",
+            "1.2.3.4:x",
+            "fe80::1:99999x",
+            ":-1",
+            "a b:80",
+        ] {
             assert!(parse_addr(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn ambiguous_and_scheme_addresses_say_what_to_write() {
+        let err = parse_addr("::1:80").unwrap_err();
+        assert!(err.contains("[::1]:80"), "{err}");
+        let err = parse_addr("tcp://127.0.0.1:80").unwrap_err();
+        assert!(
+            err.contains("'127.0.0.1:80'") && !err.contains("IPv6"),
+            "{err}"
+        );
+        // Not ambiguous: the part before the last colon is no address on its own.
+        assert!(parse_addr("2001:db8::1").is_ok());
     }
 
     #[test]
