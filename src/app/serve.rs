@@ -11,6 +11,7 @@ use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{Capability, ExitCode, Failure};
 use crate::plan::{ConnectPlan, Family, OutputPlan, ServePlan, Target};
+use crate::sys;
 use crate::vocab::Verdict;
 
 pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
@@ -27,6 +28,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
         .listen(addr, plan.end.clone(), plan.max_conns)
         .map_err(|e| privileged_port(e, addr))?;
     reactor.set_capture_filter(Filter { addr: local })?;
+    let overflows_before = sys::listen_overflows();
     tell!("listening on {local}");
     let mut printer = Printer::new(plan.output.clone());
     let mut status = StatusLine::new();
@@ -56,6 +58,16 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     })?;
     status.clear();
     tell_captured(&reactor, &plan.output);
+    if let (Some(before), Some(after)) = (overflows_before, sys::listen_overflows())
+        && after > before
+    {
+        tell!(
+            "the kernel dropped {} completed handshakes while an accept queue was full \
+             (ListenOverflows, this network namespace): those clients may have \
+             connected and left without serve ever seeing them",
+            after - before
+        );
+    }
     Ok(printer.finish(end == RunEnd::Interrupted)?)
 }
 

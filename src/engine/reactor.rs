@@ -223,7 +223,10 @@ impl Reactor {
         }
         sock.bind(&addr.into())
             .with_context(|| format!("bind {addr}"))?;
-        sock.listen(1024)
+        // The longest accept queue the kernel allows (net.core.somaxconn, 4096 by
+        // default): when it overflows during a burst of connects, the kernel drops
+        // handshakes that the clients believe complete, and serve never sees them.
+        sock.listen(i32::MAX)
             .with_context(|| format!("listen {addr}"))?;
         let local = sock
             .local_addr()
