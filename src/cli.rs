@@ -251,6 +251,26 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=25_000))]
     pub idle: u64,
 
+    /// Seconds of idleness over which serve's CPU is measured
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub idle_seconds: u64,
+
+    /// Connections of the `--close fin` churn (concurrency 32) during which serve's peak RSS is read
+    #[arg(long, value_name = "N", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    pub fin_churn: u64,
+
+    /// Each churn rate is the best of this many runs
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub runs: u32,
+
+    /// Steps to run, comma-separated [default: all]
+    #[arg(long, value_name = "STEPS", value_delimiter = ',', value_parser = ["latency", "churn", "memory", "idle"])]
+    pub only: Vec<String>,
+
+    /// The tcpbye binary whose `connect` and `serve` are measured [default: this one]
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<std::path::PathBuf>,
+
     /// One JSON object with every figure
     #[arg(long)]
     pub json: bool,

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,9 +16,14 @@ use super::print;
 use crate::engine::{Emit, Flow, Reactor};
 use crate::error::ExitCode;
 use crate::plan::{BenchPlan, EndPlan};
-use crate::report::bench::{BenchResult, Churn, Idle, Latency};
+use crate::report::bench::{BenchResult, Churn, FinChurn, Idle, Latency};
 use crate::report::{Percentiles, Role};
 use crate::vocab::CloseMode;
+
+/// Churn concurrencies compared, each against a bare loop with as many threads.
+const CHURN_CONCURRENCY: [usize; 2] = [1, 32];
+/// Concurrency of the fin churn client.
+const FIN_CHURN_CONCURRENCY: usize = 32;
 
 /// Runs `tcpbye bench` and prints its table.
 pub fn bench(plan: &BenchPlan) -> anyhow::Result<ExitCode> {
@@ -26,11 +32,23 @@ pub fn bench(plan: &BenchPlan) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-/// Runs the three comparisons. `progress` gets one line per step.
+/// The binary whose `connect` and `serve` are measured: `--exe`, else this one.
+fn exe(plan: &BenchPlan) -> anyhow::Result<PathBuf> {
+    match &plan.exe {
+        Some(path) => Ok(path.clone()),
+        None => std::env::current_exe().context("the path of this tcpbye binary"),
+    }
+}
+
+/// Runs the comparisons. `progress` gets one line per step.
 fn run(plan: &BenchPlan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<BenchResult> {
     crate::sys::raise_fd_limit().context("raise the open-file limit")?;
+    let exe = exe(plan)?;
     let mut latency = Vec::new();
     for mode in [CloseMode::Fin, CloseMode::Rst] {
+        if !plan.includes("latency") {
+            break;
+        }
         progress(&format!(
             "detection latency, {mode}: {} rounds each",
             plan.samples
@@ -45,19 +63,51 @@ fn run(plan: &BenchPlan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Bench
             tcpbye_us: tcpbye,
         });
     }
-    progress(&format!("churn: {} connections each", plan.churn));
-    let churn = churn(plan.churn)?;
-    progress(&format!("serve: {} idle connections", plan.idle));
-    let idle = idle(plan.idle)?;
+    let mut churns = Vec::new();
+    if plan.includes("churn") {
+        progress(&format!(
+            "churn: {} connections, concurrency {CHURN_CONCURRENCY:?}, best of {}",
+            plan.churn, plan.runs
+        ));
+        churns = churn(&exe, plan.churn, plan.runs)?;
+    }
+    let mut fin_churn = Vec::new();
+    if plan.includes("memory") {
+        for summary in [false, true] {
+            progress(&format!(
+                "serve{} under a fin churn of {} connections",
+                if summary { " --summary --json" } else { " (table to /dev/null)" },
+                plan.fin_churn
+            ));
+            fin_churn.push(serve_under_fin_churn(&exe, plan.fin_churn, summary)?);
+        }
+    }
+    let mut idle_result = None;
+    if plan.includes("idle") {
+        progress(&format!(
+            "serve: {} idle connections, {} s",
+            plan.idle, plan.idle_seconds
+        ));
+        idle_result = Some(idle(
+            &exe,
+            plan.idle,
+            Duration::from_secs(plan.idle_seconds),
+        )?);
+    }
     Ok(BenchResult {
         latency,
-        churn,
-        idle,
+        churn: churns,
+        fin_churn,
+        idle: idle_result,
     })
 }
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 fn micros(d: Duration) -> u64 {
@@ -143,34 +193,77 @@ fn accept_and_close() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn churn(count: u64) -> anyhow::Result<Churn> {
-    let addr = accept_and_close()?;
+/// `count` blocking connect() + RST closes over `threads` threads; connections per second.
+fn bare_churn(addr: SocketAddr, count: u64, threads: usize) -> anyhow::Result<f64> {
+    let each = count / threads as u64;
     let start = Instant::now();
-    for _ in 0..count {
-        let stream = TcpStream::connect(addr).context("bare connect")?;
-        Socket::from(stream).set_linger(Some(Duration::ZERO))?;
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                for _ in 0..each {
+                    let stream = TcpStream::connect(addr).context("bare connect")?;
+                    Socket::from(stream).set_linger(Some(Duration::ZERO))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("bare churn thread panicked"))??;
     }
-    let bare = count as f64 / start.elapsed().as_secs_f64();
+    Ok((each * threads as u64) as f64 / start.elapsed().as_secs_f64())
+}
 
-    let addr = accept_and_close()?;
-    let out = Command::new(std::env::current_exe()?)
+/// `tcpbye connect --count` at `concurrency`; its summary's rate.
+fn tcpbye_churn(
+    exe: &Path,
+    addr: SocketAddr,
+    count: u64,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let out = Command::new(exe)
         .args(["connect", &addr.to_string(), "--count", &count.to_string()])
+        .args(["--concurrency", &concurrency.to_string()])
         .args(["--close", "rst", "--no-probe", "--json"])
         .output()
         .context("run tcpbye connect --count")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary: serde_json::Value = text
-        .lines()
+    let summary = summary_of(&String::from_utf8_lossy(&out.stdout))
+        .context("tcpbye connect --count printed no summary")?;
+    summary["rate_per_sec"].as_f64().context("rate_per_sec")
+}
+
+/// The `summary` object among JSON Lines.
+fn summary_of(text: &str) -> Option<serde_json::Value> {
+    text.lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .find(|v: &serde_json::Value| v["kind"] == "summary")
-        .context("tcpbye connect --count printed no summary")?;
-    let ours = summary["rate_per_sec"].as_f64().context("rate_per_sec")?;
-    Ok(Churn {
-        connections: count,
-        bare_per_sec: bare.round(),
-        tcpbye_per_sec: ours.round(),
-        ratio: round2(ours / bare),
-    })
+}
+
+fn churn(exe: &Path, count: u64, runs: u32) -> anyhow::Result<Vec<Churn>> {
+    let mut best = [(0.0f64, 0.0f64); CHURN_CONCURRENCY.len()];
+    // Runs alternate between the two loops, so a change of load hits both alike.
+    for _ in 0..runs {
+        for (i, &c) in CHURN_CONCURRENCY.iter().enumerate() {
+            let bare = bare_churn(accept_and_close()?, count, c)?;
+            let ours = tcpbye_churn(exe, accept_and_close()?, count, c)?;
+            best[i].0 = best[i].0.max(bare);
+            best[i].1 = best[i].1.max(ours);
+        }
+    }
+    Ok(CHURN_CONCURRENCY
+        .iter()
+        .zip(best)
+        .map(|(&concurrency, (bare, ours))| Churn {
+            connections: count,
+            concurrency,
+            bare_per_sec: bare.round(),
+            tcpbye_per_sec: ours.round(),
+            ratio: round2(ours / bare),
+            runs,
+        })
+        .collect())
 }
 
 /// A child process that is killed if the benchmark fails half-way.
@@ -192,41 +285,159 @@ fn proc_status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("{key} in /proc/{pid}/status"))
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_comm = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("stat")?;
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); after the comm they are at index 11 and 12.
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
-}
-
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-fn idle(count: usize) -> anyhow::Result<Idle> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["serve", "127.0.0.1:0", "--summary", "--json"])
-        .stdout(Stdio::piped())
+/// Starts `serve 127.0.0.1:0 ARGS`; its address, and its stdout when piped.
+fn spawn_serve(
+    exe: &Path,
+    args: &[&str],
+    stdout: Stdio,
+) -> anyhow::Result<(Server, SocketAddr)> {
+    let mut child = Command::new(exe)
+        .arg("serve")
+        .arg("127.0.0.1:0")
+        .args(args)
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .context("spawn tcpbye serve")?;
     let stderr = child.stderr.take().context("stderr")?;
-    let mut stdout = child.stdout.take().context("stdout")?;
     let server = Server(child);
-    let pid = server.0.id();
+    let mut stderr = BufReader::new(stderr);
     let mut line = String::new();
-    BufReader::new(stderr).read_line(&mut line)?;
+    stderr.read_line(&mut line)?;
     let addr: SocketAddr = line
         .trim()
         .rsplit(' ')
         .next()
         .and_then(|a| a.parse().ok())
         .with_context(|| format!("no address in {line:?}"))?;
+    // Later notices must never fill the pipe and stall serve.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    Ok((server, addr))
+}
+
+/// Waits until `pid` holds at most `fds` descriptors; how long that took.
+fn wait_fds_at_most(pid: u32, fds: usize, limit: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let open = open_fds(pid);
+        if open <= fds {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "serve still holds {} connections {} s after they closed",
+                open - fds,
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGINT, then the summary `serve` prints on exit.
+fn interrupt_for_summary(
+    server: &mut Server,
+    stdout: Option<std::process::ChildStdout>,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let Some(mut stdout) = stdout else {
+        return Ok(None);
+    };
+    let mut out = String::new();
+    stdout.read_to_string(&mut out)?;
+    Ok(summary_of(&out))
+}
+
+/// `serve` (table to /dev/null, or `--summary --json`) observing a fin churn of
+/// `count` connections from `tcpbye connect`; its peak RSS and whether it kept up.
+fn serve_under_fin_churn(
+    exe: &Path,
+    count: u64,
+    summary: bool,
+) -> anyhow::Result<FinChurn> {
+    let (args, stdout): (&[&str], Stdio) = if summary {
+        (&["--summary", "--json"], Stdio::piped())
+    } else {
+        (&[], Stdio::from(std::fs::File::create("/dev/null")?))
+    };
+    let (mut server, addr) = spawn_serve(exe, args, stdout)?;
+    let serve_stdout = server.0.stdout.take();
+    let pid = server.0.id();
+    std::thread::sleep(Duration::from_millis(200));
+    let base_fds = open_fds(pid);
+    let mut client = Command::new(exe)
+        .args(["connect", &addr.to_string(), "--count", &count.to_string()])
+        .args(["--concurrency", &FIN_CHURN_CONCURRENCY.to_string()])
+        .args(["--close", "fin", "--no-probe", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawn tcpbye connect")?;
+    let mut client_out = client.stdout.take().context("stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        client_out.read_to_string(&mut text).map(|_| text)
+    });
+    // Bounded: a churn slower than 1000/s, plus a minute, is a failure.
+    let deadline = Instant::now() + Duration::from_secs(60 + count / 1000);
+    loop {
+        if client.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = client.kill();
+            let _ = client.wait();
+            bail!("the fin churn client did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    let client_summary = summary_of(&text).context("the fin churn client printed no summary")?;
+    let drain = wait_fds_at_most(pid, base_fds, Duration::from_secs(60))?;
+    let peak = proc_status_kib(pid, "VmHWM:")?;
+    let summary = interrupt_for_summary(&mut server, serve_stdout)?;
+    Ok(FinChurn {
+        output: if summary.is_some() {
+            "summary-json"
+        } else {
+            "table"
+        },
+        connections: count,
+        concurrency: FIN_CHURN_CONCURRENCY,
+        client_per_sec: client_summary["rate_per_sec"].as_f64().unwrap_or(0.0),
+        reported: summary.and_then(|s| s["connections"].as_u64()),
+        drain_ms: micros(drain) / 1000,
+        peak_rss_kib: peak,
+    })
+}
+
+/// CPU time of all of a process's threads, ns (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("schedstat")?;
+    }
+    Ok(total)
+}
+
+fn idle(exe: &Path, count: usize, idle_for: Duration) -> anyhow::Result<Idle> {
+    let (mut server, addr) = spawn_serve(exe, &["--summary", "--json"], Stdio::piped())?;
+    let stdout = server.0.stdout.take();
+    let pid = server.0.id();
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = proc_status_kib(pid, "VmRSS:")?;
     let base_fds = open_fds(pid);
@@ -248,42 +459,21 @@ fn idle(count: usize) -> anyhow::Result<Idle> {
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = proc_status_kib(pid, "VmRSS:")?;
 
-    let idle_for = Duration::from_secs(5);
-    let ticks_before = cpu_ticks(pid)?;
+    let cpu_before = cpu_ns(pid)?;
+    let start = Instant::now();
     std::thread::sleep(idle_for);
-    let ticks = cpu_ticks(pid)? - ticks_before;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
-    let cpu = ticks as f64 / hz / idle_for.as_secs_f64() * 100.0;
+    let cpu = (cpu_ns(pid)? - cpu_before) as f64 / start.elapsed().as_nanos() as f64 * 100.0;
 
     drop(clients);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while open_fds(pid) > base_fds {
-        if Instant::now() > deadline {
-            bail!(
-                "serve still holds {} connections 30 s after they closed",
-                open_fds(pid) - base_fds
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )?;
-    let mut out = String::new();
-    stdout.read_to_string(&mut out)?;
-    let summary: serde_json::Value = out
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .find(|v: &serde_json::Value| v["kind"] == "summary")
-        .context("serve printed no summary")?;
+    wait_fds_at_most(pid, base_fds, Duration::from_secs(30))?;
+    let summary = interrupt_for_summary(&mut server, stdout)?.context("serve printed no summary")?;
     Ok(Idle {
         connections: count,
         reported: summary["verdicts"]["fin"].as_u64().unwrap_or(0),
         rss_before_kib: rss_before,
         rss_after_kib: rss_after,
         bytes_per_connection: rss_after.saturating_sub(rss_before) * 1024 / count.max(1) as u64,
-        idle_cpu_percent: round2(cpu),
+        idle_cpu_percent: round3(cpu),
         idle_seconds: idle_for.as_secs_f64(),
     })
 }

@@ -237,6 +237,11 @@ fn bench_plan(args: BenchArgs) -> BenchPlan {
         samples: args.samples,
         churn: args.churn,
         idle: args.idle as usize,
+        idle_seconds: args.idle_seconds,
+        fin_churn: args.fin_churn,
+        runs: args.runs,
+        only: args.only,
+        exe: args.exe,
         format: if args.json {
             Format::Json
         } else {

@@ -210,7 +210,24 @@ pub struct BenchPlan {
     pub churn: u64,
     /// Idle connections held by `serve`.
     pub idle: usize,
+    /// Seconds over which idle `serve`'s CPU is measured.
+    pub idle_seconds: u64,
+    /// Connections of the `--close fin` churn that `serve` observes (peak RSS).
+    pub fin_churn: u64,
+    /// Each churn rate is the best of this many runs.
+    pub runs: u32,
+    /// Steps to run (`latency`, `churn`, `memory`, `idle`); empty: all.
+    pub only: Vec<String>,
+    /// The binary whose `connect` and `serve` are measured; `None`: this one.
+    pub exe: Option<PathBuf>,
     pub format: Format,
+}
+
+impl BenchPlan {
+    /// Whether `step` (`latency`, `churn`, `memory`, `idle`) is to run.
+    pub fn includes(&self, step: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == step)
+    }
 }
 
 /// One validated command, ready for its driver in `app`.
