@@ -244,7 +244,7 @@ pub struct BenchArgs {
     pub samples: u32,
 
     /// Connections for the churn comparison
-    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=20_000))]
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=200_000))]
     pub churn: u64,
 
     /// Idle connections for serve to hold
