@@ -76,7 +76,11 @@ fn run(plan: &BenchPlan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Bench
         for summary in [false, true] {
             progress(&format!(
                 "serve{} under a fin churn of {} connections",
-                if summary { " --summary --json" } else { " (table to /dev/null)" },
+                if summary {
+                    " --summary --json"
+                } else {
+                    " (table to /dev/null)"
+                },
                 plan.fin_churn
             ));
             fin_churn.push(serve_under_fin_churn(&exe, plan.fin_churn, summary)?);
@@ -290,11 +294,7 @@ fn open_fds(pid: u32) -> usize {
 }
 
 /// Starts `serve 127.0.0.1:0 ARGS`; its address, and its stdout when piped.
-fn spawn_serve(
-    exe: &Path,
-    args: &[&str],
-    stdout: Stdio,
-) -> anyhow::Result<(Server, SocketAddr)> {
+fn spawn_serve(exe: &Path, args: &[&str], stdout: Stdio) -> anyhow::Result<(Server, SocketAddr)> {
     let mut child = Command::new(exe)
         .arg("serve")
         .arg("127.0.0.1:0")
@@ -357,11 +357,7 @@ fn interrupt_for_summary(
 
 /// `serve` (table to /dev/null, or `--summary --json`) observing a fin churn of
 /// `count` connections from `tcpbye connect`; its peak RSS and whether it kept up.
-fn serve_under_fin_churn(
-    exe: &Path,
-    count: u64,
-    summary: bool,
-) -> anyhow::Result<FinChurn> {
+fn serve_under_fin_churn(exe: &Path, count: u64, summary: bool) -> anyhow::Result<FinChurn> {
     let (args, stdout): (&[&str], Stdio) = if summary {
         (&["--summary", "--json"], Stdio::piped())
     } else {
@@ -466,7 +462,8 @@ fn idle(exe: &Path, count: usize, idle_for: Duration) -> anyhow::Result<Idle> {
 
     drop(clients);
     wait_fds_at_most(pid, base_fds, Duration::from_secs(30))?;
-    let summary = interrupt_for_summary(&mut server, stdout)?.context("serve printed no summary")?;
+    let summary =
+        interrupt_for_summary(&mut server, stdout)?.context("serve printed no summary")?;
     Ok(Idle {
         connections: count,
         reported: summary["verdicts"]["fin"].as_u64().unwrap_or(0),

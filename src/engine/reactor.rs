@@ -33,6 +33,9 @@ const TOKEN_CAPTURE: u64 = u64::MAX - 4;
 const MAX_PENDING_SEGMENTS: usize = 1024;
 /// How often a progress line is emitted when asked for.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Most churn connections started in one loop turn: signals and events still
+/// get a turn when every connection ends as soon as it starts.
+const CHURN_BATCH: usize = 64;
 /// How long accepting pauses after EMFILE/ENFILE before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// TCP_INFO sampling: at most this often per connection…
@@ -71,7 +74,7 @@ pub enum RunEnd {
 /// at most one per `interval`.
 struct Churn {
     addr: SocketAddr,
-    plan: EndPlan,
+    plan: Arc<EndPlan>,
     timeout: Duration,
     left: u64,
     concurrency: usize,
@@ -256,6 +259,15 @@ impl Reactor {
         plan: EndPlan,
         timeout: Duration,
     ) -> anyhow::Result<()> {
+        self.connect_with(addr, Arc::new(plan), timeout)
+    }
+
+    fn connect_with(
+        &mut self,
+        addr: SocketAddr,
+        plan: Arc<EndPlan>,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let sock = Socket::new(
             Domain::for_address(addr),
             Type::STREAM.nonblocking().cloexec(),
@@ -275,14 +287,19 @@ impl Reactor {
                 .filter(|i| i.state == TcpState::Established),
             Err(_) => None,
         };
-        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-        if established.is_none() {
-            flags |= EpollFlags::EPOLLOUT;
+        // Waiting for EPOLLOUT to say how connect() ended; a connect() that failed at
+        // once, or whose connection is up already, needs no such wait.
+        let waiting = established.is_none() && (result.is_ok() || in_progress);
+        if waiting {
+            let flags = EpollFlags::EPOLLIN
+                | EpollFlags::EPOLLRDHUP
+                | EpollFlags::EPOLLET
+                | EpollFlags::EPOLLOUT;
+            self.epoll
+                .add(sock.as_fd(), EpollEvent::new(flags, token))
+                .context("epoll_ctl(connect)")?;
         }
-        self.epoll
-            .add(sock.as_fd(), EpollEvent::new(flags, token))
-            .context("epoll_ctl(connect)")?;
-        let mut conn = Conn::connecting(sock, addr, Arc::new(plan), start, established.is_none());
+        let mut conn = Conn::connecting(sock, addr, plan, start, waiting);
         if self.capture.is_some() {
             conn.keep_packets();
         }
@@ -291,13 +308,25 @@ impl Reactor {
         {
             conn.fail_connect(start, e);
         }
-        self.timers
-            .at(later(start, timeout), token, TimerKind::Connect);
+        if waiting {
+            self.timers
+                .at(later(start, timeout), token, TimerKind::Connect);
+        }
         self.conns.insert(token, conn);
         match established {
-            Some(info) => self.dispatch(token, Instant::now(), |conn, ctx| {
-                conn.connected(ctx, Some(info))
-            }),
+            Some(info) => {
+                // A close action due at once runs now: nothing else waits on this turn.
+                let now = Instant::now();
+                self.dispatch_with(token, now, true, |conn, ctx| {
+                    conn.connected(ctx, Some(info))
+                });
+                // Watched only if still open: an `rst` or `fin` closer is already gone.
+                if let Some((sock, flags)) = self.conns.get(&token).and_then(Conn::interest) {
+                    self.epoll
+                        .add(sock.as_fd(), EpollEvent::new(flags, token))
+                        .context("epoll_ctl(connect)")?;
+                }
+            }
             None if self.conns.get(&token).is_some_and(Conn::is_done) => self.done.push(token),
             None => {}
         }
@@ -317,7 +346,7 @@ impl Reactor {
     ) {
         self.churn = Some(Churn {
             addr,
-            plan,
+            plan: Arc::new(plan),
             timeout,
             left: count,
             concurrency: concurrency.max(1),
@@ -329,20 +358,37 @@ impl Reactor {
 
     /// Starts churn connections while there is room; an fd limit pauses it until
     /// a connection ends (never a spin), and is fatal only when nothing is open.
-    fn refill(&mut self, sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>) -> anyhow::Result<()> {
+    /// Connections that ended at once are reported here to make room, so a churn
+    /// whose connections end as they start needs no loop turn per connection.
+    fn refill(
+        &mut self,
+        sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
+    ) -> anyhow::Result<Flow> {
         let Some(mut churn) = self.churn.take() else {
-            return Ok(());
+            return Ok(Flow::Continue);
         };
-        while churn.left > 0 && self.conns.len() < churn.concurrency {
+        let mut started = 0;
+        while churn.left > 0 && started < CHURN_BATCH {
+            if self.conns.len() >= churn.concurrency {
+                let unpartnered = !self.done.iter().any(|t| self.partners.contains_key(t));
+                if self.done.is_empty() || !unpartnered {
+                    break;
+                }
+                if self.reap(sink)? == Flow::Stop {
+                    return Ok(Flow::Stop);
+                }
+                continue;
+            }
             let now = Instant::now();
             if now < churn.next_at {
                 self.timers
                     .at(churn.next_at, TOKEN_CHURN, TimerKind::Sample);
                 break;
             }
-            match self.connect(churn.addr, churn.plan.clone(), churn.timeout) {
+            match self.connect_with(churn.addr, Arc::clone(&churn.plan), churn.timeout) {
                 Ok(()) => {
                     churn.left -= 1;
+                    started += 1;
                     if let Some(interval) = churn.interval {
                         // Keep the pace without bursting to catch up after a stall.
                         churn.next_at = later(churn.next_at, interval).max(now);
@@ -367,7 +413,7 @@ impl Reactor {
         if churn.left > 0 {
             self.churn = Some(churn);
         }
-        Ok(())
+        Ok(Flow::Continue)
     }
 
     /// Adds both ends of an established connection (`lab`), linked so each
@@ -426,6 +472,7 @@ impl Reactor {
             buf: &mut self.buf,
             sample_every,
             again: false,
+            act_now: false,
         };
         conn.begin(&mut ctx, kind);
         if conn.is_done() {
@@ -452,8 +499,8 @@ impl Reactor {
     ) -> anyhow::Result<RunEnd> {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
-            if self.done.is_empty() {
-                self.refill(sink)?;
+            if self.done.is_empty() && self.refill(sink)? == Flow::Stop {
+                return Ok(RunEnd::Finished);
             }
             if self.conns.is_empty() && self.listener.is_none() && self.churn.is_none() {
                 return Ok(RunEnd::Finished);
@@ -478,7 +525,9 @@ impl Reactor {
             if self.reap(sink)? == Flow::Stop {
                 return Ok(RunEnd::Finished);
             }
-            self.refill(sink)?;
+            if self.refill(sink)? == Flow::Stop {
+                return Ok(RunEnd::Finished);
+            }
             let mut again = std::mem::take(&mut self.again);
             for event in &events[..n] {
                 match event.data() {
@@ -528,6 +577,17 @@ impl Reactor {
     }
 
     fn dispatch(&mut self, token: u64, now: Instant, f: impl FnOnce(&mut Conn, &mut Ctx<'_>)) {
+        self.dispatch_with(token, now, false, f);
+    }
+
+    /// `act_now`: a close action already due runs in this call, not on a timer.
+    fn dispatch_with(
+        &mut self,
+        token: u64,
+        now: Instant,
+        act_now: bool,
+        f: impl FnOnce(&mut Conn, &mut Ctx<'_>),
+    ) {
         let sample_every = self.sample_every();
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
@@ -540,6 +600,7 @@ impl Reactor {
             buf: &mut self.buf,
             sample_every,
             again: false,
+            act_now,
         };
         f(conn, &mut ctx);
         if ctx.again {

@@ -53,7 +53,7 @@ impl Conn {
         if self.verdict.is_some() || self.phase == Phase::Done {
             return;
         }
-        self.sample(now, true);
+        self.sample_once(now);
         let Some(sock) = self.sock.take() else { return };
         let unread = match mode {
             CloseMode::RstUnread => sys::unread_bytes(sock.as_fd()).unwrap_or(0),

@@ -89,7 +89,11 @@ impl Conn {
         let mut data = 0usize;
         let mut errors = 0;
         while let Some(sock) = &self.sock {
-            match recv(sock, ctx.buf) {
+            let result = recv(sock, ctx.buf);
+            if !matches!(&result, Err(e) if e.kind() == ErrorKind::WouldBlock) {
+                self.info_at = None;
+            }
+            match result {
                 Ok(0) => {
                     self.record_data(now, &mut data);
                     self.timeline.push(now, EventKind::Recv, |e| {
@@ -133,6 +137,7 @@ impl Conn {
     pub(super) fn recv_once(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let Some(sock) = &self.sock else { return };
+        self.info_at = None;
         match recv(sock, ctx.buf) {
             Ok(n) => {
                 self.bytes_received += n as u64;
@@ -231,6 +236,9 @@ impl Conn {
                 }
             }
         }
+        if sent > 0 || failure.is_some() {
+            self.info_at = None;
+        }
         if sent > 0 {
             self.bytes_sent += sent as u64;
             self.timeline
@@ -261,6 +269,7 @@ impl Conn {
     pub(super) fn send_now(&mut self, ctx: &mut Ctx<'_>, bytes: &[u8], kind: EventKind) {
         let now = ctx.now;
         let Some(sock) = &self.sock else { return };
+        self.info_at = None;
         if self.first_unacked.is_none() && sys::unacked_bytes(sock.as_fd()).unwrap_or(0) == 0 {
             self.first_unacked = Some(now);
         }

@@ -53,6 +53,9 @@ pub struct Ctx<'a> {
     pub sample_every: Duration,
     /// Set when the read budget ran out: the reactor comes back without waiting.
     pub again: bool,
+    /// A close action already due at the start runs at once rather than on the next
+    /// loop turn (`connect`: nothing else in the loop waits on this one).
+    pub act_now: bool,
 }
 
 impl Ctx<'_> {
@@ -101,6 +104,9 @@ pub struct Conn {
     hb_misses: u32,
     last_state: Option<TcpState>,
     last_info: Option<TcpInfo>,
+    /// When `last_info` was read, until this side next sends or receives: a reading
+    /// at that same instant would repeat it.
+    info_at: Option<Instant>,
     quiet_deadline: Option<Instant>,
     /// Whether EPOLLOUT is in the registered interest.
     out_registered: bool,
@@ -189,6 +195,7 @@ impl Conn {
             hb_misses: 0,
             last_state: None,
             last_info: None,
+            info_at: None,
             quiet_deadline: None,
             out_registered: false,
             peer_track: SideTrack::default(),
@@ -202,6 +209,13 @@ impl Conn {
 
     pub fn socket(&self) -> Option<&Socket> {
         self.sock.as_ref()
+    }
+
+    /// The socket and the epoll interest it needs, while it is to be watched.
+    pub fn interest(&self) -> Option<(&Socket, EpollFlags)> {
+        let sock = self.sock.as_ref()?;
+        (!matches!(self.phase, Phase::Holding | Phase::Done))
+            .then(|| (sock, io::interest(self.out_registered)))
     }
 
     pub fn is_done(&self) -> bool {
@@ -239,9 +253,6 @@ impl Conn {
             None => self.sample(now, true),
         }
         let plan = Arc::clone(&self.plan);
-        if plan.close != CloseMode::None {
-            ctx.at(later(self.timeline.start(), plan.after), TimerKind::Close);
-        }
         if let Some(timeout) = plan.timeout {
             ctx.at(later(self.timeline.start(), timeout), TimerKind::Timeout);
         }
@@ -252,10 +263,20 @@ impl Conn {
             self.send_ping(ctx);
             ctx.at(later(now, hb.interval), TimerKind::Heartbeat);
         }
-        ctx.at(later(now, ctx.sample_every), TimerKind::Sample);
         self.fill_left = plan.send;
         self.flush(ctx);
         self.after_detection(ctx);
+        if plan.close != CloseMode::None {
+            let at = later(self.timeline.start(), plan.after);
+            if ctx.act_now && at <= now {
+                self.on_timer(ctx, TimerKind::Close);
+            } else {
+                ctx.at(at, TimerKind::Close);
+            }
+        }
+        if self.sock.is_some() && self.phase != Phase::Done {
+            ctx.at(later(now, ctx.sample_every), TimerKind::Sample);
+        }
     }
 
     fn apply_detection(&self) -> std::io::Result<()> {
@@ -310,7 +331,7 @@ impl Conn {
         if self.phase == Phase::AwaitUnread && self.unread() > 0 {
             self.act(ctx, CloseMode::RstUnread);
         }
-        self.sample(now, true);
+        self.sample_once(now);
         self.after_detection(ctx);
     }
 
@@ -489,7 +510,7 @@ impl Conn {
             && matches!(self.verdict, Some(Verdict::Fin | Verdict::Rst))
             && self.sock.is_some();
         if !probe {
-            self.sample(now, true);
+            self.sample_once(now);
             self.finish(now);
             if self.action.is_some() {
                 self.start_afterlife(ctx);

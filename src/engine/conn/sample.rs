@@ -63,7 +63,16 @@ impl Conn {
         self.record_sample(now, info, always);
     }
 
+    /// A snapshot at `now`, unless one was taken at this same instant and this side
+    /// has sent or received nothing since (it would read the same).
+    pub(super) fn sample_once(&mut self, now: Instant) {
+        if self.info_at != Some(now) {
+            self.sample(now, true);
+        }
+    }
+
     pub(super) fn record_sample(&mut self, now: Instant, info: TcpInfo, always: bool) {
+        self.info_at = Some(now);
         // The other end's socket (the mirrored 4-tuple) is read through netlink: at
         // each change of this side's state, else at most every PEER_READ_EVERY, so a
         // stream of data wake-ups does not become a stream of sock_diag requests.
