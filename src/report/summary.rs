@@ -34,6 +34,89 @@ impl Percentiles {
     }
 }
 
+/// Detection times kept for percentiles in bounded memory, however many
+/// connections a `serve` or `connect --count` sees: exact up to
+/// [`Samples::EXACT`] of them, then an HDR-style log-linear histogram whose
+/// buckets are at most 1/512 (0.2 %) of their value wide. Nearest-rank like
+/// [`Percentiles::of`]; the maximum stays exact.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Samples {
+    exact: Vec<u64>,
+    /// Counts per bucket (see [`Samples::bucket`]), once past `EXACT`.
+    counts: Vec<u64>,
+    n: u64,
+    max: u64,
+}
+
+impl Samples {
+    const EXACT: usize = 4096;
+    /// Values below 2^SUB_BITS have a bucket each; above, 2^(SUB_BITS-1) per octave.
+    const SUB_BITS: u32 = 10;
+
+    fn add(&mut self, us: u64) {
+        self.n += 1;
+        self.max = self.max.max(us);
+        if self.counts.is_empty() && self.exact.len() < Self::EXACT {
+            self.exact.push(us);
+            return;
+        }
+        for v in std::mem::take(&mut self.exact).into_iter().chain([us]) {
+            let i = Self::bucket(v);
+            if self.counts.len() <= i {
+                self.counts.resize(i + 1, 0);
+            }
+            self.counts[i] += 1;
+        }
+    }
+
+    fn bucket(v: u64) -> usize {
+        let linear = 1u64 << Self::SUB_BITS;
+        if v < linear {
+            return v as usize;
+        }
+        let octave = 63 - v.leading_zeros(); // ≥ SUB_BITS
+        let shift = octave - (Self::SUB_BITS - 1);
+        let half = linear / 2;
+        (linear + u64::from(octave - Self::SUB_BITS) * half + ((v >> shift) - half)) as usize
+    }
+
+    /// The highest value that falls in bucket `i`.
+    fn bucket_top(i: usize) -> u64 {
+        let linear = 1usize << Self::SUB_BITS;
+        if i < linear {
+            return i as u64;
+        }
+        let half = linear / 2;
+        let octave = ((i - linear) / half) as u32 + Self::SUB_BITS;
+        let top_bits = ((i - linear) % half + half) as u64;
+        let shift = octave - (Self::SUB_BITS - 1);
+        ((top_bits + 1) << shift).wrapping_sub(1) // the last bucket ends at u64::MAX
+    }
+
+    fn percentiles(&self) -> Option<Percentiles> {
+        if self.counts.is_empty() {
+            return Percentiles::of(&self.exact);
+        }
+        let at = |p: f64| {
+            let rank = ((p / 100.0) * self.n as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, &count) in self.counts.iter().enumerate() {
+                seen += count;
+                if seen >= rank {
+                    return Self::bucket_top(i).min(self.max);
+                }
+            }
+            self.max
+        };
+        Some(Percentiles {
+            p50: at(50.0),
+            p90: at(90.0),
+            p99: at(99.0),
+            max: self.max,
+        })
+    }
+}
+
 /// The closing object of a run: counts by verdict and detection-time percentiles.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
@@ -52,8 +135,9 @@ pub struct Summary {
     pub rate_per_sec: f64,
     pub expect_met: bool,
     pub interrupted: bool,
+    /// The timed detections so far (`detected_after_us`), in bounded memory.
     #[serde(skip)]
-    samples: Vec<u64>,
+    samples: Samples,
 }
 
 impl Default for Summary {
@@ -70,7 +154,7 @@ impl Default for Summary {
             rate_per_sec: 0.0,
             expect_met: true,
             interrupted: false,
-            samples: Vec::new(),
+            samples: Samples::default(),
         }
     }
 }
@@ -88,13 +172,16 @@ impl Summary {
             None if connect.is_some() => self.established += 1,
             None => {}
         }
-        self.samples.extend(report.detected_after_us);
+        // Only timed detections count: a report whose ending nobody timed has none.
+        if let Some(us) = report.detected_after_us {
+            self.samples.add(us);
+        }
         self.expect_met &= met;
     }
 
     /// Completes the summary: percentiles, elapsed time and the rate it implies.
     pub fn finish(&mut self, elapsed: Duration) {
-        self.detected_after_us = Percentiles::of(&self.samples);
+        self.detected_after_us = self.samples.percentiles();
         self.elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let secs = elapsed.as_secs_f64();
         self.rate_per_sec = if secs > 0.0 {
@@ -117,5 +204,38 @@ mod tests {
         let hundred: Vec<u64> = (1..=100).collect();
         let p = Percentiles::of(&hundred).unwrap();
         assert_eq!((p.p50, p.p90, p.p99, p.max), (50, 90, 99, 100));
+    }
+
+    #[test]
+    fn summary_samples_stay_exact_then_within_a_bucket() {
+        let mut few = Samples::default();
+        for us in [5, 1, 4, 2, 3] {
+            few.add(us);
+        }
+        assert_eq!(few.percentiles(), Percentiles::of(&[5, 1, 4, 2, 3]));
+        // Past EXACT: a spread of values over several octaves, in a shuffled order.
+        let values: Vec<u64> = (0..100_000u64)
+            .map(|i| (i * 7919) % 100_000 * 37 + 3)
+            .collect();
+        let mut many = Samples::default();
+        for &us in &values {
+            many.add(us);
+        }
+        assert!(many.exact.is_empty() && many.counts.len() < 16 * 1024);
+        let exact = Percentiles::of(&values).unwrap();
+        let approx = many.percentiles().unwrap();
+        assert_eq!(approx.max, exact.max);
+        for (a, e) in [
+            (approx.p50, exact.p50),
+            (approx.p90, exact.p90),
+            (approx.p99, exact.p99),
+        ] {
+            assert!(a >= e && a - e <= e / 512 + 1, "{approx:?} vs {exact:?}");
+        }
+        for v in [0, 1, 1023, 1024, 1025, 4097, 1 << 40, u64::MAX] {
+            let i = Samples::bucket(v);
+            assert!(Samples::bucket_top(i) >= v, "{v}");
+            assert!(i == 0 || Samples::bucket_top(i - 1) < v, "{v}");
+        }
     }
 }
