@@ -381,8 +381,11 @@ fn serve_under_fin_churn(exe: &Path, count: u64, summary: bool) -> anyhow::Resul
         let mut text = String::new();
         client_out.read_to_string(&mut text).map(|_| text)
     });
+    let cpu_before = cpu_ns(pid)?;
+    let started = Instant::now();
+    let mut peak_open = 0;
     // Bounded: a churn slower than 1000/s, plus a minute, is a failure.
-    let deadline = Instant::now() + Duration::from_secs(60 + count / 1000);
+    let deadline = started + Duration::from_secs(60 + count / 1000);
     loop {
         if client.try_wait()?.is_some() {
             break;
@@ -392,8 +395,11 @@ fn serve_under_fin_churn(exe: &Path, count: u64, summary: bool) -> anyhow::Resul
             let _ = client.wait();
             bail!("the fin churn client did not finish in time");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        peak_open = peak_open.max(open_fds(pid).saturating_sub(base_fds));
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let serve_cpu =
+        (cpu_ns(pid)? - cpu_before) as f64 / started.elapsed().as_nanos() as f64 * 100.0;
     let text = reader
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))??;
@@ -412,6 +418,8 @@ fn serve_under_fin_churn(exe: &Path, count: u64, summary: bool) -> anyhow::Resul
         client_per_sec: client_summary["rate_per_sec"].as_f64().unwrap_or(0.0),
         reported: summary.and_then(|s| s["connections"].as_u64()),
         drain_ms: micros(drain) / 1000,
+        peak_open,
+        serve_cpu_percent: round2(serve_cpu),
         peak_rss_kib: peak,
     })
 }

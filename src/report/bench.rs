@@ -48,6 +48,10 @@ pub struct FinChurn {
     pub reported: Option<u64>,
     /// How long after the client finished `serve` still held connections, ms.
     pub drain_ms: u64,
+    /// Most connections `serve` held at once (open descriptors, read every 50 ms).
+    pub peak_open: usize,
+    /// `serve`'s CPU while the client ran, % of one core (100: it was the bottleneck).
+    pub serve_cpu_percent: f64,
     /// `VmHWM` of `serve`, KiB.
     pub peak_rss_kib: u64,
 }
@@ -123,7 +127,10 @@ pub fn render(r: &BenchResult, tty: bool) -> String {
             ),
             format!("client {}/s", f.client_per_sec),
             format!("{} KiB (VmHWM)", f.peak_rss_kib),
-            format!("drained {} ms after{reported}", f.drain_ms),
+            format!(
+                "serve CPU {:.0}%, at most {} open, drained {} ms after{reported}",
+                f.serve_cpu_percent, f.peak_open, f.drain_ms
+            ),
             format!("≤ {} KiB", PEAK_RSS_TARGET_KIB),
             yes(f.peak_rss_kib <= PEAK_RSS_TARGET_KIB
                 && f.reported.is_none_or(|n| n == f.connections)),
