@@ -36,6 +36,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Most churn connections started in one loop turn: signals and events still
 /// get a turn when every connection ends as soon as it starts.
 const CHURN_BATCH: usize = 64;
+/// Most connections accepted in one loop turn: those already open get their turn
+/// (and end, freeing their memory) however fast new ones arrive.
+const ACCEPT_BATCH: usize = 64;
 /// How long accepting pauses after EMFILE/ENFILE before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// TCP_INFO sampling: at most this often per connection…
@@ -93,7 +96,8 @@ struct Listener {
 
 pub struct Reactor {
     epoll: Epoll,
-    conns: HashMap<u64, Conn>,
+    /// Boxed: a table sized for a past peak then costs a pointer per slot, not a `Conn`.
+    conns: HashMap<u64, Box<Conn>>,
     partners: HashMap<u64, u64>,
     timers: Timers,
     next_token: u64,
@@ -312,7 +316,7 @@ impl Reactor {
             self.timers
                 .at(later(start, timeout), token, TimerKind::Connect);
         }
-        self.conns.insert(token, conn);
+        self.conns.insert(token, Box::new(conn));
         match established {
             Some(info) => {
                 // A close action due at once runs now: nothing else waits on this turn.
@@ -321,13 +325,13 @@ impl Reactor {
                     conn.connected(ctx, Some(info))
                 });
                 // Watched only if still open: an `rst` or `fin` closer is already gone.
-                if let Some((sock, flags)) = self.conns.get(&token).and_then(Conn::interest) {
+                if let Some((sock, flags)) = self.conns.get(&token).and_then(|c| c.interest()) {
                     self.epoll
                         .add(sock.as_fd(), EpollEvent::new(flags, token))
                         .context("epoll_ctl(connect)")?;
                 }
             }
-            None if self.conns.get(&token).is_some_and(Conn::is_done) => self.done.push(token),
+            None if self.conns.get(&token).is_some_and(|c| c.is_done()) => self.done.push(token),
             None => {}
         }
         Ok(())
@@ -478,7 +482,7 @@ impl Reactor {
         if conn.is_done() {
             self.done.push(token);
         }
-        self.conns.insert(token, conn);
+        self.conns.insert(token, Box::new(conn));
         Ok(token)
     }
 
@@ -663,7 +667,7 @@ impl Reactor {
             if let Some(sock) = conn.socket() {
                 let _ = self.epoll.delete(sock.as_fd());
             }
-            let report = conn.into_report(self.kernel);
+            let report = (*conn).into_report(self.kernel);
             if sink(Emit::Report(Box::new(report)))? == Flow::Stop {
                 flow = Flow::Stop;
             }
@@ -671,7 +675,19 @@ impl Reactor {
         if flow == Flow::Stop {
             self.shutdown_all();
         }
+        self.trim();
         Ok(flow)
+    }
+
+    /// Gives back what a past peak of connections left behind: the table's
+    /// slots, and the timers of connections that ended.
+    fn trim(&mut self) {
+        if self.conns.capacity() > 64 && self.conns.len() * 4 < self.conns.capacity() {
+            self.conns.shrink_to(self.conns.len() * 2);
+        }
+        let conns = &self.conns;
+        self.timers
+            .purge(|token| token >= TOKEN_CAPTURE || conns.contains_key(&token));
     }
 
     fn interrupt(
@@ -704,7 +720,8 @@ impl Reactor {
         now: Instant,
         sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
     ) -> anyhow::Result<Flow> {
-        loop {
+        // The listener is level-triggered: what is left in the backlog wakes the next turn.
+        for _ in 0..ACCEPT_BATCH {
             let Some(listener) = &mut self.listener else {
                 return Ok(Flow::Continue);
             };
@@ -752,6 +769,7 @@ impl Reactor {
                 Err(e) => return Err(e).context("accept"),
             }
         }
+        Ok(Flow::Continue)
     }
 
     fn resume_accepting(&mut self) {

@@ -47,6 +47,10 @@ impl Timeline {
         }
         let mut event = Event::new(self.t_us(at), kind);
         fill(&mut event);
+        if self.events.capacity() == 0 {
+            // An idle connection has two (accept/connect, state): not the default four.
+            self.events.reserve_exact(2);
+        }
         self.events.push(event);
     }
 
@@ -67,6 +71,10 @@ impl Timeline {
         if self.snapshots.len() >= MAX_SNAPSHOTS {
             self.snapshots_dropped += 1;
             self.snapshots.pop();
+        }
+        if self.snapshots.capacity() == 0 {
+            // An idle connection keeps one snapshot (248 B): not room for four.
+            self.snapshots.reserve_exact(1);
         }
         self.snapshots.push(snapshot);
     }

@@ -1,5 +1,5 @@
 //! Deadlines for the event loop: a min-heap; stale entries of finished
-//! connections are skipped when they come due.
+//! connections are skipped when they come due, and purged when they pile up.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -44,7 +44,12 @@ pub enum TimerKind {
 #[derive(Debug, Default)]
 pub struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64, TimerKind)>>,
+    /// Entries left after the last purge: the next one waits until the heap doubles.
+    kept: usize,
 }
+
+/// Fewest entries before stale ones are purged at all.
+const PURGE_MIN: usize = 1024;
 
 impl Timers {
     pub fn at(&mut self, when: Instant, token: u64, kind: TimerKind) {
@@ -74,6 +79,20 @@ impl Timers {
             _ => None,
         }
     }
+
+    /// Drops the entries of tokens that are no longer `live` once the heap has
+    /// doubled since the last purge: ended connections' timers (a sample timer
+    /// can be 100 s away) must not pile up during a churn. Amortised O(1).
+    pub fn purge(&mut self, live: impl Fn(u64) -> bool) {
+        if self.heap.len() < PURGE_MIN.max(2 * self.kept) {
+            return;
+        }
+        self.heap.retain(|Reverse((_, token, _))| live(*token));
+        if self.heap.capacity() > 4 * self.heap.len() {
+            self.heap.shrink_to(2 * self.heap.len());
+        }
+        self.kept = self.heap.len();
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +114,26 @@ mod tests {
             assert_eq!(timers.pop_due(now), None);
             assert!(timers.wait_ms(now).is_some());
         }
+    }
+
+    #[test]
+    fn purge_drops_only_dead_tokens_and_only_after_growth() {
+        let mut timers = Timers::default();
+        let now = Instant::now();
+        for token in 0..2000 {
+            timers.at(now, token, TimerKind::Sample);
+        }
+        timers.purge(|t| t < 10);
+        assert_eq!(timers.heap.len(), 10);
+        // Below the threshold nothing is scanned, dead or not.
+        timers.at(now, 5000, TimerKind::Sample);
+        timers.purge(|_| false);
+        assert_eq!(timers.heap.len(), 11);
+        let mut popped = Vec::new();
+        while let Some((token, _)) = timers.pop_due(now) {
+            popped.push(token);
+        }
+        popped.sort_unstable();
+        assert_eq!(popped, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 5000]);
     }
 }

@@ -115,7 +115,7 @@ impl Conn {
             self.plan.peer_side && !self.plan.linger_watch.is_zero() && self.local.is_some();
         if follow {
             self.phase = Phase::Afterlife;
-            self.own_track = Some((SideTrack::own(), ctx.now));
+            self.own_track = Some(Box::new((SideTrack::own(), ctx.now)));
             ctx.at(ctx.now, TimerKind::Afterlife);
         } else {
             self.phase = Phase::Done;
@@ -125,7 +125,8 @@ impl Conn {
     pub(super) fn afterlife_tick(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let t_us = self.timeline.t_us(now);
-        let (Some(local), Some((track, started))) = (self.local, self.own_track.as_mut()) else {
+        let (Some(local), Some((track, started))) = (self.local, self.own_track.as_deref_mut())
+        else {
             self.phase = Phase::Done;
             return;
         };

@@ -114,7 +114,9 @@ pub struct Conn {
     peer_track: SideTrack,
     last_peer_read: Option<Instant>,
     /// This side's socket after its close: the readings, and when following began.
-    own_track: Option<(SideTrack, Instant)>,
+    /// Boxed: only a closer that follows its socket has one, and every connection
+    /// held open (10,000 idle ones in `serve`) would carry its size.
+    own_track: Option<Box<(SideTrack, Instant)>>,
     afterlife_end: Option<AfterlifeEnd>,
     /// Captured segments (`--pcap`), when capturing, and how many did not fit.
     packets: Option<Vec<Packet>>,

@@ -67,7 +67,7 @@ impl Conn {
             .plan
             .peer_side
             .then(|| self.peer_track.into_peer_side());
-        let afterlife = match (self.own_track, self.action, self.afterlife_end) {
+        let afterlife = match (self.own_track.map(|b| *b), self.action, self.afterlife_end) {
             (Some((track, started)), Some(_), Some(ended)) => Some(Afterlife {
                 states: track.into_samples(),
                 ended,
