@@ -88,6 +88,8 @@ struct Churn {
 
 struct Listener {
     sock: Socket,
+    /// The listening address when it is one address (not 0.0.0.0 or ::).
+    local: Option<SocketAddr>,
     plan: Arc<EndPlan>,
     max_conns: Option<usize>,
     paused: bool,
@@ -248,6 +250,7 @@ impl Reactor {
             .context("epoll_ctl(listener)")?;
         self.listener = Some(Listener {
             sock,
+            local: Some(local).filter(|a| !a.ip().is_unspecified()),
             plan: Arc::new(plan),
             max_conns,
             paused: false,
@@ -440,18 +443,19 @@ impl Reactor {
             .ok()
             .and_then(|a| a.as_socket())
             .context("getpeername")?;
-        self.adopt(sock, role, peer, Arc::new(plan), Instant::now())
+        sock.set_nonblocking(true).context("O_NONBLOCK")?;
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        self.adopt(sock, role, (local, peer), Arc::new(plan), Instant::now())
     }
 
     fn adopt(
         &mut self,
         sock: Socket,
         role: Role,
-        peer: SocketAddr,
+        (local, peer): (Option<SocketAddr>, SocketAddr),
         plan: Arc<EndPlan>,
         start: Instant,
     ) -> anyhow::Result<u64> {
-        sock.set_nonblocking(true).context("O_NONBLOCK")?;
         let token = self.token();
         let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
         self.epoll
@@ -462,7 +466,7 @@ impl Reactor {
         } else {
             EventKind::Connect
         };
-        let mut conn = Conn::established(sock, role, peer, plan, start);
+        let mut conn = Conn::established(sock, role, local, peer, plan, start);
         if self.capture.is_some() {
             conn.keep_packets();
             self.pending_segments.retain(|seg| !conn.take_segment(seg));
@@ -725,7 +729,8 @@ impl Reactor {
             let Some(listener) = &mut self.listener else {
                 return Ok(Flow::Continue);
             };
-            match listener.sock.accept() {
+            // Non-blocking from accept4() on: no fcntl() pair per connection.
+            match sys::accept_nonblocking(&listener.sock) {
                 Ok((sock, addr)) => {
                     let peer = addr.as_socket().context("accept: not an IP peer")?;
                     if listener
@@ -743,7 +748,13 @@ impl Reactor {
                         continue;
                     }
                     let plan = Arc::clone(&listener.plan);
-                    self.adopt(sock, Role::Serve, peer, plan, now)?;
+                    // A listener on one address is every accepted socket's local
+                    // address: no getsockname() per connection then.
+                    let local = match listener.local {
+                        Some(local) => Some(local),
+                        None => sock.local_addr().ok().and_then(|a| a.as_socket()),
+                    };
+                    self.adopt(sock, Role::Serve, (local, peer), plan, now)?;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Flow::Continue),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

@@ -21,6 +21,14 @@ pub fn send_nosignal(sock: &socket2::Socket, bytes: &[u8]) -> io::Result<usize> 
     sock.send_with_flags(bytes, libc::MSG_NOSIGNAL)
 }
 
+/// accept() whose socket is non-blocking (and close-on-exec) from the start:
+/// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`, no fcntl() pair per connection.
+pub fn accept_nonblocking(
+    listener: &socket2::Socket,
+) -> io::Result<(socket2::Socket, socket2::SockAddr)> {
+    listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+}
+
 /// A non-blocking connect() that is still under way (`EINPROGRESS`).
 pub fn is_in_progress(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::EINPROGRESS)

@@ -270,7 +270,12 @@ impl Conn {
         let now = ctx.now;
         let Some(sock) = &self.sock else { return };
         self.info_at = None;
-        if self.first_unacked.is_none() && sys::unacked_bytes(sock.as_fd()).unwrap_or(0) == 0 {
+        // The anchor of predictions, which matter only until the end is detected
+        // (the probe sends after it).
+        if self.verdict.is_none()
+            && self.first_unacked.is_none()
+            && sys::unacked_bytes(sock.as_fd()).unwrap_or(0) == 0
+        {
             self.first_unacked = Some(now);
         }
         match send(sock, bytes) {

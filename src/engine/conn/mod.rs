@@ -150,11 +150,11 @@ impl Conn {
     pub fn established(
         sock: Socket,
         role: Role,
+        local: Option<SocketAddr>,
         peer: SocketAddr,
         plan: Arc<EndPlan>,
         start: Instant,
     ) -> Self {
-        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
         Self::new(sock, role, local, peer, plan, start, Phase::Open)
     }
 
