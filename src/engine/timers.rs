@@ -46,6 +46,8 @@ pub struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64, TimerKind)>>,
     /// Entries left after the last purge: the next one waits until the heap doubles.
     kept: usize,
+    /// Where the grid of [`Timers::at_coarse`] starts.
+    origin: Option<Instant>,
 }
 
 /// Fewest entries before stale ones are purged at all.
@@ -54,6 +56,33 @@ const PURGE_MIN: usize = 1024;
 impl Timers {
     pub fn at(&mut self, when: Instant, token: u64, kind: TimerKind) {
         self.heap.push(Reverse((when, token, kind)));
+    }
+
+    /// Like [`Timers::at`], but `when` is rounded up to a multiple of `slack`
+    /// counted from one origin, so that deadlines that may come a little late
+    /// share a wake-up. With power-of-two slacks the grids nest: every deadline of
+    /// a coarser grid is on the finer ones too. Returns the deadline set.
+    pub fn at_coarse(
+        &mut self,
+        when: Instant,
+        slack: Duration,
+        token: u64,
+        kind: TimerKind,
+    ) -> Instant {
+        // Deadlines are never in the past, so none comes before an origin taken now.
+        let origin = *self.origin.get_or_insert_with(Instant::now);
+        let step = u64::try_from(slack.as_nanos()).unwrap_or(u64::MAX);
+        let when = match step {
+            0 => when,
+            step => {
+                let since = u64::try_from(when.saturating_duration_since(origin).as_nanos())
+                    .unwrap_or(u64::MAX);
+                let rounded = since.div_ceil(step).saturating_mul(step);
+                later(origin, Duration::from_nanos(rounded)).max(when)
+            }
+        };
+        self.at(when, token, kind);
+        when
     }
 
     /// Time until the next deadline, rounded up to whole ms (epoll's unit).
@@ -114,6 +143,39 @@ mod tests {
             assert_eq!(timers.pop_due(now), None);
             assert!(timers.wait_ms(now).is_some());
         }
+    }
+
+    #[test]
+    fn coarse_deadlines_share_a_wake_up_and_are_never_early() {
+        let mut timers = Timers::default();
+        let now = Instant::now();
+        let slack = Duration::from_millis(256);
+        let a = timers.at_coarse(
+            now + Duration::from_millis(300),
+            slack,
+            1,
+            TimerKind::Sample,
+        );
+        let b = timers.at_coarse(
+            now + Duration::from_millis(410),
+            slack,
+            2,
+            TimerKind::Sample,
+        );
+        assert_eq!(a, b);
+        assert!(
+            a >= now + Duration::from_millis(410) && a < now + Duration::from_millis(300) + slack
+        );
+        let fine = timers.at_coarse(
+            now + Duration::from_millis(5),
+            Duration::ZERO,
+            3,
+            TimerKind::Sample,
+        );
+        assert_eq!(fine, now + Duration::from_millis(5));
+        // A deadline past what the clock can hold stays past everything else.
+        let far = timers.at_coarse(later(now, Duration::MAX), slack, 4, TimerKind::Sample);
+        assert!(far >= later(now, Duration::MAX));
     }
 
     #[test]

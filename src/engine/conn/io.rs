@@ -238,6 +238,7 @@ impl Conn {
         }
         if sent > 0 || failure.is_some() {
             self.info_at = None;
+            self.stir(ctx);
         }
         if sent > 0 {
             self.bytes_sent += sent as u64;
@@ -268,8 +269,12 @@ impl Conn {
     /// Sends one small message now (ping, probe, --send-every), recording the outcome.
     pub(super) fn send_now(&mut self, ctx: &mut Ctx<'_>, bytes: &[u8], kind: EventKind) {
         let now = ctx.now;
-        let Some(sock) = &self.sock else { return };
+        if self.sock.is_none() {
+            return;
+        }
         self.info_at = None;
+        self.stir(ctx);
+        let Some(sock) = &self.sock else { return };
         // The anchor of predictions, which matter only until the end is detected
         // (the probe sends after it).
         if self.verdict.is_none()

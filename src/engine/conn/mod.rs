@@ -107,6 +107,12 @@ pub struct Conn {
     /// When `last_info` was read, until this side next sends or receives: a reading
     /// at that same instant would repeat it.
     info_at: Option<Instant>,
+    /// Samples in a row that found nothing new on a connection at rest: each
+    /// doubles the sampling interval, up to [`sample::QUIET_DOUBLINGS`].
+    quiet: u32,
+    /// When the sample timer in force is due; an earlier-armed one that comes
+    /// due later than it was replaced and is ignored.
+    next_sample: Option<Instant>,
     quiet_deadline: Option<Instant>,
     /// Whether EPOLLOUT is in the registered interest.
     out_registered: bool,
@@ -198,6 +204,8 @@ impl Conn {
             last_state: None,
             last_info: None,
             info_at: None,
+            quiet: 0,
+            next_sample: None,
             quiet_deadline: None,
             out_registered: false,
             peer_track: SideTrack::default(),
@@ -253,7 +261,7 @@ impl Conn {
         match info {
             Some(info) => self.record_sample(now, info, true),
             None => self.sample(now, true),
-        }
+        };
         let plan = Arc::clone(&self.plan);
         if let Some(timeout) = plan.timeout {
             ctx.at(later(self.timeline.start(), timeout), TimerKind::Timeout);
@@ -277,7 +285,7 @@ impl Conn {
             }
         }
         if self.sock.is_some() && self.phase != Phase::Done {
-            ctx.at(later(now, ctx.sample_every), TimerKind::Sample);
+            self.schedule_sample(ctx);
         }
     }
 
@@ -308,6 +316,8 @@ impl Conn {
     pub fn on_ready(&mut self, ctx: &mut Ctx<'_>, flags: EpollFlags) {
         let now = ctx.now;
         self.record_wakeup(now, flags);
+        // Sampled below; the interval starts over from the next sample on.
+        self.quiet = 0;
         match self.phase {
             Phase::Connecting => return self.finish_connect(ctx),
             Phase::Holding | Phase::Done => return,
@@ -371,9 +381,16 @@ impl Conn {
                 self.verdict = Some(Verdict::Open);
                 self.finish(now);
             }
+            // A sample timer replaced by an earlier one (see `stir`) does nothing.
+            TimerKind::Sample if self.next_sample.is_some_and(|at| now < at) => {}
             TimerKind::Sample if self.sock.is_some() => {
-                self.sample(now, false);
-                ctx.at(later(now, ctx.sample_every), TimerKind::Sample);
+                let news = self.sample(now, false);
+                self.quiet = if !news && self.can_rest() {
+                    (self.quiet + 1).min(sample::QUIET_DOUBLINGS)
+                } else {
+                    0
+                };
+                self.schedule_sample(ctx);
             }
             TimerKind::SendEvery if self.is_live() => {
                 if let Some(every) = self.plan.detection.send_every {

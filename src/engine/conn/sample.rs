@@ -6,17 +6,23 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use super::{Conn, Phase};
+use super::{Conn, Ctx, Phase};
 use crate::engine::capture::Segment;
 use crate::engine::predict::{self, Anchors, KernelTcp};
+use crate::engine::timers::{TimerKind, later};
 use crate::report::progress::{InFlight, Progress, Watch};
 use crate::report::{EventKind, Packet};
-use crate::sys::{self, CaState, TcpInfo};
+use crate::sys::{self, CaState, TcpInfo, TcpState};
 
 /// How often the other end's socket is read at most while this side's state holds.
 const PEER_READ_EVERY: Duration = Duration::from_millis(10);
 /// Most captured segments kept per connection.
 const MAX_PACKETS: usize = 4096;
+/// Longest a TCP_INFO sample waits so that other connections' samples share its wake-up.
+const SAMPLE_SLACK_MAX: Duration = Duration::from_millis(1024);
+/// Most doublings of the sampling interval of a connection on which nothing can
+/// change without an epoll wake-up (see [`Conn::can_rest`]).
+pub(super) const QUIET_DOUBLINGS: u32 = 10;
 
 impl Conn {
     /// Starts keeping captured segments for the report.
@@ -53,14 +59,64 @@ impl Conn {
         true
     }
 
-    /// Reads TCP_INFO; records state changes, and the snapshot when `always` or
-    /// when a counter worth watching moved.
-    pub(super) fn sample(&mut self, now: Instant, always: bool) {
-        let Some(sock) = &self.sock else { return };
-        let Ok(info) = sys::tcp_info(sock.as_fd()) else {
-            return;
+    /// Arms the next TCP_INFO sample: the reactor's interval, doubled per quiet
+    /// sample, and late by up to a quarter of it (a power of two of ms, at most
+    /// [`SAMPLE_SLACK_MAX`]) so that the samples of many connections share a
+    /// wake-up instead of each costing one.
+    pub(super) fn schedule_sample(&mut self, ctx: &mut Ctx<'_>) {
+        let every = ctx
+            .sample_every
+            .saturating_mul(1u32 << self.quiet.min(QUIET_DOUBLINGS));
+        let quarter_ms = (every / 4).min(SAMPLE_SLACK_MAX).as_millis() as u64;
+        let slack = match quarter_ms {
+            0 => Duration::ZERO,
+            ms => Duration::from_millis(1 << ms.ilog2()),
         };
-        self.record_sample(now, info, always);
+        let at = ctx
+            .timers
+            .at_coarse(later(ctx.now, every), slack, ctx.token, TimerKind::Sample);
+        self.next_sample = Some(at);
+    }
+
+    /// Nothing on this socket can change without an epoll wake-up: no detection
+    /// setting, established, nothing queued, in flight or being retried. Its
+    /// sampling may then back off.
+    pub(super) fn can_rest(&self) -> bool {
+        self.plan.detection.is_empty()
+            && self.phase == Phase::Open
+            && self.verdict.is_none()
+            && self.out.is_empty()
+            && self.fill_left == 0
+            && self.last_info.as_ref().is_some_and(|i| {
+                i.state == TcpState::Established
+                    && (i.unacked, i.retransmits, i.probes, i.backoff) == (0, 0, 0, 0)
+                    && i.notsent_bytes.unwrap_or(0) == 0
+            })
+    }
+
+    /// This side sent something: sampling is back to its normal pace at once.
+    pub(super) fn stir(&mut self, ctx: &mut Ctx<'_>) {
+        if self.quiet == 0 {
+            return;
+        }
+        self.quiet = 0;
+        let due_later = self
+            .next_sample
+            .is_some_and(|at| at > later(ctx.now, ctx.sample_every));
+        if due_later && self.sock.is_some() {
+            self.schedule_sample(ctx);
+        }
+    }
+
+    /// Reads TCP_INFO; records state changes, and the snapshot when `always` or
+    /// when a counter worth watching moved. Returns whether the state or a
+    /// watched counter changed.
+    pub(super) fn sample(&mut self, now: Instant, always: bool) -> bool {
+        let Some(sock) = &self.sock else { return false };
+        let Ok(info) = sys::tcp_info(sock.as_fd()) else {
+            return false;
+        };
+        self.record_sample(now, info, always)
     }
 
     /// A snapshot at `now`, unless one was taken at this same instant and this side
@@ -71,7 +127,8 @@ impl Conn {
         }
     }
 
-    pub(super) fn record_sample(&mut self, now: Instant, info: TcpInfo, always: bool) {
+    /// Records a TCP_INFO reading; returns whether the state or a watched counter changed.
+    pub(super) fn record_sample(&mut self, now: Instant, info: TcpInfo, always: bool) -> bool {
         self.info_at = Some(now);
         // The other end's socket (the mirrored 4-tuple) is read through netlink: at
         // each change of this side's state, else at most every PEER_READ_EVERY, so a
@@ -88,7 +145,8 @@ impl Conn {
         if self.verdict.is_none() {
             self.track_silence(now, &info);
         }
-        if self.last_state != Some(info.state) {
+        let new_state = self.last_state != Some(info.state);
+        if new_state {
             let state = info.state;
             self.timeline
                 .push(now, EventKind::State, |e| e.state = Some(state));
@@ -113,6 +171,7 @@ impl Conn {
             self.timeline.snapshot(now, info.clone());
         }
         self.last_info = Some(info);
+        new_state || moved
     }
 
     /// What this connection is waiting for and how far along it is (for a
