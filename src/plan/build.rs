@@ -76,11 +76,13 @@ pub fn connect_plan(args: ConnectArgs, privileges: Privileges) -> Result<Connect
             "--ladder draws one connection; it does not apply with --count N (N > 1)".into(),
         ));
     }
-    // Churn reports only a summary: sock_diag readings would be read and thrown away.
+    // Churn reports only a summary: sock_diag readings and the local address
+    // would be read and thrown away.
     let end = if args.count > 1 {
         EndPlan {
             peer_side: false,
             linger_watch: Duration::ZERO,
+            local_addr: false,
             ..end
         }
     } else {
@@ -164,6 +166,7 @@ fn end_plan(
         timeout: detect.timeout,
         peer_side: !end.no_peer_side,
         linger_watch: end.linger_watch,
+        local_addr: true,
     })
 }
 
@@ -293,6 +296,9 @@ mod tests {
         assert_eq!(c.addr, Target::Addr("127.0.0.1:7007".parse().unwrap()));
         assert_eq!(c.end.close, CloseMode::Fin);
         assert_eq!(c.connect_timeout, std::time::Duration::from_secs(5));
+        assert!(c.end.local_addr && c.end.peer_side);
+        let churn = connect(&["--count", "3"], USER).unwrap();
+        assert!(!churn.end.local_addr && !churn.end.peer_side && churn.output.summary_only);
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct EndPlan {
     pub peer_side: bool,
     /// After this side's close, follow its socket for at most this long.
     pub linger_watch: Duration,
+    /// Read this side's own address (`getsockname`) for the report's `local`. Off
+    /// when no report is printed (`connect --count`): one syscall per connection.
+    pub local_addr: bool,
 }
 
 impl Default for EndPlan {
@@ -97,6 +100,7 @@ impl Default for EndPlan {
             timeout: None,
             peer_side: false,
             linger_watch: Duration::ZERO,
+            local_addr: true,
         }
     }
 }

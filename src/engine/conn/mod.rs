@@ -471,7 +471,10 @@ impl Conn {
     /// connect() completed; `info` is a TCP_INFO reading taken just now, if any.
     pub fn connected(&mut self, ctx: &mut Ctx<'_>, info: Option<TcpInfo>) {
         let Some(sock) = &self.sock else { return };
-        self.local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        // Captured segments and sock_diag readings are matched by it, whatever the plan.
+        if self.plan.local_addr || self.plan.peer_side || self.packets.is_some() {
+            self.local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        }
         self.phase = Phase::Open;
         self.begin_with(ctx, EventKind::Connect, info);
     }
