@@ -85,3 +85,52 @@ fn ten_thousand_connections_reset_at_once_are_each_reported() {
     );
     assert!(took < Duration::from_secs(30), "{took:?}");
 }
+
+#[test]
+fn a_full_accept_queue_is_told() {
+    let test = "a_full_accept_queue_is_told";
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    let wanted = somaxconn as u64 + 400;
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    if hard < wanted {
+        skip(
+            test,
+            &format!("the open-file limit is {hard}, below {wanted}"),
+        );
+        return;
+    }
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
+        .expect("setrlimit");
+    let mut serve = Cmd::tcpbye(&["serve", "127.0.0.1:0", "--summary", "--json"])
+        .deadline(Duration::from_secs(60))
+        .spawn();
+    let addr = serve.listening();
+    // A stopped serve accepts nothing: more connects than the queue holds fill it.
+    serve.signal(nix::sys::signal::Signal::SIGSTOP);
+    let clients: Vec<socket2::Socket> = (0..somaxconn + 200)
+        .map(|_| {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            s.set_nonblocking(true).expect("O_NONBLOCK");
+            let _ = s.connect(&addr.into()); // EINPROGRESS: the handshake goes on alone
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    serve.signal(nix::sys::signal::Signal::SIGCONT);
+    std::thread::sleep(Duration::from_millis(500));
+    serve.interrupt();
+    let done = serve.finish();
+    drop(clients);
+    assert!(
+        done.stderr
+            .iter()
+            .any(|l| l.contains("the accept queue was full")),
+        "{}",
+        done.dump()
+    );
+}

@@ -11,7 +11,6 @@ use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{Capability, ExitCode, Failure};
 use crate::plan::{ConnectPlan, Family, OutputPlan, ServePlan, Target};
-use crate::sys;
 use crate::vocab::Verdict;
 
 pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
@@ -28,7 +27,6 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
         .listen(addr, plan.end.clone(), plan.max_conns)
         .map_err(|e| privileged_port(e, addr))?;
     reactor.set_capture_filter(Filter { addr: local })?;
-    let overflows_before = sys::listen_overflows();
     tell!("listening on {local}");
     let mut printer = Printer::new(plan.output.clone());
     let mut status = StatusLine::new();
@@ -58,14 +56,12 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     })?;
     status.clear();
     tell_captured(&reactor, &plan.output);
-    if let (Some(before), Some(after)) = (overflows_before, sys::listen_overflows())
-        && after > before
-    {
+    let full = reactor.accept_queue_full();
+    if full > 0 {
         tell!(
-            "the kernel dropped {} completed handshakes while an accept queue was full \
-             (ListenOverflows, this network namespace): those clients may have \
-             connected and left without serve ever seeing them",
-            after - before
+            "the accept queue was full {full} times when serve came to accept: the kernel \
+             drops handshakes then, so clients may have connected (and left) without \
+             serve ever seeing them"
         );
     }
     Ok(printer.finish(end == RunEnd::Interrupted)?)

@@ -114,6 +114,8 @@ pub struct Reactor {
     done: Vec<u64>,
     capture: Option<Capture>,
     pending_segments: Vec<Segment>,
+    /// Wake-ups that found the listener's accept queue full.
+    queue_full: u64,
 }
 
 impl Reactor {
@@ -135,6 +137,7 @@ impl Reactor {
             done: Vec::new(),
             capture: None,
             pending_segments: Vec::new(),
+            queue_full: 0,
         })
     }
 
@@ -158,6 +161,12 @@ impl Reactor {
             Some(capture) => capture.set_filter(filter),
             None => Ok(()),
         }
+    }
+
+    /// How many times accepting found the listener's accept queue full: each time,
+    /// the kernel may have dropped handshakes that their clients believe complete.
+    pub fn accept_queue_full(&self) -> u64 {
+        self.queue_full
     }
 
     /// Packets written to the pcap file so far.
@@ -724,6 +733,15 @@ impl Reactor {
         now: Instant,
         sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
     ) -> anyhow::Result<Flow> {
+        // A listener's TCP_INFO holds its accept queue's length and limit: a full
+        // queue means handshakes that the clients believe complete are being dropped.
+        if let Some(listener) = &self.listener
+            && let Ok(info) = sys::tcp_info(listener.sock.as_fd())
+            && info.sacked > 0
+            && info.unacked >= info.sacked
+        {
+            self.queue_full += 1;
+        }
         // The listener is level-triggered: what is left in the backlog wakes the next turn.
         for _ in 0..ACCEPT_BATCH {
             let Some(listener) = &mut self.listener else {

@@ -182,23 +182,6 @@ fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
-/// `TcpExtListenOverflows` of /proc/net/netstat: how often, in this network
-/// namespace, a completed handshake was dropped because an accept queue was full.
-pub fn listen_overflows() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
-    let mut lines = text.lines();
-    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
-        if !names.starts_with("TcpExt:") {
-            continue;
-        }
-        let at = names
-            .split_whitespace()
-            .position(|n| n == "ListenOverflows")?;
-        return values.split_whitespace().nth(at)?.parse().ok();
-    }
-    None
-}
-
 /// Raises the soft open-file limit to the hard limit; returns (before, after).
 pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
