@@ -2,7 +2,6 @@
 //! signals, one timer heap. Single-threaded; time comes from the loop itself.
 
 use std::collections::HashMap;
-use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::Socket;
 
 use super::capture::{Capture, Filter, Segment};
 use super::conn::{Conn, Ctx};
@@ -22,7 +21,9 @@ use super::timers::{TimerKind, Timers, later};
 use crate::plan::{EndPlan, PcapFile};
 use crate::report::progress::Progress;
 use crate::report::{EventKind, Report, Role};
-use crate::sys::{self, TcpState};
+
+mod churn;
+mod listen;
 
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_SIGNAL: u64 = u64::MAX - 1;
@@ -33,14 +34,6 @@ const TOKEN_CAPTURE: u64 = u64::MAX - 4;
 const MAX_PENDING_SEGMENTS: usize = 1024;
 /// How often a progress line is emitted when asked for.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-/// Most churn connections started in one loop turn: signals and events still
-/// get a turn when every connection ends as soon as it starts.
-const CHURN_BATCH: usize = 64;
-/// Most connections accepted in one loop turn: those already open get their turn
-/// (and end, freeing their memory) however fast new ones arrive.
-const ACCEPT_BATCH: usize = 64;
-/// How long accepting pauses after EMFILE/ENFILE before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// TCP_INFO sampling: at most this often per connection…
 const SAMPLE_MIN: Duration = Duration::from_millis(50);
 /// …and at most this many samples per second over all connections.
@@ -163,12 +156,6 @@ impl Reactor {
         }
     }
 
-    /// How many times accepting found the listener's accept queue full: each time,
-    /// the kernel may have dropped handshakes that their clients believe complete.
-    pub fn accept_queue_full(&self) -> u64 {
-        self.queue_full
-    }
-
     /// Packets written to the pcap file so far.
     pub fn captured(&self) -> Option<u64> {
         self.capture.as_ref().map(|c| c.written)
@@ -220,216 +207,6 @@ impl Reactor {
             .context("epoll_ctl(signalfd)")?;
         self.signals = Some(fd);
         Ok(())
-    }
-
-    /// Starts listening; every accepted connection follows `plan`.
-    pub fn listen(
-        &mut self,
-        addr: SocketAddr,
-        plan: EndPlan,
-        max_conns: Option<usize>,
-    ) -> anyhow::Result<SocketAddr> {
-        let sock = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.nonblocking().cloexec(),
-            Some(Protocol::TCP),
-        )
-        .context("socket")?;
-        sock.set_reuse_address(true).context("SO_REUSEADDR")?;
-        if addr.is_ipv6() {
-            sock.set_only_v6(true).context("IPV6_V6ONLY")?;
-        }
-        sock.bind(&addr.into())
-            .with_context(|| format!("bind {addr}"))?;
-        // The longest accept queue the kernel allows (net.core.somaxconn, 4096 by
-        // default): when it overflows during a burst of connects, the kernel drops
-        // handshakes that the clients believe complete, and serve never sees them.
-        sock.listen(i32::MAX)
-            .with_context(|| format!("listen {addr}"))?;
-        let local = sock
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(addr);
-        self.epoll
-            .add(
-                sock.as_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
-            )
-            .context("epoll_ctl(listener)")?;
-        self.listener = Some(Listener {
-            sock,
-            local: Some(local).filter(|a| !a.ip().is_unspecified()),
-            plan: Arc::new(plan),
-            max_conns,
-            paused: false,
-            emfile_told: false,
-        });
-        Ok(local)
-    }
-
-    /// Starts a non-blocking connect() that the loop completes.
-    pub fn connect(
-        &mut self,
-        addr: SocketAddr,
-        plan: EndPlan,
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
-        self.connect_with(addr, Arc::new(plan), timeout)
-    }
-
-    fn connect_with(
-        &mut self,
-        addr: SocketAddr,
-        plan: Arc<EndPlan>,
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
-        let sock = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.nonblocking().cloexec(),
-            Some(Protocol::TCP),
-        )
-        .context("socket")?;
-        let start = Instant::now();
-        let result = sock.connect(&SockAddr::from(addr));
-        let token = self.token();
-        // On loopback the handshake completes inside connect(); when TCP_INFO already
-        // says ESTABLISHED, observing starts now instead of after an EPOLLOUT round.
-        let in_progress = matches!(&result, Err(e) if sys::is_in_progress(e));
-        let established = match &result {
-            Ok(()) => None,
-            Err(_) if in_progress => sys::tcp_info(sock.as_fd())
-                .ok()
-                .filter(|i| i.state == TcpState::Established),
-            Err(_) => None,
-        };
-        // Waiting for EPOLLOUT to say how connect() ended; a connect() that failed at
-        // once, or whose connection is up already, needs no such wait.
-        let waiting = established.is_none() && (result.is_ok() || in_progress);
-        if waiting {
-            let flags = EpollFlags::EPOLLIN
-                | EpollFlags::EPOLLRDHUP
-                | EpollFlags::EPOLLET
-                | EpollFlags::EPOLLOUT;
-            self.epoll
-                .add(sock.as_fd(), EpollEvent::new(flags, token))
-                .context("epoll_ctl(connect)")?;
-        }
-        let mut conn = Conn::connecting(sock, addr, plan, start, waiting);
-        if self.capture.is_some() {
-            conn.keep_packets();
-        }
-        if let Err(e) = &result
-            && !in_progress
-        {
-            conn.fail_connect(start, e);
-        }
-        if waiting {
-            self.timers
-                .at(later(start, timeout), token, TimerKind::Connect);
-        }
-        self.conns.insert(token, Box::new(conn));
-        match established {
-            Some(info) => {
-                // A close action due at once runs now: nothing else waits on this turn.
-                let now = Instant::now();
-                self.dispatch_with(token, now, true, |conn, ctx| {
-                    conn.connected(ctx, Some(info))
-                });
-                // Watched only if still open: an `rst` or `fin` closer is already gone.
-                if let Some((sock, flags)) = self.conns.get(&token).and_then(|c| c.interest()) {
-                    self.epoll
-                        .add(sock.as_fd(), EpollEvent::new(flags, token))
-                        .context("epoll_ctl(connect)")?;
-                }
-            }
-            None if self.conns.get(&token).is_some_and(|c| c.is_done()) => self.done.push(token),
-            None => {}
-        }
-        Ok(())
-    }
-
-    /// Makes `count` connections to `addr`, `concurrency` at a time, at most
-    /// `rate` new ones per second; each follows `plan`.
-    pub fn churn(
-        &mut self,
-        addr: SocketAddr,
-        plan: EndPlan,
-        timeout: Duration,
-        count: u64,
-        concurrency: usize,
-        rate: Option<f64>,
-    ) {
-        self.churn = Some(Churn {
-            addr,
-            plan: Arc::new(plan),
-            timeout,
-            left: count,
-            concurrency: concurrency.max(1),
-            interval: rate.map(|r| Duration::from_secs_f64(1.0 / r)),
-            next_at: Instant::now(),
-            fd_limit_told: false,
-        });
-    }
-
-    /// Starts churn connections while there is room; an fd limit pauses it until
-    /// a connection ends (never a spin), and is fatal only when nothing is open.
-    /// Connections that ended at once are reported here to make room, so a churn
-    /// whose connections end as they start needs no loop turn per connection.
-    fn refill(
-        &mut self,
-        sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
-    ) -> anyhow::Result<Flow> {
-        let Some(mut churn) = self.churn.take() else {
-            return Ok(Flow::Continue);
-        };
-        let mut started = 0;
-        while churn.left > 0 && started < CHURN_BATCH {
-            if self.conns.len() >= churn.concurrency {
-                let unpartnered = !self.done.iter().any(|t| self.partners.contains_key(t));
-                if self.done.is_empty() || !unpartnered {
-                    break;
-                }
-                if self.reap(sink)? == Flow::Stop {
-                    return Ok(Flow::Stop);
-                }
-                continue;
-            }
-            let now = Instant::now();
-            if now < churn.next_at {
-                self.timers
-                    .at(churn.next_at, TOKEN_CHURN, TimerKind::Sample);
-                break;
-            }
-            match self.connect_with(churn.addr, Arc::clone(&churn.plan), churn.timeout) {
-                Ok(()) => {
-                    churn.left -= 1;
-                    started += 1;
-                    if let Some(interval) = churn.interval {
-                        // Keep the pace without bursting to catch up after a stall.
-                        churn.next_at = later(churn.next_at, interval).max(now);
-                    }
-                }
-                Err(e) if e.downcast_ref::<io::Error>().is_some_and(sys::is_fd_limit) => {
-                    if self.conns.is_empty() {
-                        return Err(e.context("no connection is open to free a descriptor"));
-                    }
-                    if !churn.fd_limit_told {
-                        churn.fd_limit_told = true;
-                        sink(Emit::Notice(format!(
-                            "{e:#}: holding {} connections; new ones wait until one ends (raise `ulimit -n` or lower --concurrency)",
-                            self.conns.len()
-                        )))?;
-                    }
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if churn.left > 0 {
-            self.churn = Some(churn);
-        }
-        Ok(Flow::Continue)
     }
 
     /// Adds both ends of an established connection (`lab`), linked so each
@@ -726,93 +503,5 @@ impl Reactor {
         }
         self.conns.clear();
         self.listener = None;
-    }
-
-    fn accept_all(
-        &mut self,
-        now: Instant,
-        sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
-    ) -> anyhow::Result<Flow> {
-        // A listener's TCP_INFO holds its accept queue's length and limit: a full
-        // queue means handshakes that the clients believe complete are being dropped.
-        if let Some(listener) = &self.listener
-            && let Ok(info) = sys::tcp_info(listener.sock.as_fd())
-            && info.sacked > 0
-            && info.unacked >= info.sacked
-        {
-            self.queue_full += 1;
-        }
-        // The listener is level-triggered: what is left in the backlog wakes the next turn.
-        for _ in 0..ACCEPT_BATCH {
-            let Some(listener) = &mut self.listener else {
-                return Ok(Flow::Continue);
-            };
-            // Non-blocking from accept4() on: no fcntl() pair per connection.
-            match sys::accept_nonblocking(&listener.sock) {
-                Ok((sock, addr)) => {
-                    let peer = addr.as_socket().context("accept: not an IP peer")?;
-                    if listener
-                        .max_conns
-                        .is_some_and(|max| self.conns.len() >= max)
-                    {
-                        let max = listener.max_conns.unwrap_or(0);
-                        drop(sock);
-                        if sink(Emit::Notice(format!(
-                            "closed the connection from {peer}: --max-conns {max} reached"
-                        )))? == Flow::Stop
-                        {
-                            return Ok(Flow::Stop);
-                        }
-                        continue;
-                    }
-                    let plan = Arc::clone(&listener.plan);
-                    // A listener on one address is every accepted socket's local
-                    // address: no getsockname() per connection then.
-                    let local = match listener.local {
-                        Some(local) => Some(local),
-                        None => sock.local_addr().ok().and_then(|a| a.as_socket()),
-                    };
-                    self.adopt(sock, Role::Serve, (local, peer), plan, now)?;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Flow::Continue),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if sys::is_fd_limit(&e) => {
-                    let _ = self.epoll.delete(listener.sock.as_fd());
-                    listener.paused = true;
-                    let first = !listener.emfile_told;
-                    listener.emfile_told = true;
-                    self.timers.at(
-                        later(now, ACCEPT_BACKOFF),
-                        TOKEN_LISTENER,
-                        TimerKind::Sample,
-                    );
-                    if first {
-                        let open = self.conns.len();
-                        sink(Emit::Notice(format!(
-                            "accept: {e}; holding {open} connections, pausing accept() for {}ms at a time until one closes (raise `ulimit -n`)",
-                            ACCEPT_BACKOFF.as_millis()
-                        )))?;
-                    }
-                    return Ok(Flow::Continue);
-                }
-                Err(e) => return Err(e).context("accept"),
-            }
-        }
-        Ok(Flow::Continue)
-    }
-
-    fn resume_accepting(&mut self) {
-        if let Some(listener) = &mut self.listener
-            && listener.paused
-            && self
-                .epoll
-                .add(
-                    listener.sock.as_fd(),
-                    EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
-                )
-                .is_ok()
-        {
-            listener.paused = false;
-        }
     }
 }
