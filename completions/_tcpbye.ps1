@@ -28,6 +28,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Listen, observe every connection, print one report per connection as it ends')
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to any TCP server, end the connection in a chosen way (or observe), report')
             [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -111,6 +112,20 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'tcpbye;check' {
+            [CompletionResult]::new('--modes', '--modes', [CompletionResultType]::ParameterName, 'Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst` [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]')
+            [CompletionResult]::new('--request', '--request', [CompletionResultType]::ParameterName, 'Send STRING first and wait (up to 2s) for the answer''s first bytes before ending, e.g. `--request ''PING\r\n''` (escapes: \r \n \t \0 \\ \xHH)')
+            [CompletionResult]::new('--send', '--send', [CompletionResultType]::ParameterName, 'Send BYTES of filler first (after --request) and wait (up to 2s) for an answer, e.g. `--send 1k`')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Watch the program for DUR after ending each connection, e.g. `--wait 3s`')
+            [CompletionResult]::new('--expect-noticed-within', '--expect-noticed-within', [CompletionResultType]::ParameterName, 'Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'JSON Lines: one `check-case` object per mode, then one `check-summary`')
+            [CompletionResult]::new('--expect-no-leak', '--expect-no-leak', [CompletionResultType]::ParameterName, 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket''s descriptor, still held at the end')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'tcpbye;completions' {
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -122,6 +137,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Listen, observe every connection, print one report per connection as it ends')
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to any TCP server, end the connection in a chosen way (or observe), report')
             [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -133,6 +149,9 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             break
         }
         'tcpbye;help;lab' {
+            break
+        }
+        'tcpbye;help;check' {
             break
         }
         'tcpbye;help;completions' {

@@ -16,6 +16,9 @@ _tcpbye() {
             ",$1")
                 cmd="tcpbye"
                 ;;
+            tcpbye,check)
+                cmd="tcpbye__subcmd__check"
+                ;;
             tcpbye,completions)
                 cmd="tcpbye__subcmd__completions"
                 ;;
@@ -30,6 +33,9 @@ _tcpbye() {
                 ;;
             tcpbye,serve)
                 cmd="tcpbye__subcmd__serve"
+                ;;
+            tcpbye__subcmd__help,check)
+                cmd="tcpbye__subcmd__help__subcmd__check"
                 ;;
             tcpbye__subcmd__help,completions)
                 cmd="tcpbye__subcmd__help__subcmd__completions"
@@ -53,12 +59,46 @@ _tcpbye() {
 
     case "${cmd}" in
         tcpbye)
-            opts="-h -V --help --version serve connect lab completions help"
+            opts="-h -V --help --version serve connect lab check completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcpbye__subcmd__check)
+            opts="-h -V --modes --request --send --wait --json --expect-noticed-within --expect-no-leak --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --modes)
+                    COMPREPLY=($(compgen -W "fin half rst rst-unread drop reboot hang none" -- "${cur}"))
+                    return 0
+                    ;;
+                --request)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --send)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --expect-noticed-within)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -167,8 +207,22 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__help)
-            opts="serve connect lab completions help"
+            opts="serve connect lab check completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcpbye__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

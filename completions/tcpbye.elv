@@ -25,6 +25,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand serve 'Listen, observe every connection, print one report per connection as it ends'
             cand connect 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
             cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
+            cand check 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts'
             cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -104,6 +105,19 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'tcpbye;check'= {
+            cand --modes 'Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst` [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]'
+            cand --request 'Send STRING first and wait (up to 2s) for the answer''s first bytes before ending, e.g. `--request ''PING\r\n''` (escapes: \r \n \t \0 \\ \xHH)'
+            cand --send 'Send BYTES of filler first (after --request) and wait (up to 2s) for an answer, e.g. `--send 1k`'
+            cand --wait 'Watch the program for DUR after ending each connection, e.g. `--wait 3s`'
+            cand --expect-noticed-within 'Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`'
+            cand --json 'JSON Lines: one `check-case` object per mode, then one `check-summary`'
+            cand --expect-no-leak 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket''s descriptor, still held at the end'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'tcpbye;completions'= {
             cand -h 'Print help'
             cand --help 'Print help'
@@ -114,6 +128,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand serve 'Listen, observe every connection, print one report per connection as it ends'
             cand connect 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
             cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
+            cand check 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts'
             cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -122,6 +137,8 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
         &'tcpbye;help;connect'= {
         }
         &'tcpbye;help;lab'= {
+        }
+        &'tcpbye;help;check'= {
         }
         &'tcpbye;help;completions'= {
         }

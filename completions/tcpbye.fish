@@ -29,6 +29,7 @@ complete -c tcpbye -n "__fish_tcpbye_needs_command" -s V -l version -d 'Print ve
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "serve" -d 'Listen, observe every connection, print one report per connection as it ends'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
+complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "check" -d 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l max-conns -d 'Observe at most N connections at once; further ones are accepted and closed at once' -r
@@ -131,10 +132,27 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l runs -d 'Repetitio
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l json -d 'JSON Lines: one object per case, then one summary object'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s V -l version -d 'Print version'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l modes -d 'Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst` [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]' -r -f -a "fin\t'close(): a FIN; the peer reads EOF'
+half\t'shutdown(SHUT_WR), keep reading until the peer\'s FIN, then close'
+rst\t'SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET'
+rst-unread\t'close() with received data unread: Linux sends an RST, not a FIN; needs data from the peer (`serve --send 1k`), else it waits 1s and sends a FIN'
+drop\t'vanish silently like a pulled cable: nothing sent, nothing answered (CAP_NET_ADMIN)'
+reboot\t'the socket disappears without a packet; the peer\'s next segment meets an RST (CAP_NET_ADMIN)'
+hang\t'the process hangs: socket open, never read or written again'
+none\t'do not close: observe until the peer ends it or --timeout passes'"
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l request -d 'Send STRING first and wait (up to 2s) for the answer\'s first bytes before ending, e.g. `--request \'PING\\r\\n\'` (escapes: \\r \\n \\t \\0 \\\\ \\xHH)' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l send -d 'Send BYTES of filler first (after --request) and wait (up to 2s) for an answer, e.g. `--send 1k`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l wait -d 'Watch the program for DUR after ending each connection, e.g. `--wait 3s`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l expect-noticed-within -d 'Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l json -d 'JSON Lines: one `check-case` object per mode, then one `check-summary`'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l expect-no-leak -d 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket\'s descriptor, still held at the end'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions help" -f -a "serve" -d 'Listen, observe every connection, print one report per connection as it ends'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions help" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions help" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "serve" -d 'Listen, observe every connection, print one report per connection as it ends'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "check" -d 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

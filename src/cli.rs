@@ -36,6 +36,8 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Run both ends in one process for every close mode × detection setting; print the matrix
     Lab(LabArgs),
+    /// Judge a program: end one connection to the server at ADDR per mode, report how it reacts
+    Check(CheckArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell to complete for
@@ -235,6 +237,43 @@ pub struct OutputArgs {
     /// With --pcap: replace FILE if it exists (a symbolic link is never followed)
     #[arg(long, requires = "pcap")]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The server under test: HOST:PORT, [V6]:PORT, :PORT or PORT (a program on this host)
+    #[arg(value_name = "ADDR", value_parser = plan::parse_addr)]
+    pub addr: Target,
+
+    /// Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst`
+    /// [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]
+    #[arg(long, value_name = "MODES", value_enum, value_delimiter = ',')]
+    pub modes: Vec<CloseMode>,
+
+    /// Send STRING first and wait (up to 2s) for the answer's first bytes before ending,
+    /// e.g. `--request 'PING\r\n'` (escapes: \r \n \t \0 \\ \xHH)
+    #[arg(long, value_name = "STRING", value_parser = plan::parse_escapes)]
+    pub request: Option<crate::plan::Request>,
+
+    /// Send BYTES of filler first (after --request) and wait (up to 2s) for an answer, e.g. `--send 1k`
+    #[arg(long, value_name = "BYTES", value_parser = plan::parse_bytes)]
+    pub send: Option<usize>,
+
+    /// Watch the program for DUR after ending each connection, e.g. `--wait 3s`
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = plan::parse_duration)]
+    pub wait: Duration,
+
+    /// JSON Lines: one `check-case` object per mode, then one `check-summary`
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`
+    #[arg(long, value_name = "DUR|MODE=DUR,...", value_parser = plan::parse_notice_limits)]
+    pub expect_noticed_within: Option<crate::plan::NoticeLimits>,
+
+    /// Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket's descriptor, still held at the end
+    #[arg(long)]
+    pub expect_no_leak: bool,
 }
 
 #[derive(Debug, Args)]

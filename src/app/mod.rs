@@ -4,6 +4,8 @@
 #[cfg(target_os = "linux")]
 mod bench;
 #[cfg(target_os = "linux")]
+mod check;
+#[cfg(target_os = "linux")]
 mod lab;
 pub mod print;
 #[cfg(target_os = "linux")]
@@ -32,8 +34,10 @@ pub fn run(plan: Plan) -> anyhow::Result<ExitCode> {
         Plan::Lab(plan) => lab::lab(&plan),
         #[cfg(target_os = "linux")]
         Plan::Bench(plan) => bench::bench(&plan),
+        #[cfg(target_os = "linux")]
+        Plan::Check(plan) => check::check(&plan),
         #[cfg(not(target_os = "linux"))]
-        Plan::Serve(_) | Plan::Connect(_) | Plan::Lab(_) | Plan::Bench(_) => {
+        Plan::Serve(_) | Plan::Connect(_) | Plan::Lab(_) | Plan::Bench(_) | Plan::Check(_) => {
             Err(crate::Failure::Unsupported.into())
         }
     }

@@ -200,6 +200,23 @@ pub fn matrix(matrix: &Matrix, format: Format) -> io::Result<bool> {
     write_stdout(text.as_bytes())
 }
 
+/// Prints the `check` matrix: cases and summary as JSON Lines, or the table.
+pub fn check(result: &crate::report::check::CheckResult, format: Format) -> io::Result<bool> {
+    let text = if format == Format::Json {
+        let mut s = String::new();
+        for case in &result.cases {
+            s.push_str(&json::line(case));
+            s.push('\n');
+        }
+        s.push_str(&json::line(&result.summary));
+        s.push('\n');
+        s
+    } else {
+        crate::report::check::render(result, io::stdout().is_terminal())
+    };
+    write_stdout(text.as_bytes())
+}
+
 /// Prints the `bench` figures: one JSON object, or the table.
 pub fn bench(result: &BenchResult, format: Format) -> io::Result<bool> {
     let text = if format == Format::Json {

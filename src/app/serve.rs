@@ -249,7 +249,7 @@ fn raise_fd_limit(wanted: usize) {
 
 /// The addresses of `target` of `family`, in the resolver's order; a host name
 /// that does not resolve (or has no address of the family) is a runtime failure.
-fn resolve(target: &Target, family: Family) -> Result<Vec<SocketAddr>, Failure> {
+pub(super) fn resolve(target: &Target, family: Family) -> Result<Vec<SocketAddr>, Failure> {
     let (host, port) = match target {
         Target::Addr(addr) => return Ok(vec![*addr]),
         Target::Host { host, port } => (host.as_str(), *port),

@@ -91,6 +91,11 @@ impl SideTrack {
         }
     }
 
+    /// Whether the socket cannot be read here (not local, or sock_diag failed).
+    pub fn is_hidden(&self) -> bool {
+        self.hidden.is_some()
+    }
+
     /// The last state read (`None` also when gone).
     pub fn last_state(&self) -> Option<TcpState> {
         self.samples.last().and_then(|s| s.state)

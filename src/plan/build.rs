@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{
-    BenchPlan, ConnectPlan, DEFAULT_HOST, DEFAULT_PORT, Detection, EndPlan, Family, Format,
-    LabPlan, OutputPlan, PcapFile, Plan, Privileges, ServePlan, Target,
+    BenchPlan, CheckPlan, ConnectPlan, DEFAULT_HOST, DEFAULT_PORT, Detection, EndPlan, Family,
+    Format, LabPlan, OutputPlan, PcapFile, Plan, Privileges, ServePlan, Target,
 };
 use crate::cli::{
-    BenchArgs, Command, ConnectArgs, DetectArgs, EndArgs, FamilyArgs, LabArgs, OutputArgs,
-    ServeArgs,
+    BenchArgs, CheckArgs, Command, ConnectArgs, DetectArgs, EndArgs, FamilyArgs, LabArgs,
+    OutputArgs, ServeArgs,
 };
 use crate::error::{Capability, Failure};
 use crate::vocab::{CloseMode, Setting};
@@ -22,6 +22,7 @@ pub fn build(command: Command, privileges: Privileges) -> Result<Plan, Failure> 
         Command::Connect(args) => Plan::Connect(connect_plan(args, privileges)?),
         Command::Lab(args) => Plan::Lab(lab_plan(args)?),
         Command::Bench(args) => Plan::Bench(bench_plan(args)),
+        Command::Check(args) => Plan::Check(check_plan(args, privileges)?),
         Command::Completions { shell } => Plan::Completions(shell),
         Command::Man => Plan::Man,
     })
@@ -167,6 +168,7 @@ fn end_plan(
         peer_side: !end.no_peer_side,
         linger_watch: end.linger_watch,
         local_addr: true,
+        ..EndPlan::default()
     })
 }
 
@@ -194,6 +196,75 @@ fn output_plan(args: OutputArgs, privileges: Privileges) -> Result<OutputPlan, F
         summary_only: false,
         expect: args.expect,
         expect_within: args.expect_within,
+    })
+}
+
+/// The endings `check` tries, in teaching order.
+pub const CHECK_MODES: [CloseMode; 6] = [
+    CloseMode::Fin,
+    CloseMode::Half,
+    CloseMode::Rst,
+    CloseMode::Drop,
+    CloseMode::Reboot,
+    CloseMode::Hang,
+];
+
+/// Validates `check` arguments into a plan.
+pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, Failure> {
+    if args.addr.port() == 0 {
+        return Err(Failure::Usage(format!(
+            "check {}: port 0 cannot be connected to",
+            args.addr
+        )));
+    }
+    let modes: Vec<CloseMode> = if args.modes.is_empty() {
+        CHECK_MODES
+            .into_iter()
+            .filter(|m| privileges.net_admin || !m.needs_net_admin())
+            .collect()
+    } else {
+        let mut modes = Vec::new();
+        for mode in args.modes {
+            if !CHECK_MODES.contains(&mode) {
+                return Err(Failure::Usage(format!(
+                    "check --modes: {mode} is not an ending check tries; use {}",
+                    CHECK_MODES.map(CloseMode::name).join(",")
+                )));
+            }
+            if mode.needs_net_admin() && !privileges.net_admin {
+                return Err(Failure::Privilege {
+                    what: format!("check --modes {mode}"),
+                    capability: Capability::NetAdmin,
+                });
+            }
+            if !modes.contains(&mode) {
+                modes.push(mode);
+            }
+        }
+        modes
+    };
+    if args.wait.is_zero() {
+        return Err(Failure::Usage("--wait must be more than 0s".into()));
+    }
+    let limits = args.expect_noticed_within.unwrap_or_default();
+    if let Some((mode, _)) = limits.per_mode.iter().find(|(m, _)| !modes.contains(m)) {
+        return Err(Failure::Usage(format!(
+            "--expect-noticed-within names {mode}, which is not among the modes checked"
+        )));
+    }
+    Ok(CheckPlan {
+        addr: args.addr,
+        modes,
+        request: args.request.map(|r| r.0).unwrap_or_default(),
+        send: args.send.unwrap_or(0),
+        wait: args.wait,
+        format: if args.json {
+            Format::Json
+        } else {
+            Format::Table
+        },
+        expect_noticed: limits,
+        expect_no_leak: args.expect_no_leak,
     })
 }
 
@@ -284,6 +355,60 @@ mod tests {
             panic!("not connect")
         };
         connect_plan(args, p)
+    }
+
+    fn check(argv: &[&str], p: Privileges) -> Result<CheckPlan, Failure> {
+        let cli = Cli::try_parse_from(["tcpbye", "check"].iter().chain(argv)).expect("parses");
+        let Command::Check(args) = cli.command else {
+            panic!("not check")
+        };
+        check_plan(args, p)
+    }
+
+    #[test]
+    fn check_modes_follow_privileges() {
+        use CloseMode::*;
+        let user = check(&["127.0.0.1:6379"], USER).unwrap();
+        assert_eq!(user.modes, vec![Fin, Half, Rst, Hang]);
+        assert_eq!(user.wait, Duration::from_secs(10));
+        let root = check(&["127.0.0.1:6379"], ROOT).unwrap();
+        assert_eq!(root.modes, vec![Fin, Half, Rst, Drop, Reboot, Hang]);
+        assert!(matches!(
+            check(&["127.0.0.1:6379", "--modes", "fin,drop"], USER),
+            Err(Failure::Privilege { .. })
+        ));
+        assert!(matches!(
+            check(&["127.0.0.1:6379", "--modes", "rst-unread"], ROOT),
+            Err(Failure::Usage(_))
+        ));
+        assert!(matches!(
+            check(
+                &[
+                    "127.0.0.1:6379",
+                    "--modes",
+                    "fin",
+                    "--expect-noticed-within",
+                    "drop=1s"
+                ],
+                ROOT
+            ),
+            Err(Failure::Usage(_))
+        ));
+        let p = check(
+            &[
+                "127.0.0.1:6379",
+                "--request",
+                "PING\\r\\n",
+                "--wait",
+                "3s",
+                "--expect-no-leak",
+            ],
+            USER,
+        )
+        .unwrap();
+        assert_eq!(p.request, b"PING\r\n");
+        assert_eq!(p.wait, Duration::from_secs(3));
+        assert!(p.expect_no_leak);
     }
 
     #[test]

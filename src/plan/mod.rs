@@ -86,6 +86,16 @@ pub struct EndPlan {
     /// Read this side's own address (`getsockname`) for the report's `local`. Off
     /// when no report is printed (`connect --count`): one syscall per connection.
     pub local_addr: bool,
+    /// Bytes sent first, as soon as the connection is up (before `send`'s filler):
+    /// a protocol greeting such as `PING\r\n` (`check --request`).
+    pub request: Vec<u8>,
+    /// Close as soon as the peer's first bytes arrive (its answer to `request` or
+    /// `send`); `after` still bounds the wait for them.
+    pub close_on_answer: bool,
+    /// After this side's close, follow the other end's socket until it is gone (or
+    /// in TIME_WAIT), not only until this side's own reaches TIME_WAIT or vanishes;
+    /// `linger_watch` still bounds the watch (`check`: what the program does next).
+    pub follow_peer: bool,
 }
 
 impl Default for EndPlan {
@@ -101,6 +111,9 @@ impl Default for EndPlan {
             peer_side: false,
             linger_watch: Duration::ZERO,
             local_addr: true,
+            request: Vec::new(),
+            close_on_answer: false,
+            follow_peer: false,
         }
     }
 }
@@ -234,6 +247,50 @@ impl BenchPlan {
     }
 }
 
+/// Bytes given on the command line with escapes (`--request 'PING\r\n'`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request(pub Vec<u8>);
+
+/// `--expect-noticed-within`: a limit for every mode judged, or per mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoticeLimits {
+    pub every: Option<Duration>,
+    pub per_mode: Vec<(CloseMode, Duration)>,
+}
+
+impl NoticeLimits {
+    /// The limit for `mode`, if any: its own, else the one for every mode.
+    pub fn limit(&self, mode: CloseMode) -> Option<Duration> {
+        self.per_mode
+            .iter()
+            .find(|(m, _)| *m == mode)
+            .map(|(_, d)| *d)
+            .or(self.every)
+    }
+
+    /// Whether `mode` was named on its own (a mode that cannot be judged then misses).
+    pub fn names(&self, mode: CloseMode) -> bool {
+        self.per_mode.iter().any(|(m, _)| *m == mode)
+    }
+}
+
+/// `tcpbye check`: the program under test is the server at `addr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckPlan {
+    pub addr: Target,
+    /// One fresh connection per mode, all at once.
+    pub modes: Vec<CloseMode>,
+    /// Sent first (`--request`), then `send` bytes of filler (`--send`); when
+    /// either is set, tcpbye acts once the answer's first bytes arrive.
+    pub request: Vec<u8>,
+    pub send: usize,
+    /// How long the program is watched after tcpbye's action.
+    pub wait: Duration,
+    pub format: Format,
+    pub expect_noticed: NoticeLimits,
+    pub expect_no_leak: bool,
+}
+
 /// One validated command, ready for its driver in `app`.
 #[derive(Debug, Clone)]
 pub enum Plan {
@@ -241,6 +298,7 @@ pub enum Plan {
     Connect(ConnectPlan),
     Lab(LabPlan),
     Bench(BenchPlan),
+    Check(CheckPlan),
     Completions(clap_complete::Shell),
     Man,
 }

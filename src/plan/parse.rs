@@ -4,7 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{DEFAULT_HOST, DEFAULT_PORT, Heartbeat, KeepAlive, Target};
+use super::{DEFAULT_HOST, DEFAULT_PORT, Heartbeat, KeepAlive, NoticeLimits, Request, Target};
+use crate::vocab::CloseMode;
 
 /// Parses `HOST:PORT`, `[V6]:PORT`, `:PORT`, `PORT`, or a bare host or IP (default
 /// port). Host names are kept as names: they are resolved when the command runs,
@@ -181,6 +182,74 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{text}' is more than 1 GiB"))
 }
 
+/// Parses a string with escapes into bytes: `\r`, `\n`, `\t`, `\0`, `\\`, `\xHH`
+/// (e.g. `PING\r\n`, `GET / HTTP/1.1\r\nHost: x\r\n\r\n`).
+pub fn parse_escapes(text: &str) -> Result<Request, String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        let unknown = |c: Option<u8>| {
+            format!(
+                "'{text}': unknown escape '\\{}'; use \\r \\n \\t \\0 \\\\ or \\xHH",
+                c.map_or(String::new(), |c| char::from(c).to_string())
+            )
+        };
+        match bytes.next() {
+            Some(b'r') => out.push(b'\r'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'0') => out.push(0),
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'x') => {
+                let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                let byte = std::str::from_utf8(&hex)
+                    .ok()
+                    .filter(|h| h.len() == 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("'{text}': \\x needs two hex digits, e.g. \\x00"))?;
+                out.push(byte);
+            }
+            other => return Err(unknown(other)),
+        }
+    }
+    if out.is_empty() {
+        return Err("the request is empty".into());
+    }
+    Ok(Request(out))
+}
+
+/// Parses `--expect-noticed-within`: one duration for every mode judged (`5s`),
+/// or per mode (`drop=60s,fin=1s`).
+pub fn parse_notice_limits(text: &str) -> Result<NoticeLimits, String> {
+    let text = text.trim();
+    if !text.contains('=') {
+        return Ok(NoticeLimits {
+            every: Some(parse_duration(text)?),
+            per_mode: Vec::new(),
+        });
+    }
+    let mut per_mode = Vec::new();
+    for part in text.split(',') {
+        let (mode, dur) = part.split_once('=').ok_or_else(|| {
+            format!("'{part}': expected MODE=DUR, e.g. drop=60s (or one DUR for every mode)")
+        })?;
+        let mode = CloseMode::ALL
+            .iter()
+            .copied()
+            .find(|m| m.name() == mode.trim())
+            .ok_or_else(|| format!("'{mode}' is not a close mode"))?;
+        per_mode.push((mode, parse_duration(dur)?));
+    }
+    Ok(NoticeLimits {
+        every: None,
+        per_mode,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +362,32 @@ mod tests {
         assert_eq!(parse_bytes("1M"), Ok(1 << 20));
         assert!(parse_bytes("2G").is_err());
         assert!(parse_bytes("x").is_err());
+    }
+
+    #[test]
+    fn escapes_and_notice_limits() {
+        assert_eq!(parse_escapes("PING\\r\\n").unwrap().0, b"PING\r\n");
+        assert_eq!(parse_escapes("a\\x41\\\\\\t\\0").unwrap().0, b"aA\\\t\0");
+        assert!(
+            parse_escapes("x\\q")
+                .unwrap_err()
+                .contains("unknown escape")
+        );
+        assert!(parse_escapes("\\x4").is_err());
+        assert!(parse_escapes("").is_err());
+        let all = parse_notice_limits("5s").unwrap();
+        assert_eq!(all.every, Some(Duration::from_secs(5)));
+        assert!(all.per_mode.is_empty());
+        let each = parse_notice_limits("drop=60s,fin=1s").unwrap();
+        assert_eq!(each.every, None);
+        assert_eq!(
+            each.per_mode,
+            vec![
+                (CloseMode::Drop, Duration::from_secs(60)),
+                (CloseMode::Fin, Duration::from_secs(1))
+            ]
+        );
+        assert!(parse_notice_limits("dorp=1s").is_err());
+        assert!(parse_notice_limits("fin=soon").is_err());
     }
 }

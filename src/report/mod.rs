@@ -9,6 +9,7 @@ use crate::sys::{TcpInfo, TcpState};
 pub use crate::vocab::{CloseMode, DetectedBy, Verdict};
 
 pub mod bench;
+pub mod check;
 pub mod json;
 pub mod lab;
 pub mod ladder;

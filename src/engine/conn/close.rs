@@ -10,8 +10,8 @@ use socket2::{SockFilter, Socket};
 use super::{Conn, Ctx, Phase, Verdict};
 use crate::engine::side::{self, SideTrack};
 use crate::engine::timers::{TimerKind, later};
-use crate::report::EventKind;
-use crate::sys;
+use crate::report::{AfterlifeEnd, EventKind};
+use crate::sys::{self, TcpState};
 use crate::vocab::CloseMode;
 
 /// How long `rst-unread` waits for data to leave unread.
@@ -53,7 +53,14 @@ impl Conn {
         if self.verdict.is_some() || self.phase == Phase::Done {
             return;
         }
-        self.sample_once(now);
+        // `check` (follow_peer): the other end is read right before the action, so
+        // the state it was in when this side acted is on record.
+        if self.plan.follow_peer {
+            self.last_peer_read = None;
+            self.sample(now, true);
+        } else {
+            self.sample_once(now);
+        }
         let Some(sock) = self.sock.take() else { return };
         let unread = match mode {
             CloseMode::RstUnread => sys::unread_bytes(sock.as_fd()).unwrap_or(0),
@@ -132,9 +139,23 @@ impl Conn {
         };
         let found = track.read(t_us, local, self.peer);
         // The other end goes on too: its CLOSE_WAIT, LAST_ACK, or its end.
-        self.peer_track.read(t_us, self.peer, local);
+        let peer = self.peer_track.read(t_us, self.peer, local);
         let watch_over = now.saturating_duration_since(*started) >= self.plan.linger_watch;
-        match side::afterlife_end(found.as_ref(), watch_over) {
+        let own_end = side::afterlife_end(found.as_ref(), watch_over);
+        // `follow_peer`: this side's end is noted, and the watch goes on until the
+        // other end's socket is gone or in TIME_WAIT (or the watch is over).
+        let end = if self.plan.follow_peer && !self.peer_track.is_hidden() {
+            if let Some(end) = own_end {
+                self.afterlife_end.get_or_insert(end);
+            }
+            let peer_over = peer.is_none_or(|d| d.state == TcpState::TimeWait);
+            (peer_over || watch_over)
+                .then(|| self.afterlife_end.or(own_end))
+                .map(|end| end.unwrap_or(AfterlifeEnd::WatchEnded))
+        } else {
+            own_end
+        };
+        match end {
             Some(end) => {
                 self.afterlife_end = Some(end);
                 self.phase = Phase::Done;

@@ -273,6 +273,7 @@ impl Conn {
             self.send_ping(ctx);
             ctx.at(later(now, hb.interval), TimerKind::Heartbeat);
         }
+        self.out.extend_from_slice(&plan.request);
         self.fill_left = plan.send;
         self.flush(ctx);
         self.after_detection(ctx);
@@ -342,6 +343,13 @@ impl Conn {
         }
         if self.phase == Phase::AwaitUnread && self.unread() > 0 {
             self.act(ctx, CloseMode::RstUnread);
+        }
+        if self.plan.close_on_answer
+            && self.phase == Phase::Open
+            && self.bytes_received > 0
+            && self.verdict.is_none()
+        {
+            self.act(ctx, self.plan.close);
         }
         self.sample_once(now);
         self.after_detection(ctx);

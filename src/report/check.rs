@@ -1,0 +1,634 @@
+//! `tcpbye check`: how the program under test reacted to each ending — the
+//! model (`check-case`, `check-summary` in docs/json.md), the judgement that
+//! turns one connection's report into a case, and the matrix for people.
+
+use serde::Serialize;
+
+use super::{Report, SCHEMA, SideSample, Verdict, fmt_us};
+use crate::sys::TcpState;
+use crate::vocab::CloseMode;
+
+/// What the program did after tcpbye ended its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reaction {
+    /// It closed its socket: sent a FIN (LAST_ACK, FIN_WAIT), or its socket lost
+    /// its file (inode 0), or it released the descriptor of a dead socket.
+    Closed,
+    /// It aborted: its socket vanished without a FIN (an RST), or tcpbye read ECONNRESET.
+    Reset,
+    /// Its kernel ended the connection (keepalive, TCP_USER_TIMEOUT, retransmissions,
+    /// or an RST answering a probe) while the program held the socket.
+    KernelGaveUp,
+    /// CLOSE_WAIT still held at the end of the wait, or a dead socket's descriptor still held.
+    Leaked,
+    /// Still ESTABLISHED at the end of the wait.
+    Unnoticed,
+    /// tcpbye could not judge this mode (`evidence` says why).
+    NotJudged,
+}
+
+impl Reaction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Reset => "reset",
+            Self::KernelGaveUp => "kernel-gave-up",
+            Self::Leaked => "leaked",
+            Self::Unnoticed => "unnoticed",
+            Self::NotJudged => "not-judged",
+        }
+    }
+
+    /// The program noticed the ending (in some way) within the wait.
+    pub fn noticed(self) -> bool {
+        matches!(self, Self::Closed | Self::Reset | Self::KernelGaveUp)
+    }
+}
+
+/// What the program's descriptor did, from `socket:[INODE]` under `/proc/*/fd`,
+/// once its socket had left sock_diag's tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Descriptor {
+    pub inode: u32,
+    /// Processes seen holding it.
+    pub pids: Vec<u32>,
+    /// µs from tcpbye's action to the first look that no longer found it.
+    pub released_after_us: Option<u64>,
+    /// Still held at the last look, at the end of the wait.
+    pub held_at_end: bool,
+}
+
+/// The keepalive sysctls (`/proc/sys/net/ipv4/tcp_keepalive_{time,intvl,probes}`):
+/// another process's own TCP_KEEPINTVL/TCP_KEEPCNT are not visible, these are
+/// what a socket uses unless it set its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KeepaliveSysctls {
+    pub time_s: u64,
+    pub intvl_s: u64,
+    pub probes: u64,
+}
+
+impl KeepaliveSysctls {
+    pub fn read() -> Self {
+        let read = |name: &str, default: u64| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        Self {
+            time_s: read("tcp_keepalive_time", 7200),
+            intvl_s: read("tcp_keepalive_intvl", 75),
+            probes: read("tcp_keepalive_probes", 9),
+        }
+    }
+}
+
+/// One mode's result: `{"kind":"check-case", …}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckCase {
+    pub schema: u32,
+    pub kind: &'static str,
+    pub mode: CloseMode,
+    /// What the program could observe of this ending.
+    pub saw: &'static str,
+    pub reaction: Reaction,
+    /// µs from tcpbye's action to the program's reaction (closed, reset, kernel-gave-up).
+    pub noticed_after_us: Option<u64>,
+    /// µs from tcpbye's action until the program read the EOF (`recv_q` 1→0 in
+    /// CLOSE_WAIT), when that was seen apart from its close.
+    pub read_eof_after_us: Option<u64>,
+    /// µs from tcpbye's action until the program would notice; null = never or unknown.
+    pub would_notice_after_us: Option<u64>,
+    /// The prediction in words, with what it rests on.
+    pub prediction: String,
+    /// What the judgement rests on.
+    pub evidence: String,
+    /// One line on how to close the gap, for a weak row.
+    pub advice: Option<String>,
+    /// The program's socket through sock_diag, on the connection's clock.
+    pub states: Vec<SideSample>,
+    /// µs on the connection's clock at which tcpbye acted.
+    pub action_t_us: Option<u64>,
+    pub descriptor: Option<Descriptor>,
+}
+
+/// After every case: `{"kind":"check-summary", …}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckSummary {
+    pub schema: u32,
+    pub kind: &'static str,
+    pub target: String,
+    pub wait_us: u64,
+    pub elapsed_us: u64,
+    pub cases: usize,
+    pub noticed: usize,
+    pub leaked: usize,
+    pub unnoticed: usize,
+    pub not_judged: usize,
+    pub keepalive_sysctls: KeepaliveSysctls,
+    /// Each expectation missed, in words; empty when all were met.
+    pub misses: Vec<String>,
+}
+
+/// Every case and the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckResult {
+    pub cases: Vec<CheckCase>,
+    pub summary: CheckSummary,
+}
+
+/// What the program under test could observe of each ending.
+pub fn saw(mode: CloseMode) -> &'static str {
+    match mode {
+        CloseMode::Fin => "EOF (FIN)",
+        CloseMode::Half => "EOF (FIN), tcpbye still reading",
+        CloseMode::Rst | CloseMode::RstUnread => "ECONNRESET (RST)",
+        CloseMode::Drop => "nothing: silence",
+        CloseMode::Reboot => "nothing until it sends, then RST",
+        CloseMode::Hang => "nothing: its data still ACKed",
+        CloseMode::None => "-",
+    }
+}
+
+/// A case that could not be judged, and why.
+pub fn not_judged(mode: CloseMode, why: String) -> CheckCase {
+    CheckCase {
+        schema: SCHEMA,
+        kind: "check-case",
+        mode,
+        saw: saw(mode),
+        reaction: Reaction::NotJudged,
+        noticed_after_us: None,
+        read_eof_after_us: None,
+        would_notice_after_us: None,
+        prediction: "-".into(),
+        evidence: why,
+        advice: None,
+        states: Vec::new(),
+        action_t_us: None,
+        descriptor: None,
+    }
+}
+
+/// Judges one mode from its connection's report and, when the program's socket
+/// vanished, the fate of its descriptor.
+pub fn judge(
+    mode: CloseMode,
+    report: &Report,
+    descriptor: Option<Descriptor>,
+    sysctls: KeepaliveSysctls,
+) -> CheckCase {
+    let Some(action) = report.close_t_us.filter(|_| report.close.is_some()) else {
+        let why = match report.verdict {
+            Verdict::Fin | Verdict::Rst => format!(
+                "the program ended the connection ({}) before tcpbye acted",
+                report.verdict
+            ),
+            v => format!("the connection did not get to tcpbye's action: {v}"),
+        };
+        return not_judged(mode, why);
+    };
+    let Some(peer) = report.peer_side.as_ref().filter(|p| p.visible) else {
+        let note = report
+            .peer_side
+            .as_ref()
+            .and_then(|p| p.note.clone())
+            .unwrap_or_else(|| "no sock_diag reading".into());
+        return not_judged(
+            mode,
+            format!(
+                "the program's socket cannot be read here ({note}); this version judges programs on this host"
+            ),
+        );
+    };
+    let after = |t: u64| t.saturating_sub(action);
+    let states = &peer.states;
+    // Readings are stamped with the start of the loop round that took them, which
+    // can precede the action taken in the same round: anything but ESTABLISHED
+    // counts as after it.
+    let later: Vec<&SideSample> = states
+        .iter()
+        .filter(|s| s.t_us > action || s.state != Some(TcpState::Established))
+        .collect();
+    let last = states.last();
+    let vanished = later.iter().find(|s| s.state.is_none()).map(|s| s.t_us);
+
+    // The program's FIN: its socket past CLOSE_WAIT, or without a file, or
+    // tcpbye's own socket answered it (TIME_WAIT after fin, EOF after half).
+    let fin_states = [
+        TcpState::LastAck,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::Closing,
+        TcpState::TimeWait,
+    ];
+    let peer_fin = later
+        .iter()
+        .find(|s| {
+            s.state.is_some_and(|st| fin_states.contains(&st))
+                || (s.state.is_some() && s.inode == 0)
+        })
+        .map(|s| s.t_us);
+    let own_time_wait = report.afterlife.as_ref().and_then(|a| {
+        a.states
+            .iter()
+            .find(|s| s.state == Some(TcpState::TimeWait))
+            .map(|s| s.t_us)
+    });
+    let eof_read_here = report
+        .events
+        .iter()
+        .find(|e| e.t_us >= action && e.kind == super::EventKind::Recv && e.bytes == Some(0))
+        .map(|e| e.t_us);
+    let reset_read_here = report
+        .events
+        .iter()
+        .find(|e| {
+            e.t_us >= action
+                && e.kind == super::EventKind::Recv
+                && e.errno.as_deref().is_some_and(|n| n == "ECONNRESET")
+        })
+        .map(|e| e.t_us);
+    let fin_at = [peer_fin, own_time_wait, eof_read_here]
+        .into_iter()
+        .flatten()
+        .min();
+    let read_eof = later
+        .iter()
+        .find(|s| s.state == Some(TcpState::CloseWait) && s.recv_q == 0)
+        .map(|s| after(s.t_us));
+
+    let mut evidence = vec![describe_states(&later, action)];
+    if let Some(t) = own_time_wait {
+        evidence.push(format!("tcpbye's socket TIME_WAIT +{}", fmt_us(after(t))));
+    }
+    if let Some(t) = eof_read_here {
+        evidence.push(format!("tcpbye read EOF +{}", fmt_us(after(t))));
+    }
+    if let Some(t) = reset_read_here {
+        evidence.push(format!("tcpbye read ECONNRESET +{}", fmt_us(after(t))));
+    }
+
+    let silent = matches!(mode, CloseMode::Drop | CloseMode::Reboot | CloseMode::Hang);
+    let (reaction, noticed) = if let Some(t) = fin_at.filter(|_| !silent || peer_fin.is_some()) {
+        (Reaction::Closed, Some(after(t)))
+    } else if let Some(t) = reset_read_here.filter(|_| mode == CloseMode::Half) {
+        (Reaction::Reset, Some(after(t)))
+    } else if let Some(t) = vanished {
+        // The socket left the tables: what became of the descriptor decides.
+        match &descriptor {
+            Some(d) if d.held_at_end => {
+                evidence.push(format!(
+                    "socket:[{}] still held by pid {} at the end (/proc/*/fd)",
+                    d.inode,
+                    join(&d.pids)
+                ));
+                (Reaction::Leaked, None)
+            }
+            _ => {
+                let released = descriptor.as_ref().and_then(|d| d.released_after_us);
+                if let (Some(d), Some(r)) = (&descriptor, released) {
+                    evidence.push(if d.pids.is_empty() {
+                        format!(
+                            "socket:[{}] not under /proc/*/fd at the first look +{}",
+                            d.inode,
+                            fmt_us(r)
+                        )
+                    } else {
+                        format!(
+                            "socket:[{}] released by pid {} +{}",
+                            d.inode,
+                            join(&d.pids),
+                            fmt_us(r)
+                        )
+                    });
+                }
+                match mode {
+                    // Our RST removed its socket at once; its reaction is letting go.
+                    CloseMode::Rst => match released {
+                        Some(r) => (Reaction::Closed, Some(r)),
+                        None => {
+                            evidence.push("its descriptor could not be looked up".into());
+                            (Reaction::NotJudged, None)
+                        }
+                    },
+                    CloseMode::Drop | CloseMode::Reboot | CloseMode::Hang => {
+                        (Reaction::KernelGaveUp, Some(after(t)))
+                    }
+                    _ => (Reaction::Reset, Some(after(t))),
+                }
+            }
+        }
+    } else {
+        match last.and_then(|s| s.state) {
+            Some(TcpState::CloseWait) => (Reaction::Leaked, None),
+            Some(TcpState::Established) => (Reaction::Unnoticed, None),
+            Some(other) => {
+                evidence.push(format!("ended in {other}"));
+                (Reaction::NotJudged, None)
+            }
+            None => (Reaction::NotJudged, None),
+        }
+    };
+
+    let keepalive = keepalive_expiry(states, action);
+    let (would, prediction) = predict(mode, reaction, noticed, keepalive, sysctls, last);
+    let advice = advice(mode, reaction, keepalive, &descriptor);
+    CheckCase {
+        schema: SCHEMA,
+        kind: "check-case",
+        mode,
+        saw: saw(mode),
+        reaction,
+        noticed_after_us: noticed,
+        read_eof_after_us: read_eof,
+        would_notice_after_us: would,
+        prediction,
+        evidence: evidence.join("; "),
+        advice,
+        states: states.clone(),
+        action_t_us: Some(action),
+        descriptor,
+    }
+}
+
+/// The inode to look for under /proc when the program's socket vanished after tcpbye acted.
+pub fn vanished_inode(report: &Report) -> Option<u32> {
+    let peer = report.peer_side.as_ref()?;
+    let gone = peer.states.last().is_some_and(|s| s.state.is_none());
+    gone.then(|| peer.states.iter().rev().map(|s| s.inode).find(|i| *i != 0))
+        .flatten()
+}
+
+fn join(pids: &[u32]) -> String {
+    pids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `ESTABLISHED → CLOSE_WAIT(recv_q 1) +0.2ms → … → gone +3.1ms`, timed from the action.
+fn describe_states(later: &[&SideSample], action: u64) -> String {
+    if later.is_empty() {
+        return "its socket unchanged (sock_diag)".into();
+    }
+    let steps: Vec<String> = later
+        .iter()
+        .map(|s| {
+            let name = match s.state {
+                None => "gone".to_owned(),
+                Some(TcpState::CloseWait) if s.recv_q > 0 => {
+                    format!("CLOSE_WAIT(recv_q {})", s.recv_q)
+                }
+                Some(st) if s.inode == 0 => format!("{st}(inode 0)"),
+                Some(st) => st.name().to_owned(),
+            };
+            format!("{name} +{}", fmt_us(s.t_us.saturating_sub(action)))
+        })
+        .collect();
+    format!("sock_diag: {}", steps.join(" → "))
+}
+
+/// The program socket's keepalive timer as last read while ESTABLISHED: µs from
+/// the action to its expiry (saturating), and the expiry as read (seconds).
+#[derive(Debug, Clone, Copy)]
+struct Keepalive {
+    first_probe_after_us: u64,
+    read_at_us: u64,
+    expires_s: f64,
+}
+
+fn keepalive_expiry(states: &[SideSample], action: u64) -> Option<Keepalive> {
+    states
+        .iter()
+        .rev()
+        .filter(|s| s.state == Some(TcpState::Established))
+        .find_map(|s| {
+            let timer = s.timer.as_deref()?;
+            let mut parts = timer.split(',');
+            (parts.next()? == "keepalive").then_some(())?;
+            let secs: f64 = parts.next()?.trim_end_matches('s').parse().ok()?;
+            let at = s.t_us + (secs * 1e6) as u64;
+            Some(Keepalive {
+                first_probe_after_us: at.saturating_sub(action),
+                read_at_us: s.t_us,
+                expires_s: secs,
+            })
+        })
+}
+
+fn has_retransmit_timer(last: Option<&SideSample>) -> bool {
+    last.and_then(|s| s.timer.as_deref())
+        .is_some_and(|t| t.starts_with("on,") || t.starts_with("persist,"))
+}
+
+fn predict(
+    mode: CloseMode,
+    reaction: Reaction,
+    noticed: Option<u64>,
+    keepalive: Option<Keepalive>,
+    sysctls: KeepaliveSysctls,
+    last: Option<&SideSample>,
+) -> (Option<u64>, String) {
+    if reaction.noticed() {
+        return (noticed, "noticed".into());
+    }
+    match reaction {
+        Reaction::Leaked if last.is_some_and(|s| s.state.is_none()) => {
+            return (
+                None,
+                "never: the descriptor stays until the program closes it".into(),
+            );
+        }
+        Reaction::Leaked => {
+            return (
+                None,
+                "never: the kernel keeps a CLOSE_WAIT socket until the program closes it".into(),
+            );
+        }
+        Reaction::NotJudged => return (None, "-".into()),
+        _ => {}
+    }
+    let ka_text = |k: &Keepalive| {
+        format!(
+            "keepalive timer {:.1}s at connect+{} (sock_diag)",
+            k.expires_s,
+            fmt_us(k.read_at_us)
+        )
+    };
+    let never = "never: no keepalive timer, no unacknowledged data (sock_diag)".to_owned();
+    match mode {
+        CloseMode::Drop => match keepalive {
+            Some(k) => {
+                let us = k.first_probe_after_us + sysctls.probes * sysctls.intvl_s * 1_000_000;
+                (
+                    Some(us),
+                    format!(
+                        "≈ {}: first keepalive probe +{}, then {} × {}s (sysctls tcp_keepalive_probes/intvl; its own TCP_KEEPCNT/INTVL are not visible); {}",
+                        fmt_secs(us),
+                        fmt_secs(k.first_probe_after_us),
+                        sysctls.probes,
+                        sysctls.intvl_s,
+                        ka_text(&k)
+                    ),
+                )
+            }
+            None if has_retransmit_timer(last) => (
+                None,
+                "unknown: data unacknowledged, retransmissions end it after tcp_retries2 (sock_diag timer `on`)".into(),
+            ),
+            None => (None, never),
+        },
+        CloseMode::Reboot => match keepalive {
+            Some(k) => (
+                Some(k.first_probe_after_us),
+                format!(
+                    "≈ {}: its first keepalive probe meets an RST; {}",
+                    fmt_secs(k.first_probe_after_us),
+                    ka_text(&k)
+                ),
+            ),
+            None => (
+                None,
+                "never until it sends: no keepalive timer, no unacknowledged data (sock_diag)"
+                    .into(),
+            ),
+        },
+        CloseMode::Hang => match keepalive {
+            Some(k) => (
+                None,
+                format!(
+                    "never by keepalive: a hung peer's kernel answers the probes; {}",
+                    ka_text(&k)
+                ),
+            ),
+            None => (
+                None,
+                "never: no keepalive timer (it would not help: a hung peer's kernel answers), no heartbeat seen (sock_diag)".into(),
+            ),
+        },
+        _ => (None, "unknown".into()),
+    }
+}
+
+fn fmt_secs(us: u64) -> String {
+    let s = us / 1_000_000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        fmt_us(us)
+    }
+}
+
+fn advice(
+    mode: CloseMode,
+    reaction: Reaction,
+    keepalive: Option<Keepalive>,
+    descriptor: &Option<Descriptor>,
+) -> Option<String> {
+    match reaction {
+        Reaction::Leaked if descriptor.as_ref().is_some_and(|d| d.held_at_end) => Some(
+            "close the socket when recv()/send() fails (ECONNRESET, ETIMEDOUT, EPIPE): the kernel freed the connection, the descriptor is the program's to close".into(),
+        ),
+        Reaction::Leaked => Some(
+            "close the socket when recv() returns 0 (EOF) or epoll reports EPOLLRDHUP: a CLOSE_WAIT socket is never freed by the kernel".into(),
+        ),
+        Reaction::Unnoticed => Some(match mode {
+            CloseMode::Hang => "keepalive cannot see a hung peer: add an application heartbeat (e.g. a ping every 10s, give up after 3 misses), or TCP_USER_TIMEOUT=30s for data it sends".into(),
+            CloseMode::Drop | CloseMode::Reboot if keepalive.is_some() => "its keepalive notices only late: lower TCP_KEEPIDLE (e.g. 30s) with TCP_KEEPINTVL=5s, TCP_KEEPCNT=3 (≈45s), plus TCP_USER_TIMEOUT=30s for data in flight".into(),
+            CloseMode::Drop | CloseMode::Reboot => "enable SO_KEEPALIVE with TCP_KEEPIDLE=30s, TCP_KEEPINTVL=5s, TCP_KEEPCNT=3 (≈45s), plus TCP_USER_TIMEOUT=30s for data in flight, or an application heartbeat".into(),
+            _ => "read the socket (epoll EPOLLRDHUP/EPOLLIN) and close it at EOF or error".into(),
+        }),
+        _ => None,
+    }
+}
+
+/// The expectation misses, in words (empty: all met).
+pub fn misses(
+    cases: &[CheckCase],
+    limits: &crate::plan::NoticeLimits,
+    no_leak: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for case in cases {
+        if no_leak && case.reaction == Reaction::Leaked {
+            out.push(format!("{}: leaked ({})", case.mode, case.evidence));
+        }
+        let Some(limit) = limits.limit(case.mode) else {
+            continue;
+        };
+        let limit_us = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
+        match (case.reaction, case.noticed_after_us) {
+            (Reaction::NotJudged, _) if !limits.names(case.mode) => {}
+            (r, Some(us)) if r.noticed() && us <= limit_us => {}
+            (r, Some(us)) if r.noticed() => out.push(format!(
+                "{}: noticed after {}, expected within {}",
+                case.mode,
+                fmt_us(us),
+                fmt_us(limit_us)
+            )),
+            (r, _) => out.push(format!(
+                "{}: {}, expected noticed within {}",
+                case.mode,
+                r.name(),
+                fmt_us(limit_us)
+            )),
+        }
+    }
+    out
+}
+
+const HEADER: [&str; 7] = [
+    "mode",
+    "program saw",
+    "reaction",
+    "after",
+    "read EOF",
+    "would notice",
+    "evidence",
+];
+
+/// The matrix, then one line of advice per weak row, then the expectation misses.
+pub fn render(result: &CheckResult, tty: bool) -> String {
+    let mut t = super::table::table(tty);
+    t.set_header(HEADER.to_vec());
+    let dash = || "-".to_owned();
+    for c in &result.cases {
+        t.add_row(vec![
+            c.mode.to_string(),
+            c.saw.to_owned(),
+            c.reaction.name().to_owned(),
+            c.noticed_after_us.map_or_else(dash, fmt_us),
+            c.read_eof_after_us.map_or_else(dash, fmt_us),
+            c.prediction.clone(),
+            c.evidence.clone(),
+        ]);
+    }
+    let mut out = super::tidy(&t.to_string());
+    out.push('\n');
+    for c in &result.cases {
+        if let Some(advice) = &c.advice {
+            out.push_str(&format!("{} ({}): {advice}\n", c.mode, c.reaction.name()));
+        }
+    }
+    let s = &result.summary;
+    out.push_str(&format!(
+        "{}: {} modes in {}, watched {} after each ending: {} noticed, {} leaked, {} unnoticed, {} not judged\n",
+        s.target,
+        s.cases,
+        fmt_us(s.elapsed_us),
+        fmt_us(s.wait_us),
+        s.noticed,
+        s.leaked,
+        s.unnoticed,
+        s.not_judged
+    ));
+    for miss in &s.misses {
+        out.push_str(&format!("expectation missed: {miss}\n"));
+    }
+    out
+}

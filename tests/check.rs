@@ -1,0 +1,389 @@
+//! `tcpbye check ADDR` against programs nobody here wrote (Python's socketserver,
+//! redis-server, socat) and a deliberately leaking server: each test asserts the
+//! reaction that program's real behaviour implies.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{Cmd, Finished, Proc, is_root, require_root, require_tool, within};
+use serde_json::Value;
+
+/// A server under test: killed when dropped.
+struct Server {
+    _proc: Proc,
+    addr: String,
+}
+
+/// A python3 server from `script`, which prints its port on its first line.
+fn python(test: &str, script: &str) -> Option<Server> {
+    if !require_tool(test, "python3", &["--version"], "python3 not installed") {
+        return None;
+    }
+    let mut proc = Cmd::program("python3", &["-c", script])
+        .deadline(Duration::from_secs(30))
+        .spawn();
+    let line = proc
+        .try_stdout_line(within(5))
+        .unwrap_or_else(|| panic!("python3 printed no port\n{}", proc.dump()));
+    let port: u16 = line.trim().parse().expect("a port");
+    Some(Server {
+        _proc: proc,
+        addr: format!("127.0.0.1:{port}"),
+    })
+}
+
+/// A free ephemeral port on loopback, for a program that wants a port number.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind :0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Starts `program ARGS` listening on `port` and waits until it accepts.
+fn listening(program: &str, args: &[&str], port: u16) -> Server {
+    let mut proc = Cmd::program(program, args)
+        .deadline(Duration::from_secs(30))
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline && proc.exited().is_none(),
+            "{program} did not listen on {port}\n{}",
+            proc.dump()
+        );
+        std::thread::sleep(common::POLL);
+    }
+    Server {
+        _proc: proc,
+        addr: format!("127.0.0.1:{port}"),
+    }
+}
+
+fn check(args: &[&str]) -> Finished {
+    let mut argv = vec!["check"];
+    argv.extend_from_slice(args);
+    Cmd::tcpbye(&argv).deadline(Duration::from_secs(20)).run()
+}
+
+fn case<'a>(out: &'a [Value], mode: &str) -> &'a Value {
+    out.iter()
+        .find(|c| c["mode"] == mode)
+        .unwrap_or_else(|| panic!("no check-case for {mode}: {out:?}"))
+}
+
+fn reaction(out: &[Value], mode: &str) -> String {
+    case(out, mode)["reaction"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+const SOCKETSERVER: &str = r#"
+import socketserver
+class Echo(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line)
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+s = Server(("127.0.0.1", 0), Echo)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// Accepts and keeps every connection, never reads, never closes.
+const LEAKER: &str = r#"
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(64)
+print(s.getsockname()[1], flush=True)
+held = []
+while True:
+    c, _ = s.accept(); held.append(c)
+"#;
+
+#[test]
+fn python_socketserver_notices_every_ending_it_can_see_and_passes() {
+    let test = "python_socketserver_notices_every_ending_it_can_see_and_passes";
+    let Some(server) = python(test, SOCKETSERVER) else {
+        return;
+    };
+    let started = Instant::now();
+    let out = check(&[
+        &server.addr,
+        "--request",
+        "hello\\n",
+        "--wait",
+        "2s",
+        "--json",
+        "--expect-no-leak",
+        "--expect-noticed-within",
+        "fin=1s,half=1s,rst=1s",
+    ]);
+    out.expect_code(0);
+    // Every mode runs at once: about --wait, not modes × wait.
+    assert!(started.elapsed() < Duration::from_secs(5), "{}", out.dump());
+    let cases = out.objects("check-case");
+    // The handler reads EOF and returns; socketserver then closes: a FIN.
+    assert_eq!(reaction(&cases, "fin"), "closed", "{}", out.dump());
+    assert_eq!(reaction(&cases, "half"), "closed", "{}", out.dump());
+    // ECONNRESET ends the handler; the descriptor is released.
+    assert_eq!(reaction(&cases, "rst"), "closed", "{}", out.dump());
+    assert!(
+        case(&cases, "rst")["descriptor"].is_object(),
+        "{}",
+        out.dump()
+    );
+    // No keepalive, no heartbeat: a hung client is never noticed.
+    let hang = case(&cases, "hang");
+    assert_eq!(hang["reaction"], "unnoticed", "{}", out.dump());
+    assert!(hang["would_notice_after_us"].is_null());
+    assert!(
+        hang["prediction"]
+            .as_str()
+            .is_some_and(|p| p.contains("no keepalive timer")),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        hang["advice"]
+            .as_str()
+            .is_some_and(|a| a.contains("heartbeat"))
+    );
+    for c in &cases {
+        if c["reaction"] == "closed" {
+            assert!(
+                c["noticed_after_us"]
+                    .as_u64()
+                    .is_some_and(|us| us < 1_000_000)
+            );
+        }
+    }
+    let summary = out.one("check-summary");
+    assert_eq!(summary["leaked"], 0);
+    assert_eq!(summary["misses"].as_array().map(Vec::len), Some(0));
+    if is_root() {
+        assert_eq!(reaction(&cases, "drop"), "unnoticed", "{}", out.dump());
+        assert!(case(&cases, "drop")["would_notice_after_us"].is_null());
+    }
+}
+
+#[test]
+fn a_server_that_never_reads_or_closes_is_leaked_and_fails_expect_no_leak() {
+    let test = "a_server_that_never_reads_or_closes_is_leaked_and_fails_expect_no_leak";
+    let Some(server) = python(test, LEAKER) else {
+        return;
+    };
+    let out = check(&[
+        &server.addr,
+        "--modes",
+        "fin,half,rst,hang",
+        "--wait",
+        "1s",
+        "--json",
+        "--expect-no-leak",
+    ]);
+    out.expect_code(1);
+    let cases = out.objects("check-case");
+    // CLOSE_WAIT held to the end, the FIN's byte never read.
+    let fin = case(&cases, "fin");
+    assert_eq!(fin["reaction"], "leaked", "{}", out.dump());
+    assert!(fin["read_eof_after_us"].is_null());
+    assert!(fin["noticed_after_us"].is_null());
+    assert!(
+        fin["states"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|s| s["state"] == "CLOSE_WAIT" && s["recv_q"] == 1)),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(reaction(&cases, "half"), "leaked", "{}", out.dump());
+    // After our RST its socket is gone from sock_diag, but the descriptor stays.
+    let rst = case(&cases, "rst");
+    assert_eq!(rst["reaction"], "leaked", "{}", out.dump());
+    assert_eq!(rst["descriptor"]["held_at_end"], true, "{}", out.dump());
+    assert_eq!(reaction(&cases, "hang"), "unnoticed");
+    let summary = out.one("check-summary");
+    assert_eq!(summary["leaked"], 3);
+    assert!(summary["misses"].as_array().is_some_and(|m| {
+        m.iter()
+            .any(|m| m.as_str().unwrap_or("").starts_with("fin: leaked"))
+    }));
+    // The same server without --expect-no-leak: the matrix, exit 0.
+    let plain = check(&[&server.addr, "--modes", "fin", "--wait", "500ms"]);
+    plain.expect_code(0);
+    assert!(plain.stdout.contains("leaked"), "{}", plain.dump());
+    assert!(
+        plain.stdout.contains("EPOLLRDHUP"),
+        "advice: {}",
+        plain.dump()
+    );
+}
+
+#[test]
+fn redis_keepalive_300_surfaces_as_a_keepalive_prediction() {
+    let test = "redis_keepalive_300_surfaces_as_a_keepalive_prediction";
+    if !require_tool(
+        test,
+        "redis-server",
+        &["--version"],
+        "redis-server not installed",
+    ) {
+        return;
+    }
+    let port = free_port();
+    let port_text = port.to_string();
+    let server = listening(
+        "redis-server",
+        &[
+            "--port",
+            &port_text,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        port,
+    );
+    let root = is_root();
+    let modes = if root {
+        "fin,rst,drop,reboot,hang"
+    } else {
+        "fin,rst,hang"
+    };
+    let out = check(&[
+        &server.addr,
+        "--modes",
+        modes,
+        "--request",
+        "PING\\r\\n",
+        "--wait",
+        "2s",
+        "--json",
+    ]);
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    assert_eq!(reaction(&cases, "fin"), "closed", "{}", out.dump());
+    assert_eq!(reaction(&cases, "rst"), "closed", "{}", out.dump());
+    // tcp-keepalive 300 (redis's default): the keepalive timer is on its socket, but
+    // a hung peer's kernel answers the probes.
+    let hang = case(&cases, "hang");
+    assert_eq!(hang["reaction"], "unnoticed", "{}", out.dump());
+    assert!(hang["would_notice_after_us"].is_null());
+    let p = hang["prediction"].as_str().unwrap_or("");
+    assert!(
+        p.contains("keepalive timer 30") && p.contains("never by keepalive"),
+        "{p}"
+    );
+    if require_root(test, "drop and reboot need CAP_NET_ADMIN") {
+        let sysctl = |name: &str| -> u64 {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+                .expect("sysctl")
+                .trim()
+                .parse()
+                .expect("number")
+        };
+        let drop = case(&cases, "drop");
+        assert_eq!(drop["reaction"], "unnoticed", "{}", out.dump());
+        let would = drop["would_notice_after_us"]
+            .as_u64()
+            .expect("a keepalive prediction");
+        let expected =
+            (300 + sysctl("tcp_keepalive_probes") * sysctl("tcp_keepalive_intvl")) * 1_000_000;
+        assert!(
+            would.abs_diff(expected) < 3_000_000,
+            "drop predicted {would}µs, keepalive 300s + probes × intvl = {expected}µs"
+        );
+        assert!(
+            drop["prediction"]
+                .as_str()
+                .is_some_and(|p| p.contains("keepalive"))
+        );
+        // After a reboot its first keepalive probe meets an RST: ≈ 300 s.
+        let reboot = case(&cases, "reboot")["would_notice_after_us"]
+            .as_u64()
+            .expect("a keepalive prediction");
+        assert!(
+            reboot.abs_diff(300_000_000) < 3_000_000,
+            "reboot predicted {reboot}µs"
+        );
+    }
+}
+
+#[test]
+fn socat_closes_at_eof_and_has_no_keepalive() {
+    let test = "socat_closes_at_eof_and_has_no_keepalive";
+    if !require_tool(test, "socat", &["-V"], "socat not installed") {
+        return;
+    }
+    let port = free_port();
+    let listen = format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork");
+    let server = listening("socat", &[&listen, "PIPE"], port);
+    let out = check(&[
+        &server.addr,
+        "--modes",
+        "fin,half,hang",
+        "--request",
+        "hi\\n",
+        "--wait",
+        "1s",
+        "--json",
+        "--expect-noticed-within",
+        "fin=1s,half=1s",
+    ]);
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    assert_eq!(reaction(&cases, "fin"), "closed", "{}", out.dump());
+    assert_eq!(reaction(&cases, "half"), "closed", "{}", out.dump());
+    let hang = case(&cases, "hang");
+    assert_eq!(hang["reaction"], "unnoticed", "{}", out.dump());
+    assert!(
+        hang["prediction"]
+            .as_str()
+            .is_some_and(|p| p.contains("no keepalive timer"))
+    );
+    // A limit the silent ending cannot meet: exit 1, and the miss says why.
+    let strict = check(&[
+        &server.addr,
+        "--modes",
+        "hang",
+        "--wait",
+        "300ms",
+        "--expect-noticed-within",
+        "1s",
+    ]);
+    strict.expect_code(1);
+    assert!(
+        strict
+            .stdout
+            .contains("hang: unnoticed, expected noticed within"),
+        "{}",
+        strict.dump()
+    );
+}
+
+#[test]
+fn drop_and_reboot_without_net_admin_exit_4() {
+    let test = "drop_and_reboot_without_net_admin_exit_4";
+    if !require_root(test, "dropping to an unprivileged user needs root") {
+        return;
+    }
+    let out = common::unprivileged(&["check", "127.0.0.1:9", "--modes", "fin,drop"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_NET_ADMIN"));
+}
+
+#[test]
+fn a_refused_connection_is_a_runtime_failure() {
+    let port = free_port();
+    let out = check(&[
+        &format!("127.0.0.1:{port}"),
+        "--modes",
+        "fin",
+        "--wait",
+        "1s",
+    ]);
+    out.expect_one_error_line(3, "refused");
+}
