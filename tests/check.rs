@@ -102,6 +102,79 @@ while True:
     c, _ = s.accept(); held.append(c)
 "#;
 
+/// socketserver with keepalive 1s idle, 1s interval, 2 probes on every accepted socket.
+const KEEPALIVE_SERVER: &str = r#"
+import socket, socketserver
+class Echo(socketserver.StreamRequestHandler):
+    def setup(self):
+        s = self.request
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+        super().setup()
+    def handle(self):
+        try:
+            for line in self.rfile:
+                self.wfile.write(line)
+        except OSError:
+            pass
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+s = Server(("127.0.0.1", 0), Echo)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+#[test]
+fn a_short_keepalive_ends_drop_and_reboot_in_the_programs_kernel() {
+    let test = "a_short_keepalive_ends_drop_and_reboot_in_the_programs_kernel";
+    if !require_root(test, "drop and reboot need CAP_NET_ADMIN") {
+        return;
+    }
+    let Some(server) = python(test, KEEPALIVE_SERVER) else {
+        return;
+    };
+    let out = check(&[
+        &server.addr,
+        "--modes",
+        "drop,reboot,hang",
+        "--request",
+        "x\\n",
+        "--wait",
+        "4500ms",
+        "--json",
+        "--expect-noticed-within",
+        "drop=4s,reboot=2s",
+    ]);
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    // drop: idle 1s, then 2 unanswered probes 1s apart: ≈ 3s.
+    let drop = case(&cases, "drop");
+    assert_eq!(drop["reaction"], "kernel-gave-up", "{}", out.dump());
+    let after = drop["noticed_after_us"].as_u64().unwrap_or(0);
+    assert!(
+        (2_500_000..4_000_000).contains(&after),
+        "drop noticed after {after}µs"
+    );
+    // reboot: the first probe (≈ 1s) meets an RST.
+    let reboot = case(&cases, "reboot");
+    assert_eq!(reboot["reaction"], "kernel-gave-up", "{}", out.dump());
+    let after = reboot["noticed_after_us"].as_u64().unwrap_or(0);
+    assert!(
+        (700_000..2_000_000).contains(&after),
+        "reboot noticed after {after}µs"
+    );
+    // hang: the probes are answered; nothing ends it.
+    let hang = case(&cases, "hang");
+    assert_eq!(hang["reaction"], "unnoticed", "{}", out.dump());
+    assert!(
+        hang["prediction"]
+            .as_str()
+            .is_some_and(|p| p.contains("never by keepalive"))
+    );
+}
+
 #[test]
 fn python_socketserver_notices_every_ending_it_can_see_and_passes() {
     let test = "python_socketserver_notices_every_ending_it_can_see_and_passes";

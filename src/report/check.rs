@@ -632,3 +632,267 @@ pub fn render(result: &CheckResult, tty: bool) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Afterlife, AfterlifeEnd, Event, EventKind, PeerSide, Role};
+
+    const KA: KeepaliveSysctls = KeepaliveSysctls {
+        time_s: 7200,
+        intvl_s: 75,
+        probes: 9,
+    };
+    const ACTION: u64 = 1_000;
+
+    fn at(t_us: u64, state: Option<TcpState>, recv_q: u32, inode: u32) -> SideSample {
+        SideSample {
+            t_us,
+            state,
+            timer: None,
+            recv_q,
+            send_q: 0,
+            inode,
+        }
+    }
+
+    fn report(mode: CloseMode, peer: Vec<SideSample>, own: Vec<SideSample>) -> Report {
+        Report {
+            schema: SCHEMA,
+            kind: "connection",
+            role: Role::Connect,
+            local: None,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            close: Some(mode),
+            closer: None,
+            close_t_us: Some(ACTION),
+            verdict: Verdict::Fin,
+            fin_before_rst: None,
+            detected_by: None,
+            detected_after_us: None,
+            detected_from: None,
+            peer_idle_us: None,
+            predicted_us: None,
+            predicted_basis: None,
+            duration_us: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            events: Vec::new(),
+            events_dropped: 0,
+            tcp_info: None,
+            snapshots: Vec::new(),
+            snapshots_dropped: 0,
+            peer_side: Some(PeerSide {
+                visible: true,
+                note: None,
+                uid: Some(0),
+                states: peer,
+                tcp_info: None,
+            }),
+            afterlife: Some(Afterlife {
+                states: own,
+                ended: AfterlifeEnd::Gone,
+                watched_us: 0,
+            }),
+            packets: None,
+            packets_dropped: 0,
+        }
+    }
+
+    use TcpState::{CloseWait, Established, FinWait2, LastAck, TimeWait};
+
+    #[test]
+    fn a_program_that_reads_eof_then_closes_is_closed_with_two_moments() {
+        let r = report(
+            CloseMode::Fin,
+            vec![
+                at(10, Some(Established), 0, 7),
+                at(1_100, Some(CloseWait), 1, 7),
+                at(1_500, Some(CloseWait), 0, 7),
+                at(3_000, Some(LastAck), 0, 0),
+                at(3_100, None, 0, 0),
+            ],
+            vec![
+                at(1_000, Some(FinWait2), 0, 0),
+                at(3_050, Some(TimeWait), 0, 0),
+            ],
+        );
+        let c = judge(CloseMode::Fin, &r, None, KA);
+        assert_eq!(c.reaction, Reaction::Closed);
+        assert_eq!(c.read_eof_after_us, Some(500));
+        assert_eq!(c.noticed_after_us, Some(2_000));
+        assert_eq!(c.would_notice_after_us, Some(2_000));
+        assert!(c.advice.is_none());
+    }
+
+    #[test]
+    fn close_wait_at_the_end_is_leaked_and_a_vanished_socket_is_reset() {
+        let leaked = report(
+            CloseMode::Fin,
+            vec![
+                at(10, Some(Established), 0, 7),
+                at(1_100, Some(CloseWait), 1, 7),
+            ],
+            vec![at(1_000, Some(FinWait2), 0, 0)],
+        );
+        let c = judge(CloseMode::Fin, &leaked, None, KA);
+        assert_eq!(c.reaction, Reaction::Leaked);
+        assert_eq!(c.read_eof_after_us, None);
+        assert!(
+            c.advice
+                .as_deref()
+                .is_some_and(|a| a.contains("EPOLLRDHUP"))
+        );
+        // Gone without a FIN, and tcpbye's socket never reached TIME_WAIT: an RST.
+        let reset = report(
+            CloseMode::Fin,
+            vec![at(10, Some(Established), 0, 7), at(1_800, None, 0, 0)],
+            vec![at(1_000, Some(FinWait2), 0, 0), at(1_800, None, 0, 0)],
+        );
+        let gone = Descriptor {
+            inode: 7,
+            pids: vec![42],
+            released_after_us: Some(900),
+            held_at_end: false,
+        };
+        let c = judge(CloseMode::Fin, &reset, Some(gone), KA);
+        assert_eq!(c.reaction, Reaction::Reset);
+        assert_eq!(c.noticed_after_us, Some(800));
+    }
+
+    #[test]
+    fn after_rst_the_descriptor_decides() {
+        let r = report(
+            CloseMode::Rst,
+            vec![at(10, Some(Established), 0, 7), at(1_050, None, 0, 0)],
+            vec![at(1_000, None, 0, 0)],
+        );
+        let held = Descriptor {
+            inode: 7,
+            pids: vec![42],
+            released_after_us: None,
+            held_at_end: true,
+        };
+        let c = judge(CloseMode::Rst, &r, Some(held), KA);
+        assert_eq!(c.reaction, Reaction::Leaked);
+        assert!(c.evidence.contains("still held by pid 42"));
+        assert!(c.prediction.contains("descriptor"));
+        let released = Descriptor {
+            inode: 7,
+            pids: vec![42],
+            released_after_us: Some(30_000),
+            held_at_end: false,
+        };
+        let c = judge(CloseMode::Rst, &r, Some(released), KA);
+        assert_eq!(
+            (c.reaction, c.noticed_after_us),
+            (Reaction::Closed, Some(30_000))
+        );
+        assert_eq!(
+            judge(CloseMode::Rst, &r, None, KA).reaction,
+            Reaction::NotJudged
+        );
+    }
+
+    #[test]
+    fn silent_endings_are_predicted_from_the_keepalive_timer() {
+        let mut established = at(500, Some(Established), 0, 7);
+        established.timer = Some("keepalive,300.0s,0".into());
+        let r = report(CloseMode::Drop, vec![established.clone()], Vec::new());
+        let c = judge(CloseMode::Drop, &r, None, KA);
+        assert_eq!(c.reaction, Reaction::Unnoticed);
+        // Expiry at 500µs + 300s, less the action at 1ms, then 9 × 75s.
+        assert_eq!(
+            c.would_notice_after_us,
+            Some(300_000_000 - 500 + 675_000_000)
+        );
+        assert!(c.prediction.contains("keepalive timer 300.0s"));
+        let r = report(CloseMode::Reboot, vec![established.clone()], Vec::new());
+        assert_eq!(
+            judge(CloseMode::Reboot, &r, None, KA).would_notice_after_us,
+            Some(300_000_000 - 500)
+        );
+        let r = report(CloseMode::Hang, vec![established], Vec::new());
+        let c = judge(CloseMode::Hang, &r, None, KA);
+        assert_eq!(c.would_notice_after_us, None);
+        assert!(c.prediction.starts_with("never by keepalive"));
+        let r = report(
+            CloseMode::Drop,
+            vec![at(500, Some(Established), 0, 7)],
+            Vec::new(),
+        );
+        let c = judge(CloseMode::Drop, &r, None, KA);
+        assert_eq!(c.would_notice_after_us, None);
+        assert!(c.prediction.starts_with("never: no keepalive timer"));
+        // Its kernel ended it, and it let go of the descriptor.
+        let r = report(
+            CloseMode::Drop,
+            vec![at(500, Some(Established), 0, 7), at(3_001_000, None, 0, 0)],
+            Vec::new(),
+        );
+        let c = judge(CloseMode::Drop, &r, None, KA);
+        assert_eq!(
+            (c.reaction, c.noticed_after_us),
+            (Reaction::KernelGaveUp, Some(3_000_000))
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_judged_says_why() {
+        let mut r = report(CloseMode::Fin, Vec::new(), Vec::new());
+        r.peer_side = Some(PeerSide {
+            visible: false,
+            note: Some("not visible from here".into()),
+            uid: None,
+            states: Vec::new(),
+            tcp_info: None,
+        });
+        let c = judge(CloseMode::Fin, &r, None, KA);
+        assert_eq!(c.reaction, Reaction::NotJudged);
+        assert!(c.evidence.contains("not visible from here"));
+        let mut first = report(CloseMode::Fin, Vec::new(), Vec::new());
+        first.close = None;
+        first.close_t_us = None;
+        first.events.push(Event::new(5, EventKind::Recv));
+        let c = judge(CloseMode::Half, &first, None, KA);
+        assert!(c.evidence.contains("before tcpbye acted"), "{}", c.evidence);
+    }
+
+    #[test]
+    fn expectations() {
+        let closed = CheckCase {
+            noticed_after_us: Some(2_000_000),
+            reaction: Reaction::Closed,
+            ..not_judged(CloseMode::Fin, String::new())
+        };
+        let unnoticed = CheckCase {
+            reaction: Reaction::Unnoticed,
+            ..not_judged(CloseMode::Hang, String::new())
+        };
+        let skipped = not_judged(CloseMode::Rst, "remote".into());
+        let cases = [closed, unnoticed, skipped];
+        let every = crate::plan::NoticeLimits {
+            every: Some(std::time::Duration::from_secs(1)),
+            per_mode: Vec::new(),
+        };
+        let m = misses(&cases, &every, false);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].starts_with("fin: noticed after 2.000s"));
+        assert!(m[1].starts_with("hang: unnoticed"));
+        let per_mode = crate::plan::NoticeLimits {
+            every: None,
+            per_mode: vec![
+                (CloseMode::Fin, std::time::Duration::from_secs(3)),
+                (CloseMode::Rst, std::time::Duration::from_secs(3)),
+            ],
+        };
+        let m = misses(&cases, &per_mode, false);
+        assert_eq!(m, vec!["rst: not-judged, expected noticed within 3.000s"]);
+        let leak = [CheckCase {
+            reaction: Reaction::Leaked,
+            ..not_judged(CloseMode::Fin, "CLOSE_WAIT".into())
+        }];
+        assert_eq!(misses(&leak, &Default::default(), true).len(), 1);
+        assert!(misses(&leak, &Default::default(), false).is_empty());
+    }
+}
