@@ -3,6 +3,7 @@
 //! followed (sock_diag, then its descriptor under /proc) for `--wait`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use crate::plan::{CheckPlan, EndPlan, Family};
 use crate::report::check::{
     self as model, CheckResult, CheckSummary, Descriptor, KeepaliveSysctls, Reaction,
 };
-use crate::report::{Report, SCHEMA, Verdict};
+use crate::report::{Report, SCHEMA, SideSample, Verdict};
 use crate::vocab::CloseMode;
 
 /// How long tcpbye waits for the answer to `--request`/`--send` before acting anyway.
@@ -60,10 +61,15 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     let watcher = std::thread::spawn(move || watch_descriptors(&rx, deadline));
     let mut reports: BTreeMap<usize, Report> = BTreeMap::new();
     let mut unmatched: Vec<Report> = Vec::new();
+    // The program's socket as the connection's report arrives (its timers now).
+    let mut latest: HashMap<CloseMode, Option<SideSample>> = HashMap::new();
     let end = reactor.run(&mut |emit| {
         match emit {
             Emit::Report(report) => match report.close {
                 Some(mode) => {
+                    if let (Some(local), Some(start)) = (report.local, starts.get(&mode)) {
+                        latest.insert(mode, last_reading(report.peer, local, *start));
+                    }
                     if let Some(inode) = model::vanished_inode(&report) {
                         let _ = tx.send((mode, inode));
                     }
@@ -108,10 +114,11 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                         .map(|s| s + Duration::from_micros(report.close_t_us.unwrap_or(0)));
                     fate.descriptor(action)
                 });
-                model::judge(mode, &report, descriptor, sysctls)
+                let last = latest.remove(&mode).flatten();
+                model::judge(mode, &report, descriptor, last, sysctls)
             }
             None => match unmatched.next() {
-                Some(report) => model::judge(mode, &report, None, sysctls),
+                Some(report) => model::judge(mode, &report, None, None, sysctls),
                 None => model::not_judged(mode, "no report (interrupted)".into()),
             },
         })
@@ -140,6 +147,27 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         ExitCode::Ok
     } else {
         ExitCode::ExpectationMissed
+    })
+}
+
+/// The program's socket (`remote` → `local` seen from its side) read once more
+/// through sock_diag, on the connection's clock; `None` when it is gone.
+fn last_reading(remote: SocketAddr, local: SocketAddr, start: Instant) -> Option<SideSample> {
+    let d = crate::sys::lookup(remote, local).ok().flatten()?;
+    Some(SideSample {
+        t_us: micros(start.elapsed()),
+        state: Some(d.state),
+        timer: d.timer.map(|t| {
+            format!(
+                "{},{:.1}s,{}",
+                t.kind,
+                f64::from(t.expires_ms) / 1000.0,
+                t.retransmits
+            )
+        }),
+        recv_q: d.recv_q,
+        send_q: d.send_q,
+        inode: d.inode,
     })
 }
 

@@ -8,6 +8,8 @@ use crate::sys::{self, DiagSocket, TcpInfo, TcpState};
 
 /// Most state readings kept per tracked socket.
 const MAX_SAMPLES: usize = 64;
+/// Lookups that must find nothing, before any found the socket, to call it not local.
+const EARLY_MISSES: u32 = 3;
 
 /// The state changes of one socket as sock_diag shows them.
 #[derive(Debug, Default)]
@@ -19,6 +21,11 @@ pub struct SideTrack {
     hidden: Option<String>,
     /// This side's own socket: found nothing means gone, never "not visible".
     own: bool,
+    /// Lookups that found nothing before the first that found the socket.
+    early_misses: u32,
+    /// Also record a change of the pending timer's kind (`check`: a keepalive set
+    /// after accept() shows only in a later reading).
+    timer_kinds: bool,
 }
 
 impl SideTrack {
@@ -44,6 +51,13 @@ impl SideTrack {
             }
         };
         if self.samples.is_empty() && found.is_none() && !self.own {
+            // Right after the handshake the other end may still be a request socket
+            // that sock_diag's lookup does not return (a loaded host): only a few
+            // misses in a row mean it is not local.
+            self.early_misses += 1;
+            if self.early_misses < EARLY_MISSES {
+                return None;
+            }
             self.hidden = Some(
                 "not visible from here: the other end is not a socket of this host (or of this network namespace)"
                     .to_owned(),
@@ -78,9 +92,16 @@ impl SideTrack {
         }
         // Besides state and descriptor changes, keep the moment a CLOSE_WAIT socket's
         // Recv-Q empties: its FIN counts one byte there until the application reads EOF.
+        let timer_kinds = self.timer_kinds;
         let key = |s: &SideSample| {
             let eof_unread = s.state == Some(TcpState::CloseWait) && s.recv_q > 0;
-            (s.state, s.inode == 0, eof_unread)
+            let timer = s
+                .timer
+                .as_deref()
+                .filter(|_| timer_kinds)
+                .and_then(|t| t.split(',').next())
+                .map(str::to_owned);
+            (s.state, s.inode == 0, eof_unread, timer)
         };
         let changed = self
             .samples
@@ -89,6 +110,11 @@ impl SideTrack {
         if changed && self.samples.len() < MAX_SAMPLES {
             self.samples.push(sample);
         }
+    }
+
+    /// Records a reading whose timer kind changed, too.
+    pub fn watch_timer_kinds(&mut self) {
+        self.timer_kinds = true;
     }
 
     /// Whether the socket cannot be read here (not local, or sock_diag failed).

@@ -95,6 +95,7 @@ pub struct EndPlan {
     /// After this side's close, follow the other end's socket until it is gone (or
     /// in TIME_WAIT), not only until this side's own reaches TIME_WAIT or vanishes;
     /// `linger_watch` still bounds the watch (`check`: what the program does next).
+    /// The other end's readings then also record each change of its timer's kind.
     pub follow_peer: bool,
 }
 

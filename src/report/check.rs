@@ -15,7 +15,9 @@ pub enum Reaction {
     /// It closed its socket: sent a FIN (LAST_ACK, FIN_WAIT), or its socket lost
     /// its file (inode 0), or it released the descriptor of a dead socket.
     Closed,
-    /// It aborted: its socket vanished without a FIN (an RST), or tcpbye read ECONNRESET.
+    /// Its connection ended in an RST after `fin`/`half`: its socket vanished without
+    /// a FIN, or tcpbye read ECONNRESET. The RST is the program's own abort, or
+    /// tcpbye's kernel answering data the program wrote after tcpbye's `close()`.
     Reset,
     /// Its kernel ended the connection (keepalive, TCP_USER_TIMEOUT, retransmissions,
     /// or an RST answering a probe) while the program held the socket.
@@ -178,6 +180,7 @@ pub fn judge(
     mode: CloseMode,
     report: &Report,
     descriptor: Option<Descriptor>,
+    last: Option<SideSample>,
     sysctls: KeepaliveSysctls,
 ) -> CheckCase {
     let Some(action) = report.close_t_us.filter(|_| report.close.is_some()) else {
@@ -190,6 +193,19 @@ pub fn judge(
         };
         return not_judged(mode, why);
     };
+    // A `fin` whose close found data unread went out as an RST (tcpbye's, not the program's).
+    if let Some(detail) = report.events.iter().find_map(|e| {
+        (e.kind == super::EventKind::Close)
+            .then_some(e.detail.as_deref())
+            .flatten()
+            .filter(|d| d.contains("unread") && d.contains("RST"))
+    }) && mode == CloseMode::Fin
+    {
+        return not_judged(
+            mode,
+            format!("tcpbye's own close became an RST, not a FIN: {detail}"),
+        );
+    }
     let Some(peer) = report.peer_side.as_ref().filter(|p| p.visible) else {
         let note = report
             .peer_side
@@ -199,7 +215,7 @@ pub fn judge(
         return not_judged(
             mode,
             format!(
-                "the program's socket cannot be read here ({note}); this version judges programs on this host"
+                "sock_diag never found the program's socket ({note}); this version judges programs on this host, once they have accepted the connection"
             ),
         );
     };
@@ -212,7 +228,7 @@ pub fn judge(
         .iter()
         .filter(|s| s.t_us > action || s.state != Some(TcpState::Established))
         .collect();
-    let last = states.last();
+    let last_state = states.last();
     let vanished = later.iter().find(|s| s.state.is_none()).map(|s| s.t_us);
 
     // The program's FIN: its socket past CLOSE_WAIT, or without a file, or
@@ -317,12 +333,17 @@ pub fn judge(
                     CloseMode::Drop | CloseMode::Reboot | CloseMode::Hang => {
                         (Reaction::KernelGaveUp, Some(after(t)))
                     }
-                    _ => (Reaction::Reset, Some(after(t))),
+                    _ => {
+                        evidence.push(
+                            "gone without a FIN: an RST, its own or tcpbye's kernel's answer to data it wrote after the close".into(),
+                        );
+                        (Reaction::Reset, Some(after(t)))
+                    }
                 }
             }
         }
     } else {
-        match last.and_then(|s| s.state) {
+        match last_state.and_then(|s| s.state) {
             Some(TcpState::CloseWait) => (Reaction::Leaked, None),
             Some(TcpState::Established) => (Reaction::Unnoticed, None),
             Some(other) => {
@@ -333,8 +354,21 @@ pub fn judge(
         }
     };
 
-    let keepalive = keepalive_expiry(states, action);
-    let (would, prediction) = predict(mode, reaction, noticed, keepalive, sysctls, last);
+    // Its timer is read last when the report arrives: a keepalive set after accept()
+    // shows there even when the first readings came before it.
+    let keepalive = last
+        .as_ref()
+        .filter(|s| matches!(s.state, Some(TcpState::Established | TcpState::CloseWait)))
+        .and_then(|s| keepalive_expiry(std::slice::from_ref(s), action, true))
+        .or_else(|| keepalive_expiry(states, action, false));
+    let (would, prediction) = predict(
+        mode,
+        reaction,
+        noticed,
+        keepalive,
+        sysctls,
+        last.as_ref().or(states.last()),
+    );
     let advice = advice(mode, reaction, keepalive, &descriptor);
     CheckCase {
         schema: SCHEMA,
@@ -398,23 +432,27 @@ struct Keepalive {
     first_probe_after_us: u64,
     read_at_us: u64,
     expires_s: f64,
+    /// Probes already sent without an answer when it was read.
+    probes_sent: u64,
 }
 
-fn keepalive_expiry(states: &[SideSample], action: u64) -> Option<Keepalive> {
+fn keepalive_expiry(states: &[SideSample], action: u64, any_state: bool) -> Option<Keepalive> {
     states
         .iter()
         .rev()
-        .filter(|s| s.state == Some(TcpState::Established))
+        .filter(|s| any_state || s.state == Some(TcpState::Established))
         .find_map(|s| {
             let timer = s.timer.as_deref()?;
             let mut parts = timer.split(',');
             (parts.next()? == "keepalive").then_some(())?;
             let secs: f64 = parts.next()?.trim_end_matches('s').parse().ok()?;
+            let sent: u64 = parts.next()?.parse().ok()?;
             let at = s.t_us + (secs * 1e6) as u64;
             Some(Keepalive {
                 first_probe_after_us: at.saturating_sub(action),
                 read_at_us: s.t_us,
                 expires_s: secs,
+                probes_sent: sent,
             })
         })
 }
@@ -453,7 +491,7 @@ fn predict(
     }
     let ka_text = |k: &Keepalive| {
         format!(
-            "keepalive timer {:.1}s at connect+{} (sock_diag)",
+            "keepalive timer {:.1}s at +{} from connect (sock_diag)",
             k.expires_s,
             fmt_us(k.read_at_us)
         )
@@ -462,14 +500,17 @@ fn predict(
     match mode {
         CloseMode::Drop => match keepalive {
             Some(k) => {
-                let us = k.first_probe_after_us + sysctls.probes * sysctls.intvl_s * 1_000_000;
+                // The timer's next expiry is the next probe; the connection ends one
+                // interval after the last probe goes unanswered.
+                let left = sysctls.probes.saturating_sub(k.probes_sent);
+                let us = k.first_probe_after_us + left * sysctls.intvl_s * 1_000_000;
                 (
                     Some(us),
                     format!(
-                        "≈ {}: first keepalive probe +{}, then {} × {}s (sysctls tcp_keepalive_probes/intvl; its own TCP_KEEPCNT/INTVL are not visible); {}",
+                        "≈ {}: next keepalive probe +{}, then {} × {}s (sysctls tcp_keepalive_probes/intvl; its own TCP_KEEPCNT/INTVL are not visible); {}",
                         fmt_secs(us),
                         fmt_secs(k.first_probe_after_us),
-                        sysctls.probes,
+                        left,
                         sysctls.intvl_s,
                         ka_text(&k)
                     ),
@@ -717,7 +758,7 @@ mod tests {
                 at(3_050, Some(TimeWait), 0, 0),
             ],
         );
-        let c = judge(CloseMode::Fin, &r, None, KA);
+        let c = judge(CloseMode::Fin, &r, None, None, KA);
         assert_eq!(c.reaction, Reaction::Closed);
         assert_eq!(c.read_eof_after_us, Some(500));
         assert_eq!(c.noticed_after_us, Some(2_000));
@@ -735,7 +776,7 @@ mod tests {
             ],
             vec![at(1_000, Some(FinWait2), 0, 0)],
         );
-        let c = judge(CloseMode::Fin, &leaked, None, KA);
+        let c = judge(CloseMode::Fin, &leaked, None, None, KA);
         assert_eq!(c.reaction, Reaction::Leaked);
         assert_eq!(c.read_eof_after_us, None);
         assert!(
@@ -755,7 +796,7 @@ mod tests {
             released_after_us: Some(900),
             held_at_end: false,
         };
-        let c = judge(CloseMode::Fin, &reset, Some(gone), KA);
+        let c = judge(CloseMode::Fin, &reset, Some(gone), None, KA);
         assert_eq!(c.reaction, Reaction::Reset);
         assert_eq!(c.noticed_after_us, Some(800));
     }
@@ -773,7 +814,7 @@ mod tests {
             released_after_us: None,
             held_at_end: true,
         };
-        let c = judge(CloseMode::Rst, &r, Some(held), KA);
+        let c = judge(CloseMode::Rst, &r, Some(held), None, KA);
         assert_eq!(c.reaction, Reaction::Leaked);
         assert!(c.evidence.contains("still held by pid 42"));
         assert!(c.prediction.contains("descriptor"));
@@ -783,13 +824,13 @@ mod tests {
             released_after_us: Some(30_000),
             held_at_end: false,
         };
-        let c = judge(CloseMode::Rst, &r, Some(released), KA);
+        let c = judge(CloseMode::Rst, &r, Some(released), None, KA);
         assert_eq!(
             (c.reaction, c.noticed_after_us),
             (Reaction::Closed, Some(30_000))
         );
         assert_eq!(
-            judge(CloseMode::Rst, &r, None, KA).reaction,
+            judge(CloseMode::Rst, &r, None, None, KA).reaction,
             Reaction::NotJudged
         );
     }
@@ -799,7 +840,7 @@ mod tests {
         let mut established = at(500, Some(Established), 0, 7);
         established.timer = Some("keepalive,300.0s,0".into());
         let r = report(CloseMode::Drop, vec![established.clone()], Vec::new());
-        let c = judge(CloseMode::Drop, &r, None, KA);
+        let c = judge(CloseMode::Drop, &r, None, None, KA);
         assert_eq!(c.reaction, Reaction::Unnoticed);
         // Expiry at 500µs + 300s, less the action at 1ms, then 9 × 75s.
         assert_eq!(
@@ -809,11 +850,11 @@ mod tests {
         assert!(c.prediction.contains("keepalive timer 300.0s"));
         let r = report(CloseMode::Reboot, vec![established.clone()], Vec::new());
         assert_eq!(
-            judge(CloseMode::Reboot, &r, None, KA).would_notice_after_us,
+            judge(CloseMode::Reboot, &r, None, None, KA).would_notice_after_us,
             Some(300_000_000 - 500)
         );
         let r = report(CloseMode::Hang, vec![established], Vec::new());
-        let c = judge(CloseMode::Hang, &r, None, KA);
+        let c = judge(CloseMode::Hang, &r, None, None, KA);
         assert_eq!(c.would_notice_after_us, None);
         assert!(c.prediction.starts_with("never by keepalive"));
         let r = report(
@@ -821,7 +862,14 @@ mod tests {
             vec![at(500, Some(Established), 0, 7)],
             Vec::new(),
         );
-        let c = judge(CloseMode::Drop, &r, None, KA);
+        // A later reading (when the report arrived) wins: 2 probes already unanswered.
+        let mut later = at(2_000_000, Some(Established), 0, 7);
+        later.timer = Some("keepalive,75.0s,2".into());
+        assert_eq!(
+            judge(CloseMode::Drop, &r, None, Some(later), KA).would_notice_after_us,
+            Some(2_000_000 - ACTION + 75_000_000 + 7 * 75_000_000)
+        );
+        let c = judge(CloseMode::Drop, &r, None, None, KA);
         assert_eq!(c.would_notice_after_us, None);
         assert!(c.prediction.starts_with("never: no keepalive timer"));
         // Its kernel ended it, and it let go of the descriptor.
@@ -830,7 +878,7 @@ mod tests {
             vec![at(500, Some(Established), 0, 7), at(3_001_000, None, 0, 0)],
             Vec::new(),
         );
-        let c = judge(CloseMode::Drop, &r, None, KA);
+        let c = judge(CloseMode::Drop, &r, None, None, KA);
         assert_eq!(
             (c.reaction, c.noticed_after_us),
             (Reaction::KernelGaveUp, Some(3_000_000))
@@ -847,14 +895,14 @@ mod tests {
             states: Vec::new(),
             tcp_info: None,
         });
-        let c = judge(CloseMode::Fin, &r, None, KA);
+        let c = judge(CloseMode::Fin, &r, None, None, KA);
         assert_eq!(c.reaction, Reaction::NotJudged);
         assert!(c.evidence.contains("not visible from here"));
         let mut first = report(CloseMode::Fin, Vec::new(), Vec::new());
         first.close = None;
         first.close_t_us = None;
         first.events.push(Event::new(5, EventKind::Recv));
-        let c = judge(CloseMode::Half, &first, None, KA);
+        let c = judge(CloseMode::Half, &first, None, None, KA);
         assert!(c.evidence.contains("before tcpbye acted"), "{}", c.evidence);
     }
 

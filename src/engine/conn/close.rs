@@ -62,8 +62,9 @@ impl Conn {
             self.sample_once(now);
         }
         let Some(sock) = self.sock.take() else { return };
+        // `fin` too: data that arrived after the last read turns its close into an RST.
         let unread = match mode {
-            CloseMode::RstUnread => sys::unread_bytes(sock.as_fd()).unwrap_or(0),
+            CloseMode::RstUnread | CloseMode::Fin => sys::unread_bytes(sock.as_fd()).unwrap_or(0),
             _ => 0,
         };
         if matches!(mode, CloseMode::Drop | CloseMode::Hang) {
@@ -199,6 +200,11 @@ enum Closed {
 /// A human description of the action, for the timeline.
 fn describe(mode: CloseMode, unread: usize) -> String {
     match mode {
+        CloseMode::Fin if unread > 0 => {
+            format!(
+                "close() with {unread} bytes unread (arrived since the last read): Linux sends RST"
+            )
+        }
         CloseMode::Fin => "close(): FIN".to_owned(),
         CloseMode::Half => "shutdown(SHUT_WR): FIN, still reading".to_owned(),
         CloseMode::Rst => "SO_LINGER {on, 0} + close(): RST".to_owned(),

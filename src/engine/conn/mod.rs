@@ -263,6 +263,9 @@ impl Conn {
             None => self.sample(now, true),
         };
         let plan = Arc::clone(&self.plan);
+        if plan.follow_peer {
+            self.peer_track.watch_timer_kinds();
+        }
         if let Some(timeout) = plan.timeout {
             ctx.at(later(self.timeline.start(), timeout), TimerKind::Timeout);
         }
