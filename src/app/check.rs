@@ -236,7 +236,12 @@ fn watch_descriptors(
             continue;
         }
         let wanted: HashSet<u32> = open.iter().map(|f| f.inode).collect();
-        let holders = holders(&wanted);
+        // Once every descriptor's holders are known, only their fd tables are read.
+        let known: Option<Vec<u32>> = open
+            .iter()
+            .all(|f| !f.pids.is_empty())
+            .then(|| open.iter().flat_map(|f| f.pids.iter().copied()).collect());
+        let holders = holders(&wanted, known.as_deref());
         let at = Instant::now();
         for fate in open {
             match holders.get(&fate.inode) {
@@ -255,21 +260,22 @@ fn watch_descriptors(
 }
 
 /// Which processes hold a descriptor of each socket inode (`/proc/PID/fd/N` →
-/// `socket:[INODE]`); processes whose fds cannot be read are skipped.
-fn holders(inodes: &HashSet<u32>) -> HashMap<u32, Vec<u32>> {
+/// `socket:[INODE]`), looking at `only` these processes when given, else at all;
+/// processes whose fds cannot be read are skipped.
+fn holders(inodes: &HashSet<u32>, only: Option<&[u32]>) -> HashMap<u32, Vec<u32>> {
     let mut found: HashMap<u32, Vec<u32>> = HashMap::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return found;
+    let pids: Vec<u32> = match only {
+        Some(pids) => pids.to_vec(),
+        None => match std::fs::read_dir("/proc") {
+            Ok(procs) => procs
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect(),
+            Err(_) => return found,
+        },
     };
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
         for fd in fds.flatten() {
