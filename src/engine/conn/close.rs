@@ -147,9 +147,12 @@ impl Conn {
         // other end's socket is gone or in TIME_WAIT (or the watch is over).
         let end = if self.plan.follow_peer && !self.peer_track.is_hidden() {
             if let Some(end) = own_end {
-                self.afterlife_end.get_or_insert(end);
+                self.afterlife_end = Some(end);
             }
-            let peer_over = peer.is_none_or(|d| d.state == TcpState::TimeWait);
+            // Never on the first reading: while a socket turns into its TIME_WAIT
+            // minisocket a lookup can miss it, so "gone" is read a second time.
+            let second = now.saturating_duration_since(*started) >= AFTERLIFE_POLL;
+            let peer_over = second && peer.is_none_or(|d| d.state == TcpState::TimeWait);
             (peer_over || watch_over)
                 .then(|| self.afterlife_end.or(own_end))
                 .map(|end| end.unwrap_or(AfterlifeEnd::WatchEnded))
