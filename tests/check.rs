@@ -542,3 +542,41 @@ fn a_refused_connection_is_a_runtime_failure() {
     ]);
     out.expect_one_error_line(3, "refused");
 }
+
+#[test]
+fn another_users_descriptor_is_not_judged_without_root() {
+    let test = "another_users_descriptor_is_not_judged_without_root";
+    if !require_root(test, "dropping to an unprivileged user needs root") {
+        return;
+    }
+    let Some(server) = python(test, SOCKETSERVER) else {
+        return;
+    };
+    // tcpbye as nobody, the server as root: its /proc/PID/fd cannot be read, so
+    // after rst a descriptor not found there proves nothing.
+    let out = common::unprivileged(&[
+        "check",
+        &server.addr,
+        "--modes",
+        "fin,rst",
+        "--request",
+        "hi\\n",
+        "--wait",
+        "500ms",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cases: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(reaction(&cases, "fin"), "closed", "{stdout}");
+    let rst = case(&cases, "rst");
+    assert_eq!(rst["reaction"], "not-judged", "{stdout}");
+    assert!(
+        rst["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("needs root"))
+    );
+}

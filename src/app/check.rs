@@ -107,7 +107,16 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         .enumerate()
         .map(|(index, &mode)| match reports.remove(&index) {
             Some(report) => {
-                let descriptor = fates.get(&mode).map(|fate| {
+                // Another user's /proc/PID/fd is readable only with root: an
+                // inode not found there says nothing then.
+                let euid = nix::unistd::geteuid();
+                let readable = euid.is_root()
+                    || report
+                        .peer_side
+                        .as_ref()
+                        .and_then(|p| p.uid)
+                        .is_some_and(|uid| uid == euid.as_raw());
+                let descriptor = fates.get(&mode).filter(|_| readable).map(|fate| {
                     let action = starts
                         .get(&mode)
                         .copied()

@@ -326,7 +326,9 @@ pub fn judge(
                     CloseMode::Rst => match released {
                         Some(r) => (Reaction::Closed, Some(r)),
                         None => {
-                            evidence.push("its descriptor could not be looked up".into());
+                            evidence.push(
+                                "its descriptor could not be looked up (another user's /proc/PID/fd needs root)".into(),
+                            );
                             (Reaction::NotJudged, None)
                         }
                     },
