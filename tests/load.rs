@@ -14,23 +14,29 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-#[test]
-fn ten_thousand_connections_reset_at_once_are_each_reported() {
-    let test = "ten_thousand_connections_reset_at_once_are_each_reported";
-    // This process holds one end of each connection, serve the other.
-    let wanted = CONNECTIONS as u64 + 200;
-    let (soft, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .expect("getrlimit");
+/// Raises this process's open-file limit to its hard limit; `false` (and a loud
+/// skip) when even that is below `wanted`.
+fn enough_descriptors(test: &str, wanted: u64) -> bool {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
     if hard < wanted {
         skip(
             test,
             &format!("the open-file limit is {hard}, below {wanted}"),
         );
-        return;
+        return false;
     }
-    if soft < wanted {
-        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
-            .expect("setrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    true
+}
+
+#[test]
+fn ten_thousand_connections_reset_at_once_are_each_reported() {
+    let test = "ten_thousand_connections_reset_at_once_are_each_reported";
+    // This process holds one end of each connection, serve the other.
+    let wanted = CONNECTIONS as u64 + 200;
+    if !enough_descriptors(test, wanted) {
+        return;
     }
     let mut serve = Cmd::tcpbye(&["serve", "127.0.0.1:0", "--json", "--timeout", "50s"])
         .deadline(Duration::from_secs(90))
@@ -94,17 +100,9 @@ fn a_full_accept_queue_is_told() {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(4096);
     let wanted = somaxconn as u64 + 400;
-    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .expect("getrlimit");
-    if hard < wanted {
-        skip(
-            test,
-            &format!("the open-file limit is {hard}, below {wanted}"),
-        );
+    if !enough_descriptors(test, wanted) {
         return;
     }
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
-        .expect("setrlimit");
     let mut serve = Cmd::tcpbye(&["serve", "127.0.0.1:0", "--summary", "--json"])
         .deadline(Duration::from_secs(60))
         .spawn();

@@ -11,6 +11,7 @@ use super::print;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{ExitCode, Failure};
 use crate::plan::{CheckPlan, EndPlan, Family};
+use crate::report::check::judge;
 use crate::report::check::{
     self as model, CheckResult, CheckSummary, Descriptor, KeepaliveSysctls, Reaction,
 };
@@ -70,7 +71,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                     if let (Some(local), Some(start)) = (report.local, starts.get(&mode)) {
                         latest.insert(mode, last_reading(report.peer, local, *start));
                     }
-                    if let Some(inode) = model::vanished_inode(&report) {
+                    if let Some(inode) = judge::vanished_inode(&report) {
                         let _ = tx.send((mode, inode));
                     }
                     let index = plan.modes.iter().position(|m| *m == mode).unwrap_or(0);
@@ -124,10 +125,10 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                     fate.descriptor(action)
                 });
                 let last = latest.remove(&mode).flatten();
-                model::judge(mode, &report, descriptor, last, sysctls)
+                judge::judge(mode, &report, descriptor, last, sysctls)
             }
             None => match unmatched.next() {
-                Some(report) => model::judge(mode, &report, None, None, sysctls),
+                Some(report) => judge::judge(mode, &report, None, None, sysctls),
                 None => model::not_judged(mode, "no report (interrupted)".into()),
             },
         })

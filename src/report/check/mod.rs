@@ -1,0 +1,262 @@
+//! `tcpbye check`: how the program under test reacted to each ending — the
+//! model (`check-case`, `check-summary` in docs/json.md) and the matrix for
+//! people. The judgement that turns a report into a case is in [`judge`].
+
+use serde::Serialize;
+
+use super::{SCHEMA, SideSample, fmt_us};
+use crate::vocab::CloseMode;
+
+pub mod judge;
+
+/// What the program did after tcpbye ended its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reaction {
+    /// It closed its socket: sent a FIN (LAST_ACK, FIN_WAIT), or its socket lost
+    /// its file (inode 0), or it released the descriptor of a dead socket.
+    Closed,
+    /// Its connection ended in an RST after `fin`/`half`: its socket vanished without
+    /// a FIN, or tcpbye read ECONNRESET. The RST is the program's own abort, or
+    /// tcpbye's kernel answering data the program wrote after tcpbye's `close()`.
+    Reset,
+    /// Its kernel ended the connection (keepalive, TCP_USER_TIMEOUT, retransmissions,
+    /// or an RST answering a probe) while the program held the socket.
+    KernelGaveUp,
+    /// CLOSE_WAIT still held at the end of the wait, or a dead socket's descriptor still held.
+    Leaked,
+    /// Still ESTABLISHED at the end of the wait.
+    Unnoticed,
+    /// tcpbye could not judge this mode (`evidence` says why).
+    NotJudged,
+}
+
+impl Reaction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Reset => "reset",
+            Self::KernelGaveUp => "kernel-gave-up",
+            Self::Leaked => "leaked",
+            Self::Unnoticed => "unnoticed",
+            Self::NotJudged => "not-judged",
+        }
+    }
+
+    /// The program noticed the ending (in some way) within the wait.
+    pub fn noticed(self) -> bool {
+        matches!(self, Self::Closed | Self::Reset | Self::KernelGaveUp)
+    }
+}
+
+/// What the program's descriptor did, from `socket:[INODE]` under `/proc/*/fd`,
+/// once its socket had left sock_diag's tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Descriptor {
+    pub inode: u32,
+    /// Processes seen holding it.
+    pub pids: Vec<u32>,
+    /// µs from tcpbye's action to the first look that no longer found it.
+    pub released_after_us: Option<u64>,
+    /// Still held at the last look, at the end of the wait.
+    pub held_at_end: bool,
+}
+
+/// The keepalive sysctls (`/proc/sys/net/ipv4/tcp_keepalive_{time,intvl,probes}`):
+/// another process's own TCP_KEEPINTVL/TCP_KEEPCNT are not visible, these are
+/// what a socket uses unless it set its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KeepaliveSysctls {
+    pub time_s: u64,
+    pub intvl_s: u64,
+    pub probes: u64,
+}
+
+impl KeepaliveSysctls {
+    pub fn read() -> Self {
+        let read = |name: &str, default: u64| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        Self {
+            time_s: read("tcp_keepalive_time", 7200),
+            intvl_s: read("tcp_keepalive_intvl", 75),
+            probes: read("tcp_keepalive_probes", 9),
+        }
+    }
+}
+
+/// One mode's result: `{"kind":"check-case", …}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckCase {
+    pub schema: u32,
+    pub kind: &'static str,
+    pub mode: CloseMode,
+    /// What the program could observe of this ending.
+    pub saw: &'static str,
+    pub reaction: Reaction,
+    /// µs from tcpbye's action to the program's reaction (closed, reset, kernel-gave-up).
+    pub noticed_after_us: Option<u64>,
+    /// µs from tcpbye's action until the program read the EOF (`recv_q` 1→0 in
+    /// CLOSE_WAIT), when that was seen apart from its close.
+    pub read_eof_after_us: Option<u64>,
+    /// µs from tcpbye's action until the program would notice; null = never or unknown.
+    pub would_notice_after_us: Option<u64>,
+    /// The prediction in words, with what it rests on.
+    pub prediction: String,
+    /// What the judgement rests on.
+    pub evidence: String,
+    /// One line on how to close the gap, for a weak row.
+    pub advice: Option<String>,
+    /// The program's socket through sock_diag, on the connection's clock.
+    pub states: Vec<SideSample>,
+    /// µs on the connection's clock at which tcpbye acted.
+    pub action_t_us: Option<u64>,
+    pub descriptor: Option<Descriptor>,
+}
+
+/// After every case: `{"kind":"check-summary", …}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckSummary {
+    pub schema: u32,
+    pub kind: &'static str,
+    pub target: String,
+    pub wait_us: u64,
+    pub elapsed_us: u64,
+    pub cases: usize,
+    pub noticed: usize,
+    pub leaked: usize,
+    pub unnoticed: usize,
+    pub not_judged: usize,
+    pub keepalive_sysctls: KeepaliveSysctls,
+    /// Each expectation missed, in words; empty when all were met.
+    pub misses: Vec<String>,
+}
+
+/// Every case and the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckResult {
+    pub cases: Vec<CheckCase>,
+    pub summary: CheckSummary,
+}
+
+/// What the program under test could observe of each ending.
+pub fn saw(mode: CloseMode) -> &'static str {
+    match mode {
+        CloseMode::Fin => "EOF (FIN)",
+        CloseMode::Half => "EOF (FIN), tcpbye still reading",
+        CloseMode::Rst | CloseMode::RstUnread => "ECONNRESET (RST)",
+        CloseMode::Drop => "nothing: silence",
+        CloseMode::Reboot => "nothing until it sends, then RST",
+        CloseMode::Hang => "nothing: its data still ACKed",
+        CloseMode::None => "-",
+    }
+}
+
+/// A case that could not be judged, and why.
+pub fn not_judged(mode: CloseMode, why: String) -> CheckCase {
+    CheckCase {
+        schema: SCHEMA,
+        kind: "check-case",
+        mode,
+        saw: saw(mode),
+        reaction: Reaction::NotJudged,
+        noticed_after_us: None,
+        read_eof_after_us: None,
+        would_notice_after_us: None,
+        prediction: "-".into(),
+        evidence: why,
+        advice: None,
+        states: Vec::new(),
+        action_t_us: None,
+        descriptor: None,
+    }
+}
+
+/// The expectation misses, in words (empty: all met).
+pub fn misses(
+    cases: &[CheckCase],
+    limits: &crate::plan::NoticeLimits,
+    no_leak: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for case in cases {
+        if no_leak && case.reaction == Reaction::Leaked {
+            out.push(format!("{}: leaked ({})", case.mode, case.evidence));
+        }
+        let Some(limit) = limits.limit(case.mode) else {
+            continue;
+        };
+        let limit_us = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
+        match (case.reaction, case.noticed_after_us) {
+            (Reaction::NotJudged, _) if !limits.names(case.mode) => {}
+            (r, Some(us)) if r.noticed() && us <= limit_us => {}
+            (r, Some(us)) if r.noticed() => out.push(format!(
+                "{}: noticed after {}, expected within {}",
+                case.mode,
+                fmt_us(us),
+                fmt_us(limit_us)
+            )),
+            (r, _) => out.push(format!(
+                "{}: {}, expected noticed within {}",
+                case.mode,
+                r.name(),
+                fmt_us(limit_us)
+            )),
+        }
+    }
+    out
+}
+
+const HEADER: [&str; 7] = [
+    "mode",
+    "program saw",
+    "reaction",
+    "after",
+    "read EOF",
+    "would notice",
+    "evidence",
+];
+
+/// The matrix, then one line of advice per weak row, then the expectation misses.
+pub fn render(result: &CheckResult, tty: bool) -> String {
+    let mut t = super::table::table(tty);
+    t.set_header(HEADER.to_vec());
+    let dash = || "-".to_owned();
+    for c in &result.cases {
+        t.add_row(vec![
+            c.mode.to_string(),
+            c.saw.to_owned(),
+            c.reaction.name().to_owned(),
+            c.noticed_after_us.map_or_else(dash, fmt_us),
+            c.read_eof_after_us.map_or_else(dash, fmt_us),
+            c.prediction.clone(),
+            c.evidence.clone(),
+        ]);
+    }
+    let mut out = super::tidy(&t.to_string());
+    out.push('\n');
+    for c in &result.cases {
+        if let Some(advice) = &c.advice {
+            out.push_str(&format!("{} ({}): {advice}\n", c.mode, c.reaction.name()));
+        }
+    }
+    let s = &result.summary;
+    out.push_str(&format!(
+        "{}: {} modes in {}, watched {} after each ending: {} noticed, {} leaked, {} unnoticed, {} not judged\n",
+        s.target,
+        s.cases,
+        fmt_us(s.elapsed_us),
+        fmt_us(s.wait_us),
+        s.noticed,
+        s.leaked,
+        s.unnoticed,
+        s.not_judged
+    ));
+    for miss in &s.misses {
+        out.push_str(&format!("expectation missed: {miss}\n"));
+    }
+    out
+}
