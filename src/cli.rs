@@ -241,9 +241,16 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The server under test: HOST:PORT, [V6]:PORT, :PORT or PORT (a program on this host)
+    /// The server under test: HOST:PORT, [V6]:PORT, :PORT or PORT (a program on this host);
+    /// with --listen, the address to listen on for the client under test
     #[arg(value_name = "ADDR", value_parser = plan::parse_addr)]
     pub addr: Target,
+
+    /// The program under test is a client: listen on ADDR, end each connection it
+    /// makes in the next mode (once its first bytes arrive, or after 2s), and see
+    /// whether and when it connects again
+    #[arg(long)]
+    pub listen: bool,
 
     /// Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst`
     /// [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]
@@ -443,6 +450,16 @@ tcpbye connect \-\-close drop \-\-hold 10s
 .nf
 tcpbye serve \-\-send 1k
 tcpbye connect \-\-close rst\-unread \-\-after 100ms
+.fi
+.RE
+.PP
+Does the redis server on port 6379 notice each kind of ending, and does it leak?
+And does a client (here a redis replica pointed at port 7000) notice and reconnect?
+.PP
+.RS
+.nf
+tcpbye check 127.0.0.1:6379 \-\-request 'PING\er\en' \-\-wait 3s \-\-expect\-no\-leak
+tcpbye check \-\-listen 127.0.0.1:7000 \-\-wait 5s
 .fi
 .RE
 .PP

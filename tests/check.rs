@@ -580,3 +580,134 @@ fn another_users_descriptor_is_not_judged_without_root() {
             .is_some_and(|e| e.contains("needs root"))
     );
 }
+
+/// `check --listen`, started and listening on an ephemeral loopback port.
+fn check_listen(args: &[&str], deadline: Duration) -> (Proc, String) {
+    let mut argv = vec!["check", "--listen", "127.0.0.1:0"];
+    argv.extend_from_slice(args);
+    let mut proc = Cmd::tcpbye(&argv).deadline(deadline).spawn();
+    let addr = proc.listening();
+    (proc, addr.to_string())
+}
+
+#[test]
+fn a_redis_replica_notices_every_ending_and_reconnects() {
+    let test = "a_redis_replica_notices_every_ending_and_reconnects";
+    if !require_tool(
+        test,
+        "redis-server",
+        &["--version"],
+        "redis-server not installed",
+    ) {
+        return;
+    }
+    let modes = if require_root(test, "drop and reboot need CAP_NET_ADMIN") {
+        "fin,half,rst,drop,reboot,hang"
+    } else {
+        "fin,half,rst,hang"
+    };
+    let (check, addr) = check_listen(
+        &[
+            "--modes",
+            modes,
+            "--wait",
+            "4s",
+            "--expect-noticed-within",
+            "5s",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+    let dir = std::env::temp_dir().join(format!("tcpbye-replica-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let socket = dir.join("redis.sock");
+    // A replica connects to its master, sends PING and waits for the answer at most
+    // repl-timeout; whatever ends the link, it connects again from its once-a-second cron.
+    let _replica = Cmd::program(
+        "redis-server",
+        &[
+            "--port",
+            "0",
+            "--unixsocket",
+            socket.to_str().expect("utf-8 path"),
+            "--replicaof",
+            host,
+            port,
+            "--repl-timeout",
+            "2",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.to_str().expect("utf-8 path"),
+        ],
+    )
+    .deadline(Duration::from_secs(60))
+    .spawn();
+    let out = check.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    let n = modes.split(',').count();
+    assert_eq!(cases.len(), n, "{}", out.dump());
+    for c in &cases {
+        let mode = c["mode"].as_str().unwrap_or("?");
+        assert_eq!(c["reaction"], "reconnected", "{mode}: {}", out.dump());
+        let again = c["reconnected_after_us"].as_u64().expect("reconnected");
+        let noticed = c["noticed_after_us"].as_u64().expect("noticed");
+        assert!(noticed <= again, "{mode}: noticed after its new connection");
+        match mode {
+            // It reads the EOF or the RST at once; its cron reconnects within a second.
+            "fin" | "half" | "rst" => {
+                assert!(noticed < 500_000, "{mode}: noticed after {noticed}µs");
+                assert!(again < 2_500_000, "{mode}: reconnected after {again}µs");
+            }
+            // Nothing to read: only its repl-timeout of 2 s ends the link.
+            _ => assert!(
+                (1_900_000..4_500_000).contains(&noticed),
+                "{mode}: noticed after {noticed}µs, repl-timeout is 2s"
+            ),
+        }
+    }
+    let summary = out.one("check-summary");
+    assert_eq!(summary["program"], "client");
+    assert_eq!(summary["reconnected"], n);
+    assert!(summary["misses"].as_array().is_some_and(Vec::is_empty));
+}
+
+#[test]
+fn a_client_that_does_not_reconnect_leaves_the_later_modes_unjudged() {
+    let test = "a_client_that_does_not_reconnect_leaves_the_later_modes_unjudged";
+    if !require_tool(test, "socat", &["-V"], "socat not installed") {
+        return;
+    }
+    let (check, addr) = check_listen(
+        &["--modes", "fin,rst", "--wait", "1s", "--json"],
+        Duration::from_secs(20),
+    );
+    // socat copies the connection to /dev/null and exits at its EOF.
+    let mut socat = Cmd::program("socat", &["-u", &format!("TCP:{addr}"), "/dev/null"])
+        .deadline(Duration::from_secs(20))
+        .spawn();
+    let out = check.finish();
+    socat.wait(within(5));
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    let fin = case(&cases, "fin");
+    assert_eq!(fin["reaction"], "closed", "{}", out.dump());
+    assert!(fin["reconnected_after_us"].is_null());
+    let rst = case(&cases, "rst");
+    assert_eq!(rst["reaction"], "not-judged", "{}", out.dump());
+    assert!(
+        rst["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not connect again")),
+        "{}",
+        out.dump()
+    );
+    let summary = out.one("check-summary");
+    assert_eq!(summary["reconnected"], 0);
+    assert_eq!(summary["not_judged"], 1);
+}

@@ -8,6 +8,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::print;
+use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{ExitCode, Failure};
 use crate::plan::{CheckPlan, EndPlan, Family};
@@ -24,52 +25,88 @@ const ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// socket still in the accept queue has no file, which would read as closed).
 const SETTLE: Duration = Duration::from_millis(200);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `--listen`: how long the client's first connection is waited for.
+const FIRST_CONNECTION: Duration = Duration::from_secs(60);
+/// `--listen`: how often the driver looks whether the check is over.
+const TICK: Duration = Duration::from_millis(50);
 /// How often a dead socket's descriptor is looked for under /proc.
 const FD_POLL: Duration = Duration::from_millis(20);
 
-/// Runs `tcpbye check` and prints the matrix.
+/// Runs `tcpbye check` (or `check --listen`) and prints the matrix.
 pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let addr = *super::serve::resolve(&plan.addr, Family::Any)?
         .first()
         .ok_or_else(|| Failure::Runtime(format!("'{}' has no address", plan.addr)))?;
-    let answer = !plan.request.is_empty() || plan.send > 0;
+    let answer = plan.listen || !plan.request.is_empty() || plan.send > 0;
     let after = if answer { ANSWER_WAIT } else { SETTLE };
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
+    let end_plan = |mode: CloseMode| EndPlan {
+        send: plan.send,
+        request: plan.request.clone(),
+        close: mode,
+        after,
+        close_on_answer: answer,
+        hold: matches!(mode, CloseMode::Drop | CloseMode::Hang).then_some(plan.wait),
+        probe: false,
+        timeout: Some(after + plan.wait),
+        peer_side: true,
+        linger_watch: plan.wait,
+        follow_peer: true,
+        ..EndPlan::default()
+    };
     let mut starts: HashMap<CloseMode, Instant> = HashMap::new();
-    for &mode in &plan.modes {
-        let end = EndPlan {
-            send: plan.send,
-            request: plan.request.clone(),
-            close: mode,
-            after,
-            close_on_answer: answer,
-            hold: matches!(mode, CloseMode::Drop | CloseMode::Hang).then_some(plan.wait),
+    let target = if plan.listen {
+        // Connections beyond the modes (the client reconnecting after the last
+        // one) are held open, unjudged, until the check ends.
+        let extra = EndPlan {
             probe: false,
-            timeout: Some(after + plan.wait),
-            peer_side: true,
-            linger_watch: plan.wait,
-            follow_peer: true,
             ..EndPlan::default()
         };
-        starts.insert(mode, Instant::now());
-        reactor.connect(addr, end, CONNECT_TIMEOUT)?;
-    }
+        let local = reactor
+            .listen(addr, extra, None)
+            .map_err(|e| super::serve::privileged_port(e, addr))?;
+        reactor.queue_plans(plan.modes.iter().map(|&m| end_plan(m)));
+        reactor.tell_accepts();
+        reactor.tick_every(TICK);
+        print::tell!("listening on {local}");
+        local
+    } else {
+        for &mode in &plan.modes {
+            starts.insert(mode, Instant::now());
+            reactor.connect(addr, end_plan(mode), CONNECT_TIMEOUT)?;
+        }
+        addr
+    };
 
     let (tx, rx) = mpsc::channel::<(CloseMode, u32)>();
-    let deadline = Instant::now() + after + plan.wait;
-    let watcher = std::thread::spawn(move || watch_descriptors(&rx, deadline));
+    let watch_until = if plan.listen {
+        // Every case can start as late as the client reconnects.
+        later(
+            Instant::now(),
+            FIRST_CONNECTION + (after + plan.wait * 2) * plan.modes.len() as u32,
+        )
+    } else {
+        Instant::now() + after + plan.wait
+    };
+    let watcher = std::thread::spawn(move || watch_descriptors(&rx, watch_until));
     let mut reports: BTreeMap<usize, Report> = BTreeMap::new();
     let mut unmatched: Vec<Report> = Vec::new();
     // The program's socket as the connection's report arrives (its timers now).
     let mut latest: HashMap<CloseMode, Option<SideSample>> = HashMap::new();
+    // `--listen`: every accepted connection, in order; the first ones are the cases.
+    let mut accepts: Vec<Instant> = Vec::new();
+    let mut actions: Vec<Instant> = Vec::new();
     let end = reactor.run(&mut |emit| {
         match emit {
             Emit::Report(report) => match report.close {
                 Some(mode) => {
                     if let (Some(local), Some(start)) = (report.local, starts.get(&mode)) {
                         latest.insert(mode, last_reading(report.peer, local, *start));
+                        if let Some(t) = report.close_t_us {
+                            actions.push(*start + Duration::from_micros(t));
+                        }
                     }
                     if let Some(inode) = judge::vanished_inode(&report) {
                         let _ = tx.send((mode, inode));
@@ -80,15 +117,39 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                 None => unmatched.push(*report),
             },
             Emit::Notice(text) => print::tell!("{text}"),
+            Emit::Accepted { at, .. } => {
+                if let Some(&mode) = plan.modes.get(accepts.len()) {
+                    starts.insert(mode, at);
+                }
+                accepts.push(at);
+            }
+            Emit::Tick(now) => {
+                return Ok(listen_flow(
+                    now,
+                    started,
+                    &accepts,
+                    &actions,
+                    reports.len(),
+                    plan,
+                ));
+            }
             Emit::Progress(_) => {}
         }
         Ok(Flow::Continue)
     })?;
+    drop(reactor);
     drop(tx);
     let fates = watcher
         .join()
         .map_err(|_| Failure::Runtime("the /proc watcher failed".into()))?;
 
+    if plan.listen && accepts.is_empty() && end != RunEnd::Interrupted {
+        return Err(Failure::Runtime(format!(
+            "check --listen {target}: no client connected within {}s",
+            FIRST_CONNECTION.as_secs()
+        ))
+        .into());
+    }
     // A connection that never got to tcpbye's action: every mode fails alike
     // when the server cannot be reached.
     if reports.is_empty()
@@ -101,7 +162,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         return Err(Failure::Runtime(format!("check: connect {addr}: {}", report.verdict)).into());
     }
     let sysctls = KeepaliveSysctls::read();
-    let mut unmatched = unmatched.into_iter();
+    let reconnects = reconnections(&plan.modes, &starts, &reports, &accepts);
+    let mut unmatched = unmatched.into_iter().filter(|_| !plan.listen);
     let cases: Vec<_> = plan
         .modes
         .iter()
@@ -125,8 +187,16 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                     fate.descriptor(action)
                 });
                 let last = latest.remove(&mode).flatten();
-                judge::judge(mode, &report, descriptor, last, sysctls)
+                let mut case = judge::judge(mode, &report, descriptor, last, sysctls);
+                if plan.listen {
+                    judge::reconnected(&mut case, reconnects.get(&mode).copied());
+                }
+                case
             }
+            None if plan.listen && index >= accepts.len() => model::not_judged(
+                mode,
+                "no connection came for it: the client did not connect again within --wait of the previous ending".into(),
+            ),
             None => match unmatched.next() {
                 Some(report) => judge::judge(mode, &report, None, None, sysctls),
                 None => model::not_judged(mode, "no report (interrupted)".into()),
@@ -138,7 +208,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     let summary = CheckSummary {
         schema: SCHEMA,
         kind: "check-summary",
-        target: addr.to_string(),
+        program: if plan.listen { "client" } else { "server" },
+        target: target.to_string(),
         wait_us: micros(plan.wait),
         elapsed_us: micros(started.elapsed()),
         cases: cases.len(),
@@ -146,6 +217,10 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         leaked: count(&|r| r == Reaction::Leaked),
         unnoticed: count(&|r| r == Reaction::Unnoticed),
         not_judged: count(&|r| r == Reaction::NotJudged),
+        reconnected: cases
+            .iter()
+            .filter(|c| c.reconnected_after_us.is_some())
+            .count(),
         keepalive_sysctls: sysctls,
         misses,
     };
@@ -158,6 +233,76 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::ExpectationMissed
     })
+}
+
+/// `check --listen`: whether to go on. The check ends once every case has been
+/// reported and `--wait` has passed since the last ending (or the client has
+/// connected again since), or when the client stops connecting: no connection
+/// for the next mode within `--wait` of the last ending, or none at all within
+/// [`FIRST_CONNECTION`].
+fn listen_flow(
+    now: Instant,
+    started: Instant,
+    accepts: &[Instant],
+    actions: &[Instant],
+    reported: usize,
+    plan: &CheckPlan,
+) -> Flow {
+    let Some(&last_accept) = accepts.last() else {
+        return if now.saturating_duration_since(started) >= FIRST_CONNECTION {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        };
+    };
+    let assigned = accepts.len().min(plan.modes.len());
+    if reported < assigned {
+        return Flow::Continue;
+    }
+    match actions.iter().max() {
+        // Every case so far reported: over once the wait after the last ending is,
+        // or, after the last mode, once the client connected again.
+        Some(&last) => {
+            let reconnected = assigned == plan.modes.len() && last_accept > last;
+            if reconnected || now >= later(last, plan.wait) {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        }
+        // Reported without any action (the client left before it): the next
+        // connection, if any, gets its --wait.
+        None if now >= later(last_accept, plan.wait) => Flow::Stop,
+        None => Flow::Continue,
+    }
+}
+
+/// `check --listen`: for each mode, µs from tcpbye's action to the next accepted
+/// connection not already counted for an earlier ending.
+fn reconnections(
+    modes: &[CloseMode],
+    starts: &HashMap<CloseMode, Instant>,
+    reports: &BTreeMap<usize, Report>,
+    accepts: &[Instant],
+) -> HashMap<CloseMode, u64> {
+    let mut acted: Vec<(Instant, CloseMode)> = modes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, mode)| {
+            let t = reports.get(&index)?.close_t_us?;
+            Some((*starts.get(mode)? + Duration::from_micros(t), *mode))
+        })
+        .collect();
+    acted.sort_by_key(|(at, _)| *at);
+    let mut used = vec![false; accepts.len()];
+    let mut out = HashMap::new();
+    for (action, mode) in acted {
+        if let Some(i) = (0..accepts.len()).find(|&i| !used[i] && accepts[i] > action) {
+            used[i] = true;
+            out.insert(mode, micros(accepts[i] - action));
+        }
+    }
+    out
 }
 
 /// The program's socket (`remote` → `local` seen from its side) read once more

@@ -52,6 +52,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
                 status.show(&line);
                 Flow::Continue
             }
+            Emit::Accepted { .. } | Emit::Tick(_) => Flow::Continue,
         })
     })?;
     status.clear();
@@ -144,6 +145,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
                     status.clear();
                     tell!("{text}");
                 }
+                Emit::Accepted { .. } | Emit::Tick(_) => {}
             }
             Ok(Flow::Continue)
         })?;
@@ -196,7 +198,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
 
 /// EACCES from listening is a port below `net.ipv4.ip_unprivileged_port_start`
 /// without CAP_NET_BIND_SERVICE: a missing privilege, not a runtime failure.
-fn privileged_port(err: anyhow::Error, addr: SocketAddr) -> anyhow::Error {
+pub(super) fn privileged_port(err: anyhow::Error, addr: SocketAddr) -> anyhow::Error {
     let denied = err
         .downcast_ref::<io::Error>()
         .is_some_and(|e| e.kind() == ErrorKind::PermissionDenied);

@@ -211,7 +211,7 @@ pub const CHECK_MODES: [CloseMode; 6] = [
 
 /// Validates `check` arguments into a plan.
 pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, Failure> {
-    if args.addr.port() == 0 {
+    if args.addr.port() == 0 && !args.listen {
         return Err(Failure::Usage(format!(
             "check {}: port 0 cannot be connected to",
             args.addr
@@ -254,6 +254,7 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
     }
     Ok(CheckPlan {
         addr: args.addr,
+        listen: args.listen,
         modes,
         request: args.request.map(|r| r.0).unwrap_or_default(),
         send: args.send.unwrap_or(0),

@@ -278,7 +278,11 @@ impl NoticeLimits {
 /// `tcpbye check`: the program under test is the server at `addr`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckPlan {
+    /// The server under test, or with `listen` the address to listen on.
     pub addr: Target,
+    /// `--listen`: the program under test is a client; each accepted connection
+    /// ends in the next mode.
+    pub listen: bool,
     /// One fresh connection per mode, all at once.
     pub modes: Vec<CloseMode>,
     /// Sent first (`--request`), then `send` bytes of filler (`--send`); when

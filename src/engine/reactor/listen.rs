@@ -1,6 +1,7 @@
 //! The listener: `serve`'s socket, accepting in batches, pausing on a descriptor
 //! limit, and watching its accept queue.
 
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -63,11 +64,28 @@ impl Reactor {
             sock,
             local: Some(local).filter(|a| !a.ip().is_unspecified()),
             plan: Arc::new(plan),
+            queued: VecDeque::new(),
+            tell: false,
             max_conns,
             paused: false,
             emfile_told: false,
         });
         Ok(local)
+    }
+
+    /// The next accepted connections follow these plans, one each in order; the
+    /// listener's own plan applies again after them.
+    pub fn queue_plans(&mut self, plans: impl IntoIterator<Item = EndPlan>) {
+        if let Some(listener) = &mut self.listener {
+            listener.queued.extend(plans.into_iter().map(Arc::new));
+        }
+    }
+
+    /// Hands the caller an [`Emit::Accepted`] for every accepted connection.
+    pub fn tell_accepts(&mut self) {
+        if let Some(listener) = &mut self.listener {
+            listener.tell = true;
+        }
     }
 
     /// How many times accepting found the listener's accept queue full: each time,
@@ -113,7 +131,11 @@ impl Reactor {
                         }
                         continue;
                     }
-                    let plan = Arc::clone(&listener.plan);
+                    let plan = listener
+                        .queued
+                        .pop_front()
+                        .unwrap_or_else(|| Arc::clone(&listener.plan));
+                    let tell = listener.tell;
                     // A listener on one address is every accepted socket's local
                     // address: no getsockname() per connection then.
                     let local = match listener.local {
@@ -121,6 +143,9 @@ impl Reactor {
                         None => sock.local_addr().ok().and_then(|a| a.as_socket()),
                     };
                     self.adopt(sock, Role::Serve, (local, peer), plan, now)?;
+                    if tell && sink(Emit::Accepted { peer, at: now })? == Flow::Stop {
+                        return Ok(Flow::Stop);
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Flow::Continue),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

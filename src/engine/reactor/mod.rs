@@ -1,7 +1,7 @@
 //! The event loop: one epoll instance for the listener, every connection and the
 //! signals, one timer heap. Single-threaded; time comes from the loop itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ const TOKEN_SIGNAL: u64 = u64::MAX - 1;
 const TOKEN_PROGRESS: u64 = u64::MAX - 2;
 const TOKEN_CHURN: u64 = u64::MAX - 3;
 const TOKEN_CAPTURE: u64 = u64::MAX - 4;
+const TOKEN_TICK: u64 = u64::MAX - 5;
 /// Captured segments kept while their connection is not yet known.
 const MAX_PENDING_SEGMENTS: usize = 1024;
 /// How often a progress line is emitted when asked for.
@@ -48,6 +49,10 @@ pub enum Emit {
     Notice(String),
     /// What is being waited for, and how far along (only with [`Reactor::show_progress`]).
     Progress(Progress),
+    /// The listener accepted a connection from this peer (only with [`Reactor::tell_accepts`]).
+    Accepted { peer: SocketAddr, at: Instant },
+    /// The caller's clock (only with [`Reactor::tick_every`]): a chance to stop.
+    Tick(Instant),
 }
 
 /// Whether the caller wants the loop to go on.
@@ -84,6 +89,10 @@ struct Listener {
     /// The listening address when it is one address (not 0.0.0.0 or ::).
     local: Option<SocketAddr>,
     plan: Arc<EndPlan>,
+    /// Plans for the next accepted connections, one each, before `plan`.
+    queued: VecDeque<Arc<EndPlan>>,
+    /// Hand the caller an [`Emit::Accepted`] per connection.
+    tell: bool,
     max_conns: Option<usize>,
     paused: bool,
     emfile_told: bool,
@@ -102,6 +111,8 @@ pub struct Reactor {
     buf: Vec<u8>,
     again: Vec<u64>,
     progress: bool,
+    /// How often [`Emit::Tick`] is handed out, when the caller asked for it.
+    tick: Option<Duration>,
     churn: Option<Churn>,
     /// Connections that ended and wait to be reported.
     done: Vec<u64>,
@@ -125,6 +136,7 @@ impl Reactor {
             kernel: KernelTcp::read(),
             buf: vec![0; 64 * 1024],
             again: Vec::new(),
+            tick: None,
             progress: false,
             churn: None,
             done: Vec::new(),
@@ -186,6 +198,14 @@ impl Reactor {
             TOKEN_PROGRESS,
             TimerKind::Sample,
         );
+    }
+
+    /// Hands the caller an [`Emit::Tick`] every `every`, so that it can end the run
+    /// on a clock of its own even while nothing else happens.
+    pub fn tick_every(&mut self, every: Duration) {
+        self.tick = Some(every);
+        self.timers
+            .at(later(Instant::now(), every), TOKEN_TICK, TimerKind::Sample);
     }
 
     /// Routes SIGINT, SIGTERM and SIGHUP (the terminal closed) into the loop (they
@@ -356,6 +376,17 @@ impl Reactor {
                     continue;
                 }
                 if token == TOKEN_CHURN {
+                    continue;
+                }
+                if token == TOKEN_TICK {
+                    let now = Instant::now();
+                    if let Some(every) = self.tick {
+                        self.timers
+                            .at(later(now, every), TOKEN_TICK, TimerKind::Sample);
+                    }
+                    if sink(Emit::Tick(now))? == Flow::Stop {
+                        return Ok(RunEnd::Finished);
+                    }
                     continue;
                 }
                 let now = Instant::now();

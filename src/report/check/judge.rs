@@ -215,6 +215,7 @@ pub fn judge(
         reaction,
         noticed_after_us: noticed,
         read_eof_after_us: read_eof,
+        reconnected_after_us: None,
         would_notice_after_us: would,
         prediction,
         evidence: evidence.join("; "),
@@ -222,6 +223,27 @@ pub fn judge(
         states: states.clone(),
         action_t_us: Some(action),
         descriptor,
+    }
+}
+
+/// `check --listen`: the client's next connection, `after_us` from tcpbye's action.
+/// A client that noticed and connected again `reconnected`; one that connected
+/// again while this connection stayed open or leaked keeps that reaction.
+pub fn reconnected(case: &mut CheckCase, after_us: Option<u64>) {
+    case.reconnected_after_us = after_us;
+    let Some(after) = after_us else {
+        return;
+    };
+    if case.reaction.noticed() {
+        // Its new connection proves it had noticed by then, whatever the readings' pace.
+        case.reaction = Reaction::Reconnected;
+        case.noticed_after_us = case.noticed_after_us.map(|n| n.min(after));
+        case.prediction = "noticed".into();
+    } else if matches!(case.reaction, Reaction::Unnoticed | Reaction::Leaked) {
+        case.evidence.push_str(&format!(
+            "; it connected again +{} while this connection stayed",
+            fmt_us(after)
+        ));
     }
 }
 

@@ -27,6 +27,9 @@ pub enum Reaction {
     Leaked,
     /// Still ESTABLISHED at the end of the wait.
     Unnoticed,
+    /// `check --listen`: the client closed its socket (or its kernel ended it) and
+    /// opened a new connection (`reconnected_after_us`).
+    Reconnected,
     /// tcpbye could not judge this mode (`evidence` says why).
     NotJudged,
 }
@@ -39,13 +42,17 @@ impl Reaction {
             Self::KernelGaveUp => "kernel-gave-up",
             Self::Leaked => "leaked",
             Self::Unnoticed => "unnoticed",
+            Self::Reconnected => "reconnected",
             Self::NotJudged => "not-judged",
         }
     }
 
     /// The program noticed the ending (in some way) within the wait.
     pub fn noticed(self) -> bool {
-        matches!(self, Self::Closed | Self::Reset | Self::KernelGaveUp)
+        matches!(
+            self,
+            Self::Closed | Self::Reset | Self::KernelGaveUp | Self::Reconnected
+        )
     }
 }
 
@@ -102,6 +109,9 @@ pub struct CheckCase {
     /// µs from tcpbye's action until the program read the EOF (`recv_q` 1→0 in
     /// CLOSE_WAIT), when that was seen apart from its close.
     pub read_eof_after_us: Option<u64>,
+    /// `check --listen`: µs from tcpbye's action until the client's next connection
+    /// was accepted; null when none came within the wait (and always for `check ADDR`).
+    pub reconnected_after_us: Option<u64>,
     /// µs from tcpbye's action until the program would notice; null = never or unknown.
     pub would_notice_after_us: Option<u64>,
     /// The prediction in words, with what it rests on.
@@ -122,6 +132,9 @@ pub struct CheckCase {
 pub struct CheckSummary {
     pub schema: u32,
     pub kind: &'static str,
+    /// `"server"` (`check ADDR`) or `"client"` (`check --listen ADDR`).
+    pub program: &'static str,
+    /// The server's address, or the address `check --listen` listened on.
     pub target: String,
     pub wait_us: u64,
     pub elapsed_us: u64,
@@ -130,6 +143,8 @@ pub struct CheckSummary {
     pub leaked: usize,
     pub unnoticed: usize,
     pub not_judged: usize,
+    /// `check --listen`: cases after which the client connected again.
+    pub reconnected: usize,
     pub keepalive_sysctls: KeepaliveSysctls,
     /// Each expectation missed, in words; empty when all were met.
     pub misses: Vec<String>,
@@ -165,6 +180,7 @@ pub fn not_judged(mode: CloseMode, why: String) -> CheckCase {
         reaction: Reaction::NotJudged,
         noticed_after_us: None,
         read_eof_after_us: None,
+        reconnected_after_us: None,
         would_notice_after_us: None,
         prediction: "-".into(),
         evidence: why,
@@ -210,31 +226,30 @@ pub fn misses(
     out
 }
 
-const HEADER: [&str; 7] = [
-    "mode",
-    "program saw",
-    "reaction",
-    "after",
-    "read EOF",
-    "would notice",
-    "evidence",
-];
-
 /// The matrix, then one line of advice per weak row, then the expectation misses.
 pub fn render(result: &CheckResult, tty: bool) -> String {
+    let client = result.summary.program == "client";
     let mut t = super::table::table(tty);
-    t.set_header(HEADER.to_vec());
+    let mut header = vec!["mode", "program saw", "reaction", "after", "read EOF"];
+    if client {
+        header.push("reconnected");
+    }
+    header.extend(["would notice", "evidence"]);
+    t.set_header(header);
     let dash = || "-".to_owned();
     for c in &result.cases {
-        t.add_row(vec![
+        let mut row = vec![
             c.mode.to_string(),
             c.saw.to_owned(),
             c.reaction.name().to_owned(),
             c.noticed_after_us.map_or_else(dash, fmt_us),
             c.read_eof_after_us.map_or_else(dash, fmt_us),
-            c.prediction.clone(),
-            c.evidence.clone(),
-        ]);
+        ];
+        if client {
+            row.push(c.reconnected_after_us.map_or_else(dash, fmt_us));
+        }
+        row.extend([c.prediction.clone(), c.evidence.clone()]);
+        t.add_row(row);
     }
     let mut out = super::tidy(&t.to_string());
     out.push('\n');
@@ -244,8 +259,14 @@ pub fn render(result: &CheckResult, tty: bool) -> String {
         }
     }
     let s = &result.summary;
+    let reconnected = if client {
+        format!(", {} reconnected", s.reconnected)
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "{}: {} modes in {}, watched {} after each ending: {} noticed, {} leaked, {} unnoticed, {} not judged\n",
+        "{}{}: {} modes in {}, watched {} after each ending: {} noticed{reconnected}, {} leaked, {} unnoticed, {} not judged\n",
+        if client { "clients of " } else { "" },
         s.target,
         s.cases,
         fmt_us(s.elapsed_us),
