@@ -8,10 +8,13 @@
 //! - loud skips: [`skip`], [`require_root`], [`tool_missing`], [`require_tool`];
 //! - golden files: [`golden`] compares (or rewrites), [`stable_human`] masks human
 //!   output;
-//! - reading the JSON reports tcpbye prints.
+//! - reading the JSON reports tcpbye prints;
+//! - [`topology`]: near, mid and far network namespaces with a real middlebox between.
 
 // Each test crate that includes this module uses a different subset of it.
 #![allow(dead_code)]
+
+pub mod topology;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -775,6 +778,12 @@ impl Netns {
             .to_string_lossy()
             .into_owned();
         Self { holder, inode }
+    }
+
+    /// The holder's process id: `nsenter -t PID -n`, `ip link set X netns PID`,
+    /// and /proc/PID/net/ show this namespace.
+    pub fn pid(&self) -> u32 {
+        self.holder.pid()
     }
 
     /// `tcpbye ARGS` inside the namespace.
