@@ -306,7 +306,7 @@ impl Topology {
             MidBox::Haproxy(timeout) => {
                 let ms = timeout.as_millis();
                 let config = format!(
-                    "global\n  maxconn 64\ndefaults\n  mode tcp\n  timeout connect 2s\n  \
+                    "global\n  maxconn 1024\ndefaults\n  mode tcp\n  timeout connect 2s\n  \
                      timeout client {ms}ms\n  timeout server {ms}ms\nlisten box\n  \
                      bind {listen}\n  server far {target}\n"
                 );
