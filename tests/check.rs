@@ -711,3 +711,86 @@ fn a_client_that_does_not_reconnect_leaves_the_later_modes_unjudged() {
     assert_eq!(summary["reconnected"], 0);
     assert_eq!(summary["not_judged"], 1);
 }
+
+#[test]
+fn nginx_closes_every_idle_connection_after_its_keepalive_timeout() {
+    let test = "nginx_closes_every_idle_connection_after_its_keepalive_timeout";
+    if !require_tool(test, "nginx", &["-v"], "nginx not installed") {
+        return;
+    }
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("tcpbye-nginx-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let d = dir.to_str().expect("utf-8 path");
+    // One process, in the foreground, everything it writes under `dir`; an HTTP/1.1
+    // connection left idle is closed after keepalive_timeout.
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+         error_log {d}/error.log;
+         events {{ worker_connections 64; }}
+         http {{
+           access_log off;
+           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+           fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+           keepalive_timeout 1s;
+           server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}
+         }}"
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write nginx.conf");
+    let conf_path = conf_path.to_str().expect("utf-8 path").to_owned();
+    let error_log = format!("{d}/error.log");
+    let server = listening(
+        "nginx",
+        &["-p", d, "-e", &error_log, "-c", &conf_path],
+        port,
+    );
+    let root = require_root(test, "drop and reboot need CAP_NET_ADMIN");
+    let modes = if root {
+        "fin,half,rst,drop,reboot,hang"
+    } else {
+        "fin,half,rst,hang"
+    };
+    let out = check(&[
+        &server.addr,
+        "--modes",
+        modes,
+        "--request",
+        "GET / HTTP/1.1\\r\\nHost: tcpbye\\r\\n\\r\\n",
+        "--wait",
+        "3s",
+        "--expect-no-leak",
+        "--expect-noticed-within",
+        "2s",
+        "--json",
+    ]);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    for mode in modes.split(',') {
+        let c = case(&cases, mode);
+        let noticed = c["noticed_after_us"].as_u64().unwrap_or(u64::MAX);
+        match mode {
+            // It reads the EOF or the RST at once.
+            "fin" | "half" | "rst" => {
+                assert_eq!(c["reaction"], "closed", "{mode}: {}", out.dump());
+                assert!(noticed < 500_000, "{mode}: noticed after {noticed}µs");
+            }
+            // Nothing to read: its keepalive_timeout of 1 s closes the idle
+            // connection (after `reboot` its FIN meets an RST, which ends it at once).
+            _ => {
+                let r = c["reaction"].as_str().unwrap_or("");
+                assert!(
+                    r == "closed" || (mode == "reboot" && r == "kernel-gave-up"),
+                    "{mode}: {r}\n{}",
+                    out.dump()
+                );
+                assert!(
+                    (900_000..2_000_000).contains(&noticed),
+                    "{mode}: noticed after {noticed}µs, keepalive_timeout is 1s"
+                );
+            }
+        }
+    }
+}
