@@ -794,3 +794,130 @@ fn nginx_closes_every_idle_connection_after_its_keepalive_timeout() {
         }
     }
 }
+
+/// `SCRIPT` run in far, listening on 0.0.0.0 (the scripts above bind 127.0.0.1).
+fn far_python(topology: &common::topology::Topology, script: &str) -> (Proc, std::net::SocketAddr) {
+    let script = script.replace("(\"127.0.0.1\", 0)", "(\"0.0.0.0\", 0)");
+    let mut proc = topology
+        .program(common::topology::Side::Far, "python3", &["-c", &script])
+        .deadline(Duration::from_secs(40))
+        .spawn();
+    let line = proc
+        .try_stdout_line(within(5))
+        .unwrap_or_else(|| panic!("python3 printed no port\n{}", proc.dump()));
+    let port: u16 = line.trim().parse().expect("a port");
+    (proc, topology.dial(port))
+}
+
+#[test]
+fn a_program_on_another_host_is_judged_from_the_wire() {
+    let test = "a_program_on_another_host_is_judged_from_the_wire";
+    if !require_root(
+        test,
+        "network namespaces, capture, drop and reboot need root",
+    ) || !require_tool(test, "python3", &["--version"], "python3 not installed")
+        || !require_tool(test, "ip", &["-V"], "iproute2 not installed")
+    {
+        return;
+    }
+    let topology = common::topology::Topology::router();
+    // Keepalive 1s idle, 1s interval, 2 probes on every accepted socket.
+    let (_server, addr) = far_python(&topology, KEEPALIVE_SERVER);
+    let addr = addr.to_string();
+    let out = topology
+        .near_tcpbye(&[
+            "check",
+            &addr,
+            "--request",
+            "hello\\n",
+            "--wait",
+            "4s",
+            "--json",
+        ])
+        .deadline(Duration::from_secs(30))
+        .run();
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    let get = |mode: &str| case(&cases, mode).clone();
+    let evidence = |c: &Value| c["evidence"].as_str().unwrap_or("").to_owned();
+    for mode in ["fin", "half"] {
+        let c = get(mode);
+        assert_eq!(c["reaction"], "closed", "{mode}: {}", out.dump());
+        assert!(evidence(&c).contains("wire: its FIN"), "{mode}: {c}");
+        assert!(
+            c["noticed_after_us"]
+                .as_u64()
+                .is_some_and(|us| us < 500_000)
+        );
+    }
+    let rst = get("rst");
+    assert_eq!(rst["reaction"], "not-judged", "{}", out.dump());
+    // Its keepalive probes cross the wire even though drop's filter discards them at
+    // tcpbye's socket; after 2 unanswered probes its kernel resets the connection.
+    let drop = get("drop");
+    assert_eq!(drop["reaction"], "kernel-gave-up", "{}", out.dump());
+    assert!(evidence(&drop).contains("keepalive probes"), "{drop}");
+    assert!(evidence(&drop).contains("wire: its RST"), "{drop}");
+    let noticed = drop["noticed_after_us"].as_u64().expect("noticed");
+    assert!(
+        (2_500_000..4_000_000).contains(&noticed),
+        "drop noticed after {noticed}µs; keepalive 1s + 2 × 1s"
+    );
+    // After a reboot its first probe meets tcpbye's kernel's RST.
+    let reboot = get("reboot");
+    assert_eq!(reboot["reaction"], "kernel-gave-up", "{}", out.dump());
+    assert!(evidence(&reboot).contains("met tcpbye's RST"), "{reboot}");
+    let noticed = reboot["noticed_after_us"].as_u64().expect("noticed");
+    assert!(
+        (700_000..2_000_000).contains(&noticed),
+        "reboot noticed after {noticed}µs"
+    );
+    // A hung peer's kernel answers its probes: never noticed.
+    let hang = get("hang");
+    assert_eq!(hang["reaction"], "unnoticed", "{}", out.dump());
+    assert!(
+        hang["prediction"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("never by keepalive")),
+        "{hang}"
+    );
+}
+
+#[test]
+fn a_leaking_program_on_another_host_is_caught_by_the_ack_of_the_fin() {
+    let test = "a_leaking_program_on_another_host_is_caught_by_the_ack_of_the_fin";
+    if !require_root(test, "network namespaces need root")
+        || !require_tool(test, "python3", &["--version"], "python3 not installed")
+        || !require_tool(test, "ip", &["-V"], "iproute2 not installed")
+    {
+        return;
+    }
+    let topology = common::topology::Topology::router();
+    let (_server, addr) = far_python(&topology, LEAKER);
+    let addr = addr.to_string();
+    let out = topology
+        .near_tcpbye(&[
+            "check",
+            &addr,
+            "--modes",
+            "fin,half",
+            "--wait",
+            "1s",
+            "--expect-no-leak",
+            "--json",
+        ])
+        .deadline(Duration::from_secs(20))
+        .run();
+    out.expect_code(1);
+    let cases = out.objects("check-case");
+    for mode in ["fin", "half"] {
+        let c = case(&cases, mode);
+        assert_eq!(c["reaction"], "leaked", "{mode}: {}", out.dump());
+        assert!(
+            c["evidence"]
+                .as_str()
+                .is_some_and(|e| e.contains("acknowledged tcpbye's FIN")),
+            "{c}"
+        );
+    }
+}

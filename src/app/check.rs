@@ -8,11 +8,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::print;
+use crate::engine::capture::Filter;
 use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{ExitCode, Failure};
 use crate::plan::{CheckPlan, EndPlan, Family};
 use crate::report::check::judge;
+use crate::report::check::remote::Remote;
 use crate::report::check::{
     self as model, CheckResult, CheckSummary, Descriptor, KeepaliveSysctls, Reaction,
 };
@@ -42,6 +44,13 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     let after = if answer { ANSWER_WAIT } else { SETTLE };
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
+    // A program on another host (or in another network namespace) is judged from
+    // what arrives from it: its segments are captured when the privilege allows.
+    let remote_target = !plan.listen && !is_local(addr);
+    let captured = plan.capture && (plan.listen || remote_target);
+    if captured {
+        reactor.capture(None, Filter { addr })?;
+    }
     let end_plan = |mode: CloseMode| EndPlan {
         send: plan.send,
         request: plan.request.clone(),
@@ -67,6 +76,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         let local = reactor
             .listen(addr, extra, None)
             .map_err(|e| super::serve::privileged_port(e, addr))?;
+        reactor.set_capture_filter(Filter { addr: local })?;
         reactor.queue_plans(plan.modes.iter().map(|&m| end_plan(m)));
         reactor.tell_accepts();
         reactor.tick_every(TICK);
@@ -187,7 +197,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                     fate.descriptor(action)
                 });
                 let last = latest.remove(&mode).flatten();
-                let mut case = judge::judge(mode, &report, descriptor, last, sysctls);
+                let remote = (!is_local(report.peer)).then_some(Remote { captured });
+                let mut case = judge::judge(mode, &report, descriptor, last, sysctls, remote);
                 if plan.listen {
                     judge::reconnected(&mut case, reconnects.get(&mode).copied());
                 }
@@ -198,7 +209,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                 "no connection came for it: the client did not connect again within --wait of the previous ending".into(),
             ),
             None => match unmatched.next() {
-                Some(report) => judge::judge(mode, &report, None, None, sysctls),
+                Some(report) => judge::judge(mode, &report, None, None, sysctls, None),
                 None => model::not_judged(mode, "no report (interrupted)".into()),
             },
         })
@@ -324,6 +335,12 @@ fn last_reading(remote: SocketAddr, local: SocketAddr, start: Instant) -> Option
         send_q: d.send_q,
         inode: d.inode,
     })
+}
+
+/// Whether `addr`'s IP is an address of this host (in this network namespace):
+/// binding to it succeeds only then. Nothing is sent.
+fn is_local(addr: SocketAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).is_ok()
 }
 
 fn micros(d: Duration) -> u64 {

@@ -21,7 +21,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     reactor.catch_signals()?;
     // The capture is open (and its timestamps on) before anyone can connect.
     if let Some(file) = &plan.output.pcap {
-        reactor.capture(file, Filter { addr })?;
+        reactor.capture(Some(file), Filter { addr })?;
     }
     let local = reactor
         .listen(addr, plan.end.clone(), plan.max_conns)
@@ -85,7 +85,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
             Target::Addr(addr) => addr,
             Target::Host { port, .. } => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
         };
-        reactor.capture(file, Filter { addr })?;
+        reactor.capture(Some(file), Filter { addr })?;
     }
     // The address being tried: a failed connect moves on to the next one.
     let mut next = 0;

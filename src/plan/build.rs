@@ -266,6 +266,7 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         },
         expect_noticed: limits,
         expect_no_leak: args.expect_no_leak,
+        capture: privileges.net_raw,
     })
 }
 

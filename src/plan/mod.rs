@@ -294,6 +294,8 @@ pub struct CheckPlan {
     pub format: Format,
     pub expect_noticed: NoticeLimits,
     pub expect_no_leak: bool,
+    /// CAP_NET_RAW: a program on another host is judged from its captured segments.
+    pub capture: bool,
 }
 
 /// One validated command, ready for its driver in `app`.

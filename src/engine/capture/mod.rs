@@ -109,8 +109,9 @@ fn kernel_filter(port: u16) -> [SockFilter; 19] {
 pub struct Capture {
     sock: Socket,
     /// Unbuffered: each packet reaches the file as it is read, so a reader (or an
-    /// interrupted run) sees everything captured so far.
-    writer: PcapWriter<File>,
+    /// interrupted run) sees everything captured so far. `None`: packets only go
+    /// to the reports (`check` of a program on another host).
+    writer: Option<PcapWriter<File>>,
     filter: Filter,
     lo_index: usize,
     /// Instant and wall clock at the same moment, to place kernel timestamps.
@@ -121,8 +122,8 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Opens the capture socket and the pcap file.
-    pub fn open(file: &PcapFile, filter: Filter) -> anyhow::Result<Self> {
+    /// Opens the capture socket and the pcap file, if any.
+    pub fn open(file: Option<&PcapFile>, filter: Filter) -> anyhow::Result<Self> {
         let fd = socket::socket(
             AddressFamily::Packet,
             SockType::Datagram,
@@ -138,15 +139,19 @@ impl Capture {
         // (a deferred static key); packets in between would carry none and be stamped
         // when read. Let it settle before the first connection's handshake.
         std::thread::sleep(TIMESTAMPS_SETTLE);
-        let path = &file.path;
-        let file = create(file)?;
-        let header = PcapHeader {
-            datalink: DataLink::RAW,
-            ..PcapHeader::default()
+        let writer = match file {
+            Some(file) => {
+                let header = PcapHeader {
+                    datalink: DataLink::RAW,
+                    ..PcapHeader::default()
+                };
+                let writer = PcapWriter::with_header(create(file)?, header)
+                    .map_err(io_error)
+                    .with_context(|| format!("write {}", file.path.display()))?;
+                Some(writer)
+            }
+            None => None,
         };
-        let writer = PcapWriter::with_header(file, header)
-            .map_err(io_error)
-            .with_context(|| format!("write {}", path.display()))?;
         let lo_index = nix::net::if_::if_nametoindex("lo").map_or(0, |i| i as usize);
         let mut capture = Self {
             sock,
@@ -223,11 +228,13 @@ impl Capture {
             if !self.filter.matches(wire.src, wire.dst) {
                 continue;
             }
-            self.writer
-                .write_packet(&PcapPacket::new(wall, len as u32, data))
-                .map_err(io_error)
-                .context("write the pcap file")?;
-            self.written += 1;
+            if let Some(writer) = &mut self.writer {
+                writer
+                    .write_packet(&PcapPacket::new(wall, len as u32, data))
+                    .map_err(io_error)
+                    .context("write the pcap file")?;
+                self.written += 1;
+            }
             wire.packet.note = self.classifier.classify(&wire);
             segments.push(Segment {
                 at: self.instant_of(wall),

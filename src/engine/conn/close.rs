@@ -144,15 +144,18 @@ impl Conn {
         let watch_over = now.saturating_duration_since(*started) >= self.plan.linger_watch;
         let own_end = side::afterlife_end(found.as_ref(), watch_over);
         // `follow_peer`: this side's end is noted, and the watch goes on until the
-        // other end's socket is gone or in TIME_WAIT (or the watch is over).
-        let end = if self.plan.follow_peer && !self.peer_track.is_hidden() {
+        // other end's socket is gone or in TIME_WAIT (or the watch is over). An
+        // other end that sock_diag cannot see, but whose segments are captured,
+        // is watched on the wire until the watch is over.
+        let hidden = self.peer_track.is_hidden();
+        let end = if self.plan.follow_peer && (!hidden || self.packets.is_some()) {
             if let Some(end) = own_end {
                 self.afterlife_end = Some(end);
             }
             // Never on the first reading: while a socket turns into its TIME_WAIT
             // minisocket a lookup can miss it, so "gone" is read a second time.
             let second = now.saturating_duration_since(*started) >= AFTERLIFE_POLL;
-            let peer_over = second && peer.is_none_or(|d| d.state == TcpState::TimeWait);
+            let peer_over = second && !hidden && peer.is_none_or(|d| d.state == TcpState::TimeWait);
             (peer_over || watch_over)
                 .then(|| self.afterlife_end.or(own_end))
                 .map(|end| end.unwrap_or(AfterlifeEnd::WatchEnded))

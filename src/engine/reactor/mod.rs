@@ -146,9 +146,9 @@ impl Reactor {
         })
     }
 
-    /// Captures the packets to or from `filter` into a pcap file at `path`, and
+    /// Captures the packets to or from `filter` into a pcap file, when given, and
     /// gives each connection's report its packets.
-    pub fn capture(&mut self, file: &PcapFile, filter: Filter) -> anyhow::Result<()> {
+    pub fn capture(&mut self, file: Option<&PcapFile>, filter: Filter) -> anyhow::Result<()> {
         let capture = Capture::open(file, filter)?;
         self.epoll
             .add(

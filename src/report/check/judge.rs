@@ -2,6 +2,7 @@
 //! through sock_diag, tcpbye's own socket after its action, descriptors still
 //! held) turned into the program's reaction, its timing and a prediction.
 
+use super::remote::Remote;
 use super::{CheckCase, Descriptor, KeepaliveSysctls, Reaction, not_judged, saw};
 use crate::report::{Report, SCHEMA, SideSample, Verdict, fmt_us};
 use crate::sys::TcpState;
@@ -15,6 +16,7 @@ pub fn judge(
     descriptor: Option<Descriptor>,
     last: Option<SideSample>,
     sysctls: KeepaliveSysctls,
+    remote: Option<Remote>,
 ) -> CheckCase {
     let Some(action) = report.close_t_us.filter(|_| report.close.is_some()) else {
         let why = match report.verdict {
@@ -38,6 +40,9 @@ pub fn judge(
             mode,
             format!("tcpbye's own close became an RST, not a FIN: {detail}"),
         );
+    }
+    if let Some(remote) = remote {
+        return super::remote::judge(mode, report, action, remote);
     }
     let Some(peer) = report.peer_side.as_ref().filter(|p| p.visible) else {
         let note = report
@@ -206,7 +211,7 @@ pub fn judge(
         sysctls,
         last.as_ref().or(states.last()),
     );
-    let advice = advice(mode, reaction, keepalive, &descriptor);
+    let advice = advice(mode, reaction, keepalive.is_some(), &descriptor);
     CheckCase {
         schema: SCHEMA,
         kind: "check-case",
@@ -413,7 +418,7 @@ fn predict(
     }
 }
 
-fn fmt_secs(us: u64) -> String {
+pub(super) fn fmt_secs(us: u64) -> String {
     let s = us / 1_000_000;
     if s >= 3600 {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
@@ -424,10 +429,10 @@ fn fmt_secs(us: u64) -> String {
     }
 }
 
-fn advice(
+pub(super) fn advice(
     mode: CloseMode,
     reaction: Reaction,
-    keepalive: Option<Keepalive>,
+    keepalive: bool,
     descriptor: &Option<Descriptor>,
 ) -> Option<String> {
     match reaction {
@@ -439,7 +444,7 @@ fn advice(
         ),
         Reaction::Unnoticed => Some(match mode {
             CloseMode::Hang => "keepalive cannot see a hung peer: add an application heartbeat (e.g. a ping every 10s, give up after 3 misses), or TCP_USER_TIMEOUT=30s for data it sends".into(),
-            CloseMode::Drop | CloseMode::Reboot if keepalive.is_some() => "its keepalive notices only late: lower TCP_KEEPIDLE (e.g. 30s) with TCP_KEEPINTVL=5s, TCP_KEEPCNT=3 (≈45s), plus TCP_USER_TIMEOUT=30s for data in flight".into(),
+            CloseMode::Drop | CloseMode::Reboot if keepalive => "its keepalive notices only late: lower TCP_KEEPIDLE (e.g. 30s) with TCP_KEEPINTVL=5s, TCP_KEEPCNT=3 (≈45s), plus TCP_USER_TIMEOUT=30s for data in flight".into(),
             CloseMode::Drop | CloseMode::Reboot => "enable SO_KEEPALIVE with TCP_KEEPIDLE=30s, TCP_KEEPINTVL=5s, TCP_KEEPCNT=3 (≈45s), plus TCP_USER_TIMEOUT=30s for data in flight, or an application heartbeat".into(),
             _ => "read the socket (epoll EPOLLRDHUP/EPOLLIN) and close it at EOF or error".into(),
         }),
@@ -532,7 +537,7 @@ mod tests {
                 at(3_050, Some(TimeWait), 0, 0),
             ],
         );
-        let c = judge(CloseMode::Fin, &r, None, None, KA);
+        let c = judge(CloseMode::Fin, &r, None, None, KA, None);
         assert_eq!(c.reaction, Reaction::Closed);
         assert_eq!(c.read_eof_after_us, Some(500));
         assert_eq!(c.noticed_after_us, Some(2_000));
@@ -550,7 +555,7 @@ mod tests {
             ],
             vec![at(1_000, Some(FinWait2), 0, 0)],
         );
-        let c = judge(CloseMode::Fin, &leaked, None, None, KA);
+        let c = judge(CloseMode::Fin, &leaked, None, None, KA, None);
         assert_eq!(c.reaction, Reaction::Leaked);
         assert_eq!(c.read_eof_after_us, None);
         assert!(
@@ -570,7 +575,7 @@ mod tests {
             released_after_us: Some(900),
             held_at_end: false,
         };
-        let c = judge(CloseMode::Fin, &reset, Some(gone), None, KA);
+        let c = judge(CloseMode::Fin, &reset, Some(gone), None, KA, None);
         assert_eq!(c.reaction, Reaction::Reset);
         assert_eq!(c.noticed_after_us, Some(800));
     }
@@ -588,7 +593,7 @@ mod tests {
             released_after_us: None,
             held_at_end: true,
         };
-        let c = judge(CloseMode::Rst, &r, Some(held), None, KA);
+        let c = judge(CloseMode::Rst, &r, Some(held), None, KA, None);
         assert_eq!(c.reaction, Reaction::Leaked);
         assert!(c.evidence.contains("still held by pid 42"));
         assert!(c.prediction.contains("descriptor"));
@@ -598,13 +603,13 @@ mod tests {
             released_after_us: Some(30_000),
             held_at_end: false,
         };
-        let c = judge(CloseMode::Rst, &r, Some(released), None, KA);
+        let c = judge(CloseMode::Rst, &r, Some(released), None, KA, None);
         assert_eq!(
             (c.reaction, c.noticed_after_us),
             (Reaction::Closed, Some(30_000))
         );
         assert_eq!(
-            judge(CloseMode::Rst, &r, None, None, KA).reaction,
+            judge(CloseMode::Rst, &r, None, None, KA, None).reaction,
             Reaction::NotJudged
         );
     }
@@ -614,7 +619,7 @@ mod tests {
         let mut established = at(500, Some(Established), 0, 7);
         established.timer = Some("keepalive,300.0s,0".into());
         let r = report(CloseMode::Drop, vec![established.clone()], Vec::new());
-        let c = judge(CloseMode::Drop, &r, None, None, KA);
+        let c = judge(CloseMode::Drop, &r, None, None, KA, None);
         assert_eq!(c.reaction, Reaction::Unnoticed);
         // Expiry at 500µs + 300s, less the action at 1ms, then 9 × 75s.
         assert_eq!(
@@ -624,11 +629,11 @@ mod tests {
         assert!(c.prediction.contains("keepalive timer 300.0s"));
         let r = report(CloseMode::Reboot, vec![established.clone()], Vec::new());
         assert_eq!(
-            judge(CloseMode::Reboot, &r, None, None, KA).would_notice_after_us,
+            judge(CloseMode::Reboot, &r, None, None, KA, None).would_notice_after_us,
             Some(300_000_000 - 500)
         );
         let r = report(CloseMode::Hang, vec![established], Vec::new());
-        let c = judge(CloseMode::Hang, &r, None, None, KA);
+        let c = judge(CloseMode::Hang, &r, None, None, KA, None);
         assert_eq!(c.would_notice_after_us, None);
         assert!(c.prediction.starts_with("never by keepalive"));
         let r = report(
@@ -640,10 +645,10 @@ mod tests {
         let mut later = at(2_000_000, Some(Established), 0, 7);
         later.timer = Some("keepalive,75.0s,2".into());
         assert_eq!(
-            judge(CloseMode::Drop, &r, None, Some(later), KA).would_notice_after_us,
+            judge(CloseMode::Drop, &r, None, Some(later), KA, None).would_notice_after_us,
             Some(2_000_000 - ACTION + 75_000_000 + 7 * 75_000_000)
         );
-        let c = judge(CloseMode::Drop, &r, None, None, KA);
+        let c = judge(CloseMode::Drop, &r, None, None, KA, None);
         assert_eq!(c.would_notice_after_us, None);
         assert!(c.prediction.starts_with("never: no keepalive timer"));
         // Its kernel ended it, and it let go of the descriptor.
@@ -652,7 +657,7 @@ mod tests {
             vec![at(500, Some(Established), 0, 7), at(3_001_000, None, 0, 0)],
             Vec::new(),
         );
-        let c = judge(CloseMode::Drop, &r, None, None, KA);
+        let c = judge(CloseMode::Drop, &r, None, None, KA, None);
         assert_eq!(
             (c.reaction, c.noticed_after_us),
             (Reaction::KernelGaveUp, Some(3_000_000))
@@ -669,14 +674,14 @@ mod tests {
             states: Vec::new(),
             tcp_info: None,
         });
-        let c = judge(CloseMode::Fin, &r, None, None, KA);
+        let c = judge(CloseMode::Fin, &r, None, None, KA, None);
         assert_eq!(c.reaction, Reaction::NotJudged);
         assert!(c.evidence.contains("not visible from here"));
         let mut first = report(CloseMode::Fin, Vec::new(), Vec::new());
         first.close = None;
         first.close_t_us = None;
         first.events.push(Event::new(5, EventKind::Recv));
-        let c = judge(CloseMode::Half, &first, None, None, KA);
+        let c = judge(CloseMode::Half, &first, None, None, KA, None);
         assert!(c.evidence.contains("before tcpbye acted"), "{}", c.evidence);
     }
 

@@ -8,6 +8,7 @@ use super::{SCHEMA, SideSample, fmt_us};
 use crate::vocab::CloseMode;
 
 pub mod judge;
+pub mod remote;
 
 /// What the program did after tcpbye ended its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
