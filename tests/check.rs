@@ -921,3 +921,58 @@ fn a_leaking_program_on_another_host_is_caught_by_the_ack_of_the_fin() {
         );
     }
 }
+
+#[test]
+fn without_cap_net_raw_a_remote_programs_silent_endings_cannot_be_judged() {
+    let test = "without_cap_net_raw_a_remote_programs_silent_endings_cannot_be_judged";
+    if !require_root(test, "network namespaces and dropping to nobody need root")
+        || !require_tool(test, "python3", &["--version"], "python3 not installed")
+        || !require_tool(test, "ip", &["-V"], "iproute2 not installed")
+    {
+        return;
+    }
+    let topology = common::topology::Topology::router();
+    let (_server, addr) = far_python(&topology, SOCKETSERVER);
+    let addr = addr.to_string();
+    // tcpbye as nobody, without capabilities, in near.
+    let as_nobody = |args: &[&str]| {
+        let mut argv: Vec<&str> = common::AS_NOBODY[1..].to_vec();
+        argv.push(common::BIN);
+        argv.extend_from_slice(args);
+        topology
+            .program(common::topology::Side::Near, common::AS_NOBODY[0], &argv)
+            .deadline(Duration::from_secs(20))
+            .run()
+    };
+    // Asked for by name: an error naming the capability.
+    let out = as_nobody(&["check", &addr, "--modes", "fin,hang", "--wait", "1s"]);
+    out.expect_one_error_line(4, "CAP_NET_RAW");
+    // By default: judged from tcpbye's own socket where it can be, not-judged where not.
+    let out = as_nobody(&[
+        "check",
+        &addr,
+        "--request",
+        "hello\\n",
+        "--wait",
+        "1s",
+        "--json",
+    ]);
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    let fin = case(&cases, "fin");
+    assert_eq!(fin["reaction"], "closed", "{}", out.dump());
+    assert!(
+        fin["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("judged from tcpbye's socket")),
+        "{fin}"
+    );
+    let hang = case(&cases, "hang");
+    assert_eq!(hang["reaction"], "not-judged", "{}", out.dump());
+    assert!(
+        hang["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("CAP_NET_RAW")),
+        "{hang}"
+    );
+}

@@ -11,7 +11,7 @@ use super::print;
 use crate::engine::capture::Filter;
 use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
-use crate::error::{ExitCode, Failure};
+use crate::error::{Capability, ExitCode, Failure};
 use crate::plan::{CheckPlan, EndPlan, Family};
 use crate::report::check::judge;
 use crate::report::check::remote::Remote;
@@ -47,6 +47,20 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     // A program on another host (or in another network namespace) is judged from
     // what arrives from it: its segments are captured when the privilege allows.
     let remote_target = !plan.listen && !is_local(addr);
+    if let Some(mode) = plan.modes.iter().find(|m| {
+        matches!(m, CloseMode::Drop | CloseMode::Reboot | CloseMode::Hang)
+            && remote_target
+            && plan.modes_given
+            && !plan.capture
+    }) {
+        return Err(Failure::Privilege {
+            what: format!(
+                "check --modes {mode} of a program on another host (its packets are the evidence)"
+            ),
+            capability: Capability::NetRaw,
+        }
+        .into());
+    }
     let captured = plan.capture && (plan.listen || remote_target);
     if captured {
         reactor.capture(None, Filter { addr })?;

@@ -217,6 +217,7 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
             args.addr
         )));
     }
+    let modes_given = !args.modes.is_empty();
     let modes: Vec<CloseMode> = if args.modes.is_empty() {
         CHECK_MODES
             .into_iter()
@@ -267,6 +268,7 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         expect_noticed: limits,
         expect_no_leak: args.expect_no_leak,
         capture: privileges.net_raw,
+        modes_given,
     })
 }
 

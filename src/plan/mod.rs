@@ -296,6 +296,9 @@ pub struct CheckPlan {
     pub expect_no_leak: bool,
     /// CAP_NET_RAW: a program on another host is judged from its captured segments.
     pub capture: bool,
+    /// `--modes` was given: a mode asked for by name that cannot be judged without
+    /// a privilege is an error, not a `not-judged` row.
+    pub modes_given: bool,
 }
 
 /// One validated command, ready for its driver in `app`.
