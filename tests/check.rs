@@ -809,6 +809,23 @@ fn far_python(topology: &common::topology::Topology, script: &str) -> (Proc, std
     (proc, topology.dial(port))
 }
 
+/// A python3 server from `script` in far, behind a router, for `tcpbye check` run
+/// in near: a program on another host. `None` (after a visible SKIPPED) without root
+/// or the tools.
+fn remote_python(test: &str, script: &str) -> Option<(common::topology::Topology, Proc, String)> {
+    if !require_root(
+        test,
+        "network namespaces, capture, drop and reboot need root",
+    ) || !require_tool(test, "python3", &["--version"], "python3 not installed")
+        || !require_tool(test, "ip", &["-V"], "iproute2 not installed")
+    {
+        return None;
+    }
+    let topology = common::topology::Topology::router();
+    let (server, addr) = far_python(&topology, script);
+    Some((topology, server, addr.to_string()))
+}
+
 #[test]
 fn a_program_on_another_host_is_judged_from_the_wire() {
     let test = "a_program_on_another_host_is_judged_from_the_wire";
@@ -886,15 +903,9 @@ fn a_program_on_another_host_is_judged_from_the_wire() {
 #[test]
 fn a_leaking_program_on_another_host_is_caught_by_the_ack_of_the_fin() {
     let test = "a_leaking_program_on_another_host_is_caught_by_the_ack_of_the_fin";
-    if !require_root(test, "network namespaces need root")
-        || !require_tool(test, "python3", &["--version"], "python3 not installed")
-        || !require_tool(test, "ip", &["-V"], "iproute2 not installed")
-    {
+    let Some((topology, _server, addr)) = remote_python(test, LEAKER) else {
         return;
-    }
-    let topology = common::topology::Topology::router();
-    let (_server, addr) = far_python(&topology, LEAKER);
-    let addr = addr.to_string();
+    };
     let out = topology
         .near_tcpbye(&[
             "check",
@@ -925,15 +936,9 @@ fn a_leaking_program_on_another_host_is_caught_by_the_ack_of_the_fin() {
 #[test]
 fn without_cap_net_raw_a_remote_programs_silent_endings_cannot_be_judged() {
     let test = "without_cap_net_raw_a_remote_programs_silent_endings_cannot_be_judged";
-    if !require_root(test, "network namespaces and dropping to nobody need root")
-        || !require_tool(test, "python3", &["--version"], "python3 not installed")
-        || !require_tool(test, "ip", &["-V"], "iproute2 not installed")
-    {
+    let Some((topology, _server, addr)) = remote_python(test, SOCKETSERVER) else {
         return;
-    }
-    let topology = common::topology::Topology::router();
-    let (_server, addr) = far_python(&topology, SOCKETSERVER);
-    let addr = addr.to_string();
+    };
     // tcpbye as nobody, without capabilities, in near.
     let as_nobody = |args: &[&str]| {
         let mut argv: Vec<&str> = common::AS_NOBODY[1..].to_vec();
