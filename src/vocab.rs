@@ -228,3 +228,104 @@ impl Setting {
         }
     }
 }
+
+/// One test of `path`: an ending sent through the path, or an idle period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathTest {
+    /// close(): does a FIN arrive as a FIN?
+    Fin,
+    /// SO_LINGER {on, 0} + close(): does an RST arrive as an RST?
+    Rst,
+    /// shutdown(SHUT_WR): does the FIN arrive, and does data still flow the other way after it?
+    Half,
+    /// close() with unread data (Linux sends an RST): does that RST arrive as an RST?
+    RstUnread,
+    /// Connections left idle on a ladder of durations: when does the path forget them?
+    Idle,
+}
+
+impl PathTest {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fin => "fin",
+            Self::Rst => "rst",
+            Self::Half => "half",
+            Self::RstUnread => "rst-unread",
+            Self::Idle => "idle",
+        }
+    }
+
+    pub const ALL: [PathTest; 5] = [
+        Self::Fin,
+        Self::Rst,
+        Self::Half,
+        Self::RstUnread,
+        Self::Idle,
+    ];
+
+    /// The close mode an ending test performs (`None` for `idle`).
+    pub fn mode(self) -> Option<CloseMode> {
+        match self {
+            Self::Fin => Some(CloseMode::Fin),
+            Self::Rst => Some(CloseMode::Rst),
+            Self::Half => Some(CloseMode::Half),
+            Self::RstUnread => Some(CloseMode::RstUnread),
+            Self::Idle => None,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// What the test measures, in one line (for `--help`).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Self::Fin => "close(): does the FIN arrive as a FIN, both ways?",
+            Self::Rst => "SO_LINGER {on, 0} + close(): does the RST arrive as an RST, both ways?",
+            Self::Half => {
+                "shutdown(SHUT_WR): the FIN arrives, and data still flows the other way after it"
+            }
+            Self::RstUnread => "close() with unread data (an RST on Linux): does the RST arrive?",
+            Self::Idle => "idle connections on a ladder of durations: the path's idle timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for PathTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which end of a `path` test acts: the near end (`path`) or the far end (`serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// The near end acts, the far end reports what arrived.
+    NearToFar,
+    /// The far end acts, the near end observes.
+    FarToNear,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NearToFar => "near-to-far",
+            Self::FarToNear => "far-to-near",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::NearToFar, Self::FarToNear]
+            .into_iter()
+            .find(|d| d.name() == name)
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

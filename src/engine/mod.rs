@@ -2,6 +2,7 @@
 
 pub mod capture;
 pub mod conn;
+pub mod path;
 pub mod predict;
 pub mod reactor;
 pub mod side;

@@ -13,6 +13,7 @@ pub mod check;
 pub mod json;
 pub mod lab;
 pub mod ladder;
+pub mod path;
 pub mod progress;
 mod summary;
 pub mod table;

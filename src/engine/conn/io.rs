@@ -10,7 +10,7 @@ use socket2::Socket;
 
 use super::{Conn, Ctx, Verdict};
 use crate::engine::timers::{TimerKind, later};
-use crate::report::EventKind;
+use crate::report::{EventKind, Role};
 use crate::sys;
 
 /// The heartbeat request and answer. Any bytes received count as a pong, so an
@@ -106,6 +106,12 @@ impl Conn {
                 Ok(n) => {
                     data += n;
                     self.on_data(&ctx.buf[..n]);
+                    // `serve`: the first line may be a `path` greeting; a control
+                    // connection's socket is handed over unread past its first chunk.
+                    let first = self.bytes_received == n as u64 || self.far.is_some();
+                    if self.role == Role::Serve && first && self.greet(now, &ctx.buf[..n]) {
+                        break;
+                    }
                     if data >= READ_BUDGET {
                         ctx.again = true;
                         break;
@@ -128,6 +134,7 @@ impl Conn {
             }
         }
         self.record_data(now, &mut data);
+        self.follow_greeting(ctx);
         if !self.out.is_empty() && self.verdict.is_none() {
             self.flush(ctx);
         }

@@ -19,6 +19,7 @@ use crate::sys::{self, TcpInfo, TcpState};
 use crate::vocab::{CloseMode, Verdict};
 
 mod close;
+mod far;
 mod io;
 mod outcome;
 mod sample;
@@ -127,6 +128,8 @@ pub struct Conn {
     /// Captured segments (`--pcap`), when capturing, and how many did not fit.
     packets: Option<Vec<Packet>>,
     packets_dropped: u64,
+    /// `serve`: first bytes that look like a `path` greeting, and the test it named.
+    far: Option<Box<far::Far>>,
 }
 
 impl Conn {
@@ -214,6 +217,7 @@ impl Conn {
             afterlife_end: None,
             packets: None,
             packets_dropped: 0,
+            far: None,
         }
     }
 
@@ -373,7 +377,12 @@ impl Conn {
                 self.verdict = Some(Verdict::ConnectTimeout);
                 self.finish(now);
             }
-            TimerKind::Close if self.phase == Phase::Open && self.verdict.is_none() => {
+            // A `path` greeting may have replaced a plan whose close was due.
+            TimerKind::Close
+                if self.phase == Phase::Open
+                    && self.verdict.is_none()
+                    && self.plan.close != CloseMode::None =>
+            {
                 self.act(ctx, self.plan.close);
             }
             TimerKind::Grace => match self.phase {

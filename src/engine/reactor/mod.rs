@@ -23,6 +23,7 @@ use crate::report::progress::Progress;
 use crate::report::{EventKind, Report, Role};
 
 mod churn;
+mod control;
 mod listen;
 
 const TOKEN_LISTENER: u64 = u64::MAX;
@@ -120,6 +121,10 @@ pub struct Reactor {
     pending_segments: Vec<Segment>,
     /// Wake-ups that found the listener's accept queue full.
     queue_full: u64,
+    /// `path`: what the far end saw of finished test connections, by token.
+    book: control::Book,
+    /// `path`: control connections waiting for their question or its answer.
+    controls: HashMap<u64, control::Control>,
 }
 
 impl Reactor {
@@ -143,6 +148,8 @@ impl Reactor {
             capture: None,
             pending_segments: Vec::new(),
             queue_full: 0,
+            book: control::Book::default(),
+            controls: HashMap::new(),
         })
     }
 
@@ -355,6 +362,7 @@ impl Reactor {
                         }
                     }
                     TOKEN_CAPTURE => self.read_capture()?,
+                    token if self.controls.contains_key(&token) => self.control_ready(token, now),
                     token => {
                         again.retain(|t| *t != token);
                         self.dispatch(token, now, |conn, ctx| conn.on_ready(ctx, event.events()));
@@ -390,6 +398,10 @@ impl Reactor {
                     continue;
                 }
                 let now = Instant::now();
+                if self.controls.contains_key(&token) {
+                    self.control_timer(token, now);
+                    continue;
+                }
                 self.dispatch(token, now, |conn, ctx| conn.on_timer(ctx, kind));
             }
             // Without a partner in this process no wake-up is waiting on the
@@ -430,6 +442,12 @@ impl Reactor {
         f(conn, &mut ctx);
         if ctx.again {
             self.again.push(token);
+        }
+        // `serve`: a `path` control connection leaves the observer, unreported.
+        if let Some((sock, rest)) = conn.take_control() {
+            self.conns.remove(&token);
+            self.open_control(token, sock, rest, now);
+            return;
         }
         if conn.is_done() && !self.done.contains(&token) {
             self.done.push(token);
@@ -488,7 +506,11 @@ impl Reactor {
             if let Some(sock) = conn.socket() {
                 let _ = self.epoll.delete(sock.as_fd());
             }
+            let view = conn.far_view();
             let report = (*conn).into_report(self.kernel);
+            if let Some(view) = view {
+                self.book_report(view, Instant::now());
+            }
             if sink(Emit::Report(Box::new(report)))? == Flow::Stop {
                 flow = Flow::Stop;
             }
@@ -506,9 +528,10 @@ impl Reactor {
         if self.conns.capacity() > 64 && self.conns.len() * 4 < self.conns.capacity() {
             self.conns.shrink_to(self.conns.len() * 2);
         }
-        let conns = &self.conns;
-        self.timers
-            .purge(|token| token >= TOKEN_CAPTURE || conns.contains_key(&token));
+        let (conns, controls) = (&self.conns, &self.controls);
+        self.timers.purge(|token| {
+            token >= TOKEN_CAPTURE || conns.contains_key(&token) || controls.contains_key(&token)
+        });
     }
 
     fn interrupt(
@@ -520,6 +543,7 @@ impl Reactor {
             conn.abort(now, "interrupted (SIGINT/SIGTERM/SIGHUP)");
         }
         self.done = self.conns.keys().copied().collect();
+        self.controls.clear();
         self.listener = None;
         self.churn = None;
         self.reap(sink)?;
@@ -533,6 +557,7 @@ impl Reactor {
             conn.abort(now, "tcpbye is exiting");
         }
         self.conns.clear();
+        self.controls.clear();
         self.listener = None;
     }
 }

@@ -1,0 +1,197 @@
+//! The far end of `path` inside `serve`: an accepted connection whose first
+//! line is a greeting follows the test it names (observe, or end in a mode)
+//! instead of serve's own plan, or hands its socket over as a control connection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use socket2::Socket;
+
+use super::outcome::micros;
+use super::{Conn, Ctx, Phase};
+use crate::engine::path::{self, FarTask, Greeting};
+use crate::engine::timers::TimerKind;
+use crate::plan::EndPlan;
+use crate::report::EventKind;
+use crate::report::path::FarView;
+use crate::vocab::{CloseMode, Direction, PathTest, Verdict};
+
+/// A connection whose first bytes look like a greeting (boxed in [`Conn`]: an
+/// ordinary connection carries one pointer, not this).
+#[derive(Debug, Default)]
+pub(super) struct Far {
+    /// The first line so far.
+    line: Vec<u8>,
+    tag: Option<Tag>,
+    /// Set when the greeting has just been read: the plan changes after the read.
+    news: bool,
+    /// A control connection: the bytes read after its greeting line.
+    control: Option<Vec<u8>>,
+}
+
+/// The test a greeting named.
+#[derive(Debug)]
+struct Tag {
+    token: String,
+    direction: Direction,
+    test: PathTest,
+    /// When the greeting line arrived: the far end's times count from here.
+    at: Instant,
+    /// Bytes received up to the end of the greeting line.
+    bytes_at: u64,
+}
+
+impl Conn {
+    /// Looks for a greeting in a chunk just read (already counted). Returns true
+    /// when the connection is a control connection: stop reading it then.
+    pub(super) fn greet(&mut self, now: Instant, chunk: &[u8]) -> bool {
+        let before = self.bytes_received - chunk.len() as u64;
+        let far = self.far.get_or_insert_with(Box::default);
+        if far.tag.is_some() || far.control.is_some() {
+            return false;
+        }
+        let take = chunk
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(chunk.len(), |i| i + 1);
+        far.line.extend_from_slice(&chunk[..take]);
+        if !path::may_be_greeting(&far.line) {
+            self.far = None;
+            return false;
+        }
+        if far.line.last() != Some(&b'\n') {
+            return false;
+        }
+        match path::parse_greeting(&far.line) {
+            Some(Greeting::Control) => {
+                far.control = Some(chunk[take..].to_vec());
+                far.line = Vec::new();
+                true
+            }
+            Some(Greeting::Test {
+                token,
+                direction,
+                test,
+            }) => {
+                far.tag = Some(Tag {
+                    token,
+                    direction,
+                    test,
+                    at: now,
+                    bytes_at: before + take as u64,
+                });
+                far.line = Vec::new();
+                far.news = true;
+                false
+            }
+            None => {
+                self.far = None;
+                false
+            }
+        }
+    }
+
+    /// After a read that found a greeting: follow the test it names. serve's own
+    /// plan (its `--close`, `--send`, keepalive, heartbeat) is for ordinary
+    /// connections; a test connection must show the path, so keepalive is off
+    /// and nothing is written but the answer to the greeting and what the test needs.
+    pub(super) fn follow_greeting(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(far) = self.far.as_deref_mut().filter(|f| f.news) else {
+            return;
+        };
+        far.news = false;
+        let Some(tag) = &far.tag else { return };
+        let task = path::far_task(tag.direction, tag.test);
+        let note = format!("path test {}: {} {}", tag.token, tag.direction, tag.test);
+        let old = &self.plan;
+        let (close, probe) = match task {
+            FarTask::End(mode) => (mode, false),
+            FarTask::Observe { data_after_fin } => (CloseMode::None, data_after_fin),
+        };
+        self.plan = Arc::new(EndPlan {
+            close,
+            probe,
+            timeout: old.timeout,
+            peer_side: old.peer_side,
+            linger_watch: old.linger_watch,
+            local_addr: old.local_addr,
+            ..EndPlan::default()
+        });
+        self.fill_left = 0;
+        if let Some(sock) = &self.sock {
+            // Errors leave the socket as it was: serve applied no keepalive then.
+            let _ = sock.set_keepalive(false);
+            let _ = sock.set_tcp_user_timeout(None);
+        }
+        self.timeline.note(ctx.now, note);
+        self.out.extend_from_slice(path::ACK);
+        self.flush(ctx);
+        if close != CloseMode::None {
+            ctx.at(ctx.now, TimerKind::Close);
+        }
+    }
+
+    /// A control connection's socket and the bytes read after its greeting;
+    /// the connection is done (and never reported) once they are taken.
+    pub fn take_control(&mut self) -> Option<(Socket, Vec<u8>)> {
+        let rest = self.far.as_deref_mut()?.control.take()?;
+        let sock = self.sock.take()?;
+        self.phase = Phase::Done;
+        Some((sock, rest))
+    }
+
+    /// The token of a test connection.
+    pub fn path_token(&self) -> Option<&str> {
+        Some(self.far.as_deref()?.tag.as_ref()?.token.as_str())
+    }
+
+    /// What this end saw of a test connection so far (or in the end).
+    pub fn far_view(&self) -> Option<FarView> {
+        let tag = self.far.as_deref()?.tag.as_ref()?;
+        let since = |at: Instant| micros(at.saturating_duration_since(tag.at));
+        let t_us = |at: Instant| self.timeline.t_us(at);
+        // This side's own ending; `rst-unread` sent an RST only with data unread.
+        let own = self.action.map(|(at, mode)| {
+            let sent = match mode {
+                CloseMode::Rst => "rst",
+                CloseMode::RstUnread if self.verdict == Some(Verdict::Rst) => "rst",
+                _ => "fin",
+            };
+            (at, sent)
+        });
+        // What arrived from the near end: an ending detected, not this side's own.
+        let peer_end = self
+            .detected_at
+            .filter(|at| own.is_none_or(|(acted, _)| *at != acted));
+        let arrived = match (peer_end, self.verdict) {
+            (Some(_), Some(Verdict::Fin)) => "fin".to_owned(),
+            (Some(_), Some(Verdict::Rst)) => "rst".to_owned(),
+            (Some(_), Some(other)) => other.name().to_owned(),
+            _ => "nothing".to_owned(),
+        };
+        let after = |from: Option<Instant>, kind: EventKind| -> u64 {
+            let Some(from) = from.map(t_us) else { return 0 };
+            self.timeline
+                .events
+                .iter()
+                .filter(|e| e.kind == kind && e.t_us >= from && e.errno.is_none())
+                .filter_map(|e| e.bytes)
+                .sum()
+        };
+        let got = self.bytes_received.saturating_sub(tag.bytes_at);
+        Some(FarView {
+            kind: "path-far".into(),
+            token: tag.token.clone(),
+            test: format!("{} {}", tag.direction, tag.test),
+            open: self.phase != Phase::Done,
+            arrived,
+            arrived_us: peer_end.map(since),
+            sent: own.map(|(_, sent)| sent.to_owned()),
+            sent_us: own.map(|(at, _)| since(at)),
+            bytes_after_greeting: got,
+            bytes_after_own_end: after(own.map(|(at, _)| at), EventKind::Recv),
+            sent_after_peer_end: after(peer_end, EventKind::Send),
+            last_data_us: (got > 0).then(|| since(self.last_data)),
+        })
+    }
+}

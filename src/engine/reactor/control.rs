@@ -1,0 +1,200 @@
+//! serve's side of `path`: what the far end saw of each test connection, kept by
+//! token (bounded in count and age), and the control connections that ask for it.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use super::Reactor;
+use crate::engine::path::{self, Question};
+use crate::engine::timers::{TimerKind, later};
+use crate::report::json;
+use crate::report::path::FarView;
+use crate::sys;
+
+/// Most finished test reports kept; the oldest goes first. A `path` run makes a
+/// few dozen test connections: this serves many runs at once.
+const BOOK_MAX: usize = 4096;
+/// A finished report is kept this long: longer than the longest sensible
+/// `--max-idle` plus its refining ladder, so the near end can always ask.
+const BOOK_AGE: Duration = Duration::from_secs(3 * 60 * 60);
+/// Most control connections open at once; further ones are closed unanswered.
+const CONTROLS_MAX: usize = 256;
+
+/// Finished test connections' reports by token.
+#[derive(Debug, Default)]
+pub(super) struct Book {
+    views: HashMap<String, (FarView, Instant)>,
+}
+
+impl Book {
+    fn insert(&mut self, view: FarView, now: Instant) {
+        self.views
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < BOOK_AGE);
+        if self.views.len() >= BOOK_MAX
+            && let Some(oldest) = self
+                .views
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(token, _)| token.clone())
+        {
+            self.views.remove(&oldest);
+        }
+        self.views.insert(view.token.clone(), (view, now));
+    }
+
+    fn get(&self, token: &str) -> Option<&FarView> {
+        self.views.get(token).map(|(view, _)| view)
+    }
+}
+
+/// One control connection: its socket, the question read so far, and, once
+/// asked, the token it waits for and until when.
+pub(super) struct Control {
+    sock: Socket,
+    buf: Vec<u8>,
+    waiting: Option<(String, Instant)>,
+}
+
+impl Reactor {
+    /// A connection said it is a control connection: it leaves the observer.
+    pub(super) fn open_control(&mut self, token: u64, sock: Socket, rest: Vec<u8>, now: Instant) {
+        if self.controls.len() >= CONTROLS_MAX {
+            let _ = self.epoll.delete(sock.as_fd());
+            return;
+        }
+        self.controls.insert(
+            token,
+            Control {
+                sock,
+                buf: rest,
+                waiting: None,
+            },
+        );
+        self.control_ready(token, now);
+    }
+
+    /// A control connection is readable (or was just handed over): read its question.
+    pub(super) fn control_ready(&mut self, token: u64, now: Instant) {
+        let Some(control) = self.controls.get_mut(&token) else {
+            return;
+        };
+        let mut closed = false;
+        let mut buf = [0u8; 512];
+        loop {
+            match (&control.sock).read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => control.buf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+            if control.buf.len() > path::QUESTION_MAX {
+                break;
+            }
+        }
+        if control.waiting.is_some() {
+            // Asked already: anything more is ignored; a close ends the wait.
+            if closed {
+                self.close_control(token);
+            }
+            return;
+        }
+        let Some(end) = control.buf.iter().position(|&b| b == b'\n') else {
+            if closed || control.buf.len() > path::QUESTION_MAX {
+                let answer = path::error_answer("no question line");
+                self.answer(token, &answer);
+            }
+            return;
+        };
+        let line = String::from_utf8_lossy(&control.buf[..end]).into_owned();
+        match path::parse_question(&line) {
+            Ok(Question::Hello) => self.answer(token, &path::hello_answer()),
+            Ok(Question::Report {
+                token: tag,
+                timeout,
+            }) => {
+                if self.book.get(&tag).is_some() || timeout.is_zero() {
+                    self.answer_report(token, &tag);
+                } else {
+                    let deadline = later(now, timeout);
+                    if let Some(control) = self.controls.get_mut(&token) {
+                        control.waiting = Some((tag, deadline));
+                    }
+                    self.timers.at(deadline, token, TimerKind::Timeout);
+                }
+            }
+            Err(why) => self.answer(token, &path::error_answer(&why)),
+        }
+    }
+
+    /// A timer of a control connection (or a stale one of the observer it was).
+    pub(super) fn control_timer(&mut self, token: u64, now: Instant) {
+        let due = self
+            .controls
+            .get(&token)
+            .and_then(|c| c.waiting.as_ref())
+            .filter(|(_, deadline)| *deadline <= now)
+            .map(|(tag, _)| tag.clone());
+        if let Some(tag) = due {
+            self.answer_report(token, &tag);
+        }
+    }
+
+    /// A test connection ended: keep its report, answer whoever waits for it.
+    pub(super) fn book_report(&mut self, view: FarView, now: Instant) {
+        let tag = view.token.clone();
+        self.book.insert(view, now);
+        let waiting: Vec<u64> = self
+            .controls
+            .iter()
+            .filter(|(_, c)| c.waiting.as_ref().is_some_and(|(t, _)| *t == tag))
+            .map(|(token, _)| *token)
+            .collect();
+        for token in waiting {
+            self.answer_report(token, &tag);
+        }
+    }
+
+    /// Answers `REPORT`: the finished report, else what the open connection saw
+    /// so far, else `path-unknown`.
+    fn answer_report(&mut self, token: u64, tag: &str) {
+        let answer = match self.book.get(tag) {
+            Some(view) => json::line(view),
+            None => match self
+                .conns
+                .values()
+                .find(|c| c.path_token() == Some(tag))
+                .and_then(|c| c.far_view())
+            {
+                Some(view) => json::line(&view),
+                None => path::unknown_answer(tag),
+            },
+        };
+        self.answer(token, &answer);
+    }
+
+    /// Sends one answer line and closes the control connection.
+    fn answer(&mut self, token: u64, line: &str) {
+        if let Some(control) = self.controls.get(&token) {
+            // One short line into an empty send buffer: it fits, or the asker is gone.
+            let _ = sys::send_nosignal(&control.sock, format!("{line}\n").as_bytes());
+        }
+        self.close_control(token);
+    }
+
+    fn close_control(&mut self, token: u64) {
+        if let Some(control) = self.controls.remove(&token) {
+            let _ = self.epoll.delete(control.sock.as_fd());
+        }
+    }
+}
