@@ -7,7 +7,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::plan::parse as plan;
 use crate::plan::{Heartbeat, KeepAlive, Target};
-use crate::vocab::{CloseMode, Setting, Verdict};
+use crate::vocab::{CloseMode, PathTest, Setting, Verdict};
 
 /// Shows how TCP connections end: what one side observes when the other side
 /// disconnects, through which mechanism, and how fast.
@@ -38,6 +38,8 @@ pub enum Command {
     Lab(LabArgs),
     /// Judge a program: end one connection to the server at ADDR per mode, report how it reacts
     Check(CheckArgs),
+    /// Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout
+    Path(PathArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell to complete for
@@ -284,6 +286,42 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PathArgs {
+    /// Where `tcpbye serve` runs, through the path: HOST:PORT, [V6]:PORT, :PORT or PORT
+    #[arg(value_name = "ADDR", value_parser = plan::parse_addr)]
+    pub addr: Target,
+
+    /// Tests to run, comma-separated, e.g. `--tests fin,rst` [default: all]
+    #[arg(long, value_name = "TESTS", value_enum, value_delimiter = ',')]
+    pub tests: Vec<PathTest>,
+
+    /// How long an ending, an answer from the far end, or an ACK of data sent after an
+    /// idle period may take before it counts as lost
+    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = plan::parse_duration)]
+    pub wait: Duration,
+
+    /// The longest idle period tried: the first ladder doubles up to it, e.g. `--max-idle 8s`
+    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = plan::parse_duration)]
+    pub max_idle: Duration,
+
+    /// The first ladder's idle periods instead of the doubling one, e.g. `--idle-ladder 1s,2s,4s`
+    #[arg(long, value_name = "DUR,DUR,...", value_delimiter = ',', value_parser = plan::parse_duration)]
+    pub idle_ladder: Vec<Duration>,
+
+    /// JSON Lines: one `path-case` object per test, then one `path-summary`
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit 1 unless every ending arrived as it was sent, in both directions
+    #[arg(long)]
+    pub expect_faithful: bool,
+
+    /// Exit 1 unless an idle period of at least DUR survived (and none shorter failed), e.g. `5m`
+    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    pub expect_idle_over: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Close/detect rounds per mode for the latency comparison
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(10..=100_000))]
@@ -354,6 +392,16 @@ impl clap::ValueEnum for CloseMode {
 impl clap::ValueEnum for Verdict {
     fn value_variants<'a>() -> &'a [Self] {
         &Verdict::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()).help(self.summary()))
+    }
+}
+
+impl clap::ValueEnum for PathTest {
+    fn value_variants<'a>() -> &'a [Self] {
+        &PathTest::ALL
     }
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {

@@ -7,6 +7,8 @@ mod bench;
 mod check;
 #[cfg(target_os = "linux")]
 mod lab;
+#[cfg(target_os = "linux")]
+mod path;
 pub mod print;
 #[cfg(target_os = "linux")]
 mod serve;
@@ -36,9 +38,14 @@ pub fn run(plan: Plan) -> anyhow::Result<ExitCode> {
         Plan::Bench(plan) => bench::bench(&plan),
         #[cfg(target_os = "linux")]
         Plan::Check(plan) => check::check(&plan),
+        #[cfg(target_os = "linux")]
+        Plan::Path(plan) => path::path(&plan),
         #[cfg(not(target_os = "linux"))]
-        Plan::Serve(_) | Plan::Connect(_) | Plan::Lab(_) | Plan::Bench(_) | Plan::Check(_) => {
-            Err(crate::Failure::Unsupported.into())
-        }
+        Plan::Serve(_)
+        | Plan::Connect(_)
+        | Plan::Lab(_)
+        | Plan::Bench(_)
+        | Plan::Check(_)
+        | Plan::Path(_) => Err(crate::Failure::Unsupported.into()),
     }
 }

@@ -217,6 +217,24 @@ pub fn check(result: &crate::report::check::CheckResult, format: Format) -> io::
     write_stdout(text.as_bytes())
 }
 
+/// Prints the `path` tables: cases and summary as JSON Lines, or the tables.
+pub fn path(run: &crate::report::path::PathRun, format: Format) -> io::Result<bool> {
+    let text = if format == Format::Json {
+        let mut s = String::new();
+        for case in &run.cases {
+            s.push_str(&json::line(case));
+            s.push('\n');
+        }
+        s.push_str(&json::line(&run.summary));
+        s.push('\n');
+        s
+    } else {
+        let tty = io::stdout().is_terminal();
+        crate::report::path::render(run, tty, terminal_width(tty))
+    };
+    write_stdout(text.as_bytes())
+}
+
 /// Prints the `bench` figures: one JSON object, or the table.
 pub fn bench(result: &BenchResult, format: Format) -> io::Result<bool> {
     let text = if format == Format::Json {

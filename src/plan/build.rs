@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use super::{
     BenchPlan, CheckPlan, ConnectPlan, DEFAULT_HOST, DEFAULT_PORT, Detection, EndPlan, Family,
-    Format, LabPlan, OutputPlan, PcapFile, Plan, Privileges, ServePlan, Target,
+    Format, LabPlan, OutputPlan, PathPlan, PcapFile, Plan, Privileges, ServePlan, Target,
 };
 use crate::cli::{
     BenchArgs, CheckArgs, Command, ConnectArgs, DetectArgs, EndArgs, FamilyArgs, LabArgs,
-    OutputArgs, ServeArgs,
+    OutputArgs, PathArgs, ServeArgs,
 };
 use crate::error::{Capability, Failure};
-use crate::vocab::{CloseMode, Setting};
+use crate::vocab::{CloseMode, PathTest, Setting};
 
 /// Turns a parsed command into its validated plan.
 pub fn build(command: Command, privileges: Privileges) -> Result<Plan, Failure> {
@@ -23,6 +23,7 @@ pub fn build(command: Command, privileges: Privileges) -> Result<Plan, Failure> 
         Command::Lab(args) => Plan::Lab(lab_plan(args)?),
         Command::Bench(args) => Plan::Bench(bench_plan(args)),
         Command::Check(args) => Plan::Check(check_plan(args, privileges)?),
+        Command::Path(args) => Plan::Path(path_plan(args)?),
         Command::Completions { shell } => Plan::Completions(shell),
         Command::Man => Plan::Man,
     })
@@ -208,6 +209,84 @@ pub const CHECK_MODES: [CloseMode; 6] = [
     CloseMode::Reboot,
     CloseMode::Hang,
 ];
+
+/// Validates `path` arguments into a plan.
+pub fn path_plan(args: PathArgs) -> Result<PathPlan, Failure> {
+    if args.addr.port() == 0 {
+        return Err(Failure::Usage(format!(
+            "path {}: port 0 cannot be connected to",
+            args.addr
+        )));
+    }
+    let tests = if args.tests.is_empty() {
+        PathTest::ALL.to_vec()
+    } else {
+        args.tests
+    };
+    let mut endings = Vec::new();
+    for test in tests.iter().filter(|t| **t != PathTest::Idle) {
+        if !endings.contains(test) {
+            endings.push(*test);
+        }
+    }
+    let idle = tests.contains(&PathTest::Idle);
+    if args.wait.is_zero() {
+        return Err(Failure::Usage("--wait must be more than 0s".into()));
+    }
+    // TCP_USER_TIMEOUT (the black-hole bound) counts whole milliseconds.
+    if args.wait < Duration::from_millis(100) {
+        return Err(Failure::Usage("--wait must be at least 100ms".into()));
+    }
+    if args.max_idle.is_zero() {
+        return Err(Failure::Usage("--max-idle must be more than 0s".into()));
+    }
+    let mut ladder = args.idle_ladder;
+    if ladder.iter().any(Duration::is_zero) {
+        return Err(Failure::Usage(
+            "--idle-ladder: every idle period must be more than 0s".into(),
+        ));
+    }
+    if !ladder.is_empty() && !idle {
+        return Err(Failure::Usage(
+            "--idle-ladder needs the idle test (--tests …,idle)".into(),
+        ));
+    }
+    if ladder.is_empty() {
+        ladder = crate::report::path::judge::first_ladder(args.max_idle);
+    }
+    ladder.sort();
+    ladder.dedup();
+    if ladder.len() > 64 {
+        return Err(Failure::Usage(
+            "--idle-ladder: at most 64 idle periods".into(),
+        ));
+    }
+    if args.expect_faithful && endings.is_empty() {
+        return Err(Failure::Usage(
+            "--expect-faithful needs an ending test (fin, rst, half or rst-unread)".into(),
+        ));
+    }
+    if args.expect_idle_over.is_some() && !idle {
+        return Err(Failure::Usage(
+            "--expect-idle-over needs the idle test (--tests …,idle)".into(),
+        ));
+    }
+    Ok(PathPlan {
+        addr: args.addr,
+        endings,
+        idle,
+        wait: args.wait,
+        max_idle: ladder.last().copied().unwrap_or(args.max_idle),
+        ladder,
+        format: if args.json {
+            Format::Json
+        } else {
+            Format::Table
+        },
+        expect_faithful: args.expect_faithful,
+        expect_idle_over: args.expect_idle_over,
+    })
+}
 
 /// Validates `check` arguments into a plan.
 pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, Failure> {

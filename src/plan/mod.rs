@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use crate::report::Format;
-use crate::vocab::{CloseMode, Setting, Verdict};
+use crate::vocab::{CloseMode, PathTest, Setting, Verdict};
 
 pub mod build;
 pub mod parse;
@@ -301,6 +301,24 @@ pub struct CheckPlan {
     pub modes_given: bool,
 }
 
+/// `tcpbye path`: the far end is a `tcpbye serve` at `addr`, through the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPlan {
+    pub addr: Target,
+    /// Ending tests (each in both directions), in order.
+    pub endings: Vec<PathTest>,
+    /// Whether the idle ladder runs.
+    pub idle: bool,
+    /// How long an ending, an answer or an ACK may take.
+    pub wait: Duration,
+    pub max_idle: Duration,
+    /// The first ladder's idle periods, shortest first.
+    pub ladder: Vec<Duration>,
+    pub format: Format,
+    pub expect_faithful: bool,
+    pub expect_idle_over: Option<Duration>,
+}
+
 /// One validated command, ready for its driver in `app`.
 #[derive(Debug, Clone)]
 pub enum Plan {
@@ -309,6 +327,7 @@ pub enum Plan {
     Lab(LabPlan),
     Bench(BenchPlan),
     Check(CheckPlan),
+    Path(PathPlan),
     Completions(clap_complete::Shell),
     Man,
 }

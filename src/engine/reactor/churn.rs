@@ -29,7 +29,19 @@ impl Reactor {
         plan: EndPlan,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        self.connect_with(addr, Arc::new(plan), timeout)
+        self.connect_with(addr, Arc::new(plan), timeout, false)
+            .map(|_| ())
+    }
+
+    /// One connection, as [`Reactor::connect`], that returns its local address
+    /// when connect() got as far as binding one: `path` tells reports apart by it.
+    pub fn connect_named(
+        &mut self,
+        addr: SocketAddr,
+        plan: EndPlan,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<SocketAddr>> {
+        self.connect_with(addr, Arc::new(plan), timeout, true)
     }
 
     pub(super) fn connect_with(
@@ -37,7 +49,8 @@ impl Reactor {
         addr: SocketAddr,
         plan: Arc<EndPlan>,
         timeout: Duration,
-    ) -> anyhow::Result<()> {
+        name: bool,
+    ) -> anyhow::Result<Option<SocketAddr>> {
         let sock = Socket::new(
             Domain::for_address(addr),
             Type::STREAM.nonblocking().cloexec(),
@@ -46,6 +59,9 @@ impl Reactor {
         .context("socket")?;
         let start = Instant::now();
         let result = sock.connect(&SockAddr::from(addr));
+        let local = name
+            .then(|| sock.local_addr().ok().and_then(|a| a.as_socket()))
+            .flatten();
         let token = self.token();
         // On loopback the handshake completes inside connect(); when TCP_INFO already
         // says ESTABLISHED, observing starts now instead of after an EPOLLOUT round.
@@ -100,7 +116,7 @@ impl Reactor {
             None if self.conns.get(&token).is_some_and(|c| c.is_done()) => self.done.push(token),
             None => {}
         }
-        Ok(())
+        Ok(local)
     }
 
     /// Makes `count` connections to `addr`, `concurrency` at a time, at most
@@ -155,8 +171,8 @@ impl Reactor {
                     .at(churn.next_at, TOKEN_CHURN, TimerKind::Sample);
                 break;
             }
-            match self.connect_with(churn.addr, Arc::clone(&churn.plan), churn.timeout) {
-                Ok(()) => {
+            match self.connect_with(churn.addr, Arc::clone(&churn.plan), churn.timeout, false) {
+                Ok(_) => {
                     churn.left -= 1;
                     started += 1;
                     if let Some(interval) = churn.interval {

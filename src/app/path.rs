@@ -1,0 +1,505 @@
+//! `tcpbye path ADDR`: test connections to a `tcpbye serve` through the path,
+//! all at once on one event loop — each ending in both directions, then the idle
+//! ladders — and the far end's view of each, asked over control connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::print::{self, tell};
+use crate::engine::path::{self as protocol};
+use crate::engine::{Emit, Flow, Reactor, RunEnd};
+use crate::error::{ExitCode, Failure};
+use crate::plan::{Detection, EndPlan, Family, PathPlan};
+use crate::report::path::judge::{self, micros};
+use crate::report::path::{self as model, AfterFin, FarView, PathCase, PathResult, PathRun};
+use crate::report::{EventKind, Report, SCHEMA, Verdict};
+use crate::vocab::{CloseMode, Direction, PathTest};
+
+/// How often the near end sends a little data while the far end waits to end a
+/// `rst-unread` test (its close needs data left unread).
+const UNREAD_FEED: Duration = Duration::from_millis(50);
+
+/// One test connection to make.
+struct Spec {
+    token: String,
+    direction: Direction,
+    test: PathTest,
+    /// The idle period (`idle` only) and which ladder it is on.
+    idle: Option<(Duration, u32)>,
+    plan: EndPlan,
+}
+
+/// Runs `tcpbye path` and prints the tables or JSON Lines.
+pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let addr = super::serve::resolve(&plan.addr, Family::Any)?[0];
+    hello(addr, plan.wait)?;
+    let mut reactor = Reactor::new()?;
+    reactor.catch_signals()?;
+    let mut tokens = Tokens::new();
+    let mut cases = Vec::new();
+    let mut interrupted = false;
+
+    if !plan.endings.is_empty() {
+        let mut specs = Vec::new();
+        for direction in [Direction::NearToFar, Direction::FarToNear] {
+            for &test in &plan.endings {
+                let token = tokens.next();
+                let plan = ending_plan(direction, test, &token, plan.wait);
+                specs.push(Spec {
+                    token,
+                    direction,
+                    test,
+                    idle: None,
+                    plan,
+                });
+            }
+        }
+        let (reports, end) = run_specs(&mut reactor, addr, &specs)?;
+        interrupted = end == RunEnd::Interrupted;
+        let fars = ask_all(addr, &specs, plan.wait, plan.wait);
+        for spec in &specs {
+            cases.push(judge_ending(
+                spec,
+                reports.get(&spec.token),
+                fars.get(&spec.token),
+            ));
+        }
+    }
+
+    let mut bracket = None;
+    if plan.idle && !interrupted {
+        let (first, end) = run_ladder(&mut reactor, addr, plan, &plan.ladder, 1, &mut tokens)?;
+        interrupted = end == RunEnd::Interrupted;
+        cases.extend(first);
+        bracket = judge::bracket(&idle_results(&cases));
+        let second = bracket
+            .and_then(|b| b.hi.map(|hi| judge::refine(b.lo, hi)))
+            .unwrap_or_default();
+        if !second.is_empty() && !interrupted {
+            let (more, end) = run_ladder(&mut reactor, addr, plan, &second, 2, &mut tokens)?;
+            interrupted = end == RunEnd::Interrupted;
+            cases.extend(more);
+            bracket = judge::bracket(&idle_results(&cases));
+        }
+    }
+
+    let advice = bracket.as_ref().and_then(judge::advice);
+    let endings = cases.iter().filter(|c| c.test != PathTest::Idle).count();
+    let faithful = cases
+        .iter()
+        .filter(|c| c.test != PathTest::Idle && c.result == PathResult::Faithful)
+        .count();
+    let mut summary = model::PathSummary {
+        schema: SCHEMA,
+        kind: "path-summary",
+        target: addr.to_string(),
+        wait_us: micros(plan.wait),
+        max_idle_us: micros(plan.max_idle),
+        elapsed_us: micros(started.elapsed()),
+        endings,
+        faithful,
+        idle_timeout_min_us: bracket.map(|b| micros(b.lo)),
+        idle_timeout_max_us: bracket.and_then(|b| b.hi).map(micros),
+        idle_behaviour: bracket.and_then(|b| b.behaviour),
+        keepalive: advice.as_ref().map(|(ka, _)| *ka),
+        advice: advice.map(|(_, text)| text),
+        misses: Vec::new(),
+    };
+    summary.misses = judge::misses(
+        &cases,
+        &summary,
+        plan.expect_faithful,
+        plan.expect_idle_over,
+    );
+    for miss in &summary.misses {
+        tell!("expectation not met: {miss}");
+    }
+    let missed = !summary.misses.is_empty();
+    print::path(&PathRun { cases, summary }, plan.format)?;
+    Ok(if interrupted {
+        ExitCode::Interrupted
+    } else if missed {
+        ExitCode::ExpectationMissed
+    } else {
+        ExitCode::Ok
+    })
+}
+
+/// Asks the far end `HELLO` before anything else: nothing listening, or a
+/// program that is not a tcpbye serve, is one clear line and exit 3.
+fn hello(addr: SocketAddr, wait: Duration) -> Result<(), Failure> {
+    let answer = protocol::ask(addr, "HELLO", wait).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "nothing listens there".to_owned(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+                "no answer within {} (is `tcpbye serve` running there?)",
+                print_us(wait)
+            ),
+            _ => e.to_string(),
+        };
+        Failure::Runtime(format!("path {addr}: {why}"))
+    })?;
+    let hello = serde_json::from_str::<serde_json::Value>(&answer)
+        .ok()
+        .filter(|v| v["kind"] == "path-hello");
+    match hello {
+        Some(_) => Ok(()),
+        None if answer.is_empty() => Err(Failure::Runtime(format!(
+            "path {addr}: not a tcpbye serve: it ended the control connection without answering"
+        ))),
+        None => {
+            let shown: String = answer.chars().take(40).collect();
+            Err(Failure::Runtime(format!(
+                "path {addr}: not a tcpbye serve: it answered the control greeting with {shown:?}"
+            )))
+        }
+    }
+}
+
+fn print_us(d: Duration) -> String {
+    crate::report::fmt_us(micros(d))
+}
+
+/// Tokens unique to this run: the process, the clock, a counter.
+struct Tokens {
+    base: String,
+    next: u32,
+}
+
+impl Tokens {
+    fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let base = format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff);
+        Self { base, next: 0 }
+    }
+
+    fn next(&mut self) -> String {
+        self.next += 1;
+        format!("{}-{}", self.base, self.next)
+    }
+}
+
+/// The near end's plan for one ending test. The near end acts only after the far
+/// end's answer to the greeting arrived: by then the far end has read the
+/// greeting, so an RST cannot destroy it unread.
+fn ending_plan(direction: Direction, test: PathTest, token: &str, wait: Duration) -> EndPlan {
+    let request = protocol::greeting(token, direction, test);
+    let mode = test.mode().unwrap_or(CloseMode::Fin);
+    match direction {
+        // `rst-unread` needs the answer left unread: it acts once it is there (or
+        // after 1s without it, with a FIN, and says so).
+        Direction::NearToFar if mode == CloseMode::RstUnread => EndPlan {
+            request,
+            close: mode,
+            probe: false,
+            timeout: Some(wait * 2),
+            ..EndPlan::default()
+        },
+        Direction::NearToFar => EndPlan {
+            request,
+            close: mode,
+            after: wait,
+            close_on_answer: true,
+            probe: false,
+            // `half` reads on after its FIN, until the far end's data and FIN.
+            timeout: Some(wait * 2),
+            ..EndPlan::default()
+        },
+        // The far end ends; the near end observes. After a half-close it sends a
+        // little data (the probe writes); for `rst-unread` it keeps sending a
+        // little so that the far end has data to leave unread.
+        Direction::FarToNear => EndPlan {
+            request,
+            close: CloseMode::None,
+            probe: mode == CloseMode::Half,
+            detection: Detection {
+                send_every: (mode == CloseMode::RstUnread).then_some(UNREAD_FEED),
+                ..Detection::default()
+            },
+            timeout: Some(wait),
+            ..EndPlan::default()
+        },
+    }
+}
+
+/// The near end's plan for one idle connection: keepalive off, quiet for
+/// `idle`, then a little data; TCP_USER_TIMEOUT (`wait`) ends a connection whose
+/// data is never acknowledged (black-holed) instead of retransmitting for 15 min.
+fn idle_plan(token: &str, idle: Duration, wait: Duration) -> EndPlan {
+    EndPlan {
+        request: protocol::greeting(token, Direction::NearToFar, PathTest::Idle),
+        close: CloseMode::None,
+        probe: false,
+        detection: Detection {
+            send_every: Some(idle),
+            user_timeout: Some(wait),
+            ..Detection::default()
+        },
+        // Time for the ACK (or the user timeout, which fires at its next
+        // retransmission after `wait`) once the data went out.
+        timeout: Some(idle + wait * 2 + Duration::from_secs(1)),
+        ..EndPlan::default()
+    }
+}
+
+/// Runs one idle ladder: a connection per step, all at once.
+fn run_ladder(
+    reactor: &mut Reactor,
+    addr: SocketAddr,
+    plan: &PathPlan,
+    steps: &[Duration],
+    ladder: u32,
+    tokens: &mut Tokens,
+) -> anyhow::Result<(Vec<PathCase>, RunEnd)> {
+    let longest = steps.last().copied().unwrap_or_default();
+    tell!(
+        "idle ladder {ladder}: {} connections idle for {}, takes about {}",
+        steps.len(),
+        steps
+            .iter()
+            .map(|d| print_us(*d))
+            .collect::<Vec<_>>()
+            .join(", "),
+        print_us(longest + plan.wait * 2)
+    );
+    let specs: Vec<Spec> = steps
+        .iter()
+        .map(|&idle| {
+            let token = tokens.next();
+            let plan = idle_plan(&token, idle, plan.wait);
+            Spec {
+                token,
+                direction: Direction::NearToFar,
+                test: PathTest::Idle,
+                idle: Some((idle, ladder)),
+                plan,
+            }
+        })
+        .collect();
+    let (reports, end) = run_specs(reactor, addr, &specs)?;
+    let fars = ask_all(addr, &specs, Duration::ZERO, plan.wait);
+    let cases = specs
+        .iter()
+        .map(|spec| {
+            judge_idle(
+                spec,
+                reports.get(&spec.token),
+                fars.get(&spec.token),
+                plan.wait,
+            )
+        })
+        .collect();
+    Ok((cases, end))
+}
+
+/// Makes every connection, runs the loop until all have ended, and returns the
+/// near end's report of each by token.
+fn run_specs(
+    reactor: &mut Reactor,
+    addr: SocketAddr,
+    specs: &[Spec],
+) -> anyhow::Result<(HashMap<String, Report>, RunEnd)> {
+    let connect_timeout = specs
+        .iter()
+        .filter_map(|s| s.plan.timeout)
+        .min()
+        .unwrap_or(Duration::from_secs(5));
+    let mut by_local: HashMap<SocketAddr, String> = HashMap::new();
+    for spec in specs {
+        if let Some(local) = reactor.connect_named(addr, spec.plan.clone(), connect_timeout)? {
+            by_local.insert(local, spec.token.clone());
+        }
+    }
+    let mut reports = HashMap::new();
+    let mut failure = None;
+    let end = reactor.run(&mut |emit| {
+        match emit {
+            Emit::Report(report) => {
+                if report.verdict.is_connect_failure() && failure.is_none() {
+                    failure = Some(format!("path {addr}: connect: {}", report.verdict));
+                }
+                if let Some(token) = report.local.and_then(|l| by_local.get(&l)) {
+                    reports.insert(token.clone(), *report);
+                }
+            }
+            Emit::Notice(text) => tell!("{text}"),
+            Emit::Progress(_) | Emit::Accepted { .. } | Emit::Tick(_) => {}
+        }
+        Ok(Flow::Continue)
+    })?;
+    if let Some(failure) = failure {
+        return Err(Failure::Runtime(failure).into());
+    }
+    Ok((reports, end))
+}
+
+/// Asks the far end about every connection at once, one control connection each.
+/// `timeout`: how long the far end may wait for the connection to end.
+fn ask_all(
+    addr: SocketAddr,
+    specs: &[Spec],
+    timeout: Duration,
+    wait: Duration,
+) -> HashMap<String, FarView> {
+    std::thread::scope(|scope| {
+        let asks: Vec<_> = specs
+            .iter()
+            .map(|spec| {
+                let token = spec.token.clone();
+                scope.spawn(move || {
+                    let question = format!("REPORT {token} {}", timeout.as_millis());
+                    let answer = protocol::ask(addr, &question, wait + timeout).ok()?;
+                    let view: FarView = serde_json::from_str(&answer).ok()?;
+                    Some((token, view)).filter(|(_, v)| v.kind == "path-far")
+                })
+            })
+            .collect();
+        asks.into_iter()
+            .filter_map(|ask| ask.join().ok().flatten())
+            .collect()
+    })
+}
+
+/// The first event's time that matches.
+fn first_t(report: &Report, f: impl Fn(&crate::report::Event) -> bool) -> Option<u64> {
+    report.events.iter().find(|e| f(e)).map(|e| e.t_us)
+}
+
+/// Bytes of successful events of `kind` at or after `from`.
+fn bytes_after(report: &Report, kind: EventKind, from: u64) -> u64 {
+    report
+        .events
+        .iter()
+        .filter(|e| e.kind == kind && e.t_us >= from && e.errno.is_none())
+        .filter_map(|e| e.bytes)
+        .sum()
+}
+
+fn verdict_word(verdict: Verdict) -> String {
+    match verdict {
+        Verdict::Fin => "fin".into(),
+        Verdict::Rst => "rst".into(),
+        Verdict::Open => "nothing".into(),
+        other => other.name().into(),
+    }
+}
+
+/// Judges one ending test from the near end's report and the far end's.
+fn judge_ending(spec: &Spec, near: Option<&Report>, far: Option<&FarView>) -> PathCase {
+    let fail = |why: &str| {
+        model::case(
+            spec.test,
+            spec.direction,
+            &spec.token,
+            PathResult::Failed,
+            why.into(),
+        )
+    };
+    let Some(near) = near else {
+        return fail("no report from the near end (interrupted?)");
+    };
+    let Some(far) = far else {
+        return fail("the far end has no report of this connection (did the greeting arrive?)");
+    };
+    let greeting_t = first_t(near, |e| {
+        e.kind == EventKind::Send && e.bytes.is_some_and(|b| b > 0)
+    });
+    let ack_t = first_t(near, |e| {
+        e.kind == EventKind::Recv && e.bytes.is_some_and(|b| b > 0)
+    });
+    let (sent, arrived, extra, after_fin) = match spec.direction {
+        Direction::NearToFar => {
+            let Some(acted) = near.close_t_us.filter(|_| near.close.is_some()) else {
+                return fail("the near end never got to end the connection");
+            };
+            let sent = match near.close {
+                Some(CloseMode::Rst) => "rst",
+                Some(CloseMode::RstUnread) if near.verdict == Verdict::Rst => "rst",
+                _ => "fin",
+            };
+            // Both ends count from the greeting: the far end from its arrival, the
+            // near end from its sending, so its one-way trip is the baseline.
+            let extra = far
+                .arrived_us
+                .zip(greeting_t)
+                .map(|(far_us, sent_t)| far_us.saturating_sub(acted.saturating_sub(sent_t)));
+            let after_fin = (spec.test == PathTest::Half).then(|| AfterFin {
+                sent: far.sent_after_peer_end,
+                arrived: bytes_after(near, EventKind::Recv, acted),
+            });
+            (sent.to_owned(), far.arrived.clone(), extra, after_fin)
+        }
+        Direction::FarToNear => {
+            let Some(sent) = far.sent.clone() else {
+                return fail("the far end did not end the connection");
+            };
+            let end_t = first_t(near, |e| {
+                (e.kind == EventKind::Recv && (e.bytes == Some(0) || e.errno.is_some()))
+                    || (matches!(e.kind, EventKind::SoError | EventKind::Send) && e.errno.is_some())
+            });
+            // The far end ended this long after its answer to the greeting; the
+            // answer's own trip is the baseline.
+            let extra = match (end_t, ack_t, far.sent_us) {
+                (Some(end), Some(ack), Some(far_us)) => {
+                    Some(end.saturating_sub(ack).saturating_sub(far_us))
+                }
+                _ => None,
+            };
+            let after_fin = (spec.test == PathTest::Half).then(|| AfterFin {
+                sent: end_t.map_or(0, |t| bytes_after(near, EventKind::Send, t)),
+                arrived: far.bytes_after_own_end,
+            });
+            (sent, verdict_word(near.verdict), extra, after_fin)
+        }
+    };
+    let (result, note) = judge::fidelity(&sent, &arrived, extra, after_fin);
+    PathCase {
+        sent,
+        arrived,
+        extra_us: extra,
+        after_fin,
+        far: Some(far.clone()),
+        ..model::case(spec.test, spec.direction, &spec.token, result, note)
+    }
+}
+
+/// Judges one idle connection.
+fn judge_idle(
+    spec: &Spec,
+    near: Option<&Report>,
+    far: Option<&FarView>,
+    wait: Duration,
+) -> PathCase {
+    let (idle, ladder) = spec.idle.unwrap_or_default();
+    let (result, note) = match near {
+        Some(near) => judge::idle(near.verdict, far, wait),
+        None => (
+            PathResult::Failed,
+            "no report from the near end (interrupted?)".into(),
+        ),
+    };
+    let arrived = match far {
+        Some(f) if f.bytes_after_greeting > 0 => "data",
+        _ => "nothing",
+    };
+    PathCase {
+        sent: "data".into(),
+        arrived: arrived.into(),
+        idle_us: Some(micros(idle)),
+        ladder: Some(ladder),
+        far: far.cloned(),
+        ..model::case(spec.test, spec.direction, &spec.token, result, note)
+    }
+}
+
+/// Each idle case's period and result.
+fn idle_results(cases: &[PathCase]) -> Vec<(Duration, PathResult)> {
+    cases
+        .iter()
+        .filter_map(|c| c.idle_us.map(|us| (Duration::from_micros(us), c.result)))
+        .collect()
+}
