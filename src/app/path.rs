@@ -20,6 +20,9 @@ use crate::vocab::{CloseMode, Direction, PathTest};
 /// `rst-unread` test (its close needs data left unread).
 const UNREAD_FEED: Duration = Duration::from_millis(50);
 
+/// The least time a test connection's connect() is given.
+const CONNECT_MIN: Duration = Duration::from_secs(4);
+
 /// One test connection to make.
 struct Spec {
     token: String,
@@ -41,22 +44,28 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
     let mut cases = Vec::new();
     let mut interrupted = false;
 
-    if !plan.endings.is_empty() {
-        let mut specs = Vec::new();
-        for direction in [Direction::NearToFar, Direction::FarToNear] {
-            for &test in &plan.endings {
+    // One direction at a time: a proxy's accept queue can be short (socat's
+    // holds 5), and a handshake it drops costs a SYN retransmission (1 s).
+    for direction in [Direction::NearToFar, Direction::FarToNear] {
+        if plan.endings.is_empty() || interrupted {
+            break;
+        }
+        let specs: Vec<Spec> = plan
+            .endings
+            .iter()
+            .map(|&test| {
                 let token = tokens.next();
                 let plan = ending_plan(direction, test, &token, plan.wait);
-                specs.push(Spec {
+                Spec {
                     token,
                     direction,
                     test,
                     idle: None,
                     plan,
-                });
-            }
-        }
-        let (reports, end) = run_specs(&mut reactor, addr, &specs)?;
+                }
+            })
+            .collect();
+        let (reports, end) = run_specs(&mut reactor, addr, &specs, plan.wait)?;
         interrupted = end == RunEnd::Interrupted;
         let fars = ask_all(addr, &specs, plan.wait, plan.wait);
         for spec in &specs {
@@ -137,6 +146,10 @@ fn hello(addr: SocketAddr, wait: Duration) -> Result<(), Failure> {
                 "no answer within {} (is `tcpbye serve` running there?)",
                 print_us(wait)
             ),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+                "not a tcpbye serve: it ended the control connection without answering (RST)"
+                    .to_owned()
+            }
             _ => e.to_string(),
         };
         Failure::Runtime(format!("path {addr}: {why}"))
@@ -280,7 +293,7 @@ fn run_ladder(
             }
         })
         .collect();
-    let (reports, end) = run_specs(reactor, addr, &specs)?;
+    let (reports, end) = run_specs(reactor, addr, &specs, plan.wait)?;
     let fars = ask_all(addr, &specs, Duration::ZERO, plan.wait);
     let cases = specs
         .iter()
@@ -302,12 +315,10 @@ fn run_specs(
     reactor: &mut Reactor,
     addr: SocketAddr,
     specs: &[Spec],
+    wait: Duration,
 ) -> anyhow::Result<(HashMap<String, Report>, RunEnd)> {
-    let connect_timeout = specs
-        .iter()
-        .filter_map(|s| s.plan.timeout)
-        .min()
-        .unwrap_or(Duration::from_secs(5));
+    // Room for a SYN or two lost to a full accept queue on the way.
+    let connect_timeout = wait.max(CONNECT_MIN);
     let mut by_local: HashMap<SocketAddr, String> = HashMap::new();
     for spec in specs {
         if let Some(local) = reactor.connect_named(addr, spec.plan.clone(), connect_timeout)? {

@@ -75,7 +75,7 @@ pub fn fidelity(
     }
     let mut note = format!("{} arrived as {}", loud(sent), loud(arrived));
     if let Some(a) = after_fin {
-        note.push_str(&format!(", and the {} bytes sent after it", a.arrived));
+        note.push_str(&format!(", then {} bytes", a.arrived));
     }
     (PathResult::Faithful, note)
 }
@@ -84,13 +84,13 @@ pub fn fidelity(
 pub fn idle(near: Verdict, far: Option<&FarView>, wait: Duration) -> (PathResult, String) {
     let far_sent = far.and_then(|f| f.sent.clone());
     let far_got = far.map_or(0, |f| f.bytes_after_greeting);
-    let by_far = |what: &str| match &far_sent {
+    let by_far = |what: &str, did: &str| match &far_sent {
         Some(sent) => format!("{what}; the far end had sent {} itself", loud(sent)),
-        None => format!("{what} that the far end never sent: the path answered"),
+        None => format!("{what} that the far end never sent: the path {did}"),
     };
     match near {
-        Verdict::Rst => (PathResult::Reset, by_far("RST")),
-        Verdict::Fin => (PathResult::Closed, by_far("FIN")),
+        Verdict::Rst => (PathResult::Reset, by_far("RST", "answered for it")),
+        Verdict::Fin => (PathResult::Closed, by_far("FIN", "closed the connection")),
         Verdict::Timeout => (
             PathResult::BlackHoled,
             format!(
@@ -328,7 +328,7 @@ mod tests {
                 Some(90),
                 half(26, 26),
                 Faithful,
-                "the 26 bytes",
+                "then 26 bytes",
             ),
             (
                 "fin",

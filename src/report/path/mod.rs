@@ -175,7 +175,8 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
         .collect();
     if !endings.is_empty() {
         let mut t = super::table::table(tty);
-        t.set_width(u16::try_from(width).unwrap_or(u16::MAX));
+        t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+            .set_width(u16::try_from(width).unwrap_or(u16::MAX));
         t.set_header(vec![
             "test",
             "direction",
@@ -206,7 +207,8 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
         .collect();
     if !idle.is_empty() {
         let mut t = super::table::table(tty);
-        t.set_width(u16::try_from(width).unwrap_or(u16::MAX));
+        t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+            .set_width(u16::try_from(width).unwrap_or(u16::MAX));
         t.set_header(vec!["idle", "ladder", "result", "note"]);
         for c in idle {
             t.add_row(vec![
@@ -220,13 +222,17 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
         out.push('\n');
     }
     let s = &run.summary;
-    let mut lines = vec![format!(
-        "{}: {} of {} endings faithful, in {}",
-        s.target,
-        s.faithful,
-        s.endings,
-        fmt_us(s.elapsed_us)
-    )];
+    let mut lines = vec![if s.endings > 0 {
+        format!(
+            "{}: {} of {} endings faithful, in {}",
+            s.target,
+            s.faithful,
+            s.endings,
+            fmt_us(s.elapsed_us)
+        )
+    } else {
+        format!("{}: measured in {}", s.target, fmt_us(s.elapsed_us))
+    }];
     if let Some(line) = judge::bracket_words(s) {
         lines.push(line);
     }

@@ -1,0 +1,487 @@
+//! `tcpbye path` over a direct loopback path (127.0.0.1 and ::1) with `tcpbye
+//! serve` as the far end: every ending arrives as sent in both directions, data
+//! flows after a half-close both ways, no idle timeout is found, the JSON
+//! contract, the expectations' exit codes, bad input, far ends that are not a
+//! tcpbye serve, the control line protocol itself, and `serve` unchanged for
+//! ordinary clients. One test puts socat (which turns an RST into a FIN) in
+//! between, on loopback, to see a rewrite and `--expect-faithful` miss.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::{Cmd, Proc, SOCKET_WAIT, require_tool, serve};
+use serde_json::Value;
+
+/// Long enough for a `path` run of a few seconds on a loaded machine.
+const PATH_DEADLINE: Duration = Duration::from_secs(40);
+
+fn path(args: &[&str]) -> common::Finished {
+    let mut argv = vec!["path"];
+    argv.extend_from_slice(args);
+    Cmd::tcpbye(&argv).deadline(PATH_DEADLINE).run()
+}
+
+fn cases(out: &common::Finished) -> Vec<Value> {
+    out.objects("path-case")
+}
+
+/// Every ending case faithful, with the far end's own report behind it.
+fn assert_endings_faithful(out: &common::Finished, n: usize) {
+    let endings: Vec<Value> = cases(out)
+        .into_iter()
+        .filter(|c| c["test"] != "idle")
+        .collect();
+    assert_eq!(endings.len(), n, "{}", out.dump());
+    for c in &endings {
+        let what = format!("{} {}", c["test"], c["direction"]);
+        assert_eq!(c["result"], "faithful", "{what}\n{}", out.dump());
+        assert_eq!(c["sent"], c["arrived"], "{what}");
+        let wire = if c["test"] == "rst" || c["test"] == "rst-unread" {
+            "rst"
+        } else {
+            "fin"
+        };
+        assert_eq!(c["sent"], wire, "{what}");
+        assert_eq!(c["far"]["kind"], "path-far", "{what}");
+        assert_eq!(c["far"]["token"], c["token"], "{what}");
+        if c["direction"] == "near-to-far" {
+            assert_eq!(c["far"]["arrived"], wire, "{what}: the far end's own view");
+        } else {
+            assert_eq!(c["far"]["sent"], wire, "{what}: the far end's own action");
+        }
+        // Measured against the greeting's own trip: on loopback far below the limit.
+        let extra = c["extra_us"]
+            .as_u64()
+            .expect("extra_us measured on loopback");
+        assert!(extra < 100_000, "{what}: extra {extra}µs");
+        if c["test"] == "half" {
+            let sent = c["after_fin"]["sent"].as_u64().expect("after_fin.sent");
+            assert!(sent > 0, "{what}: data after the FIN\n{}", out.dump());
+            assert_eq!(c["after_fin"]["arrived"].as_u64(), Some(sent), "{what}");
+        } else {
+            assert!(c["after_fin"].is_null(), "{what}");
+        }
+    }
+}
+
+#[test]
+fn every_ending_arrives_as_sent_both_ways_on_ipv4_loopback() {
+    let (_serve, addr) = serve(&["127.0.0.1:0"]);
+    let out = path(&[
+        &addr.to_string(),
+        "--tests",
+        "fin,rst,half,rst-unread",
+        "--wait",
+        "2s",
+        "--json",
+        "--expect-faithful",
+    ]);
+    out.expect_code(0);
+    assert_endings_faithful(&out, 8);
+    let far_to_near = cases(&out)
+        .iter()
+        .filter(|c| c["direction"] == "far-to-near")
+        .count();
+    assert_eq!(far_to_near, 4, "{}", out.dump());
+    let summary = out.one("path-summary");
+    assert_eq!(summary["endings"], 8);
+    assert_eq!(summary["faithful"], 8);
+    assert!(summary["idle_timeout_min_us"].is_null(), "no idle test ran");
+    assert_eq!(summary["misses"], serde_json::json!([]));
+}
+
+#[test]
+fn every_ending_arrives_as_sent_both_ways_on_ipv6_loopback() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        common::skip(
+            "every_ending_arrives_as_sent_both_ways_on_ipv6_loopback",
+            "no ::1 here",
+        );
+        return;
+    }
+    let (_serve, addr) = serve(&["[::1]:0"]);
+    assert!(addr.is_ipv6());
+    let out = path(&[
+        &addr.to_string(),
+        "--tests",
+        "fin,rst,half,rst-unread",
+        "--wait",
+        "2s",
+        "--json",
+        "--expect-faithful",
+    ]);
+    out.expect_code(0);
+    assert_endings_faithful(&out, 8);
+    assert_eq!(out.one("path-summary")["target"], addr.to_string());
+}
+
+#[test]
+fn a_whole_run_keeps_the_json_contract_and_finds_no_idle_timeout() {
+    let (_serve, addr) = serve(&["127.0.0.1:0"]);
+    let out = path(&[
+        &addr.to_string(),
+        "--max-idle",
+        "2s",
+        "--wait",
+        "1s",
+        "--json",
+        "--expect-faithful",
+        "--expect-idle-over",
+        "2s",
+    ]);
+    out.expect_code(0);
+    let lines = out.json_lines();
+    assert_eq!(
+        lines.last().map(|l| &l["kind"]),
+        Some(&Value::from("path-summary"))
+    );
+    for c in cases(&out) {
+        for field in [
+            "schema",
+            "test",
+            "direction",
+            "token",
+            "sent",
+            "arrived",
+            "result",
+            "note",
+        ] {
+            assert!(!c[field].is_null(), "{field} missing in {c}");
+        }
+    }
+    assert_endings_faithful(&out, 8);
+    // The doubling ladder up to --max-idle: 1s and 2s, both delivered.
+    let idle: Vec<Value> = cases(&out)
+        .into_iter()
+        .filter(|c| c["test"] == "idle")
+        .collect();
+    let periods: Vec<u64> = idle.iter().filter_map(|c| c["idle_us"].as_u64()).collect();
+    assert_eq!(periods, vec![1_000_000, 2_000_000], "{}", out.dump());
+    for c in &idle {
+        assert_eq!(c["result"], "delivered", "{c}");
+        assert_eq!(c["direction"], "near-to-far");
+        assert_eq!(c["sent"], "data");
+        assert_eq!(c["arrived"], "data");
+        assert_eq!(c["ladder"], 1);
+        let got = c["far"]["bytes_after_greeting"].as_u64().unwrap_or(0);
+        assert!(
+            got > 0,
+            "the far end got the data after the idle period: {c}"
+        );
+        // The data came after the idle period, by the far end's own clock.
+        let last = c["far"]["last_data_us"].as_u64().expect("last_data_us");
+        assert!(last + 50_000 >= c["idle_us"].as_u64().unwrap_or(0), "{c}");
+    }
+    let summary = out.one("path-summary");
+    assert_eq!(summary["idle_timeout_min_us"], 2_000_000);
+    assert!(summary["idle_timeout_max_us"].is_null(), "{summary}");
+    assert!(summary["idle_behaviour"].is_null(), "{summary}");
+    assert!(summary["advice"].is_null(), "{summary}");
+    assert_eq!(summary["max_idle_us"], 2_000_000);
+}
+
+#[test]
+fn expect_idle_over_misses_when_no_period_that_long_was_tried() {
+    let (_serve, addr) = serve(&["127.0.0.1:0"]);
+    let out = path(&[
+        &addr.to_string(),
+        "--tests",
+        "idle",
+        "--idle-ladder",
+        "300ms",
+        "--wait",
+        "500ms",
+        "--json",
+        "--expect-idle-over",
+        "1s",
+    ]);
+    out.expect_code(1);
+    let miss = out
+        .stderr
+        .iter()
+        .find(|l| l.starts_with("tcpbye: expectation not met:"))
+        .unwrap_or_else(|| panic!("no miss line\n{}", out.dump()));
+    assert!(miss.contains("raise --max-idle"), "{miss}");
+    let summary = out.one("path-summary");
+    assert_eq!(summary["idle_timeout_min_us"], 300_000);
+    assert_eq!(summary["misses"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn the_table_says_each_ending_in_words() {
+    let (_serve, addr) = serve(&["127.0.0.1:0"]);
+    let out = Cmd::tcpbye(&[
+        "path",
+        &addr.to_string(),
+        "--tests",
+        "rst,half",
+        "--wait",
+        "1s",
+    ])
+    .env("COLUMNS", "")
+    .deadline(PATH_DEADLINE)
+    .run();
+    out.expect_code(0);
+    assert!(out.stdout.contains("RST arrived as RST"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("FIN arrived as FIN, then 26 bytes"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("4 of 4 endings faithful"),
+        "{}",
+        out.stdout
+    );
+    for line in out.stdout.lines() {
+        assert!(!line.ends_with(' '), "trailing space: {line:?}");
+        assert!(line.chars().count() <= 100, "wider than 100: {line:?}");
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// socat as a forking TCP proxy from a free port to `target`, listening.
+fn start_socat(target: SocketAddr) -> (Proc, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut socat = Cmd::program(
+            "socat",
+            &[
+                &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
+                &format!("TCP:{target}"),
+            ],
+        )
+        .deadline(PATH_DEADLINE)
+        .spawn();
+        let deadline = common::within(3);
+        while std::time::Instant::now() < deadline && socat.exited().is_none() {
+            // A probe that socat forwards: serve reports it as an ordinary connection.
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (socat, port);
+            }
+            std::thread::sleep(common::POLL);
+        }
+    }
+    panic!("socat did not start listening");
+}
+
+#[test]
+fn through_socat_an_rst_arrives_as_a_fin_and_expect_faithful_misses() {
+    let name = "through_socat_an_rst_arrives_as_a_fin_and_expect_faithful_misses";
+    if !require_tool(name, "socat", &["-V"], "socat not installed") {
+        return;
+    }
+    let (_serve, addr) = serve(&["127.0.0.1:0"]);
+    let (_socat, port) = start_socat(addr);
+    let out = path(&[
+        &format!("127.0.0.1:{port}"),
+        "--tests",
+        "fin,rst",
+        "--wait",
+        "2s",
+        "--json",
+        "--expect-faithful",
+    ]);
+    out.expect_code(1);
+    for c in cases(&out) {
+        let what = format!("{} {}", c["test"], c["direction"]);
+        if c["test"] == "rst" {
+            assert_eq!(c["result"], "rewritten", "{what}\n{}", out.dump());
+            assert_eq!(c["arrived"], "fin", "{what}");
+            assert_eq!(c["note"], "RST arrived as FIN", "{what}");
+        } else {
+            assert_eq!(c["result"], "faithful", "{what}\n{}", out.dump());
+        }
+    }
+    let misses: Vec<&String> = out
+        .stderr
+        .iter()
+        .filter(|l| l.starts_with("tcpbye: expectation not met:"))
+        .collect();
+    assert_eq!(misses.len(), 2, "{}", out.dump());
+    assert!(misses[0].contains("RST arrived as FIN"), "{}", misses[0]);
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    run_path(&[]).expect_usage_error("required arguments");
+    run_path(&["127.0.0.1:7007", "--tests", "drop"]).expect_usage_error("drop");
+    run_path(&["127.0.0.1:7007", "--max-idle", "soon"]).expect_usage_error("soon");
+    run_path(&["127.0.0.1:7007", "--idle-ladder", "1s,x"]).expect_usage_error("x");
+    run_path(&["127.0.0.1:0"]).expect_one_error_line(2, "port 0");
+    run_path(&["127.0.0.1:7007", "--wait", "0s"]).expect_one_error_line(2, "--wait");
+    run_path(&["127.0.0.1:7007", "--idle-ladder", "0s"]).expect_one_error_line(2, "--idle-ladder");
+    run_path(&["127.0.0.1:7007", "--tests", "fin", "--idle-ladder", "1s"])
+        .expect_one_error_line(2, "needs the idle test");
+    run_path(&[
+        "127.0.0.1:7007",
+        "--tests",
+        "fin",
+        "--expect-idle-over",
+        "5s",
+    ])
+    .expect_one_error_line(2, "needs the idle test");
+    run_path(&["127.0.0.1:7007", "--tests", "idle", "--expect-faithful"])
+        .expect_one_error_line(2, "needs an ending test");
+}
+
+fn run_path(args: &[&str]) -> common::Finished {
+    let mut argv = vec!["path"];
+    argv.extend_from_slice(args);
+    common::run(&argv)
+}
+
+#[test]
+fn nothing_listening_is_one_line_and_exit_3() {
+    let port = free_port();
+    let out = run_path(&[&format!("127.0.0.1:{port}"), "--wait", "1s"]);
+    out.expect_one_error_line(3, "nothing listens there");
+    assert!(out.stdout.is_empty(), "{}", out.dump());
+}
+
+/// A plain listener that is not tcpbye: accepts one connection and `answer`s it.
+fn stranger(answer: fn(TcpStream)) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    let thread = std::thread::spawn(move || {
+        if let Ok((stream, _)) = listener.accept() {
+            let _ = stream.set_read_timeout(Some(SOCKET_WAIT));
+            answer(stream);
+        }
+    });
+    (addr, thread)
+}
+
+#[test]
+fn a_far_end_that_is_not_a_tcpbye_serve_is_one_line_and_exit_3() {
+    // An HTTP-ish server: reads, answers something else, closes.
+    let (addr, http) = stranger(|mut s| {
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n");
+    });
+    let out = run_path(&[&addr.to_string(), "--wait", "2s"]);
+    out.expect_one_error_line(3, "not a tcpbye serve");
+    assert!(out.stderr[0].contains("HTTP/1.0 400"), "{}", out.dump());
+    http.join().expect("http thread");
+
+    // A server that closes without a word.
+    let (addr, mute) = stranger(|s| drop(s));
+    let out = run_path(&[&addr.to_string(), "--wait", "2s"]);
+    out.expect_one_error_line(3, "without answering");
+    mute.join().expect("mute thread");
+
+    // A server that reads and never answers: --wait bounds the wait.
+    let (addr, silent) = stranger(|mut s| {
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+        let _ = s.read(&mut buf);
+    });
+    let started = std::time::Instant::now();
+    let out = run_path(&[&addr.to_string(), "--wait", "300ms"]);
+    out.expect_one_error_line(3, "no answer within 300.0ms");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    silent.join().expect("silent thread");
+}
+
+/// One control question; the answer line as JSON.
+fn ask(addr: SocketAddr, question: &str) -> Value {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+    s.write_all(format!("TCPBYE-CONTROL 1\n{question}\n").as_bytes())
+        .expect("write");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .expect("read the answer, then EOF");
+    assert_eq!(answer.matches('\n').count(), 1, "one line: {answer:?}");
+    serde_json::from_str(answer.trim_end()).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+}
+
+#[test]
+fn the_control_protocol_answers_by_token() {
+    let (mut serve, addr) = serve(&["127.0.0.1:0", "--json"]);
+    assert_eq!(ask(addr, "HELLO")["kind"], "path-hello");
+    assert_eq!(ask(addr, "HELLO")["version"], 1);
+    assert_eq!(ask(addr, "REPORT never-seen 0")["kind"], "path-unknown");
+    assert_eq!(ask(addr, "WHAT")["kind"], "path-error");
+
+    // A test connection: the greeting, its answer, 5 bytes, then a FIN.
+    let mut test = TcpStream::connect(addr).expect("connect");
+    test.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+    test.write_all(b"TCPBYE-PATH 1 tok-42 near-to-far fin\n")
+        .expect("greet");
+    let mut ack = [0u8; 15];
+    test.read_exact(&mut ack)
+        .expect("the answer to the greeting");
+    assert_eq!(&ack, b"TCPBYE-PATH-OK\n");
+    test.write_all(b"hello").expect("write");
+    test.shutdown(Shutdown::Write).expect("shutdown");
+    // The far end waits (up to 3 s) for the connection to end, then answers.
+    let far = ask(addr, "REPORT tok-42 3000");
+    assert_eq!(far["kind"], "path-far", "{far}");
+    assert_eq!(far["token"], "tok-42");
+    assert_eq!(far["test"], "near-to-far fin");
+    assert_eq!(far["arrived"], "fin", "{far}");
+    assert_eq!(far["open"], false, "{far}");
+    assert_eq!(far["bytes_after_greeting"], 5, "{far}");
+    assert!(far["sent"].is_null(), "observe only: {far}");
+    // Observe only: nothing more was written into the test connection.
+    let mut rest = Vec::new();
+    let _ = test.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    // serve still reports the connection, saying which test it was.
+    let report = serve.json_line(common::within(5));
+    assert_eq!(report["verdict"], "fin", "{report}");
+    let noted = common::events(&report)
+        .iter()
+        .any(|e| e["detail"] == "path test tok-42: near-to-far fin");
+    assert!(noted, "{report}");
+}
+
+#[test]
+fn serve_keeps_its_own_plan_for_ordinary_clients_while_answering_path() {
+    let (mut serve, addr) = serve(&[
+        "127.0.0.1:0",
+        "--close",
+        "rst",
+        "--after",
+        "300ms",
+        "--json",
+    ]);
+    let out = path(&[
+        &addr.to_string(),
+        "--tests",
+        "fin,half",
+        "--wait",
+        "2s",
+        "--json",
+        "--expect-faithful",
+    ]);
+    out.expect_code(0);
+    assert_endings_faithful(&out, 4);
+    // An ordinary client whose first bytes only look like a greeting: serve
+    // follows its own plan (--close rst --after 300ms) and writes nothing else.
+    let mut plain = TcpStream::connect(addr).expect("connect");
+    plain.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+    plain.write_all(b"TCPBYE-NOT-A-GREETING\n").expect("write");
+    let mut buf = [0u8; 64];
+    let err = plain.read(&mut buf).expect_err("serve resets it");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    let deadline = common::within(5);
+    loop {
+        let report = serve.json_line(deadline);
+        if report["bytes_received"] == 22 {
+            assert_eq!(report["close"], "rst", "{report}");
+            assert_eq!(report["closer"], "local", "{report}");
+            break;
+        }
+    }
+}
