@@ -374,7 +374,7 @@ fn a_far_end_that_is_not_a_tcpbye_serve_is_one_line_and_exit_3() {
     http.join().expect("http thread");
 
     // A server that closes without a word.
-    let (addr, mute) = stranger(|s| drop(s));
+    let (addr, mute) = stranger(drop);
     let out = run_path(&[&addr.to_string(), "--wait", "2s"]);
     out.expect_one_error_line(3, "without answering");
     mute.join().expect("mute thread");

@@ -20,6 +20,9 @@ use crate::vocab::{CloseMode, Direction, PathTest};
 /// `rst-unread` test (its close needs data left unread).
 const UNREAD_FEED: Duration = Duration::from_millis(50);
 
+/// How long an idle connection is watched beyond its send and `--wait`.
+const IDLE_MARGIN: Duration = Duration::from_secs(1);
+
 /// The least time a test connection's connect() is given.
 const CONNECT_MIN: Duration = Duration::from_secs(4);
 
@@ -252,9 +255,11 @@ fn idle_plan(token: &str, idle: Duration, wait: Duration) -> EndPlan {
             user_timeout: Some(wait),
             ..Detection::default()
         },
-        // Time for the ACK (or the user timeout, which fires at its next
-        // retransmission after `wait`) once the data went out.
-        timeout: Some(idle + wait * 2 + Duration::from_secs(1)),
+        // Time for the ACK, or for the user timeout (the kernel's retransmission
+        // timer is clamped to it, so it fires about `wait` after the send). Steps
+        // shorter than that send again every `idle`: each send still follows an
+        // idle period of `idle`.
+        timeout: Some(idle + wait + IDLE_MARGIN),
         ..EndPlan::default()
     }
 }
@@ -269,15 +274,18 @@ fn run_ladder(
     tokens: &mut Tokens,
 ) -> anyhow::Result<(Vec<PathCase>, RunEnd)> {
     let longest = steps.last().copied().unwrap_or_default();
+    let count = match steps.len() {
+        1 => "1 connection".to_owned(),
+        n => format!("{n} connections"),
+    };
     tell!(
-        "idle ladder {ladder}: {} connections idle for {}, takes about {}",
-        steps.len(),
+        "idle ladder {ladder}: {count} idle for {}, takes about {}",
         steps
             .iter()
             .map(|d| print_us(*d))
             .collect::<Vec<_>>()
             .join(", "),
-        print_us(longest + plan.wait * 2)
+        print_us(longest + plan.wait + IDLE_MARGIN)
     );
     let specs: Vec<Spec> = steps
         .iter()

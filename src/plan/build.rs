@@ -588,4 +588,62 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{argv:?}");
         }
     }
+
+    fn path(argv: &[&str]) -> Result<PathPlan, Failure> {
+        let cli = Cli::try_parse_from(["tcpbye", "path"].iter().chain(argv)).expect("parses");
+        let Command::Path(args) = cli.command else {
+            panic!("not path")
+        };
+        path_plan(args)
+    }
+
+    #[test]
+    fn path_plans() {
+        let s = Duration::from_secs;
+        let plan = path(&["127.0.0.1:7007"]).expect("defaults");
+        assert_eq!(
+            plan.endings,
+            vec![
+                PathTest::Fin,
+                PathTest::Rst,
+                PathTest::Half,
+                PathTest::RstUnread
+            ]
+        );
+        assert!(plan.idle);
+        assert_eq!(plan.wait, s(3));
+        assert_eq!(plan.max_idle, s(600));
+        assert_eq!(plan.ladder.len(), 8);
+        assert_eq!(plan.ladder.last(), Some(&s(600)));
+        assert_eq!(plan.format, Format::Table);
+
+        let plan = path(&["127.0.0.1:7007", "--idle-ladder", "4s,1s,4s", "--json"])
+            .expect("an explicit ladder");
+        assert_eq!(plan.ladder, vec![s(1), s(4)]);
+        assert_eq!(plan.max_idle, s(4));
+        assert_eq!(plan.format, Format::Json);
+
+        let plan = path(&["127.0.0.1:7007", "--tests", "rst,fin,rst"]).expect("endings only");
+        assert_eq!(plan.endings, vec![PathTest::Rst, PathTest::Fin]);
+        assert!(!plan.idle);
+
+        for (argv, words) in [
+            (&["127.0.0.1:0"][..], "port 0"),
+            (&["127.0.0.1:7007", "--wait", "50ms"], "at least 100ms"),
+            (&["127.0.0.1:7007", "--max-idle", "0s"], "--max-idle"),
+            (
+                &["127.0.0.1:7007", "--tests", "fin", "--idle-ladder", "1s"],
+                "idle test",
+            ),
+            (
+                &["127.0.0.1:7007", "--tests", "idle", "--expect-faithful"],
+                "ending test",
+            ),
+        ] {
+            match path(argv) {
+                Err(Failure::Usage(text)) => assert!(text.contains(words), "{text}"),
+                other => panic!("{argv:?}: {other:?}"),
+            }
+        }
+    }
 }
