@@ -29,6 +29,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to any TCP server, end the connection in a chosen way (or observe), report')
             [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts')
+            [CompletionResult]::new('path', 'path', [CompletionResultType]::ParameterValue, 'Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -127,6 +128,20 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'tcpbye;path' {
+            [CompletionResult]::new('--tests', '--tests', [CompletionResultType]::ParameterName, 'Tests to run, comma-separated, e.g. `--tests fin,rst` [default: all]')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'How long an ending, an answer from the far end, or an ACK of data sent after an idle period may take before it counts as lost')
+            [CompletionResult]::new('--max-idle', '--max-idle', [CompletionResultType]::ParameterName, 'The longest idle period tried: the first ladder doubles up to it, e.g. `--max-idle 8s`')
+            [CompletionResult]::new('--idle-ladder', '--idle-ladder', [CompletionResultType]::ParameterName, 'The first ladder''s idle periods instead of the doubling one, e.g. `--idle-ladder 1s,2s,4s`')
+            [CompletionResult]::new('--expect-idle-over', '--expect-idle-over', [CompletionResultType]::ParameterName, 'Exit 1 unless an idle period of at least DUR survived (and none shorter failed), e.g. `5m`')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'JSON Lines: one `path-case` object per test, then one `path-summary`')
+            [CompletionResult]::new('--expect-faithful', '--expect-faithful', [CompletionResultType]::ParameterName, 'Exit 1 unless every ending arrived as it was sent, in both directions')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'tcpbye;completions' {
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -139,6 +154,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to any TCP server, end the connection in a chosen way (or observe), report')
             [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts')
+            [CompletionResult]::new('path', 'path', [CompletionResultType]::ParameterValue, 'Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -153,6 +169,9 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             break
         }
         'tcpbye;help;check' {
+            break
+        }
+        'tcpbye;help;path' {
             break
         }
         'tcpbye;help;completions' {

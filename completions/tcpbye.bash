@@ -31,6 +31,9 @@ _tcpbye() {
             tcpbye,lab)
                 cmd="tcpbye__subcmd__lab"
                 ;;
+            tcpbye,path)
+                cmd="tcpbye__subcmd__path"
+                ;;
             tcpbye,serve)
                 cmd="tcpbye__subcmd__serve"
                 ;;
@@ -49,6 +52,9 @@ _tcpbye() {
             tcpbye__subcmd__help,lab)
                 cmd="tcpbye__subcmd__help__subcmd__lab"
                 ;;
+            tcpbye__subcmd__help,path)
+                cmd="tcpbye__subcmd__help__subcmd__path"
+                ;;
             tcpbye__subcmd__help,serve)
                 cmd="tcpbye__subcmd__help__subcmd__serve"
                 ;;
@@ -59,7 +65,7 @@ _tcpbye() {
 
     case "${cmd}" in
         tcpbye)
-            opts="-h -V --help --version serve connect lab check completions help"
+            opts="-h -V --help --version serve connect lab check path completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -207,7 +213,7 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__help)
-            opts="serve connect lab check completions help"
+            opts="serve connect lab check path completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -290,6 +296,20 @@ _tcpbye() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tcpbye__subcmd__help__subcmd__path)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tcpbye__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -320,6 +340,40 @@ _tcpbye() {
                     return 0
                     ;;
                 --runs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcpbye__subcmd__path)
+            opts="-h -V --tests --wait --max-idle --idle-ladder --json --expect-faithful --expect-idle-over --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --tests)
+                    COMPREPLY=($(compgen -W "fin rst half rst-unread idle" -- "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-idle)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-ladder)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --expect-idle-over)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

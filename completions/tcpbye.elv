@@ -26,6 +26,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand connect 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
             cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
             cand check 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts'
+            cand path 'Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout'
             cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -119,6 +120,19 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'tcpbye;path'= {
+            cand --tests 'Tests to run, comma-separated, e.g. `--tests fin,rst` [default: all]'
+            cand --wait 'How long an ending, an answer from the far end, or an ACK of data sent after an idle period may take before it counts as lost'
+            cand --max-idle 'The longest idle period tried: the first ladder doubles up to it, e.g. `--max-idle 8s`'
+            cand --idle-ladder 'The first ladder''s idle periods instead of the doubling one, e.g. `--idle-ladder 1s,2s,4s`'
+            cand --expect-idle-over 'Exit 1 unless an idle period of at least DUR survived (and none shorter failed), e.g. `5m`'
+            cand --json 'JSON Lines: one `path-case` object per test, then one `path-summary`'
+            cand --expect-faithful 'Exit 1 unless every ending arrived as it was sent, in both directions'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'tcpbye;completions'= {
             cand -h 'Print help'
             cand --help 'Print help'
@@ -130,6 +144,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand connect 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
             cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
             cand check 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts'
+            cand path 'Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout'
             cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -140,6 +155,8 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
         &'tcpbye;help;lab'= {
         }
         &'tcpbye;help;check'= {
+        }
+        &'tcpbye;help;path'= {
         }
         &'tcpbye;help;completions'= {
         }

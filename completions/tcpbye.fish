@@ -30,6 +30,7 @@ complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "serve" -d 'Listen, ob
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "check" -d 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts'
+complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "path" -d 'Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
 complete -c tcpbye -n "__fish_tcpbye_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand serve" -l max-conns -d 'Observe at most N connections at once; further ones are accepted and closed at once' -r
@@ -149,11 +150,25 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l json -d 'JSON Li
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l expect-no-leak -d 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket\'s descriptor, still held at the end'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -s V -l version -d 'Print version'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l tests -d 'Tests to run, comma-separated, e.g. `--tests fin,rst` [default: all]' -r -f -a "fin\t'close(): does the FIN arrive as a FIN, both ways?'
+rst\t'SO_LINGER {on, 0} + close(): does the RST arrive as an RST, both ways?'
+half\t'shutdown(SHUT_WR): the FIN arrives, and data still flows the other way after it'
+rst-unread\t'close() with unread data (an RST on Linux): does the RST arrive?'
+idle\t'idle connections on a ladder of durations: the path\'s idle timeout'"
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l wait -d 'How long an ending, an answer from the far end, or an ACK of data sent after an idle period may take before it counts as lost' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l max-idle -d 'The longest idle period tried: the first ladder doubles up to it, e.g. `--max-idle 8s`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l idle-ladder -d 'The first ladder\'s idle periods instead of the doubling one, e.g. `--idle-ladder 1s,2s,4s`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l expect-idle-over -d 'Exit 1 unless an idle period of at least DUR survived (and none shorter failed), e.g. `5m`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l json -d 'JSON Lines: one `path-case` object per test, then one `path-summary`'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l expect-faithful -d 'Exit 1 unless every ending arrived as it was sent, in both directions'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "serve" -d 'Listen, observe every connection, print one report per connection as it ends'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "check" -d 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check path completions help" -f -a "serve" -d 'Listen, observe every connection, print one report per connection as it ends'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check path completions help" -f -a "connect" -d 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check path completions help" -f -a "lab" -d 'Run both ends in one process for every close mode × detection setting; print the matrix'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check path completions help" -f -a "check" -d 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check path completions help" -f -a "path" -d 'Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check path completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand help; and not __fish_seen_subcommand_from serve connect lab check path completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -449,13 +449,13 @@ const EXIT_STATUS: &str = r#".SH "EXIT STATUS"
 ran, and every \fB\-\-expect\fR was met
 .TP
 \fB1\fR
-an \fB\-\-expect\fR or \fB\-\-expect\-within\fR was not met (one line on stderr says which)
+an \fB\-\-expect\fR or \fB\-\-expect\-within\fR was not met (one line on stderr says which); for \fBpath\fR, \fB\-\-expect\-faithful\fR or \fB\-\-expect\-idle\-over\fR
 .TP
 \fB2\fR
 usage error: a bad flag, value, address or duration
 .TP
 \fB3\fR
-runtime failure: bind, connect (refused unless \fB\-\-expect refused\fR), and the like
+runtime failure: bind, connect (refused unless \fB\-\-expect refused\fR), a \fBpath\fR far end that is not a \fBtcpbye serve\fR, and the like
 .TP
 \fB4\fR
 a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR need CAP_NET_ADMIN, \fB\-\-pcap\fR needs CAP_NET_RAW, and \fBserve\fR on a port below 1024 needs CAP_NET_BIND_SERVICE
@@ -508,6 +508,16 @@ And does a client (here a redis replica pointed at port 7000) notice and reconne
 .nf
 tcpbye check 127.0.0.1:6379 \-\-request 'PING\er\en' \-\-wait 3s \-\-expect\-no\-leak
 tcpbye check \-\-listen 127.0.0.1:7000 \-\-wait 5s
+.fi
+.RE
+.PP
+What the network between two hosts does to each ending, and its idle timeout
+(\fBtcpbye serve\fR on the far host, reachable through the path):
+.PP
+.RS
+.nf
+tcpbye serve 0.0.0.0:7007
+tcpbye path far.example:7007 \-\-max\-idle 8s
 .fi
 .RE
 .PP
