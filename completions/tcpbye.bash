@@ -351,7 +351,7 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__path)
-            opts="-h -V --tests --wait --max-idle --idle-ladder --json --expect-faithful --expect-idle-over --help --version"
+            opts="-h -V --tests --wait --max-idle --idle-ladder --json --expect-faithful --expect-idle-over --confirm-keepalive --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

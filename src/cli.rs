@@ -319,6 +319,11 @@ pub struct PathArgs {
     /// Exit 1 unless an idle period of at least DUR survived (and none shorter failed), e.g. `5m`
     #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
     pub expect_idle_over: Option<Duration>,
+
+    /// Once an idle timeout is found, confirm the advice: one more connection with the
+    /// advised keepalive stays idle for twice the timeout, then sends
+    #[arg(long)]
+    pub confirm_keepalive: bool,
 }
 
 #[derive(Debug, Args)]

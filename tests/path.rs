@@ -131,6 +131,7 @@ fn a_whole_run_keeps_the_json_contract_and_finds_no_idle_timeout() {
         "--expect-faithful",
         "--expect-idle-over",
         "2s",
+        "--confirm-keepalive",
     ]);
     out.expect_code(0);
     let lines = out.json_lines();
@@ -180,6 +181,10 @@ fn a_whole_run_keeps_the_json_contract_and_finds_no_idle_timeout() {
     assert!(summary["idle_timeout_max_us"].is_null(), "{summary}");
     assert!(summary["idle_behaviour"].is_null(), "{summary}");
     assert!(summary["advice"].is_null(), "{summary}");
+    assert!(
+        summary["keepalive_confirmed"].is_null(),
+        "nothing to confirm: {summary}"
+    );
     assert_eq!(summary["max_idle_us"], 2_000_000);
 }
 

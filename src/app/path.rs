@@ -10,7 +10,7 @@ use super::print::{self, tell};
 use crate::engine::path::{self as protocol};
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{ExitCode, Failure};
-use crate::plan::{Detection, EndPlan, Family, PathPlan};
+use crate::plan::{Detection, EndPlan, Family, KeepAlive, PathPlan};
 use crate::report::path::judge::{self, micros};
 use crate::report::path::{self as model, AfterFin, FarView, PathCase, PathResult, PathRun};
 use crate::report::{EventKind, Report, SCHEMA, Verdict};
@@ -82,7 +82,8 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
 
     let mut bracket = None;
     if plan.idle && !interrupted {
-        let (first, end) = run_ladder(&mut reactor, addr, plan, &plan.ladder, 1, &mut tokens)?;
+        let (first, end) =
+            run_ladder(&mut reactor, addr, plan, &plan.ladder, 1, None, &mut tokens)?;
         interrupted = end == RunEnd::Interrupted;
         cases.extend(first);
         bracket = judge::bracket(&idle_results(&cases));
@@ -90,7 +91,7 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
             .and_then(|b| b.hi.map(|hi| judge::refine(b.lo, hi)))
             .unwrap_or_default();
         if !second.is_empty() && !interrupted {
-            let (more, end) = run_ladder(&mut reactor, addr, plan, &second, 2, &mut tokens)?;
+            let (more, end) = run_ladder(&mut reactor, addr, plan, &second, 2, None, &mut tokens)?;
             interrupted = end == RunEnd::Interrupted;
             cases.extend(more);
             bracket = judge::bracket(&idle_results(&cases));
@@ -98,6 +99,34 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
     }
 
     let advice = bracket.as_ref().and_then(judge::advice);
+    // `--confirm-keepalive`: the advice tried, past the timeout (ladder 3, which
+    // the bracket leaves out).
+    let mut confirmed = None;
+    if let (true, false, Some(b), Some((ka, _))) = (
+        plan.confirm_keepalive,
+        interrupted,
+        bracket,
+        advice.as_ref(),
+    ) && let Some(hi) = b.hi
+    {
+        let keepalive = KeepAlive {
+            idle: Duration::from_secs(ka.idle_s),
+            interval: Duration::from_secs(ka.intvl_s),
+            count: ka.cnt,
+        };
+        let (more, end) = run_ladder(
+            &mut reactor,
+            addr,
+            plan,
+            &[hi * 2],
+            3,
+            Some(keepalive),
+            &mut tokens,
+        )?;
+        interrupted = end == RunEnd::Interrupted;
+        confirmed = more.first().map(|c| c.result == PathResult::Delivered);
+        cases.extend(more);
+    }
     let endings = cases.iter().filter(|c| c.test != PathTest::Idle).count();
     let faithful = cases
         .iter()
@@ -117,6 +146,7 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
         idle_behaviour: bracket.and_then(|b| b.behaviour),
         keepalive: advice.as_ref().map(|(ka, _)| *ka),
         advice: advice.map(|(_, text)| text),
+        keepalive_confirmed: confirmed,
         misses: Vec::new(),
     };
     summary.misses = judge::misses(
@@ -245,7 +275,8 @@ fn ending_plan(direction: Direction, test: PathTest, token: &str, wait: Duration
 /// The near end's plan for one idle connection: keepalive off, quiet for
 /// `idle`, then a little data; TCP_USER_TIMEOUT (`wait`) ends a connection whose
 /// data is never acknowledged (black-holed) instead of retransmitting for 15 min.
-fn idle_plan(token: &str, idle: Duration, wait: Duration) -> EndPlan {
+/// `keepalive`: the advice being confirmed (else keepalive stays off).
+fn idle_plan(token: &str, idle: Duration, wait: Duration, keepalive: Option<KeepAlive>) -> EndPlan {
     EndPlan {
         request: protocol::greeting(token, Direction::NearToFar, PathTest::Idle),
         close: CloseMode::None,
@@ -253,6 +284,7 @@ fn idle_plan(token: &str, idle: Duration, wait: Duration) -> EndPlan {
         detection: Detection {
             send_every: Some(idle),
             user_timeout: Some(wait),
+            keepalive,
             ..Detection::default()
         },
         // Time for the ACK, or for the user timeout (the kernel's retransmission
@@ -271,6 +303,7 @@ fn run_ladder(
     plan: &PathPlan,
     steps: &[Duration],
     ladder: u32,
+    keepalive: Option<KeepAlive>,
     tokens: &mut Tokens,
 ) -> anyhow::Result<(Vec<PathCase>, RunEnd)> {
     let longest = steps.last().copied().unwrap_or_default();
@@ -278,8 +311,16 @@ fn run_ladder(
         1 => "1 connection".to_owned(),
         n => format!("{n} connections"),
     };
+    let with = keepalive.map_or_else(String::new, |ka| {
+        format!(
+            " with keepalive {}s,{}s,{}",
+            ka.idle.as_secs(),
+            ka.interval.as_secs(),
+            ka.count
+        )
+    });
     tell!(
-        "idle ladder {ladder}: {count} idle for {}, takes about {}",
+        "idle ladder {ladder}: {count}{with} idle for {}, takes about {}",
         steps
             .iter()
             .map(|d| print_us(*d))
@@ -291,7 +332,7 @@ fn run_ladder(
         .iter()
         .map(|&idle| {
             let token = tokens.next();
-            let plan = idle_plan(&token, idle, plan.wait);
+            let plan = idle_plan(&token, idle, plan.wait, keepalive);
             Spec {
                 token,
                 direction: Direction::NearToFar,
@@ -519,6 +560,7 @@ fn judge_idle(
 fn idle_results(cases: &[PathCase]) -> Vec<(Duration, PathResult)> {
     cases
         .iter()
+        .filter(|c| c.ladder != Some(3))
         .filter_map(|c| c.idle_us.map(|us| (Duration::from_micros(us), c.result)))
         .collect()
 }

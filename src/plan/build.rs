@@ -266,6 +266,11 @@ pub fn path_plan(args: PathArgs) -> Result<PathPlan, Failure> {
             "--expect-faithful needs an ending test (fin, rst, half or rst-unread)".into(),
         ));
     }
+    if args.confirm_keepalive && !idle {
+        return Err(Failure::Usage(
+            "--confirm-keepalive needs the idle test (--tests …,idle)".into(),
+        ));
+    }
     if args.expect_idle_over.is_some() && !idle {
         return Err(Failure::Usage(
             "--expect-idle-over needs the idle test (--tests …,idle)".into(),
@@ -285,6 +290,7 @@ pub fn path_plan(args: PathArgs) -> Result<PathPlan, Failure> {
         },
         expect_faithful: args.expect_faithful,
         expect_idle_over: args.expect_idle_over,
+        confirm_keepalive: args.confirm_keepalive,
     })
 }
 
@@ -638,6 +644,10 @@ mod tests {
             (
                 &["127.0.0.1:7007", "--tests", "idle", "--expect-faithful"],
                 "ending test",
+            ),
+            (
+                &["127.0.0.1:7007", "--tests", "rst", "--confirm-keepalive"],
+                "idle test",
             ),
         ] {
             match path(argv) {

@@ -317,6 +317,8 @@ pub struct PathPlan {
     pub format: Format,
     pub expect_faithful: bool,
     pub expect_idle_over: Option<Duration>,
+    /// After the bracket: one connection with the advised keepalive, idle past it.
+    pub confirm_keepalive: bool,
 }
 
 /// One validated command, ready for its driver in `app`.

@@ -113,7 +113,8 @@ pub struct PathCase {
     pub after_fin: Option<AfterFin>,
     /// `idle`: how long the connection was idle before it sent.
     pub idle_us: Option<u64>,
-    /// `idle`: from the first ladder (1) or the refining one (2).
+    /// `idle`: from the first ladder (1), the refining one (2), or the keepalive
+    /// confirmation (3, with the advised keepalive on).
     pub ladder: Option<u32>,
     /// The judgement in words.
     pub note: String,
@@ -150,6 +151,9 @@ pub struct PathSummary {
     pub idle_behaviour: Option<PathResult>,
     pub keepalive: Option<KeepaliveAdvice>,
     pub advice: Option<String>,
+    /// `--confirm-keepalive`: whether a connection with that keepalive, idle for twice
+    /// `idle_timeout_max_us`, still delivered; null when not tried.
+    pub keepalive_confirmed: Option<bool>,
     /// Each expectation missed, in words; empty when all were met.
     pub misses: Vec<String>,
 }
@@ -238,6 +242,17 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
     }
     if let Some(advice) = &s.advice {
         lines.push(format!("advice: {advice}"));
+    }
+    match (s.keepalive_confirmed, s.keepalive) {
+        (Some(true), Some(ka)) => lines.push(format!(
+            "confirmed: with keepalive {}s,{}s,{} a connection idle past the timeout still delivered",
+            ka.idle_s, ka.intvl_s, ka.cnt
+        )),
+        (Some(false), Some(ka)) => lines.push(format!(
+            "not confirmed: with keepalive {}s,{}s,{} a connection idle past the timeout failed too",
+            ka.idle_s, ka.intvl_s, ka.cnt
+        )),
+        _ => {}
     }
     for miss in &s.misses {
         lines.push(format!("expectation missed: {miss}"));
