@@ -34,6 +34,7 @@ pub fn serve_plan(args: ServeArgs, privileges: Privileges) -> Result<ServePlan, 
     let addr = args.addr.unwrap_or(default_addr());
     let family = family(&args.family, &addr)?;
     let mut end = end_plan(args.end, args.detect, CloseMode::None, privileges)?;
+    end.path_greetings = true;
     if args.summary {
         // Only the summary is printed: sock_diag readings would be read and thrown away.
         end.peer_side = false;

@@ -97,6 +97,10 @@ pub struct EndPlan {
     /// `linger_watch` still bounds the watch (`check`: what the program does next).
     /// The other end's readings then also record each change of its timer's kind.
     pub follow_peer: bool,
+    /// `serve`: a first line that is a `path` greeting makes the connection a
+    /// `path` test or control connection (docs/path.md). Off for every other
+    /// listener (`check --listen` judges whatever its client sends).
+    pub path_greetings: bool,
 }
 
 impl Default for EndPlan {
@@ -115,6 +119,7 @@ impl Default for EndPlan {
             request: Vec::new(),
             close_on_answer: false,
             follow_peer: false,
+            path_greetings: false,
         }
     }
 }

@@ -109,7 +109,11 @@ impl Conn {
                     // `serve`: the first line may be a `path` greeting; a control
                     // connection's socket is handed over unread past its first chunk.
                     let first = self.bytes_received == n as u64 || self.far.is_some();
-                    if self.role == Role::Serve && first && self.greet(now, &ctx.buf[..n]) {
+                    if self.plan.path_greetings
+                        && self.role == Role::Serve
+                        && first
+                        && self.greet(now, &ctx.buf[..n])
+                    {
                         break;
                     }
                     if data >= READ_BUDGET {
