@@ -23,6 +23,8 @@ const BOOK_MAX: usize = 4096;
 const BOOK_AGE: Duration = Duration::from_secs(3 * 60 * 60);
 /// Most control connections open at once; further ones are closed unanswered.
 const CONTROLS_MAX: usize = 256;
+/// A control connection that has not asked its question by then is closed.
+const QUESTION_WAIT: Duration = Duration::from_secs(10);
 
 /// Finished test connections' reports by token.
 #[derive(Debug, Default)]
@@ -57,6 +59,8 @@ pub(super) struct Control {
     sock: Socket,
     buf: Vec<u8>,
     waiting: Option<(String, Instant)>,
+    /// When it became a control connection.
+    opened: Instant,
 }
 
 impl Reactor {
@@ -72,8 +76,11 @@ impl Reactor {
                 sock,
                 buf: rest,
                 waiting: None,
+                opened: now,
             },
         );
+        self.timers
+            .at(later(now, QUESTION_WAIT), token, TimerKind::Timeout);
         self.control_ready(token, now);
     }
 
@@ -139,6 +146,13 @@ impl Reactor {
 
     /// A timer of a control connection (or a stale one of the observer it was).
     pub(super) fn control_timer(&mut self, token: u64, now: Instant) {
+        let mute = self.controls.get(&token).is_some_and(|c| {
+            c.waiting.is_none() && now.saturating_duration_since(c.opened) >= QUESTION_WAIT
+        });
+        if mute {
+            self.close_control(token);
+            return;
+        }
         let due = self
             .controls
             .get(&token)
