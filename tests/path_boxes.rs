@@ -1,0 +1,336 @@
+//! `tcpbye path` through real middleboxes: `tcpbye serve` in far, `tcpbye path`
+//! in near, and a box in mid (tests/common/topology.rs). What each box was seen to
+//! do, every run:
+//!
+//! - a plain router: every ending arrives as sent both ways, no idle timeout;
+//! - a conntrack router (`ct state invalid drop`, `nf_conntrack_tcp_loose=0`,
+//!   established timeout 3 s): endings faithful; an idle flow is forgotten 3 s after
+//!   its last packet and its next segment dropped, so the bracket holds 3 s and the
+//!   failure is `black-holed`;
+//! - socat: an RST arrives as a FIN in both directions (socat reads ECONNRESET as end
+//!   of stream); with `-T 2` it ends a connection idle for 2 s with a FIN (`closed`);
+//! - HAProxy (`mode tcp`, `timeout client/server 2s`): an RST from near reaches far
+//!   as an RST, but one from far reaches near as a FIN; an idle connection is ended
+//!   after 2 s with a FIN to near (`closed`).
+//!
+//! Every test needs root (namespaces, nftables) and the box's program; without them
+//! it prints `SKIPPED <test>: <why>` and returns (CI makes that a failure).
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::topology::Topology;
+use common::{Finished, require_root, require_tool};
+
+/// Returns from the test, loudly, unless it runs as root and every listed program
+/// (with the argument that makes it print its version) works.
+macro_rules! require {
+    ($name:expr $(, $program:literal $probe:literal)*) => {
+        if !require_root($name, "needs root (network namespaces, nftables)") {
+            return;
+        }
+        for (program, probe) in [("unshare", "--version"), ("nsenter", "--version"),
+            ("ip", "-V") $(, ($program, $probe))*]
+        {
+            if !require_tool($name, program, &[probe], &format!("{program} not installed")) {
+                return;
+            }
+        }
+    };
+}
+
+/// Far longer than any run here takes, also on a loaded machine.
+const PATH_DEADLINE: Duration = Duration::from_secs(80);
+
+/// `tcpbye serve` in far (its default plan) and `tcpbye path DIAL ARGS --json` in
+/// near through the box; the finished run and how long it took.
+fn path_through(topo: &Topology, args: &[&str]) -> (Finished, Duration) {
+    let (_serve, port) = topo.serve_far(&[]);
+    let dial = topo.dial(port).to_string();
+    let mut argv = vec!["path", dial.as_str(), "--json"];
+    argv.extend_from_slice(args);
+    let started = Instant::now();
+    let out = topo.near_tcpbye(&argv).deadline(PATH_DEADLINE).run();
+    (out, started.elapsed())
+}
+
+/// The ending cases, keyed `"<test> <direction>"`.
+fn endings(out: &Finished) -> Vec<(String, Value)> {
+    out.objects("path-case")
+        .into_iter()
+        .filter(|c| c["test"] != "idle")
+        .map(|c| {
+            let key = format!(
+                "{} {}",
+                c["test"].as_str().unwrap_or("?"),
+                c["direction"].as_str().unwrap_or("?")
+            );
+            (key, c)
+        })
+        .collect()
+}
+
+/// The idle cases as (idle µs, ladder, result).
+fn idle_steps(out: &Finished) -> Vec<(u64, u64, String)> {
+    out.objects("path-case")
+        .into_iter()
+        .filter(|c| c["test"] == "idle")
+        .map(|c| {
+            (
+                c["idle_us"].as_u64().expect("idle_us"),
+                c["ladder"].as_u64().expect("ladder"),
+                c["result"].as_str().expect("result").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `s` seconds as µs.
+fn us(s: f64) -> u64 {
+    (s * 1e6) as u64
+}
+
+/// Asserts each ending's result: `rewritten` lists the `"<test> <direction>"` keys
+/// whose RST arrived as a FIN; all others (of 8) arrive as sent.
+fn assert_endings(out: &Finished, rewritten: &[&str]) {
+    let cases = endings(out);
+    assert_eq!(cases.len(), 8, "{}", out.dump());
+    for (key, c) in &cases {
+        let context = format!("{key}: {c}\n{}", out.dump());
+        let wire = if key.starts_with("rst") { "rst" } else { "fin" };
+        assert_eq!(c["sent"], wire, "{context}");
+        assert_eq!(c["far"]["kind"], "path-far", "{context}");
+        if rewritten.contains(&key.as_str()) {
+            assert_eq!(c["result"], "rewritten", "{context}");
+            assert_eq!(c["arrived"], "fin", "{context}");
+            assert_eq!(c["note"], "RST arrived as FIN", "{context}");
+        } else {
+            assert_eq!(c["result"], "faithful", "{context}");
+            assert_eq!(c["arrived"], wire, "{context}");
+        }
+        // The far end's own view agrees: what arrived there, or what it sent.
+        if c["direction"] == "near-to-far" {
+            assert_eq!(c["far"]["arrived"], c["arrived"], "{context}");
+        } else {
+            assert_eq!(c["far"]["sent"], wire, "{context}");
+        }
+        if key.starts_with("half") {
+            let sent = c["after_fin"]["sent"].as_u64().expect("after_fin.sent");
+            assert!(sent > 0, "{context}");
+            assert_eq!(c["after_fin"]["arrived"].as_u64(), Some(sent), "{context}");
+        }
+    }
+    let summary = out.one("path-summary");
+    assert_eq!(summary["endings"], 8);
+    assert_eq!(summary["faithful"], 8 - rewritten.len(), "{summary}");
+}
+
+/// Asserts the bracket holds `timeout_s` (min < timeout ≤ max), narrowed by the
+/// second ladder to at most `width_s`, and the failure was `behaviour`; every idle
+/// step up to the bracket's lower end delivered, every one from its upper end
+/// failed that way.
+fn assert_bracket(out: &Finished, timeout_s: f64, width_s: f64, behaviour: &str) {
+    let summary = out.one("path-summary");
+    let context = format!("{summary}\n{}", out.dump());
+    let min = summary["idle_timeout_min_us"].as_u64().expect("min");
+    let max = summary["idle_timeout_max_us"].as_u64().expect("max");
+    assert!(
+        min < us(timeout_s) && us(timeout_s) <= max,
+        "bracket {min}–{max} µs holds {timeout_s} s\n{context}"
+    );
+    assert!(max - min <= us(width_s), "narrowed\n{context}");
+    assert_eq!(summary["idle_behaviour"], behaviour, "{context}");
+    assert!(
+        summary["keepalive"]["idle_s"].as_u64().is_some(),
+        "{context}"
+    );
+    let steps = idle_steps(out);
+    assert!(steps.iter().any(|(_, ladder, _)| *ladder == 2), "{context}");
+    for (idle, _, result) in &steps {
+        if *idle <= min {
+            assert_eq!(result, "delivered", "{idle} µs\n{context}");
+        } else {
+            assert_eq!(result, behaviour, "{idle} µs\n{context}");
+        }
+    }
+}
+
+#[test]
+fn through_a_router_every_ending_is_faithful_and_no_idle_timeout_shows() {
+    let name = "through_a_router_every_ending_is_faithful_and_no_idle_timeout_shows";
+    require!(name);
+    let topo = Topology::router();
+    let (out, _) = path_through(
+        &topo,
+        &[
+            "--max-idle",
+            "3s",
+            "--wait",
+            "2s",
+            "--expect-faithful",
+            "--expect-idle-over",
+            "3s",
+        ],
+    );
+    out.expect_code(0);
+    assert_endings(&out, &[]);
+    for (key, c) in endings(&out) {
+        let extra = c["extra_us"].as_u64().expect("extra_us");
+        assert!(extra < 100_000, "{key}: {extra} µs\n{}", out.dump());
+    }
+    let steps = idle_steps(&out);
+    assert_eq!(
+        steps,
+        vec![
+            (us(1.5), 1, "delivered".to_owned()),
+            (us(3.0), 1, "delivered".to_owned())
+        ],
+        "{}",
+        out.dump()
+    );
+    let summary = out.one("path-summary");
+    assert_eq!(summary["idle_timeout_min_us"], us(3.0), "{summary}");
+    assert!(summary["idle_timeout_max_us"].is_null(), "{summary}");
+    assert!(summary["idle_behaviour"].is_null(), "{summary}");
+    assert_eq!(summary["misses"], serde_json::json!([]), "{summary}");
+}
+
+#[test]
+fn through_a_conntrack_router_an_idle_flow_is_black_holed_after_its_timeout() {
+    let name = "through_a_conntrack_router_an_idle_flow_is_black_holed_after_its_timeout";
+    require!(name, "nft" "--version");
+    let topo = Topology::conntrack_router(3);
+    let (out, took) = path_through(
+        &topo,
+        &[
+            "--max-idle",
+            "8s",
+            "--wait",
+            "2s",
+            "--expect-idle-over",
+            "10s",
+        ],
+    );
+    // About 11 s for the first ladder (1, 2, 4, 8 s) and 7 s for the second.
+    assert!(
+        took < Duration::from_secs(35),
+        "took {took:?}\n{}",
+        out.dump()
+    );
+    out.expect_code(1);
+    let miss = out
+        .stderr
+        .iter()
+        .find(|l| l.starts_with("tcpbye: expectation not met:"))
+        .unwrap_or_else(|| panic!("no miss line\n{}", out.dump()));
+    assert!(miss.contains("expected over 10.000s"), "{miss}");
+    assert_endings(&out, &[]);
+    // conntrack forgets the flow 3 s after its last packet (the ACK of the far
+    // end's answer, where the idle period starts): 2.8 s delivered, 3.2 s not.
+    assert_bracket(&out, 3.0, 0.4, "black-holed");
+    let first: Vec<(u64, String)> = idle_steps(&out)
+        .into_iter()
+        .filter(|(_, ladder, _)| *ladder == 1)
+        .map(|(idle, _, result)| (idle, result))
+        .collect();
+    let expected: Vec<(u64, String)> = [
+        (1.0, "delivered"),
+        (2.0, "delivered"),
+        (4.0, "black-holed"),
+        (8.0, "black-holed"),
+    ]
+    .iter()
+    .map(|(s, r)| (us(*s), (*r).to_owned()))
+    .collect();
+    assert_eq!(first, expected, "{}", out.dump());
+    // Black-holed: nothing of the data sent after the idle period reached far.
+    for c in out.objects("path-case") {
+        if c["result"] == "black-holed" {
+            assert_eq!(c["far"]["bytes_after_greeting"], 0, "{c}");
+            assert_eq!(c["far"]["arrived"], "nothing", "{c}");
+        }
+    }
+}
+
+#[test]
+fn through_socat_an_rst_arrives_as_a_fin_both_ways() {
+    let name = "through_socat_an_rst_arrives_as_a_fin_both_ways";
+    require!(name, "socat" "-V");
+    let topo = Topology::socat_proxy(&[]);
+    let (out, _) = path_through(
+        &topo,
+        &[
+            "--tests",
+            "fin,rst,half,rst-unread",
+            "--wait",
+            "2s",
+            "--expect-faithful",
+        ],
+    );
+    out.expect_code(1);
+    let rewritten = [
+        "rst near-to-far",
+        "rst-unread near-to-far",
+        "rst far-to-near",
+        "rst-unread far-to-near",
+    ];
+    assert_endings(&out, &rewritten);
+    let misses: Vec<&String> = out
+        .stderr
+        .iter()
+        .filter(|l| l.starts_with("tcpbye: expectation not met:"))
+        .collect();
+    assert_eq!(misses.len(), 4, "{}", out.dump());
+    assert!(
+        misses
+            .iter()
+            .any(|m| m.contains("rst near-to-far: rewritten (RST arrived as FIN)")),
+        "{}",
+        out.dump()
+    );
+}
+
+#[test]
+fn through_socat_with_an_idle_timeout_the_path_closes_after_it() {
+    let name = "through_socat_with_an_idle_timeout_the_path_closes_after_it";
+    require!(name, "socat" "-V");
+    let topo = Topology::socat_proxy(&["-T", "2"]);
+    let (out, _) = path_through(
+        &topo,
+        &["--tests", "idle", "--max-idle", "3s", "--wait", "1s"],
+    );
+    out.expect_code(0);
+    assert_bracket(&out, 2.0, 0.3, "closed");
+    // socat's FIN reached far too: far never sent one itself.
+    for c in out.objects("path-case") {
+        if c["result"] == "closed" {
+            assert_eq!(c["far"]["arrived"], "fin", "{c}");
+            assert!(c["far"]["sent"].is_null(), "{c}");
+            assert_eq!(c["far"]["bytes_after_greeting"], 0, "{c}");
+        }
+    }
+}
+
+#[test]
+fn through_haproxy_an_rst_from_far_arrives_as_a_fin_and_idle_connections_close() {
+    let name = "through_haproxy_an_rst_from_far_arrives_as_a_fin_and_idle_connections_close";
+    require!(name, "haproxy" "-v");
+    let topo = Topology::haproxy(Duration::from_secs(2));
+    let (out, _) = path_through(&topo, &["--max-idle", "3s", "--wait", "1s"]);
+    out.expect_code(0);
+    assert_endings(&out, &["rst far-to-near", "rst-unread far-to-near"]);
+    assert_bracket(&out, 2.0, 0.3, "closed");
+    // To far, HAProxy sends a FIN then an RST on the timeout, and far's view of
+    // that varies with timing; near's FIN is what the test judges by.
+    for c in out.objects("path-case") {
+        if c["result"] == "closed" {
+            assert_eq!(c["far"]["bytes_after_greeting"], 0, "{c}");
+            assert!(c["far"]["sent"].is_null(), "{c}");
+        }
+    }
+}
