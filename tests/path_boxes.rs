@@ -13,6 +13,11 @@
 //!   as an RST, but one from far reaches near as a FIN; an idle connection is ended
 //!   after 2 s with a FIN to near (`closed`).
 //!
+//! Through both proxies the advised TCP keepalive, tried past the timeout
+//! (`--confirm-keepalive`), fails too: the proxy's kernel answers the probes and its
+//! idle timer counts data, so the advice there is data. Through the conntrack router
+//! the advice is keepalive.
+//!
 //! Every test needs root (namespaces, nftables) and the box's program; without them
 //! it prints `SKIPPED <test>: <why>` and returns (CI makes that a failure).
 
@@ -151,13 +156,32 @@ fn assert_bracket(out: &Finished, timeout_s: f64, width_s: f64, behaviour: &str)
     );
     let steps = idle_steps(out);
     assert!(steps.iter().any(|(_, ladder, _)| *ladder == 2), "{context}");
-    for (idle, _, result) in &steps {
+    // Ladders 1 and 2 make the bracket; 3 (`--confirm-keepalive`) is checked apart.
+    for (idle, _, result) in steps.iter().filter(|(_, ladder, _)| *ladder != 3) {
         if *idle <= min {
             assert_eq!(result, "delivered", "{idle} µs\n{context}");
         } else {
             assert_eq!(result, behaviour, "{idle} µs\n{context}");
         }
     }
+}
+
+/// Asserts the advice for a path that closed idle connections with a FIN (a proxy):
+/// data, since keepalive probes do not reach the proxy's idle timer; and that the
+/// advised keepalive, tried past the timeout (`--confirm-keepalive`), indeed failed.
+fn assert_proxy_advice(out: &Finished) {
+    let summary = out.one("path-summary");
+    let advice = summary["advice"].as_str().expect("advice");
+    assert!(advice.contains("application heartbeat"), "{advice}");
+    assert!(!advice.contains("--keepalive"), "{advice}");
+    assert_eq!(summary["keepalive_confirmed"], false, "{}", out.dump());
+    let confirm: Vec<Value> = out
+        .objects("path-case")
+        .into_iter()
+        .filter(|c| c["ladder"] == 3)
+        .collect();
+    assert_eq!(confirm.len(), 1, "{}", out.dump());
+    assert_eq!(confirm[0]["result"], "closed", "{}", out.dump());
 }
 
 #[test]
@@ -248,6 +272,13 @@ fn through_a_conntrack_router_an_idle_flow_is_black_holed_after_its_timeout() {
     .map(|(s, r)| (us(*s), (*r).to_owned()))
     .collect();
     assert_eq!(first, expected, "{}", out.dump());
+    let advice = out.one("path-summary")["advice"].clone();
+    assert!(
+        advice
+            .as_str()
+            .is_some_and(|a| a.contains("--keepalive 1s,1s,3")),
+        "{advice}"
+    );
     // Black-holed: nothing of the data sent after the idle period reached far.
     for c in out.objects("path-case") {
         if c["result"] == "black-holed" {
@@ -302,10 +333,19 @@ fn through_socat_with_an_idle_timeout_the_path_closes_after_it() {
     let topo = Topology::socat_proxy(&["-T", "2"]);
     let (out, _) = path_through(
         &topo,
-        &["--tests", "idle", "--max-idle", "3s", "--wait", "1s"],
+        &[
+            "--tests",
+            "idle",
+            "--max-idle",
+            "3s",
+            "--wait",
+            "1s",
+            "--confirm-keepalive",
+        ],
     );
     out.expect_code(0);
     assert_bracket(&out, 2.0, 0.3, "closed");
+    assert_proxy_advice(&out);
     // socat's FIN reached far too: far never sent one itself.
     for c in out.objects("path-case") {
         if c["result"] == "closed" {
@@ -321,10 +361,14 @@ fn through_haproxy_an_rst_from_far_arrives_as_a_fin_and_idle_connections_close()
     let name = "through_haproxy_an_rst_from_far_arrives_as_a_fin_and_idle_connections_close";
     require!(name, "haproxy" "-v");
     let topo = Topology::haproxy(Duration::from_secs(2));
-    let (out, _) = path_through(&topo, &["--max-idle", "3s", "--wait", "1s"]);
+    let (out, _) = path_through(
+        &topo,
+        &["--max-idle", "3s", "--wait", "1s", "--confirm-keepalive"],
+    );
     out.expect_code(0);
     assert_endings(&out, &["rst far-to-near", "rst-unread far-to-near"]);
     assert_bracket(&out, 2.0, 0.3, "closed");
+    assert_proxy_advice(&out);
     // To far, HAProxy sends a FIN then an RST on the timeout, and far's view of
     // that varies with timing; near's FIN is what the test judges by.
     for c in out.objects("path-case") {

@@ -208,6 +208,18 @@ pub fn advice(b: &Bracket) -> Option<(KeepaliveAdvice, String)> {
         ));
     }
     let ka = keepalive_advice(b.lo);
+    if b.behaviour == Some(PathResult::Closed) {
+        // Only a box that ends TCP itself can send a FIN in the far end's name: a
+        // proxy, whose idle timer counts data. Its own kernel answers keepalive
+        // probes, so they do not keep the connection through it alive.
+        let text = format!(
+            "send data on every connection more often than every {}: the FIN came from a \
+             proxy, whose idle timer counts data, not TCP keepalive probes (its own kernel \
+             answers them): an application heartbeat, or a longer idle timeout on the proxy",
+            fmt_us(micros(b.lo))
+        );
+        return Some((ka, text));
+    }
     let text = format!(
         "send something on every connection more often than every {}: e.g. TCP keepalive with \
          TCP_KEEPIDLE={}s TCP_KEEPINTVL={}s TCP_KEEPCNT={} (`--keepalive {}s,{}s,{}`), or an \
@@ -475,6 +487,7 @@ mod tests {
             }
         );
         assert!(text.contains("--keepalive 145s,72s,3"), "{text}");
+        assert!(text.contains("TCP keepalive"), "{text}");
         let short = keepalive_advice(s(2.8));
         assert_eq!((short.idle_s, short.intvl_s), (1, 1));
         assert!(
@@ -485,5 +498,30 @@ mod tests {
             })
             .is_none()
         );
+    }
+
+    #[test]
+    fn advice_through_a_proxy_that_closes_is_data_not_keepalive() {
+        let b = Bracket {
+            lo: s(1.8),
+            hi: Some(s(2.1)),
+            behaviour: Some(PathResult::Closed),
+        };
+        let (ka, text) = advice(&b).expect("advice");
+        assert_eq!((ka.idle_s, ka.intvl_s), (1, 1));
+        assert!(text.starts_with("send data on every connection more often than every 1.800s"));
+        assert!(text.contains("application heartbeat"), "{text}");
+        assert!(!text.contains("--keepalive"), "{text}");
+        for behaviour in [PathResult::Reset, PathResult::BlackHoled] {
+            let (_, text) = advice(&Bracket {
+                behaviour: Some(behaviour),
+                ..b
+            })
+            .expect("advice");
+            assert!(
+                text.contains("--keepalive 1s,1s,3"),
+                "{behaviour:?}: {text}"
+            );
+        }
     }
 }
