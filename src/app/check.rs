@@ -211,7 +211,10 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                     fate.descriptor(action)
                 });
                 let last = latest.remove(&mode).flatten();
-                let remote = (!is_local(report.peer)).then_some(Remote { captured });
+                let remote = (!is_local(report.peer)).then_some(Remote {
+                    captured,
+                    wait_us: micros(plan.wait),
+                });
                 let mut case = judge::judge(mode, &report, descriptor, last, sysctls, remote);
                 if plan.listen {
                     judge::reconnected(&mut case, reconnects.get(&mode).copied());

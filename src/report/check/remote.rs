@@ -17,6 +17,9 @@ const DEFAULT_PROBES: u64 = 9;
 pub struct Remote {
     /// Its segments were captured (CAP_NET_RAW).
     pub captured: bool,
+    /// `--wait`: what happens after it answers tcpbye's own end of the watch
+    /// (the socket a `drop`/`hang` held is closed then), not the ending.
+    pub wait_us: u64,
 }
 
 /// Judges one mode of a remote program from the wire and tcpbye's own socket;
@@ -39,7 +42,9 @@ pub fn judge(mode: CloseMode, report: &Report, action: u64, remote: Remote) -> C
     }
     let after = |t: u64| t.saturating_sub(action);
     let packets: &[Packet] = report.packets.as_deref().unwrap_or_default();
-    let since: Vec<&Packet> = packets.iter().filter(|p| p.t_us >= action).collect();
+    let until = action.saturating_add(remote.wait_us);
+    let within = |t: u64| (action..until).contains(&t);
+    let since: Vec<&Packet> = packets.iter().filter(|p| within(p.t_us)).collect();
     let inbound = |flag: &str| {
         since
             .iter()
@@ -67,7 +72,7 @@ pub fn judge(mode: CloseMode, report: &Report, action: u64, remote: Remote) -> C
         report.afterlife.as_ref().and_then(|a| {
             a.states
                 .iter()
-                .find(|s| s.state == Some(state))
+                .find(|s| s.state == Some(state) && within(s.t_us))
                 .map(|s| s.t_us)
         })
     };
@@ -76,7 +81,7 @@ pub fn judge(mode: CloseMode, report: &Report, action: u64, remote: Remote) -> C
         report
             .events
             .iter()
-            .find(|e| e.t_us >= action && e.kind == EventKind::Recv && hit(e))
+            .find(|e| within(e.t_us) && e.kind == EventKind::Recv && hit(e))
             .map(|e| e.t_us)
     };
     let eof = read(&|e| e.bytes == Some(0));
