@@ -362,7 +362,7 @@ impl Reactor {
                         }
                     }
                     TOKEN_CAPTURE => self.read_capture()?,
-                    token if self.controls.contains_key(&token) => self.control_ready(token, now),
+                    token if self.is_control(token) => self.control_ready(token, now),
                     token => {
                         again.retain(|t| *t != token);
                         self.dispatch(token, now, |conn, ctx| conn.on_ready(ctx, event.events()));
@@ -398,7 +398,7 @@ impl Reactor {
                     continue;
                 }
                 let now = Instant::now();
-                if self.controls.contains_key(&token) {
+                if self.is_control(token) {
                     self.control_timer(token, now);
                     continue;
                 }
@@ -411,6 +411,12 @@ impl Reactor {
                 return Ok(RunEnd::Finished);
             }
         }
+    }
+
+    /// Whether `token` is a `path` control connection's; without any, no lookup
+    /// (hashing) is paid for on every event of every connection.
+    fn is_control(&self, token: u64) -> bool {
+        !self.controls.is_empty() && self.controls.contains_key(&token)
     }
 
     fn dispatch(&mut self, token: u64, now: Instant, f: impl FnOnce(&mut Conn, &mut Ctx<'_>)) {
