@@ -17,7 +17,7 @@ use crate::engine::{Emit, Flow, Reactor};
 use crate::error::ExitCode;
 use crate::plan::{BenchPlan, EndPlan};
 use crate::report::bench::{BenchResult, Churn, FinChurn, Idle, Latency};
-use crate::report::{Percentiles, Role};
+use crate::report::{Percentiles, Role, micros};
 use crate::vocab::CloseMode;
 
 /// Churn concurrencies compared, each against a bare loop with as many threads.
@@ -112,10 +112,6 @@ fn round2(x: f64) -> f64 {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn pair(listener: &TcpListener) -> anyhow::Result<(Socket, Socket)> {

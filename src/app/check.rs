@@ -18,6 +18,7 @@ use crate::report::check::remote::Remote;
 use crate::report::check::{
     self as model, CheckResult, CheckSummary, Descriptor, KeepaliveSysctls, Reaction,
 };
+use crate::report::micros;
 use crate::report::{Report, SCHEMA, SideSample, Verdict};
 use crate::vocab::CloseMode;
 
@@ -358,10 +359,6 @@ fn last_reading(remote: SocketAddr, local: SocketAddr, start: Instant) -> Option
 /// binding to it succeeds only then. Nothing is sent.
 fn is_local(addr: SocketAddr) -> bool {
     std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).is_ok()
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// What became of one dead socket's descriptor.

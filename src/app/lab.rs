@@ -121,7 +121,7 @@ fn run(plan: &LabPlan, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<(Ma
             cases: rows.len(),
             runs: plan.runs,
             skipped,
-            elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            elapsed_us: crate::report::micros(started.elapsed()),
             namespace,
             timing: LabTiming {
                 closer_after: AFTER,

@@ -36,7 +36,7 @@ impl Timeline {
 
     /// µs from the connection's start to `at`.
     pub fn t_us(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.start).as_micros()).unwrap_or(u64::MAX)
+        crate::report::micros(at.saturating_duration_since(self.start))
     }
 
     /// Appends an event built by `fill`, unless the timeline is full.

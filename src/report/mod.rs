@@ -272,7 +272,7 @@ impl Report {
             ));
         }
         if let Some(within) = within {
-            let limit = u64::try_from(within.as_micros()).unwrap_or(u64::MAX);
+            let limit = micros(within);
             let unmeasured = if matches!(self.verdict, Verdict::Fin | Verdict::Rst) {
                 " (the arrival of the peer's FIN or RST is timed only with --pcap)"
             } else {
@@ -346,6 +346,11 @@ pub fn wrap(text: &str, width: usize) -> String {
     }
     lines.push(line);
     lines.join("\n")
+}
+
+/// A duration in whole µs, as the JSON has it (saturating).
+pub fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Formats µs for people: `87µs`, `12.3ms`, `4.002s`.

@@ -157,7 +157,7 @@ impl Summary {
     /// Completes the summary: percentiles, elapsed time and the rate it implies.
     pub fn finish(&mut self, elapsed: Duration) {
         self.detected_after_us = self.samples.percentiles();
-        self.elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.elapsed_us = super::micros(elapsed);
         let secs = elapsed.as_secs_f64();
         self.rate_per_sec = if secs > 0.0 {
             (self.connections as f64 / secs * 10.0).round() / 10.0

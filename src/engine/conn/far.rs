@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use socket2::Socket;
 
-use super::outcome::micros;
 use super::{Conn, Ctx, Phase};
 use crate::engine::path::{self, FarTask, Greeting};
 use crate::engine::timers::TimerKind;
 use crate::plan::EndPlan;
 use crate::report::EventKind;
+use crate::report::micros;
 use crate::report::path::FarView;
 use crate::vocab::{CloseMode, Direction, PathTest, Verdict};
 

@@ -1,10 +1,10 @@
 //! The observer's outcome: its state at the end turned into the report model.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Conn;
 use crate::engine::predict::{self, KernelTcp};
-use crate::report::{Afterlife, Closer, DetectedFrom, Report, SCHEMA, Verdict};
+use crate::report::{Afterlife, Closer, DetectedFrom, Report, SCHEMA, Verdict, micros};
 use crate::vocab::CloseMode;
 
 impl Conn {
@@ -109,8 +109,4 @@ impl Conn {
             packets_dropped: self.packets_dropped,
         }
     }
-}
-
-pub(super) fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{AfterFin, FarView, KeepaliveAdvice, PathCase, PathResult, PathSummary};
-use crate::report::fmt_us;
+use crate::report::{fmt_us, micros};
 use crate::vocab::{PathTest, Verdict};
 
 /// An ending that arrives this much later than data takes is `delayed`. Far
@@ -303,10 +303,6 @@ pub fn misses(
         }
     }
     out
-}
-
-pub fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
