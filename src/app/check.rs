@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::print;
 use crate::engine::capture::Filter;
+use crate::engine::side;
 use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{Capability, ExitCode, Failure};
@@ -338,21 +339,7 @@ fn reconnections(
 /// through sock_diag, on the connection's clock; `None` when it is gone.
 fn last_reading(remote: SocketAddr, local: SocketAddr, start: Instant) -> Option<SideSample> {
     let d = crate::sys::lookup(remote, local).ok().flatten()?;
-    Some(SideSample {
-        t_us: micros(start.elapsed()),
-        state: Some(d.state),
-        timer: d.timer.map(|t| {
-            format!(
-                "{},{:.1}s,{}",
-                t.kind,
-                f64::from(t.expires_ms) / 1000.0,
-                t.retransmits
-            )
-        }),
-        recv_q: d.recv_q,
-        send_q: d.send_q,
-        inode: d.inode,
-    })
+    Some(side::sample(micros(start.elapsed()), Some(&d)))
 }
 
 /// Whether `addr`'s IP is an address of this host (in this network namespace):

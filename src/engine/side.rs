@@ -69,21 +69,7 @@ impl SideTrack {
     }
 
     fn record(&mut self, t_us: u64, found: Option<&DiagSocket>) {
-        let sample = SideSample {
-            t_us,
-            state: found.map(|d| d.state),
-            timer: found.and_then(|d| d.timer).map(|t| {
-                format!(
-                    "{},{:.1}s,{}",
-                    t.kind,
-                    f64::from(t.expires_ms) / 1000.0,
-                    t.retransmits
-                )
-            }),
-            recv_q: found.map_or(0, |d| d.recv_q),
-            send_q: found.map_or(0, |d| d.send_q),
-            inode: found.map_or(0, |d| d.inode),
-        };
+        let sample = sample(t_us, found);
         if let Some(d) = found {
             self.uid = Some(d.uid);
             if d.tcp_info.is_some() {
@@ -153,5 +139,25 @@ pub fn afterlife_end(found: Option<&DiagSocket>, watch_over: bool) -> Option<Aft
         Some(d) if d.state == TcpState::TimeWait => Some(AfterlifeEnd::TimeWait),
         Some(_) if watch_over => Some(AfterlifeEnd::WatchEnded),
         Some(_) => None,
+    }
+}
+
+/// One sock_diag reading as the report has it (`None`: the socket is gone); the
+/// timer as `ss -o` shows it, e.g. `keepalive,297.0s,0`.
+pub fn sample(t_us: u64, found: Option<&DiagSocket>) -> SideSample {
+    SideSample {
+        t_us,
+        state: found.map(|d| d.state),
+        timer: found.and_then(|d| d.timer).map(|t| {
+            format!(
+                "{},{:.1}s,{}",
+                t.kind,
+                f64::from(t.expires_ms) / 1000.0,
+                t.retransmits
+            )
+        }),
+        recv_q: found.map_or(0, |d| d.recv_q),
+        send_q: found.map_or(0, |d| d.send_q),
+        inode: found.map_or(0, |d| d.inode),
     }
 }
