@@ -96,3 +96,38 @@ fn ci_mds_first_recipe_waits_for_serve_and_passes() {
     );
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// CI proves the README's set-up on a cache that holds only what its commands fetch:
+/// both commands, verbatim, after a brand-new `CARGO_HOME`.
+#[test]
+fn ci_runs_the_readmes_two_set_up_commands_on_a_fresh_cargo_cache() {
+    let setup = snippet("README.md", "## Set-up: two commands");
+    let commands: Vec<&str> = setup
+        .lines()
+        .map(|line| {
+            line.split_once('#')
+                .map_or(line, |(command, _)| command)
+                .trim()
+        })
+        .filter(|command| !command.is_empty())
+        .collect();
+    assert_eq!(commands.len(), 2, "the README gives two commands: {setup}");
+    let ci = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run"))
+        .expect(".ci/run");
+    let lines: Vec<&str> = ci.lines().map(str::trim).collect();
+    let fresh = lines
+        .iter()
+        .position(|line| line.starts_with("CARGO_HOME=\"$(mktemp -d"))
+        .expect(".ci/run makes a fresh CARGO_HOME");
+    assert!(
+        lines.contains(&"export CARGO_HOME"),
+        ".ci/run exports its fresh CARGO_HOME"
+    );
+    for command in commands {
+        let at = lines
+            .iter()
+            .position(|line| *line == command)
+            .unwrap_or_else(|| panic!(".ci/run does not run the README's {command:?} verbatim"));
+        assert!(at > fresh, "{command:?} runs before the fresh CARGO_HOME");
+    }
+}
