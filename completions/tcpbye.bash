@@ -79,14 +79,14 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__check)
-            opts="-h -V --listen --modes --request --send --wait --json --expect-noticed-within --expect-no-leak --help --version"
+            opts="-h -V --listen --modes --request --send --wait --json --expect-noticed-within --expect-no-leak --leave-open --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --modes)
-                    COMPREPLY=($(compgen -W "fin half rst rst-unread drop reboot hang none" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "fin half rst drop reboot hang" -- "${cur}"))
                     return 0
                     ;;
                 --request)

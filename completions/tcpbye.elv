@@ -115,6 +115,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand --listen 'The program under test is a client: listen on ADDR, end each connection it makes in the next mode (once its first bytes arrive, or after 2s), and see whether and when it connects again'
             cand --json 'JSON Lines: one `check-case` object per mode, then one `check-summary`'
             cand --expect-no-leak 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket''s descriptor, still held at the end'
+            cand --leave-open 'Leave the drop and reboot connections that the program never noticed open after --wait, to watch them longer by hand (by default tcpbye resets them then)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'

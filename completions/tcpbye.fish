@@ -133,14 +133,12 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l runs -d 'Repetitio
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l json -d 'JSON Lines: one object per case, then one summary object'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s V -l version -d 'Print version'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l modes -d 'Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst` [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]' -r -f -a "fin\t'close(): a FIN; the peer reads EOF'
-half\t'shutdown(SHUT_WR), keep reading until the peer\'s FIN, then close'
-rst\t'SO_LINGER {on, 0} + close(): an RST; the peer gets ECONNRESET'
-rst-unread\t'close() with received data unread: Linux sends an RST, not a FIN; needs data from the peer (`serve --send 1k`), else it waits 1s and sends a FIN'
-drop\t'vanish silently like a pulled cable: nothing sent, nothing answered (CAP_NET_ADMIN)'
-reboot\t'the socket disappears without a packet; the peer\'s next segment meets an RST (CAP_NET_ADMIN)'
-hang\t'the process hangs: socket open, never read or written again'
-none\t'do not close: observe until the peer ends it or --timeout passes'"
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l modes -d 'Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst` [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]' -r -f -a "fin\t'tcpbye closes (FIN): does the program read EOF and close?'
+half\t'tcpbye shuts down its sending side (FIN) and keeps reading'
+rst\t'tcpbye resets (RST): does the program close after ECONNRESET?'
+drop\t'tcpbye vanishes like a pulled cable: nothing sent or answered (CAP_NET_ADMIN)'
+reboot\t'tcpbye\'s host "reboots": the program\'s next segment meets an RST (CAP_NET_ADMIN)'
+hang\t'tcpbye hangs: its kernel ACKs, nothing is read or written'"
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l request -d 'Send STRING first and wait (up to 2s) for the answer\'s first bytes before ending, e.g. `--request \'PING\\r\\n\'` (escapes: \\r \\n \\t \\0 \\\\ \\xHH)' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l send -d 'Send BYTES of filler first (after --request) and wait (up to 2s) for an answer, e.g. `--send 1k`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l wait -d 'Watch the program for DUR after ending each connection, e.g. `--wait 3s`' -r
@@ -148,6 +146,7 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l expect-noticed-w
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l listen -d 'The program under test is a client: listen on ADDR, end each connection it makes in the next mode (once its first bytes arrive, or after 2s), and see whether and when it connects again'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l json -d 'JSON Lines: one `check-case` object per mode, then one `check-summary`'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l expect-no-leak -d 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket\'s descriptor, still held at the end'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l leave-open -d 'Leave the drop and reboot connections that the program never noticed open after --wait, to watch them longer by hand (by default tcpbye resets them then)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l tests -d 'Tests to run, comma-separated, e.g. `--tests fin,rst` [default: all]' -r -f -a "fin\t'close(): does the FIN arrive as a FIN, both ways?'

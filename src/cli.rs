@@ -7,7 +7,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::plan::parse as plan;
 use crate::plan::{Heartbeat, KeepAlive, Target};
-use crate::vocab::{CloseMode, PathTest, Setting, Verdict};
+use crate::vocab::{CheckEnding, CloseMode, PathTest, Setting, Verdict};
 
 /// Shows how TCP connections end: what one side observes when the other side
 /// disconnects, through which mechanism, and how fast.
@@ -257,7 +257,7 @@ pub struct CheckArgs {
     /// Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst`
     /// [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]
     #[arg(long, value_name = "MODES", value_enum, value_delimiter = ',')]
-    pub modes: Vec<CloseMode>,
+    pub modes: Vec<CheckEnding>,
 
     /// Send STRING first and wait (up to 2s) for the answer's first bytes before ending,
     /// e.g. `--request 'PING\r\n'` (escapes: \r \n \t \0 \\ \xHH)
@@ -283,6 +283,11 @@ pub struct CheckArgs {
     /// Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket's descriptor, still held at the end
     #[arg(long)]
     pub expect_no_leak: bool,
+
+    /// Leave the drop and reboot connections that the program never noticed open
+    /// after --wait, to watch them longer by hand (by default tcpbye resets them then)
+    #[arg(long)]
+    pub leave_open: bool,
 }
 
 #[derive(Debug, Args)]
@@ -391,6 +396,16 @@ impl clap::ValueEnum for CloseMode {
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(clap::builder::PossibleValue::new(self.name()).help(self.summary()))
+    }
+}
+
+impl clap::ValueEnum for CheckEnding {
+    fn value_variants<'a>() -> &'a [Self] {
+        &CheckEnding::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.name()).help(self.summary()))
     }
 }
 

@@ -83,6 +83,39 @@ impl CloseMode {
     pub const ENDINGS: &'static [CloseMode] = Self::ALL.split_at(Self::ALL.len() - 1).0;
 }
 
+/// An ending `check` tries on the program under test: the [`CloseMode`]s whose
+/// reaction it can judge, in teaching order, told from the program's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckEnding(pub CloseMode);
+
+impl CheckEnding {
+    pub const ALL: [CheckEnding; 6] = [
+        Self(CloseMode::Fin),
+        Self(CloseMode::Half),
+        Self(CloseMode::Rst),
+        Self(CloseMode::Drop),
+        Self(CloseMode::Reboot),
+        Self(CloseMode::Hang),
+    ];
+
+    /// What tcpbye does and what the program meets, in one line (for `--help`).
+    pub fn summary(self) -> &'static str {
+        match self.0 {
+            CloseMode::Fin => "tcpbye closes (FIN): does the program read EOF and close?",
+            CloseMode::Half => "tcpbye shuts down its sending side (FIN) and keeps reading",
+            CloseMode::Rst => "tcpbye resets (RST): does the program close after ECONNRESET?",
+            CloseMode::Drop => {
+                "tcpbye vanishes like a pulled cable: nothing sent or answered (CAP_NET_ADMIN)"
+            }
+            CloseMode::Reboot => {
+                "tcpbye's host \"reboots\": the program's next segment meets an RST (CAP_NET_ADMIN)"
+            }
+            CloseMode::Hang => "tcpbye hangs: its kernel ACKs, nothing is read or written",
+            CloseMode::RstUnread | CloseMode::None => "not an ending check tries",
+        }
+    }
+}
+
 impl std::fmt::Display for CloseMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

@@ -519,6 +519,148 @@ fn socat_closes_at_eof_and_has_no_keepalive() {
     );
 }
 
+/// The clients a redis-server lists for itself (`CLIENT LIST`), this query's own included.
+fn redis_clients(addr: &str) -> usize {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).expect("connect to redis");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    stream
+        .write_all(b"CLIENT LIST\r\n")
+        .expect("send CLIENT LIST");
+    // A bulk string: `$LEN\r\n` then LEN bytes, one line per client.
+    let mut reply = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        let n = stream.read(&mut buf).expect("read CLIENT LIST");
+        assert!(n > 0, "redis closed before answering");
+        reply.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        if let Some((head, body)) = text.split_once("\r\n") {
+            let len: usize = head.trim_start_matches('$').parse().expect("a bulk length");
+            if body.len() >= len {
+                return body[..len].lines().filter(|l| l.contains("addr=")).count();
+            }
+        }
+    }
+}
+
+/// Waits up to 5 s for redis to list `want` clients; returns the last count.
+fn redis_clients_become(addr: &str, want: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = redis_clients(addr);
+        if n == want || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(common::POLL);
+    }
+}
+
+#[test]
+fn silent_endings_the_program_never_noticed_are_reset_after_the_wait() {
+    let test = "silent_endings_the_program_never_noticed_are_reset_after_the_wait";
+    if !require_root(test, "drop and reboot need CAP_NET_ADMIN")
+        || !require_tool(
+            test,
+            "redis-server",
+            &["--version"],
+            "redis-server not installed",
+        )
+    {
+        return;
+    }
+    let port = free_port();
+    let port_text = port.to_string();
+    // redis's default tcp-keepalive 300: within the wait it notices neither ending.
+    let server = listening(
+        "redis-server",
+        &[
+            "--port",
+            &port_text,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        port,
+    );
+    let args = [
+        server.addr.as_str(),
+        "--modes",
+        "drop,reboot",
+        "--request",
+        "PING\\r\\n",
+        "--wait",
+        "1s",
+        "--json",
+    ];
+    let out = check(&args);
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    assert_eq!(reaction(&cases, "drop"), "unnoticed", "{}", out.dump());
+    assert_eq!(reaction(&cases, "reboot"), "unnoticed", "{}", out.dump());
+    let summary = &out.objects("check-summary")[0];
+    assert_eq!(
+        summary["reset_after_wait"],
+        serde_json::json!(["drop", "reboot"])
+    );
+    assert_eq!(summary["left_open"], serde_json::json!([]));
+    assert!(
+        out.stderr
+            .iter()
+            .any(|l| l.contains("reset drop, reboot for the program")),
+        "{}",
+        out.dump()
+    );
+    // redis itself lists only this query's connection: the RSTs reached it and it
+    // freed both clients (ECONNRESET, as from a peer that came back).
+    assert_eq!(redis_clients_become(&server.addr, 1), 1, "{}", out.dump());
+
+    // --leave-open: both stay, for watching by hand, and the summary says so.
+    let mut argv = args.to_vec();
+    argv.push("--leave-open");
+    let kept = check(&argv);
+    kept.expect_code(0);
+    let summary = &kept.objects("check-summary")[0];
+    assert_eq!(summary["left_open"], serde_json::json!(["drop", "reboot"]));
+    assert_eq!(summary["reset_after_wait"], serde_json::json!([]));
+    assert_eq!(redis_clients(&server.addr), 3, "{}", kept.dump());
+}
+
+#[test]
+fn unprivileged_check_says_which_endings_it_left_out() {
+    let test = "unprivileged_check_says_which_endings_it_left_out";
+    if !require_root(test, "dropping to an unprivileged user needs root") {
+        return;
+    }
+    let Some(server) = python(test, SOCKETSERVER) else {
+        return;
+    };
+    let out = common::unprivileged(&["check", &server.addr, "--wait", "300ms", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("left out:"))
+        .unwrap_or_else(|| panic!("no left-out line: {stderr}"));
+    assert!(
+        line.contains("drop, reboot") && line.contains("CAP_NET_ADMIN"),
+        "{line}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["kind"] == "check-summary")
+        .expect("a check-summary");
+    assert_eq!(summary["left_out"], serde_json::json!(["drop", "reboot"]));
+    assert_eq!(summary["cases"], 4);
+}
+
 #[test]
 fn drop_and_reboot_without_net_admin_exit_4() {
     let test = "drop_and_reboot_without_net_admin_exit_4";

@@ -273,3 +273,30 @@ Options:
     );
     assert_eq!(missing, ["--bare", "--quiet"]);
 }
+
+/// `check --modes` offers the endings `check` takes, in its own words, and nothing
+/// it would refuse (`rst-unread`, `none`): in `--help` and in every completion.
+#[test]
+fn check_offers_only_the_endings_it_takes() {
+    let help = tcpbye(&["check", "--help"]);
+    let modes = help
+        .split_once("--modes <MODES>")
+        .and_then(|(_, rest)| rest.split_once("--request"))
+        .expect("check --help describes --modes")
+        .0;
+    for ending in ["fin:", "half:", "rst:", "drop:", "reboot:", "hang:"] {
+        assert!(modes.contains(ending), "no {ending} in {modes}");
+    }
+    assert!(modes.contains("does the program read EOF"), "{modes}");
+    for refused in ["rst-unread", "none:"] {
+        assert!(!modes.contains(refused), "check --help offers {refused}: {modes}");
+    }
+    let fish = tcpbye(&["completions", "fish"]);
+    // The entry runs from its `complete` line to the next one (values span lines).
+    let entry = fish
+        .split("\ncomplete ")
+        .find(|e| e.contains("using_subcommand check") && e.contains("-l modes"))
+        .expect("fish completes check --modes");
+    assert!(entry.contains("hang\\t"), "{entry}");
+    assert!(!entry.contains("rst-unread") && !entry.contains("none\\t"), "{entry}");
+}

@@ -21,6 +21,7 @@ use crate::report::check::{
 };
 use crate::report::micros;
 use crate::report::{Report, SCHEMA, SideSample, Verdict};
+use crate::sys::TcpState;
 use crate::vocab::CloseMode;
 
 /// How long tcpbye waits for the answer to `--request`/`--send` before acting anyway.
@@ -79,8 +80,12 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         peer_side: true,
         linger_watch: plan.wait,
         follow_peer: true,
+        keep_vanished: true,
         ..EndPlan::default()
     };
+    if !plan.left_out.is_empty() {
+        print::tell!("{}", left_out_line(&plan.left_out));
+    }
     let mut starts: HashMap<CloseMode, Instant> = HashMap::new();
     let target = if plan.listen {
         // Connections beyond the modes (the client reconnecting after the last
@@ -163,6 +168,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         }
         Ok(Flow::Continue)
     })?;
+    let vanished = reactor.take_vanished();
     drop(reactor);
     drop(tx);
     let fates = watcher
@@ -188,6 +194,11 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         return Err(Failure::Runtime(format!("check: connect {addr}: {}", report.verdict)).into());
     }
     let sysctls = KeepaliveSysctls::read();
+    // tcpbye's address of each case's connection: what a vanished socket is known by.
+    let mode_of: HashMap<SocketAddr, CloseMode> = reports
+        .values()
+        .filter_map(|r| Some((r.local?, r.close?)))
+        .collect();
     let reconnects = reconnections(&plan.modes, &starts, &reports, &accepts);
     let mut unmatched = unmatched.into_iter().filter(|_| !plan.listen);
     let cases: Vec<_> = plan
@@ -233,6 +244,10 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
             },
         })
         .collect();
+    let afterwards = end_orphans(&vanished, &mode_of, &cases, plan.leave_open);
+    if let Some(line) = afterwards.line() {
+        print::tell!("{line}");
+    }
     let misses = model::misses(&cases, &plan.expect_noticed, plan.expect_no_leak);
     let count = |f: &dyn Fn(Reaction) -> bool| cases.iter().filter(|c| f(c.reaction)).count();
     let summary = CheckSummary {
@@ -252,6 +267,9 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
             .filter(|c| c.reconnected_after_us.is_some())
             .count(),
         keepalive_sysctls: sysctls,
+        left_out: plan.left_out.clone(),
+        reset_after_wait: afterwards.reset,
+        left_open: afterwards.left_open,
         misses,
     };
     let result = CheckResult { cases, summary };
@@ -263,6 +281,109 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::ExpectationMissed
     })
+}
+
+/// The one line that says which default endings were left out, and why.
+fn left_out_line(left_out: &[CloseMode]) -> String {
+    let names: Vec<&str> = left_out.iter().map(|m| m.name()).collect();
+    let privilege = Failure::Privilege {
+        what: "a vanished peer".into(),
+        capability: Capability::NetAdmin,
+    };
+    format!("left out: {} ({privilege})", names.join(", "))
+}
+
+/// What became of the silent endings' connections once the wait was over.
+#[derive(Debug, Default)]
+struct Afterwards {
+    /// Reset for the program, which still held them.
+    reset: Vec<CloseMode>,
+    /// Still open in the program: `--leave-open`, or the reset failed.
+    left_open: Vec<CloseMode>,
+    /// Why a reset failed, per mode.
+    failed: Vec<(CloseMode, String)>,
+}
+
+impl Afterwards {
+    fn line(&self) -> Option<String> {
+        let names = |modes: &[CloseMode]| {
+            modes
+                .iter()
+                .map(|m| m.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !self.failed.is_empty() {
+            let why: Vec<String> = self
+                .failed
+                .iter()
+                .map(|(mode, e)| format!("{mode}: {e}"))
+                .collect();
+            return Some(format!(
+                "left open in the program: {} (the reset failed: {})",
+                names(&self.left_open),
+                why.join("; ")
+            ));
+        }
+        if !self.left_open.is_empty() {
+            return Some(format!(
+                "left open in the program (--leave-open): {}; it ends them only when it notices",
+                names(&self.left_open)
+            ));
+        }
+        (!self.reset.is_empty()).then(|| {
+            format!(
+                "after --wait: reset {} for the program, which still held them (--leave-open keeps them)",
+                names(&self.reset)
+            )
+        })
+    }
+}
+
+/// Ends the connections that a silent ending left open in the program and that it
+/// never noticed (a `drop` or `reboot` that the judge did not see noticed): an RST
+/// with the right sequence numbers from tcpbye's side, as a peer coming back would
+/// send. Connections the program already ended are left alone; `leave_open`
+/// only reports them.
+fn end_orphans(
+    vanished: &[crate::sys::Vanished],
+    mode_of: &HashMap<SocketAddr, CloseMode>,
+    cases: &[model::CheckCase],
+    leave_open: bool,
+) -> Afterwards {
+    let mut out = Afterwards::default();
+    for v in vanished {
+        let Some(case) = mode_of
+            .get(&v.local)
+            .and_then(|mode| cases.iter().find(|c| c.mode == *mode))
+        else {
+            continue;
+        };
+        // The program's socket, when sock_diag shows it; a remote one is unseen.
+        let held = if is_local(v.peer) {
+            crate::sys::lookup(v.peer, v.local)
+                .ok()
+                .flatten()
+                .is_some_and(|d| !matches!(d.state, TcpState::TimeWait | TcpState::Close))
+        } else {
+            !case.reaction.noticed()
+        };
+        if !held {
+            continue;
+        }
+        if leave_open {
+            out.left_open.push(case.mode);
+            continue;
+        }
+        match crate::sys::reset_vanished(v) {
+            Ok(()) => out.reset.push(case.mode),
+            Err(e) => {
+                out.left_open.push(case.mode);
+                out.failed.push((case.mode, e.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// `check --listen`: whether to go on. The check ends once every case has been

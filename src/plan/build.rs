@@ -13,7 +13,7 @@ use crate::cli::{
     OutputArgs, PathArgs, ServeArgs,
 };
 use crate::error::{Capability, Failure};
-use crate::vocab::{CloseMode, PathTest, Setting};
+use crate::vocab::{CheckEnding, CloseMode, PathTest, Setting};
 
 /// Turns a parsed command into its validated plan.
 pub fn build(command: Command, privileges: Privileges) -> Result<Plan, Failure> {
@@ -201,16 +201,6 @@ fn output_plan(args: OutputArgs, privileges: Privileges) -> Result<OutputPlan, F
     })
 }
 
-/// The endings `check` tries, in teaching order.
-pub const CHECK_MODES: [CloseMode; 6] = [
-    CloseMode::Fin,
-    CloseMode::Half,
-    CloseMode::Rst,
-    CloseMode::Drop,
-    CloseMode::Reboot,
-    CloseMode::Hang,
-];
-
 /// Validates `path` arguments into a plan.
 pub fn path_plan(args: PathArgs) -> Result<PathPlan, Failure> {
     if args.addr.port() == 0 {
@@ -304,20 +294,14 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         )));
     }
     let modes_given = !args.modes.is_empty();
-    let modes: Vec<CloseMode> = if args.modes.is_empty() {
-        CHECK_MODES
+    let (modes, left_out): (Vec<CloseMode>, Vec<CloseMode>) = if args.modes.is_empty() {
+        CheckEnding::ALL
             .into_iter()
-            .filter(|m| privileges.net_admin || !m.needs_net_admin())
-            .collect()
+            .map(|ending| ending.0)
+            .partition(|m| privileges.net_admin || !m.needs_net_admin())
     } else {
         let mut modes = Vec::new();
-        for mode in args.modes {
-            if !CHECK_MODES.contains(&mode) {
-                return Err(Failure::Usage(format!(
-                    "check --modes: {mode} is not an ending check tries; use {}",
-                    CHECK_MODES.map(CloseMode::name).join(",")
-                )));
-            }
+        for CheckEnding(mode) in args.modes {
             if mode.needs_net_admin() && !privileges.net_admin {
                 return Err(Failure::Privilege {
                     what: format!("check --modes {mode}"),
@@ -328,7 +312,7 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
                 modes.push(mode);
             }
         }
-        modes
+        (modes, Vec::new())
     };
     if args.wait.is_zero() {
         return Err(Failure::Usage("--wait must be more than 0s".into()));
@@ -355,6 +339,8 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         expect_no_leak: args.expect_no_leak,
         capture: privileges.net_raw,
         modes_given,
+        left_out,
+        leave_open: args.leave_open,
     })
 }
 
@@ -460,17 +446,30 @@ mod tests {
         use CloseMode::*;
         let user = check(&["127.0.0.1:6379"], USER).unwrap();
         assert_eq!(user.modes, vec![Fin, Half, Rst, Hang]);
+        assert_eq!(user.left_out, vec![Drop, Reboot]);
         assert_eq!(user.wait, Duration::from_secs(10));
         let root = check(&["127.0.0.1:6379"], ROOT).unwrap();
         assert_eq!(root.modes, vec![Fin, Half, Rst, Drop, Reboot, Hang]);
+        assert!(root.left_out.is_empty());
+        assert!(!root.leave_open);
+        assert!(
+            check(&["127.0.0.1:6379", "--leave-open"], ROOT)
+                .unwrap()
+                .leave_open
+        );
+        // Named modes are what was asked for: nothing is "left out" then.
+        let named = check(&["127.0.0.1:6379", "--modes", "fin,hang"], USER).unwrap();
+        assert!(named.left_out.is_empty());
         assert!(matches!(
             check(&["127.0.0.1:6379", "--modes", "fin,drop"], USER),
             Err(Failure::Privilege { .. })
         ));
-        assert!(matches!(
-            check(&["127.0.0.1:6379", "--modes", "rst-unread"], ROOT),
-            Err(Failure::Usage(_))
-        ));
+        // `check --modes` offers only the endings it judges: clap itself refuses the rest.
+        for other in ["rst-unread", "none"] {
+            let argv = ["tcpbye", "check", "127.0.0.1:6379", "--modes", other];
+            let err = Cli::try_parse_from(argv).expect_err(other);
+            assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue, "{other}");
+        }
         assert!(matches!(
             check(
                 &[

@@ -101,6 +101,9 @@ pub struct EndPlan {
     /// `path` test or control connection (docs/path.md). Off for every other
     /// listener (`check --listen` judges whatever its client sends).
     pub path_greetings: bool,
+    /// `check`: remember where a `drop` or `reboot` left the connection when its
+    /// socket vanished, so that the program's side can be reset once it is judged.
+    pub keep_vanished: bool,
 }
 
 impl Default for EndPlan {
@@ -120,6 +123,7 @@ impl Default for EndPlan {
             close_on_answer: false,
             follow_peer: false,
             path_greetings: false,
+            keep_vanished: false,
         }
     }
 }
@@ -304,6 +308,12 @@ pub struct CheckPlan {
     /// `--modes` was given: a mode asked for by name that cannot be judged without
     /// a privilege is an error, not a `not-judged` row.
     pub modes_given: bool,
+    /// Default endings left out for want of a privilege (drop and reboot without
+    /// CAP_NET_ADMIN): said in one line, not silently skipped.
+    pub left_out: Vec<CloseMode>,
+    /// `--leave-open`: the silent endings the program never noticed stay open
+    /// after the wait instead of being reset.
+    pub leave_open: bool,
 }
 
 /// `tcpbye path`: the far end is a `tcpbye serve` at `addr`, through the path.

@@ -191,3 +191,90 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
     }
     Ok((soft, hard))
 }
+
+/// `TCP_REPAIR_QUEUE` values: which queue `TCP_QUEUE_SEQ` reads or sets.
+const TCP_RECV_QUEUE: libc::c_int = 1;
+const TCP_SEND_QUEUE: libc::c_int = 2;
+/// `TCP_REPAIR` value that leaves repair mode without sending a window probe.
+const TCP_REPAIR_OFF_NO_WP: u32 = -1_i32 as u32;
+
+/// Where a connection stood when its socket vanished without a packet (closed in
+/// repair mode): enough to put a socket back in its place later and reset the
+/// peer with sequence numbers the peer accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vanished {
+    pub local: std::net::SocketAddr,
+    pub peer: std::net::SocketAddr,
+    /// The next sequence number this side would have sent (the peer's `rcv_nxt`).
+    pub send_seq: u32,
+    /// The next sequence number this side expected.
+    pub recv_seq: u32,
+}
+
+fn set_int(fd: BorrowedFd<'_>, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `value`, which outlives the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            option,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+fn get_int(fd: BorrowedFd<'_>, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `value`, which outlives the call.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            option,
+            (&raw mut value).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// The send and receive sequence numbers of a socket already in repair mode.
+pub fn repair_sequences(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    set_int(fd, libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
+    let send = get_int(fd, libc::TCP_QUEUE_SEQ)? as u32;
+    set_int(fd, libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
+    let recv = get_int(fd, libc::TCP_QUEUE_SEQ)? as u32;
+    Ok((send, recv))
+}
+
+/// Resets the peer of a connection whose socket vanished: a new socket in repair
+/// mode takes the old one's place (same addresses, same sequence numbers) without
+/// a packet, leaves repair mode without a window probe, and closes with
+/// `SO_LINGER {on, 0}`: one RST whose sequence number is exactly what the peer
+/// expects, so it reads ECONNRESET as from its peer. Needs CAP_NET_ADMIN.
+pub fn reset_vanished(v: &Vanished) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt::TcpRepair};
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(
+        Domain::for_address(v.local),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // Repair mode first: it also lets the bind share the port (SK_FORCE_REUSE).
+    setsockopt(&sock, TcpRepair, &1).map_err(io::Error::from)?;
+    sock.bind(&v.local.into())?;
+    let fd = std::os::fd::AsFd::as_fd(&sock);
+    set_int(fd, libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
+    set_int(fd, libc::TCP_QUEUE_SEQ, v.send_seq as libc::c_int)?;
+    set_int(fd, libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
+    set_int(fd, libc::TCP_QUEUE_SEQ, v.recv_seq as libc::c_int)?;
+    // In repair mode connect() sends no SYN: the socket is ESTABLISHED at once.
+    sock.connect(&v.peer.into())?;
+    setsockopt(&sock, TcpRepair, &TCP_REPAIR_OFF_NO_WP).map_err(io::Error::from)?;
+    sock.set_linger(Some(std::time::Duration::ZERO))?;
+    drop(sock);
+    Ok(())
+}

@@ -74,7 +74,7 @@ impl Conn {
         let fd = sock.as_raw_fd();
         // Detection times are measured from here: the instant before the syscall.
         let now = Instant::now();
-        match perform(mode, sock) {
+        match perform(mode, sock, |sock| self.vanish(sock)) {
             Ok(Closed::Released) => {
                 self.timeline.push(now, EventKind::Close, |e| {
                     e.detail = Some(describe(mode, unread));
@@ -177,7 +177,7 @@ impl Conn {
         let Some(sock) = self.sock.take() else { return };
         let mode = self.action.map(|(_, m)| m);
         let note = if mode == Some(CloseMode::Drop) {
-            match vanish(sock) {
+            match self.vanish(sock) {
                 Ok(()) => "hold ended: socket closed in repair mode, nothing sent".to_owned(),
                 Err(e) => format!("hold ended: repair-mode close failed ({e}); socket closed"),
             }
@@ -227,8 +227,13 @@ fn describe(mode: CloseMode, unread: usize) -> String {
     }
 }
 
-/// Performs `mode` on `sock`. `drop` expects nothing left in flight (the caller waits).
-fn perform(mode: CloseMode, sock: Socket) -> io::Result<Closed> {
+/// Performs `mode` on `sock`; `reboot` closes it through `vanish`. `drop` expects
+/// nothing left in flight (the caller waits).
+fn perform(
+    mode: CloseMode,
+    sock: Socket,
+    vanish: impl FnOnce(Socket) -> io::Result<()>,
+) -> io::Result<Closed> {
     match mode {
         CloseMode::Fin | CloseMode::RstUnread => Ok(Closed::Released),
         CloseMode::Rst => {
@@ -251,10 +256,29 @@ fn perform(mode: CloseMode, sock: Socket) -> io::Result<Closed> {
     }
 }
 
-/// Closes without sending anything: TCP_REPAIR on, then close().
-pub(super) fn vanish(sock: Socket) -> io::Result<()> {
-    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::TcpRepair, &1)
-        .map_err(io::Error::from)?;
-    drop(sock);
-    Ok(())
+impl Conn {
+    /// Closes without sending anything: TCP_REPAIR on, then close(). With
+    /// `keep_vanished`, where the connection stood is remembered first.
+    fn vanish(&mut self, sock: Socket) -> io::Result<()> {
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::TcpRepair, &1)
+            .map_err(io::Error::from)?;
+        if self.plan.keep_vanished
+            && let Some(local) = self.local
+            && let Ok((send_seq, recv_seq)) = sys::repair_sequences(sock.as_fd())
+        {
+            self.vanished = Some(Box::new(sys::Vanished {
+                local,
+                peer: self.peer,
+                send_seq,
+                recv_seq,
+            }));
+        }
+        drop(sock);
+        Ok(())
+    }
+
+    /// Where the connection stood when its socket vanished (`keep_vanished`).
+    pub fn take_vanished(&mut self) -> Option<sys::Vanished> {
+        self.vanished.take().map(|v| *v)
+    }
 }

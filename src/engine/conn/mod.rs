@@ -130,6 +130,8 @@ pub struct Conn {
     packets_dropped: u64,
     /// `serve`: first bytes that look like a `path` greeting, and the test it named.
     far: Option<Box<far::Far>>,
+    /// `keep_vanished`: where the connection stood when its socket vanished.
+    vanished: Option<Box<crate::sys::Vanished>>,
 }
 
 impl Conn {
@@ -218,6 +220,7 @@ impl Conn {
             packets: None,
             packets_dropped: 0,
             far: None,
+            vanished: None,
         }
     }
 

@@ -125,6 +125,8 @@ pub struct Reactor {
     book: control::Book,
     /// `path`: control connections waiting for their question or its answer.
     controls: HashMap<u64, control::Control>,
+    /// Where `keep_vanished` connections stood when their sockets vanished.
+    vanished: Vec<crate::sys::Vanished>,
 }
 
 impl Reactor {
@@ -150,6 +152,7 @@ impl Reactor {
             queue_full: 0,
             book: control::Book::default(),
             controls: HashMap::new(),
+            vanished: Vec::new(),
         })
     }
 
@@ -498,9 +501,10 @@ impl Reactor {
         let done = std::mem::take(&mut self.done);
         let mut flow = Flow::Continue;
         for token in done {
-            let Some(conn) = self.conns.remove(&token) else {
+            let Some(mut conn) = self.conns.remove(&token) else {
                 continue;
             };
+            self.vanished.extend(conn.take_vanished());
             if let Some(partner) = self.partners.remove(&token) {
                 self.partners.remove(&partner);
                 // A `drop`/`hang` holder with no --hold of its own lasts until its observer is done.
@@ -526,6 +530,12 @@ impl Reactor {
         }
         self.trim();
         Ok(flow)
+    }
+
+    /// The connections whose sockets vanished (`drop`, `reboot`) with
+    /// `keep_vanished`, as they stood then; the list is emptied.
+    pub fn take_vanished(&mut self) -> Vec<crate::sys::Vanished> {
+        std::mem::take(&mut self.vanished)
     }
 
     /// Gives back what a past peak of connections left behind: the table's

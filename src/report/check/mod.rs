@@ -147,6 +147,15 @@ pub struct CheckSummary {
     /// `check --listen`: cases after which the client connected again.
     pub reconnected: usize,
     pub keepalive_sysctls: KeepaliveSysctls,
+    /// Default endings not tried for want of a privilege (drop and reboot without
+    /// CAP_NET_ADMIN).
+    pub left_out: Vec<CloseMode>,
+    /// Silent endings whose connection the program still held after `--wait`,
+    /// which tcpbye then reset for it.
+    pub reset_after_wait: Vec<CloseMode>,
+    /// Silent endings whose connection the program still holds at the end
+    /// (`--leave-open`, or the reset failed).
+    pub left_open: Vec<CloseMode>,
     /// Each expectation missed, in words; empty when all were met.
     pub misses: Vec<String>,
 }
