@@ -131,3 +131,129 @@ fn ci_runs_the_readmes_two_set_up_commands_on_a_fresh_cargo_cache() {
         assert!(at > fresh, "{command:?} runs before the fresh CARGO_HOME");
     }
 }
+
+/// The first recipe's lines that wait for `serve` and read its port.
+fn read_port_lines() -> String {
+    let first = snippet(
+        "docs/ci.md",
+        "Wait for that line, then take the port from it:",
+    );
+    let from = first.find("for _ in").expect("the wait loop");
+    let to = first.find("PORT=").expect("the PORT line");
+    let end = first[to..].find('\n').map_or(first.len(), |n| to + n);
+    first[from..end].to_owned()
+}
+
+/// A directory of its own under the temp dir, and a PATH with the binary first.
+fn workdir(name: &str) -> (std::path::PathBuf, String) {
+    let work = std::env::temp_dir().join(format!("tcpbye-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("temp dir");
+    let bin_dir = Path::new(BIN).parent().expect("the binary's directory");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (work, path)
+}
+
+/// ci.md's churn recipe, as written (the port read as its first recipe reads it),
+/// passes, and passes again in the same directory: its files are overwritten.
+#[test]
+fn ci_mds_churn_recipe_passes_twice_in_a_row() {
+    let test = "ci_mds_churn_recipe_passes_twice_in_a_row";
+    if !common::require_root(test, "the recipe's --pcap needs CAP_NET_RAW")
+        || !common::require_tool(test, "jq", &["--version"], "jq not installed")
+        || !common::require_tool(test, "ss", &["-V"], "ss (iproute2) not installed")
+    {
+        return;
+    }
+    let recipe = snippet("docs/ci.md", "## Many connections: churn and `--summary`");
+    assert!(recipe.contains("# ... read PORT as above ..."), "{recipe}");
+    let recipe = recipe.replace("# ... read PORT as above ...", &read_port_lines());
+    let (work, path) = workdir("churn");
+    let script = format!("cd '{}'\n{recipe}", work.display());
+    for run in 1..=2 {
+        let out = Cmd::program("bash", &["-euc", &script])
+            .env("PATH", &path)
+            .deadline(std::time::Duration::from_secs(120))
+            .run();
+        assert_eq!(
+            out.stdout.lines().filter(|l| *l == "true").count(),
+            2,
+            "run {run}: both checks print true\n{}",
+            out.dump()
+        );
+        out.expect_code(0);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Every `jq -es` check in ci.md fails on an empty file (a run that wrote nothing).
+#[test]
+fn ci_mds_jq_checks_fail_on_empty_input() {
+    let test = "ci_mds_jq_checks_fail_on_empty_input";
+    if !common::require_tool(test, "jq", &["--version"], "jq not installed") {
+        return;
+    }
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci.md"))
+        .expect("docs/ci.md");
+    let checks: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_matches('`'))
+        .filter(|l| l.starts_with("jq -e"))
+        .collect();
+    assert!(checks.len() >= 4, "{checks:?}");
+    let (work, path) = workdir("jq-empty");
+    for check in checks {
+        let file = check.rsplit(' ').next().expect("a file name");
+        std::fs::write(work.join(file), "").expect("an empty file");
+        let script = format!("cd '{}'\n{check}", work.display());
+        let out = Cmd::program("bash", &["-c", &script])
+            .env("PATH", &path)
+            .run();
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "passes on an empty {file}: {check}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The guide's hung-process example (section 7) holds on any machine: the client
+/// hangs before reading, so the server's data fills both buffers and
+/// `TCP_USER_TIMEOUT` ends the connection.
+#[test]
+fn the_guides_hung_process_example_times_out_by_user_timeout() {
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guide.md"))
+            .expect("docs/guide.md");
+    let serve_flags = "--send 64M --user-timeout 1s --timeout 20s";
+    let connect_flags = "--close hang --after 0s --timeout 25s";
+    assert!(
+        guide.contains(&format!("`serve {serve_flags}`")),
+        "guide §7 changed"
+    );
+    assert!(
+        guide.contains(&format!("`connect {connect_flags}`")),
+        "guide §7 changed"
+    );
+    let mut argv = vec!["serve", "127.0.0.1:0", "--once", "--json"];
+    argv.extend(serve_flags.split(' '));
+    let mut serve = Cmd::tcpbye(&argv)
+        .deadline(std::time::Duration::from_secs(40))
+        .spawn();
+    let addr = serve.listening().to_string();
+    let mut argv = vec!["connect", addr.as_str()];
+    argv.extend(connect_flags.split(' '));
+    let client = Cmd::tcpbye(&argv)
+        .deadline(std::time::Duration::from_secs(40))
+        .spawn();
+    let out = serve.finish();
+    drop(client);
+    let report = &out.objects("connection")[0];
+    assert_eq!(report["verdict"], "timeout", "{}", out.dump());
+    assert_eq!(report["detected_by"], "user-timeout", "{}", out.dump());
+}

@@ -289,7 +289,10 @@ fn check_offers_only_the_endings_it_takes() {
     }
     assert!(modes.contains("does the program read EOF"), "{modes}");
     for refused in ["rst-unread", "none:"] {
-        assert!(!modes.contains(refused), "check --help offers {refused}: {modes}");
+        assert!(
+            !modes.contains(refused),
+            "check --help offers {refused}: {modes}"
+        );
     }
     let fish = tcpbye(&["completions", "fish"]);
     // The entry runs from its `complete` line to the next one (values span lines).
@@ -298,5 +301,8 @@ fn check_offers_only_the_endings_it_takes() {
         .find(|e| e.contains("using_subcommand check") && e.contains("-l modes"))
         .expect("fish completes check --modes");
     assert!(entry.contains("hang\\t"), "{entry}");
-    assert!(!entry.contains("rst-unread") && !entry.contains("none\\t"), "{entry}");
+    assert!(
+        !entry.contains("rst-unread") && !entry.contains("none\\t"),
+        "{entry}"
+    );
 }
