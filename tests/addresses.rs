@@ -52,7 +52,11 @@ fn each_address_of_a_name_is_tried_in_turn_and_minus_4_6_choose() {
         return;
     }
     if TcpListener::bind("[::1]:0").is_err() {
-        skip(test, "no IPv6 loopback ([::1]) on this host");
+        common::host_lacks(
+            test,
+            common::Host::Ipv6,
+            "no IPv6 loopback ([::1]) on this host",
+        );
         return;
     }
     let hosts = "127.0.0.1 localhost\n::1 dual.test\n127.0.0.1 dual.test\n";

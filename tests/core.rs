@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use common::{
     Finished, accept, addr_field, close_with_fin, close_with_rst, events, first_end_wakeup,
     flag_set, flags, kind, outcome, outcomes_after, plain_connect, plain_listener, position,
-    read_exactly, run, serve, skip, spawn, states, timeline, u64_field,
+    read_exactly, run, serve, spawn, states, timeline, u64_field,
 };
 use serde_json::Value;
 
@@ -439,8 +439,9 @@ fn rst_unread_serve_closes_connect_observes() {
 #[test]
 fn rst_over_ipv6_loopback() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        skip(
+        common::host_lacks(
             "rst_over_ipv6_loopback",
+            common::Host::Ipv6,
             "no IPv6 loopback ([::1]) on this host",
         );
         return;

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use common::{
     Cmd, Netns, POLL, Proc, SOCKET_WAIT, Stdout, privilege_missing, require_root, require_tool,
-    skip, within,
+    within,
 };
 
 /// `tcpbye serve ARGS` (ARGS include the address), up and listening.
@@ -404,7 +404,11 @@ fn serve_with_stdout_closed_after_first_line_stops_quietly() {
 #[test]
 fn ipv6_loopback_rst() {
     if let Err(e) = TcpListener::bind("[::1]:0") {
-        skip("ipv6_loopback_rst", &format!("cannot bind [::1]:0 ({e})"));
+        common::host_lacks(
+            "ipv6_loopback_rst",
+            common::Host::Ipv6,
+            &format!("cannot bind [::1]:0 ({e})"),
+        );
         return;
     }
     let (mut serve, addr) = serve(

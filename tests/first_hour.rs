@@ -230,8 +230,9 @@ fn unprivileged_port_start() -> Option<u16> {
 #[test]
 fn privileged_port_is_a_privilege_error() {
     let Some(start) = unprivileged_port_start() else {
-        skip(
+        common::host_lacks(
             "privileged_port_is_a_privilege_error",
+            common::Host::PrivilegedPorts,
             "net.ipv4.ip_unprivileged_port_start is 0 or 1, every port is unprivileged",
         );
         return;
@@ -466,7 +467,7 @@ fn a_pcap_write_error_says_write() {
         return;
     }
     if !std::path::Path::new("/dev/full").exists() {
-        skip(test, "no /dev/full here");
+        common::host_lacks(test, common::Host::DevFull, "no /dev/full here");
         return;
     }
     let out = connect_with_pcap(std::path::Path::new("/dev/full"), &["--force"]);

@@ -20,8 +20,9 @@ fn enough_descriptors(test: &str, wanted: u64) -> bool {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
     if hard < wanted {
-        skip(
+        common::host_lacks(
             test,
+            common::Host::FdLimit,
             &format!("the open-file limit is {hard}, below {wanted}"),
         );
         return false;

@@ -463,8 +463,9 @@ fn conntrack_router_black_holes_a_flow_idle_past_its_timeout() {
             assert!(first.iter().all(|e| e.contains("ESTABLISHED")), "{first:?}");
             assert!(end.is_empty(), "mid forgot the flow: {end:?}\n{context}");
         }
-        _ => common::skip(
+        _ => common::host_lacks(
             NAME,
+            common::Host::Conntrack,
             "no /proc/PID/net/nf_conntrack: conntrack entries not checked",
         ),
     }

@@ -96,8 +96,9 @@ fn every_ending_arrives_as_sent_both_ways_on_ipv4_loopback() {
 #[test]
 fn every_ending_arrives_as_sent_both_ways_on_ipv6_loopback() {
     if TcpListener::bind("[::1]:0").is_err() {
-        common::skip(
+        common::host_lacks(
             "every_ending_arrives_as_sent_both_ways_on_ipv6_loopback",
+            common::Host::Ipv6,
             "no ::1 here",
         );
         return;

@@ -104,6 +104,45 @@ pub fn tool_missing(test: &str, why: &str) {
     skip(test, why);
 }
 
+/// Something of the host a test needs that neither root nor a package gives:
+/// each has its own `TCPBYE_TEST_REQUIRE_*` variable, which `.ci/run` sets on the
+/// machines it knows have it, so that a skip there is a failure.
+#[derive(Debug, Clone, Copy)]
+pub enum Host {
+    /// An IPv6 loopback address (`::1`).
+    Ipv6,
+    /// `/dev/full`, a file every write to fails with ENOSPC.
+    DevFull,
+    /// An open-file hard limit high enough for the load tests.
+    FdLimit,
+    /// Conntrack's table under `/proc/PID/net/nf_conntrack`.
+    Conntrack,
+    /// Ports below `net.ipv4.ip_unprivileged_port_start` (above 1).
+    PrivilegedPorts,
+}
+
+impl Host {
+    pub fn variable(self) -> &'static str {
+        match self {
+            Self::Ipv6 => "TCPBYE_TEST_REQUIRE_IPV6",
+            Self::DevFull => "TCPBYE_TEST_REQUIRE_DEV_FULL",
+            Self::FdLimit => "TCPBYE_TEST_REQUIRE_FD_LIMIT",
+            Self::Conntrack => "TCPBYE_TEST_REQUIRE_CONNTRACK",
+            Self::PrivilegedPorts => "TCPBYE_TEST_REQUIRE_PRIVILEGED_PORTS",
+        }
+    }
+}
+
+/// The host lacks `what` that `test` needs (`why` says what is missing): skips
+/// loudly, or fails under that feature's `TCPBYE_TEST_REQUIRE_*=1`.
+pub fn host_lacks(test: &str, what: Host, why: &str) {
+    let var = what.variable();
+    if required(var) {
+        panic!("test skipped although {var}=1: {test}: {why}");
+    }
+    skip(test, why);
+}
+
 /// Whether `program PROBE` runs and exits 0 (e.g. `socat -V`); if not, false after
 /// [`tool_missing`] with `why`.
 pub fn require_tool(test: &str, program: &str, probe: &[&str], why: &str) -> bool {
