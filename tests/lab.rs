@@ -151,3 +151,27 @@ fn lab_rejects_none_as_a_mode() {
     let out = run(&["lab", "--modes", "fin,none"]);
     out.expect_one_error_line(2, "none");
 }
+
+/// Under a low open-file limit `lab` runs as many runs as fit, says so in one line,
+/// and reports the runs it made — instead of failing half-way with EMFILE.
+#[test]
+fn lab_runs_what_the_open_file_limit_allows_and_says_so() {
+    let script = format!(
+        "ulimit -n 256 && ulimit -Hn 256 && exec '{}' lab --runs 40 --modes fin --json",
+        common::BIN
+    );
+    let out = common::Cmd::program("bash", &["-c", &script]).run();
+    out.expect_code(0);
+    let line = out
+        .stderr
+        .iter()
+        .find(|l| l.contains("--runs 40 needs about"))
+        .unwrap_or_else(|| panic!("no line about the limit\n{}", out.dump()));
+    assert!(line.contains("the limit is 256"), "{line}");
+    let summary = &out.objects("lab-summary")[0];
+    let runs = summary["runs"].as_u64().expect("runs");
+    assert!((1..40).contains(&runs), "{}", out.dump());
+    assert!(line.contains(&format!("running {runs} ")), "{line}");
+    // Every case (fin × the four settings) is reported.
+    assert_eq!(out.objects("lab-case").len(), 4, "{}", out.dump());
+}

@@ -37,6 +37,40 @@ pub fn lab(plan: &LabPlan) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Descriptors `lab` holds besides its cases: stdio, epoll, signalfd, listener.
+const OWN_FDS: u64 = 16;
+
+/// `--runs`, or as many runs as the open-file limit allows (raised to the hard
+/// limit first), said in one line: every case holds two sockets at once.
+fn runs_that_fit(plan: &LabPlan, net_admin: bool) -> u32 {
+    let cases = plan
+        .modes
+        .iter()
+        .filter(|m| net_admin || !m.needs_net_admin())
+        .count() as u64
+        * plan.settings.len() as u64;
+    let limit = match sys::raise_fd_limit() {
+        Ok((_, hard)) => hard,
+        Err(e) => {
+            print::tell!("cannot raise the open-file limit: {e}");
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(u64::MAX, |(soft, _)| soft)
+        }
+    };
+    let per_run = (cases * 2).max(1);
+    let fit = limit.saturating_sub(OWN_FDS) / per_run;
+    if u64::from(plan.runs) <= fit {
+        return plan.runs;
+    }
+    let runs = u32::try_from(fit.max(1)).unwrap_or(u32::MAX);
+    print::tell!(
+        "--runs {} needs about {} open files, the limit is {limit}: running {runs} (raise it with `ulimit -Hn`)",
+        plan.runs,
+        u64::from(plan.runs) * per_run + OWN_FDS
+    );
+    runs
+}
+
 /// Runs every case; `progress` hears how many are done. Returns the matrix and
 /// whether a signal cut the run short.
 fn run(plan: &LabPlan, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<(Matrix, bool)> {
@@ -50,6 +84,7 @@ fn run(plan: &LabPlan, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<(Ma
         }
     };
     let net_admin = sys::has_net_admin();
+    let runs = runs_that_fit(plan, net_admin);
 
     let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
     let server = listener.local_addr().context("getsockname")?;
@@ -66,7 +101,7 @@ fn run(plan: &LabPlan, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<(Ma
                 skipped += 1;
                 continue;
             }
-            for _ in 0..plan.runs {
+            for _ in 0..runs {
                 let (client, accepted) = pair(&listener, server)?;
                 let key = client
                     .local_addr()
@@ -111,7 +146,7 @@ fn run(plan: &LabPlan, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<(Ma
     let rows = results
         .into_iter()
         .map(|((index, setting), reports)| {
-            matrix::row(plan.modes[index], setting, plan.runs, &reports, net_admin)
+            matrix::row(plan.modes[index], setting, runs, &reports, net_admin)
         })
         .collect::<Vec<_>>();
     let matrix = Matrix {
@@ -119,7 +154,7 @@ fn run(plan: &LabPlan, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<(Ma
             schema: SCHEMA,
             kind: "lab-summary",
             cases: rows.len(),
-            runs: plan.runs,
+            runs,
             skipped,
             elapsed_us: crate::report::micros(started.elapsed()),
             namespace,
