@@ -263,3 +263,113 @@ fn the_guides_hung_process_example_times_out_by_user_timeout() {
     assert_eq!(report["verdict"], "timeout", "{}", out.dump());
     assert_eq!(report["detected_by"], "user-timeout", "{}", out.dump());
 }
+
+/// A `serve`/`connect` pair from the docs as a script: the `serve` line runs in the
+/// background (its stderr kept), `PORT` is read as ci.md's first recipe reads it,
+/// then the other lines run with `$PORT`, and the script waits for `serve`.
+fn pair_script(snippet: &str) -> String {
+    let mut lines = snippet
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty());
+    let serve = lines.next().expect("a serve line");
+    assert!(serve.starts_with("tcpbye serve "), "{serve}");
+    let serve = serve.split(" #").next().unwrap_or(serve).trim_end();
+    let mut script = format!(
+        "{serve} > serve.out 2> serve.err &\nserve_pid=$!\n{}\n",
+        read_port_lines()
+    );
+    for line in lines {
+        script.push_str(&line.replace("PORT", "$PORT"));
+        script.push('\n');
+    }
+    script.push_str("wait $serve_pid\n");
+    script
+}
+
+/// The guide's `sh` snippets, as written (PORT read from serve's stderr, the
+/// template's placeholders filled), each run twice in one directory: they pass,
+/// and they can be run again.
+#[test]
+fn the_guides_snippets_run_as_written_and_again() {
+    let test = "the_guides_snippets_run_as_written_and_again";
+    let lab = snippet("docs/guide.md", "## The whole picture: `tcpbye lab`");
+    let template = snippet("docs/guide.md", "## How the two-process excerpts were made")
+        .replace(" [DETECTION FLAGS]", " --keepalive 1s,1s,2")
+        .replace("MODE", "rst");
+    let mut scripts = vec![("lab", lab), ("template", pair_script(&template))];
+    if common::require_root(test, "the ladder snippet's --pcap needs CAP_NET_RAW") {
+        let ladder = snippet("docs/guide.md", "### FIN, seen from the closer");
+        scripts.push(("ladder", pair_script(&ladder)));
+    }
+    let (work, path) = workdir("guide");
+    for (name, script) in &scripts {
+        for run in 1..=2 {
+            let script = format!("cd '{}'\n{script}", work.display());
+            let out = Cmd::program("bash", &["-euc", &script])
+                .env("PATH", &path)
+                .deadline(std::time::Duration::from_secs(60))
+                .run();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{name}, run {run}\n{}",
+                out.dump()
+            );
+        }
+    }
+    let served = std::fs::read_to_string(work.join("serve.out")).unwrap_or_default();
+    assert!(!served.is_empty(), "serve printed its report");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The guide's path snippet on loopback (the far end's address in place of
+/// `far.example`, an ephemeral port for 7007): it runs and measures no idle timeout.
+#[test]
+fn the_guides_path_snippet_runs_on_loopback() {
+    let text = snippet("docs/guide.md", "## Measure a path")
+        .replace("0.0.0.0:7007", "127.0.0.1:0")
+        .replace("far.example:7007", "127.0.0.1:PORT");
+    let path_line = text
+        .lines()
+        .find(|l| l.starts_with("tcpbye path "))
+        .expect("a path line")
+        .split(" #")
+        .next()
+        .expect("a command")
+        .trim_end()
+        .to_owned();
+    let serve_line = text
+        .lines()
+        .find(|l| l.starts_with("tcpbye serve "))
+        .expect("a serve line")
+        .split(" #")
+        .next()
+        .expect("a command")
+        .to_owned();
+    let script = format!(
+        "{serve_line} > serve.out 2> serve.err &\nserve_pid=$!\n{}\n\
+         {} --json > path.jsonl\nkill $serve_pid\n",
+        read_port_lines(),
+        path_line.replace("PORT", "$PORT")
+    );
+    let (work, path) = workdir("guide-path");
+    let out = Cmd::program(
+        "bash",
+        &["-euc", &format!("cd '{}'\n{script}", work.display())],
+    )
+    .env("PATH", &path)
+    .deadline(std::time::Duration::from_secs(90))
+    .run();
+    assert_eq!(out.status.code(), Some(0), "{}", out.dump());
+    let jsonl = std::fs::read_to_string(work.join("path.jsonl")).unwrap_or_default();
+    let summary: serde_json::Value = jsonl
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == "path-summary")
+        .unwrap_or_else(|| panic!("no path-summary\n{jsonl}"));
+    // Loopback has no idle timeout: only a lower bound, the longest idle step.
+    assert!(summary["idle_timeout_max_us"].is_null(), "{summary}");
+    assert_eq!(summary["idle_timeout_min_us"], summary["max_idle_us"], "{summary}");
+    assert_eq!(summary["faithful"], summary["endings"], "{summary}");
+    let _ = std::fs::remove_dir_all(&work);
+}
