@@ -445,6 +445,90 @@ fn redis_keepalive_300_surfaces_as_a_keepalive_prediction() {
     }
 }
 
+/// redis `--tcp-keepalive 5` sets its own TCP_KEEPIDLE 5 s, TCP_KEEPINTVL 1 s
+/// (5 / 3) and TCP_KEEPCNT 3 on each client's socket. `check` reads them from
+/// the socket itself, predicts a pulled cable from them (≈ 8 s, not the sysctls'
+/// 5 s + 9 × 75 s), advises no slower setting, and a second run that waits long
+/// enough measures the kernel giving up when the prediction said.
+#[test]
+fn redis_own_keepalive_is_read_from_its_socket_and_predicts_the_measured_time() {
+    let test = "redis_own_keepalive_is_read_from_its_socket_and_predicts_the_measured_time";
+    if !require_root(test, "drop needs CAP_NET_ADMIN")
+        || !require_tool(
+            test,
+            "redis-server",
+            &["--version"],
+            "redis-server not installed",
+        )
+    {
+        return;
+    }
+    let port = free_port();
+    let port_text = port.to_string();
+    let server = listening(
+        "redis-server",
+        &[
+            "--port",
+            &port_text,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tcp-keepalive",
+            "5",
+        ],
+        port,
+    );
+    let run = |wait: &str| {
+        let argv = [
+            server.addr.as_str(),
+            "--modes",
+            "drop",
+            "--request",
+            "PING\\r\\n",
+            "--wait",
+            wait,
+            "--json",
+        ];
+        let mut full = vec!["check"];
+        full.extend_from_slice(&argv);
+        Cmd::tcpbye(&full).deadline(Duration::from_secs(40)).run()
+    };
+    let short = run("1s");
+    short.expect_code(0);
+    let drop = case(&short.objects("check-case"), "drop").clone();
+    assert_eq!(drop["reaction"], "unnoticed", "{}", short.dump());
+    assert_eq!(
+        drop["settings"]["keepalive"],
+        serde_json::json!({"idle_s": 5, "intvl_s": 1, "cnt": 3}),
+        "{}",
+        short.dump()
+    );
+    assert!(drop["settings"]["pid"].as_u64().is_some_and(|p| p > 0));
+    assert_eq!(drop["settings_from"], "socket");
+    let predicted = drop["would_notice_after_us"]
+        .as_u64()
+        .expect("a prediction");
+    assert!(
+        (5_000_000..=9_000_000).contains(&predicted),
+        "keepalive 5 s + 3 × 1 s from the last exchange: {predicted}µs"
+    );
+    let advice = drop["advice"].as_str().unwrap_or("");
+    assert!(advice.contains("watch longer"), "{advice}");
+    // The ground truth: wait long enough and see its kernel give up.
+    let long = run("12s");
+    long.expect_code(0);
+    let drop = case(&long.objects("check-case"), "drop").clone();
+    assert_eq!(drop["reaction"], "kernel-gave-up", "{}", long.dump());
+    let measured = drop["noticed_after_us"].as_u64().expect("noticed");
+    assert!(
+        measured.abs_diff(predicted) < 1_000_000,
+        "predicted {predicted}µs, its kernel gave up after {measured}µs"
+    );
+}
+
 #[test]
 fn socat_closes_at_eof_and_has_no_keepalive() {
     let test = "socat_closes_at_eof_and_has_no_keepalive";

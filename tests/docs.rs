@@ -369,7 +369,10 @@ fn the_guides_path_snippet_runs_on_loopback() {
         .unwrap_or_else(|| panic!("no path-summary\n{jsonl}"));
     // Loopback has no idle timeout: only a lower bound, the longest idle step.
     assert!(summary["idle_timeout_max_us"].is_null(), "{summary}");
-    assert_eq!(summary["idle_timeout_min_us"], summary["max_idle_us"], "{summary}");
+    assert_eq!(
+        summary["idle_timeout_min_us"], summary["max_idle_us"],
+        "{summary}"
+    );
     assert_eq!(summary["faithful"], summary["endings"], "{summary}");
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -17,7 +17,8 @@ use crate::plan::{CheckPlan, EndPlan, Family};
 use crate::report::check::judge;
 use crate::report::check::remote::Remote;
 use crate::report::check::{
-    self as model, CheckResult, CheckSummary, Descriptor, KeepaliveSysctls, Reaction,
+    self as model, CheckResult, CheckSummary, Descriptor, KeepaliveSysctls, ProgramSettings,
+    Reaction,
 };
 use crate::report::micros;
 use crate::report::{Report, SCHEMA, SideSample, Verdict};
@@ -126,6 +127,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     let mut unmatched: Vec<Report> = Vec::new();
     // The program's socket as the connection's report arrives (its timers now).
     let mut latest: HashMap<CloseMode, Option<SideSample>> = HashMap::new();
+    // The program's own socket options, where its descriptor could be duplicated.
+    let mut settings: HashMap<CloseMode, ProgramSettings> = HashMap::new();
     // `--listen`: every accepted connection, in order; the first ones are the cases.
     let mut accepts: Vec<Instant> = Vec::new();
     let mut actions: Vec<Instant> = Vec::new();
@@ -134,7 +137,11 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
             Emit::Report(report) => match report.close {
                 Some(mode) => {
                     if let (Some(local), Some(start)) = (report.local, starts.get(&mode)) {
-                        latest.insert(mode, last_reading(report.peer, local, *start));
+                        let reading = last_reading(report.peer, local, *start);
+                        if let Some(own) = reading.as_ref().and_then(|r| own_settings(r.inode)) {
+                            settings.insert(mode, own);
+                        }
+                        latest.insert(mode, reading);
                         if let Some(t) = report.close_t_us {
                             actions.push(*start + Duration::from_micros(t));
                         }
@@ -228,7 +235,9 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                     captured,
                     wait_us: micros(plan.wait),
                 });
-                let mut case = judge::judge(mode, &report, descriptor, last, sysctls, remote);
+                let own = settings.get(&mode).copied();
+                let mut case =
+                    judge::judge(mode, &report, descriptor, last, sysctls, own, remote);
                 if plan.listen {
                     judge::reconnected(&mut case, reconnects.get(&mode).copied());
                 }
@@ -239,7 +248,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                 "no connection came for it: the client did not connect again within --wait of the previous ending".into(),
             ),
             None => match unmatched.next() {
-                Some(report) => judge::judge(mode, &report, None, None, sysctls, None),
+                Some(report) => judge::judge(mode, &report, None, None, sysctls, None, None),
                 None => model::not_judged(mode, "no report (interrupted)".into()),
             },
         })
@@ -352,6 +361,13 @@ fn end_orphans(
     leave_open: bool,
 ) -> Afterwards {
     let mut out = Afterwards::default();
+    // In the order of the cases, not of the sockets' vanishing.
+    let mut vanished: Vec<&crate::sys::Vanished> = vanished.iter().collect();
+    vanished.sort_by_key(|v| {
+        mode_of
+            .get(&v.local)
+            .and_then(|mode| cases.iter().position(|c| c.mode == *mode))
+    });
     for v in vanished {
         let Some(case) = mode_of
             .get(&v.local)
@@ -461,6 +477,41 @@ fn reconnections(
 fn last_reading(remote: SocketAddr, local: SocketAddr, start: Instant) -> Option<SideSample> {
     let d = crate::sys::lookup(remote, local).ok().flatten()?;
     Some(side::sample(micros(start.elapsed()), Some(&d)))
+}
+
+/// The options the program set on the socket with `inode`, read through a
+/// duplicate of the first descriptor of it found under /proc/*/fd; `None` when
+/// the inode is 0, no descriptor holds it, or the duplicate is not allowed.
+fn own_settings(inode: u32) -> Option<ProgramSettings> {
+    let (pid, fd) = first_holder(Some(inode).filter(|i| *i != 0)?)?;
+    let read = crate::sys::program_socket_settings(pid, fd).ok()?;
+    Some(ProgramSettings::from_socket(pid, fd, read))
+}
+
+/// The first process and descriptor number found holding socket `inode`.
+fn first_holder(inode: u32) -> Option<(u32, i32)> {
+    let wanted = format!("socket:[{inode}]");
+    let procs = std::fs::read_dir("/proc").ok()?;
+    let own = std::process::id();
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| *pid != own)
+        .find_map(|pid| {
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+            fds.flatten().find_map(|fd| {
+                let link = std::fs::read_link(fd.path()).ok()?;
+                (link.to_str() == Some(wanted.as_str()))
+                    .then(|| {
+                        fd.file_name()
+                            .to_str()?
+                            .parse::<i32>()
+                            .ok()
+                            .map(|n| (pid, n))
+                    })
+                    .flatten()
+            })
+        })
 }
 
 /// Whether `addr`'s IP is an address of this host (in this network namespace):

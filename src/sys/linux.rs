@@ -278,3 +278,56 @@ pub fn reset_vanished(v: &Vanished) -> io::Result<()> {
     drop(sock);
     Ok(())
 }
+
+/// The options a program set on its own TCP socket, as its kernel holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketSettings {
+    /// `SO_KEEPALIVE`.
+    pub keepalive: bool,
+    /// `TCP_KEEPIDLE`, `TCP_KEEPINTVL` (seconds) and `TCP_KEEPCNT`: the socket's own,
+    /// or the sysctls' values when it never set them.
+    pub keepidle_s: u64,
+    pub keepintvl_s: u64,
+    pub keepcnt: u64,
+    /// `TCP_USER_TIMEOUT`, 0 when off.
+    pub user_timeout_ms: u64,
+    /// `SO_RCVTIMEO` and `SO_SNDTIMEO`, 0 when off.
+    pub rcvtimeo_ms: u64,
+    pub sndtimeo_ms: u64,
+}
+
+/// Reads the options of descriptor `fd` of process `pid`: `pidfd_open(2)` and
+/// `pidfd_getfd(2)` duplicate it (allowed to root, or to the same user where
+/// ptrace would be), `getsockopt` reads the duplicate, which is closed before this
+/// returns (a duplicate held on would keep the socket alive after the program's
+/// own close()).
+pub fn program_socket_settings(pid: u32, fd: i32) -> io::Result<SocketSettings> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = cvt(libc::c_int::try_from(pidfd).unwrap_or(-1))?;
+    // SAFETY: `pidfd` is a descriptor just returned to this process, owned by no one else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number in that process and
+    // flags, and returns a new descriptor in this process or -1.
+    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    let dup = cvt(libc::c_int::try_from(dup).unwrap_or(-1))?;
+    // SAFETY: as above: a fresh descriptor this process alone owns; dropped below.
+    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+    let sock = socket2::SockRef::from(&dup);
+    let ms = |d: Option<std::time::Duration>| {
+        d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    let settings = SocketSettings {
+        keepalive: sock.keepalive()?,
+        keepidle_s: sock.tcp_keepalive_time()?.as_secs(),
+        keepintvl_s: sock.tcp_keepalive_interval()?.as_secs(),
+        keepcnt: u64::from(sock.tcp_keepalive_retries()?),
+        user_timeout_ms: ms(sock.tcp_user_timeout()?),
+        rcvtimeo_ms: ms(sock.read_timeout()?),
+        sndtimeo_ms: ms(sock.write_timeout()?),
+    };
+    drop(dup);
+    Ok(settings)
+}

@@ -3,7 +3,10 @@
 //! held) turned into the program's reaction, its timing and a prediction.
 
 use super::remote::Remote;
-use super::{CheckCase, Descriptor, KeepaliveSysctls, Reaction, not_judged, saw};
+use super::{
+    CheckCase, Descriptor, KeepaliveSysctls, ProgramSettings, Reaction, SettingsFrom, not_judged,
+    saw,
+};
 use crate::report::{Report, SCHEMA, SideSample, Verdict, fmt_us};
 use crate::sys::TcpState;
 use crate::vocab::CloseMode;
@@ -16,6 +19,7 @@ pub fn judge(
     descriptor: Option<Descriptor>,
     last: Option<SideSample>,
     sysctls: KeepaliveSysctls,
+    settings: Option<ProgramSettings>,
     remote: Option<Remote>,
 ) -> CheckCase {
     let Some(action) = report.close_t_us.filter(|_| report.close.is_some()) else {
@@ -203,15 +207,37 @@ pub fn judge(
         .filter(|s| matches!(s.state, Some(TcpState::Established | TcpState::CloseWait)))
         .and_then(|s| keepalive_expiry(std::slice::from_ref(s), action, true))
         .or_else(|| keepalive_expiry(states, action, false));
+    // The probes' interval and count: the socket's own when they could be read.
+    let probing = match settings.and_then(|s| s.keepalive) {
+        Some(k) => Probing {
+            intvl_s: k.intvl_s,
+            count: k.cnt,
+            from: SettingsFrom::Socket,
+        },
+        None => Probing {
+            intvl_s: sysctls.intvl_s,
+            count: sysctls.probes,
+            from: SettingsFrom::Sysctls,
+        },
+    };
     let (would, prediction) = predict(
         mode,
         reaction,
         noticed,
         keepalive,
-        sysctls,
+        probing,
         last.as_ref().or(states.last()),
     );
-    let advice = advice(mode, reaction, keepalive.is_some(), &descriptor);
+    let advice = advice(
+        mode,
+        reaction,
+        keepalive.is_some(),
+        would,
+        settings.as_ref(),
+        &descriptor,
+    );
+    let settings_from = (keepalive.is_some() && mode == CloseMode::Drop && !reaction.noticed())
+        .then_some(probing.from);
     CheckCase {
         schema: SCHEMA,
         kind: "check-case",
@@ -228,7 +254,18 @@ pub fn judge(
         states: states.clone(),
         action_t_us: Some(action),
         descriptor,
+        settings,
+        settings_from,
     }
+}
+
+/// How keepalive probes a silent peer: every `intvl_s`, `count` times, and where
+/// those two values came from.
+#[derive(Debug, Clone, Copy)]
+struct Probing {
+    intvl_s: u64,
+    count: u64,
+    from: SettingsFrom,
 }
 
 /// `check --listen`: the client's next connection, `after_us` from tcpbye's action.
@@ -331,7 +368,7 @@ fn predict(
     reaction: Reaction,
     noticed: Option<u64>,
     keepalive: Option<Keepalive>,
-    sysctls: KeepaliveSysctls,
+    probing: Probing,
     last: Option<&SideSample>,
 ) -> (Option<u64>, String) {
     if reaction.noticed() {
@@ -366,16 +403,20 @@ fn predict(
             Some(k) => {
                 // The timer's next expiry is the next probe; the connection ends one
                 // interval after the last probe goes unanswered.
-                let left = sysctls.probes.saturating_sub(k.probes_sent);
-                let us = k.first_probe_after_us + left * sysctls.intvl_s * 1_000_000;
+                let left = probing.count.saturating_sub(k.probes_sent);
+                let us = k.first_probe_after_us + left * probing.intvl_s * 1_000_000;
+                let source = match probing.from {
+                    SettingsFrom::Socket => "its own TCP_KEEPINTVL/KEEPCNT, read from its socket",
+                    _ => "sysctls tcp_keepalive_probes/intvl; its own TCP_KEEPCNT/INTVL could not be read",
+                };
                 (
                     Some(us),
                     format!(
-                        "≈ {}: next keepalive probe +{}, then {} × {}s (sysctls tcp_keepalive_probes/intvl; its own TCP_KEEPCNT/INTVL are not visible); {}",
+                        "≈ {}: next keepalive probe +{}, then {} × {}s ({source}); {}",
                         fmt_secs(us),
                         fmt_secs(k.first_probe_after_us),
                         left,
-                        sysctls.intvl_s,
+                        probing.intvl_s,
                         ka_text(&k)
                     ),
                 )
@@ -429,12 +470,57 @@ pub(super) fn fmt_secs(us: u64) -> String {
     }
 }
 
+/// What the advice suggests for a silent peer: keepalive idle, interval, count.
+const ADVISED_KEEPALIVE: (u64, u64, u64) = (30, 5, 3);
+/// A prediction within this is already quick: the advice is to watch longer.
+const QUICK_ENOUGH_US: u64 = 45_000_000;
+
+/// One line on how to close the gap. It never suggests a value slower than the
+/// one in effect: a program whose own keepalive already notices within
+/// [`QUICK_ENOUGH_US`] is told to watch longer, and each suggested setting is at
+/// most the program's own.
 pub(super) fn advice(
     mode: CloseMode,
     reaction: Reaction,
     keepalive: bool,
+    would: Option<u64>,
+    settings: Option<&ProgramSettings>,
     descriptor: &Option<Descriptor>,
 ) -> Option<String> {
+    if reaction == Reaction::Unnoticed
+        && matches!(mode, CloseMode::Drop | CloseMode::Reboot)
+        && keepalive
+        && let Some(would) = would.filter(|w| *w <= QUICK_ENOUGH_US)
+    {
+        let own = settings
+            .and_then(|s| s.keepalive)
+            .map(|k| {
+                format!(
+                    " (TCP_KEEPIDLE={}s, TCP_KEEPINTVL={}s, TCP_KEEPCNT={})",
+                    k.idle_s, k.intvl_s, k.cnt
+                )
+            })
+            .unwrap_or_default();
+        return Some(format!(
+            "its own keepalive{own} notices ≈ {} after the ending, later than --wait: watch longer (--wait) to see it",
+            fmt_secs(would)
+        ));
+    }
+    if let Some(k) = settings.and_then(|s| s.keepalive)
+        && reaction == Reaction::Unnoticed
+        && matches!(mode, CloseMode::Drop | CloseMode::Reboot)
+    {
+        let (idle, intvl, cnt) = ADVISED_KEEPALIVE;
+        let (idle, intvl, cnt) = (idle.min(k.idle_s), intvl.min(k.intvl_s), cnt.min(k.cnt));
+        return Some(format!(
+            "its keepalive (TCP_KEEPIDLE={}s, TCP_KEEPINTVL={}s, TCP_KEEPCNT={}: ≈{}) notices late: set TCP_KEEPIDLE={idle}s, TCP_KEEPINTVL={intvl}s, TCP_KEEPCNT={cnt} (≈{}), plus TCP_USER_TIMEOUT=30s for data in flight",
+            k.idle_s,
+            k.intvl_s,
+            k.cnt,
+            fmt_secs(k.gives_up_after_us()),
+            fmt_secs((idle + intvl * cnt) * 1_000_000)
+        ));
+    }
     match reaction {
         Reaction::Leaked if descriptor.as_ref().is_some_and(|d| d.held_at_end) => Some(
             "close the socket when recv()/send() fails (ECONNRESET, ETIMEDOUT, EPIPE): the kernel freed the connection, the descriptor is the program's to close".into(),
@@ -537,7 +623,7 @@ mod tests {
                 at(3_050, Some(TimeWait), 0, 0),
             ],
         );
-        let c = judge(CloseMode::Fin, &r, None, None, KA, None);
+        let c = judge(CloseMode::Fin, &r, None, None, KA, None, None);
         assert_eq!(c.reaction, Reaction::Closed);
         assert_eq!(c.read_eof_after_us, Some(500));
         assert_eq!(c.noticed_after_us, Some(2_000));
@@ -555,7 +641,7 @@ mod tests {
             ],
             vec![at(1_000, Some(FinWait2), 0, 0)],
         );
-        let c = judge(CloseMode::Fin, &leaked, None, None, KA, None);
+        let c = judge(CloseMode::Fin, &leaked, None, None, KA, None, None);
         assert_eq!(c.reaction, Reaction::Leaked);
         assert_eq!(c.read_eof_after_us, None);
         assert!(
@@ -575,7 +661,7 @@ mod tests {
             released_after_us: Some(900),
             held_at_end: false,
         };
-        let c = judge(CloseMode::Fin, &reset, Some(gone), None, KA, None);
+        let c = judge(CloseMode::Fin, &reset, Some(gone), None, KA, None, None);
         assert_eq!(c.reaction, Reaction::Reset);
         assert_eq!(c.noticed_after_us, Some(800));
     }
@@ -593,7 +679,7 @@ mod tests {
             released_after_us: None,
             held_at_end: true,
         };
-        let c = judge(CloseMode::Rst, &r, Some(held), None, KA, None);
+        let c = judge(CloseMode::Rst, &r, Some(held), None, KA, None, None);
         assert_eq!(c.reaction, Reaction::Leaked);
         assert!(c.evidence.contains("still held by pid 42"));
         assert!(c.prediction.contains("descriptor"));
@@ -603,13 +689,13 @@ mod tests {
             released_after_us: Some(30_000),
             held_at_end: false,
         };
-        let c = judge(CloseMode::Rst, &r, Some(released), None, KA, None);
+        let c = judge(CloseMode::Rst, &r, Some(released), None, KA, None, None);
         assert_eq!(
             (c.reaction, c.noticed_after_us),
             (Reaction::Closed, Some(30_000))
         );
         assert_eq!(
-            judge(CloseMode::Rst, &r, None, None, KA, None).reaction,
+            judge(CloseMode::Rst, &r, None, None, KA, None, None).reaction,
             Reaction::NotJudged
         );
     }
@@ -619,7 +705,7 @@ mod tests {
         let mut established = at(500, Some(Established), 0, 7);
         established.timer = Some("keepalive,300.0s,0".into());
         let r = report(CloseMode::Drop, vec![established.clone()], Vec::new());
-        let c = judge(CloseMode::Drop, &r, None, None, KA, None);
+        let c = judge(CloseMode::Drop, &r, None, None, KA, None, None);
         assert_eq!(c.reaction, Reaction::Unnoticed);
         // Expiry at 500µs + 300s, less the action at 1ms, then 9 × 75s.
         assert_eq!(
@@ -629,11 +715,11 @@ mod tests {
         assert!(c.prediction.contains("keepalive timer 300.0s"));
         let r = report(CloseMode::Reboot, vec![established.clone()], Vec::new());
         assert_eq!(
-            judge(CloseMode::Reboot, &r, None, None, KA, None).would_notice_after_us,
+            judge(CloseMode::Reboot, &r, None, None, KA, None, None).would_notice_after_us,
             Some(300_000_000 - 500)
         );
         let r = report(CloseMode::Hang, vec![established], Vec::new());
-        let c = judge(CloseMode::Hang, &r, None, None, KA, None);
+        let c = judge(CloseMode::Hang, &r, None, None, KA, None, None);
         assert_eq!(c.would_notice_after_us, None);
         assert!(c.prediction.starts_with("never by keepalive"));
         let r = report(
@@ -645,10 +731,10 @@ mod tests {
         let mut later = at(2_000_000, Some(Established), 0, 7);
         later.timer = Some("keepalive,75.0s,2".into());
         assert_eq!(
-            judge(CloseMode::Drop, &r, None, Some(later), KA, None).would_notice_after_us,
+            judge(CloseMode::Drop, &r, None, Some(later), KA, None, None).would_notice_after_us,
             Some(2_000_000 - ACTION + 75_000_000 + 7 * 75_000_000)
         );
-        let c = judge(CloseMode::Drop, &r, None, None, KA, None);
+        let c = judge(CloseMode::Drop, &r, None, None, KA, None, None);
         assert_eq!(c.would_notice_after_us, None);
         assert!(c.prediction.starts_with("never: no keepalive timer"));
         // Its kernel ended it, and it let go of the descriptor.
@@ -657,10 +743,69 @@ mod tests {
             vec![at(500, Some(Established), 0, 7), at(3_001_000, None, 0, 0)],
             Vec::new(),
         );
-        let c = judge(CloseMode::Drop, &r, None, None, KA, None);
+        let c = judge(CloseMode::Drop, &r, None, None, KA, None, None);
         assert_eq!(
             (c.reaction, c.noticed_after_us),
             (Reaction::KernelGaveUp, Some(3_000_000))
+        );
+    }
+
+    #[test]
+    fn the_programs_own_keepalive_beats_the_sysctls_and_is_never_advised_slower() {
+        use super::super::KeepaliveSettings;
+        let own = |idle_s, intvl_s, cnt| ProgramSettings {
+            pid: 42,
+            fd: 7,
+            keepalive: Some(KeepaliveSettings {
+                idle_s,
+                intvl_s,
+                cnt,
+            }),
+            user_timeout_ms: None,
+            rcvtimeo_ms: None,
+            sndtimeo_ms: None,
+        };
+        // PostgreSQL's tcp_keepalives 5/2/2: the timer says 5s, then 2 × 2s — not 9 × 75s.
+        let mut established = at(500, Some(Established), 0, 7);
+        established.timer = Some("keepalive,5.0s,0".into());
+        let r = report(CloseMode::Drop, vec![established.clone()], Vec::new());
+        let c = judge(
+            CloseMode::Drop,
+            &r,
+            None,
+            None,
+            KA,
+            Some(own(5, 2, 2)),
+            None,
+        );
+        assert_eq!(c.would_notice_after_us, Some(5_000_000 - 500 + 4_000_000));
+        assert_eq!(c.settings_from, Some(SettingsFrom::Socket));
+        assert!(c.prediction.contains("2 × 2s (its own"), "{}", c.prediction);
+        // Quick already: watch longer, never "lower TCP_KEEPIDLE (e.g. 30s)".
+        let advice = c.advice.expect("advice");
+        assert!(advice.contains("watch longer"), "{advice}");
+        assert!(!advice.contains("30s"), "{advice}");
+        // Without its own values the sysctls stand in, and say so.
+        let c = judge(CloseMode::Drop, &r, None, None, KA, None, None);
+        assert_eq!(c.settings_from, Some(SettingsFrom::Sysctls));
+        // redis's tcp-keepalive 300 (300s, 100s, 3): the advice lowers the idle time
+        // and keeps each value at most the program's own.
+        let mut slow = at(500, Some(Established), 0, 7);
+        slow.timer = Some("keepalive,300.0s,0".into());
+        let r = report(CloseMode::Drop, vec![slow], Vec::new());
+        let c = judge(
+            CloseMode::Drop,
+            &r,
+            None,
+            None,
+            KA,
+            Some(own(300, 1, 2)),
+            None,
+        );
+        let advice = c.advice.expect("advice");
+        assert!(
+            advice.contains("set TCP_KEEPIDLE=30s, TCP_KEEPINTVL=1s, TCP_KEEPCNT=2"),
+            "{advice}"
         );
     }
 
@@ -674,14 +819,14 @@ mod tests {
             states: Vec::new(),
             tcp_info: None,
         });
-        let c = judge(CloseMode::Fin, &r, None, None, KA, None);
+        let c = judge(CloseMode::Fin, &r, None, None, KA, None, None);
         assert_eq!(c.reaction, Reaction::NotJudged);
         assert!(c.evidence.contains("not visible from here"));
         let mut first = report(CloseMode::Fin, Vec::new(), Vec::new());
         first.close = None;
         first.close_t_us = None;
         first.events.push(Event::new(5, EventKind::Recv));
-        let c = judge(CloseMode::Half, &first, None, None, KA, None);
+        let c = judge(CloseMode::Half, &first, None, None, KA, None, None);
         assert!(c.evidence.contains("before tcpbye acted"), "{}", c.evidence);
     }
 

@@ -126,6 +126,71 @@ pub struct CheckCase {
     /// µs on the connection's clock at which tcpbye acted.
     pub action_t_us: Option<u64>,
     pub descriptor: Option<Descriptor>,
+    /// The program's own options on its socket, read through a duplicate of its
+    /// descriptor when that is allowed (root, or the same user under ptrace's rules).
+    pub settings: Option<ProgramSettings>,
+    /// Where the prediction's keepalive interval and count came from; null when
+    /// no prediction needed them.
+    pub settings_from: Option<SettingsFrom>,
+}
+
+/// The program's own socket options (`SO_KEEPALIVE`, `TCP_KEEPIDLE/INTVL/CNT`,
+/// `TCP_USER_TIMEOUT`, `SO_RCVTIMEO/SO_SNDTIMEO`) and which descriptor held them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ProgramSettings {
+    pub pid: u32,
+    pub fd: i32,
+    /// Null when `SO_KEEPALIVE` is off.
+    pub keepalive: Option<KeepaliveSettings>,
+    /// Null when off.
+    pub user_timeout_ms: Option<u64>,
+    pub rcvtimeo_ms: Option<u64>,
+    pub sndtimeo_ms: Option<u64>,
+}
+
+/// Keepalive as the socket has it: idle time, interval and probe count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KeepaliveSettings {
+    pub idle_s: u64,
+    pub intvl_s: u64,
+    pub cnt: u64,
+}
+
+impl KeepaliveSettings {
+    /// µs from the start of idleness until keepalive gives up: idle + cnt × intvl.
+    pub fn gives_up_after_us(self) -> u64 {
+        (self.idle_s + self.cnt * self.intvl_s) * 1_000_000
+    }
+}
+
+impl ProgramSettings {
+    pub fn from_socket(pid: u32, fd: i32, s: crate::sys::SocketSettings) -> Self {
+        let on = |v: u64| (v > 0).then_some(v);
+        Self {
+            pid,
+            fd,
+            keepalive: s.keepalive.then_some(KeepaliveSettings {
+                idle_s: s.keepidle_s,
+                intvl_s: s.keepintvl_s,
+                cnt: s.keepcnt,
+            }),
+            user_timeout_ms: on(s.user_timeout_ms),
+            rcvtimeo_ms: on(s.rcvtimeo_ms),
+            sndtimeo_ms: on(s.sndtimeo_ms),
+        }
+    }
+}
+
+/// Where a prediction's keepalive interval and probe count came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SettingsFrom {
+    /// The program's own socket, read through a duplicate of its descriptor.
+    Socket,
+    /// The `tcp_keepalive_*` sysctls: its own options could not be read.
+    Sysctls,
+    /// The probes seen on the wire (a program on another host).
+    Wire,
 }
 
 /// After every case: `{"kind":"check-summary", …}`.
@@ -198,6 +263,8 @@ pub fn not_judged(mode: CloseMode, why: String) -> CheckCase {
         states: Vec::new(),
         action_t_us: None,
         descriptor: None,
+        settings: None,
+        settings_from: None,
     }
 }
 

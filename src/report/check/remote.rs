@@ -4,7 +4,7 @@
 //! tcpbye's socket), and what tcpbye's own socket sees.
 
 use super::judge::{advice, fmt_secs};
-use super::{CheckCase, Reaction, not_judged, saw};
+use super::{CheckCase, Reaction, SettingsFrom, not_judged, saw};
 use crate::report::{EventKind, Packet, Report, SCHEMA, fmt_us};
 use crate::sys::TcpState;
 use crate::vocab::CloseMode;
@@ -169,10 +169,12 @@ pub fn judge(mode: CloseMode, report: &Report, action: u64, remote: Remote) -> C
         would_notice_after_us: would,
         prediction,
         evidence: evidence.join("; "),
-        advice: advice(mode, reaction, !probes.is_empty(), &None),
+        advice: advice(mode, reaction, !probes.is_empty(), would, None, &None),
         states: Vec::new(),
         action_t_us: Some(action),
         descriptor: None,
+        settings: None,
+        settings_from: (would.is_some() && !probes.is_empty()).then_some(SettingsFrom::Wire),
     }
 }
 
