@@ -411,23 +411,24 @@ fn redis_keepalive_300_surfaces_as_a_keepalive_prediction() {
         "{p}"
     );
     if require_root(test, "drop and reboot need CAP_NET_ADMIN") {
-        let sysctl = |name: &str| -> u64 {
-            std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
-                .expect("sysctl")
-                .trim()
-                .parse()
-                .expect("number")
-        };
         let drop = case(&cases, "drop");
         assert_eq!(drop["reaction"], "unnoticed", "{}", out.dump());
         let would = drop["would_notice_after_us"]
             .as_u64()
             .expect("a keepalive prediction");
-        let expected =
-            (300 + sysctl("tcp_keepalive_probes") * sysctl("tcp_keepalive_intvl")) * 1_000_000;
+        // redis sets TCP_KEEPINTVL to a third of tcp-keepalive and TCP_KEEPCNT to 3
+        // on each client's socket (its anetKeepAlive); as root check reads them.
+        assert_eq!(
+            drop["settings"]["keepalive"],
+            serde_json::json!({"idle_s": 300, "intvl_s": 100, "cnt": 3}),
+            "{}",
+            out.dump()
+        );
+        assert_eq!(drop["settings_from"], "socket");
+        let expected = (300 + 3 * 100) * 1_000_000;
         assert!(
             would.abs_diff(expected) < 3_000_000,
-            "drop predicted {would}µs, keepalive 300s + probes × intvl = {expected}µs"
+            "drop predicted {would}µs, keepalive 300s + 3 × 100s = {expected}µs"
         );
         assert!(
             drop["prediction"]
