@@ -530,6 +530,73 @@ fn redis_own_keepalive_is_read_from_its_socket_and_predicts_the_measured_time() 
     );
 }
 
+/// Reads until reset, then holds the dead socket 1.5 s before closing it, and
+/// logs both moments (monotonic seconds) on stderr: the ground truth.
+const SLOW_CLOSER: &str = r#"
+import socket, sys, threading, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    try:
+        while c.recv(4096):
+            pass
+    except OSError:
+        pass
+    failed = time.monotonic()
+    time.sleep(1.5)
+    c.close()
+    print(f"closed {time.monotonic() - failed:.6f}", file=sys.stderr, flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A program that lets go of a reset socket 1.5 s later is watched for the whole
+/// `--wait` (not until the last report came in) and is judged `closed`, at the
+/// time its own log gives.
+#[test]
+fn a_slow_closer_is_watched_for_the_whole_wait() {
+    let test = "a_slow_closer_is_watched_for_the_whole_wait";
+    if !require_root(test, "another process's /proc/PID/fd is read as root") {
+        return;
+    }
+    if !require_tool(test, "python3", &["--version"], "python3 not installed") {
+        return;
+    }
+    let mut program = Cmd::program("python3", &["-c", SLOW_CLOSER])
+        .deadline(Duration::from_secs(30))
+        .spawn();
+    let port = program
+        .try_stdout_line(within(5))
+        .unwrap_or_else(|| panic!("no port\n{}", program.dump()));
+    let addr = format!("127.0.0.1:{}", port.trim());
+    let started = Instant::now();
+    let out = check(&[
+        &addr,
+        "--modes",
+        "rst",
+        "--wait",
+        "5s",
+        "--expect-no-leak",
+        "--json",
+    ]);
+    out.expect_code(0);
+    let rst = case(&out.objects("check-case"), "rst").clone();
+    assert_eq!(rst["reaction"], "closed", "{}", out.dump());
+    let closed = program.stderr_line(within(5), |l| l.starts_with("closed "));
+    let held: f64 = closed["closed ".len()..].trim().parse().expect("seconds");
+    let after = rst["noticed_after_us"].as_u64().expect("noticed") as f64 / 1e6;
+    // The descriptor is looked for every 20 ms; the RST reaches it within a ms.
+    assert!(
+        (after - held).abs() < 0.05,
+        "tcpbye: released +{after:.3}s; the program's log: {held:.3}s after the reset"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ends once the reaction is final"
+    );
+}
+
 #[test]
 fn socat_closes_at_eof_and_has_no_keepalive() {
     let test = "socat_closes_at_eof_and_has_no_keepalive";

@@ -112,17 +112,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         addr
     };
 
-    let (tx, rx) = mpsc::channel::<(CloseMode, u32)>();
-    let watch_until = if plan.listen {
-        // Every case can start as late as the client reconnects.
-        later(
-            Instant::now(),
-            FIRST_CONNECTION + (after + plan.wait * 2) * plan.modes.len() as u32,
-        )
-    } else {
-        Instant::now() + after + plan.wait
-    };
-    let watcher = std::thread::spawn(move || watch_descriptors(&rx, watch_until));
+    let (tx, rx) = mpsc::channel::<Watch>();
+    let watcher = std::thread::spawn(move || watch_descriptors(&rx));
     let mut reports: BTreeMap<usize, Report> = BTreeMap::new();
     let mut unmatched: Vec<Report> = Vec::new();
     // The program's socket as the connection's report arrives (its timers now).
@@ -147,7 +138,12 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                         }
                     }
                     if let Some(inode) = judge::vanished_inode(&report) {
-                        let _ = tx.send((mode, inode));
+                        // Watched until this case's wait is served: from tcpbye's action.
+                        let action = starts.get(&mode).map(|start| {
+                            *start + Duration::from_micros(report.close_t_us.unwrap_or(0))
+                        });
+                        let until = later(action.unwrap_or_else(Instant::now), plan.wait);
+                        let _ = tx.send((mode, inode, until));
                     }
                     let index = plan.modes.iter().position(|m| *m == mode).unwrap_or(0);
                     reports.insert(index, *report);
@@ -526,6 +522,10 @@ struct Fate {
     inode: u32,
     pids: Vec<u32>,
     released_at: Option<Instant>,
+    /// The end of its case's wait: it is watched until then.
+    until: Option<Instant>,
+    /// Looked for at least once.
+    looked: bool,
 }
 
 impl Fate {
@@ -540,42 +540,51 @@ impl Fate {
     }
 }
 
+/// A dead socket's descriptor to look for: the case, the socket's inode, and the
+/// end of that case's wait (tcpbye's action + `--wait`).
+type Watch = (CloseMode, u32, Instant);
+
 /// Looks for `socket:[INODE]` under /proc/*/fd for each inode it is sent, every
-/// FD_POLL until `deadline`, and once more for inodes that arrive later; returns
-/// when the sender is dropped.
-fn watch_descriptors(
-    rx: &Receiver<(CloseMode, u32)>,
-    deadline: Instant,
-) -> HashMap<CloseMode, Fate> {
+/// FD_POLL until that case's wait is over (at least once); returns once the
+/// sender is dropped and every descriptor is released or its wait served.
+fn watch_descriptors(rx: &Receiver<Watch>) -> HashMap<CloseMode, Fate> {
     let mut fates: HashMap<CloseMode, Fate> = HashMap::new();
+    let mut sender = true;
     loop {
         let now = Instant::now();
-        let wait = if now < deadline {
-            FD_POLL.min(deadline - now)
+        let watched =
+            |f: &Fate| f.released_at.is_none() && (!f.looked || f.until.is_some_and(|u| now < u));
+        let pending = fates.values().any(watched);
+        if !sender && !pending {
+            return fates;
+        }
+        let wait = if pending {
+            FD_POLL
         } else {
             Duration::from_secs(3600)
         };
-        let mut fresh = false;
-        match rx.recv_timeout(wait) {
-            Ok((mode, inode)) => {
-                fates.insert(
-                    mode,
-                    Fate {
-                        inode,
-                        ..Fate::default()
-                    },
-                );
-                fresh = true;
+        if sender {
+            match rx.recv_timeout(wait) {
+                Ok((mode, inode, until)) => {
+                    fates.insert(
+                        mode,
+                        Fate {
+                            inode,
+                            until: Some(until),
+                            ..Fate::default()
+                        },
+                    );
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => sender = false,
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return fates,
+        } else {
+            std::thread::sleep(wait);
         }
-        if !fresh && Instant::now() >= deadline {
-            continue;
-        }
+        let now = Instant::now();
         let open: Vec<&mut Fate> = fates
             .values_mut()
-            .filter(|f| f.released_at.is_none())
+            .filter(|f| f.released_at.is_none() && (!f.looked || f.until.is_some_and(|u| now < u)))
             .collect();
         if open.is_empty() {
             continue;
@@ -589,6 +598,7 @@ fn watch_descriptors(
         let holders = holders(&wanted, known.as_deref());
         let at = Instant::now();
         for fate in open {
+            fate.looked = true;
             match holders.get(&fate.inode) {
                 Some(pids) => {
                     for pid in pids {
