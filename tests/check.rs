@@ -1006,13 +1006,10 @@ fn a_client_that_does_not_reconnect_leaves_the_later_modes_unjudged() {
     assert_eq!(summary["not_judged"], 1);
 }
 
-#[test]
-fn nginx_closes_every_idle_connection_after_its_keepalive_timeout() {
-    let test = "nginx_closes_every_idle_connection_after_its_keepalive_timeout";
-    if !require_tool(test, "nginx", &["-v"], "nginx not installed") {
-        return;
-    }
-    let port = free_port();
+/// nginx on `port`, one process in the foreground, everything it writes under a
+/// directory of its own (returned, for removal): `return 200` for every request,
+/// `keepalive_timeout 1s`; `listen` takes `options` (e.g. ` deferred`).
+fn nginx(port: u16, options: &str) -> (Server, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("tcpbye-nginx-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let d = dir.to_str().expect("utf-8 path");
@@ -1027,7 +1024,7 @@ fn nginx_closes_every_idle_connection_after_its_keepalive_timeout() {
            client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
            fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
            keepalive_timeout 1s;
-           server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}
+           server {{ listen 127.0.0.1:{port}{options}; location / {{ return 200 \"ok\\n\"; }} }}
          }}"
     );
     let conf_path = dir.join("nginx.conf");
@@ -1039,6 +1036,76 @@ fn nginx_closes_every_idle_connection_after_its_keepalive_timeout() {
         &["-p", d, "-e", &error_log, "-c", &conf_path],
         port,
     );
+    (server, dir)
+}
+
+/// nginx `listen … deferred` (TCP_DEFER_ACCEPT): a connection that sends nothing
+/// is not accepted, so an ending tcpbye makes then shows no reaction of nginx's:
+/// every mode is `not-judged`, and `--expect-noticed-within` fails rather than
+/// passing on nothing. With a request first, nginx is judged as usual.
+#[test]
+fn nginx_with_deferred_accept_is_not_judged_before_it_accepts() {
+    let test = "nginx_with_deferred_accept_is_not_judged_before_it_accepts";
+    if !require_tool(test, "nginx", &["-v"], "nginx not installed") {
+        return;
+    }
+    let port = free_port();
+    let (server, dir) = nginx(port, " deferred");
+    // `listening` connected once to see it listen: that connection sent nothing.
+    let silent = check(&[
+        &server.addr,
+        "--modes",
+        "fin,rst,hang",
+        "--wait",
+        "1s",
+        "--expect-noticed-within",
+        "1s",
+        "--json",
+    ]);
+    let asked = check(&[
+        &server.addr,
+        "--modes",
+        "fin,rst",
+        "--request",
+        "GET / HTTP/1.1\\r\\nHost: tcpbye\\r\\n\\r\\n",
+        "--wait",
+        "1s",
+        "--expect-noticed-within",
+        "1s",
+        "--json",
+    ]);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    silent.expect_code(1);
+    for c in silent.objects("check-case") {
+        assert_eq!(c["reaction"], "not-judged", "{}", silent.dump());
+        let why = c["evidence"].as_str().unwrap_or("");
+        assert!(
+            why.contains("not accepted yet") && why.contains("--request"),
+            "{why}"
+        );
+    }
+    assert!(
+        silent.objects("check-summary")[0]["misses"][0]
+            .as_str()
+            .is_some_and(|m| m.contains("no ending could be judged")),
+        "{}",
+        silent.dump()
+    );
+    asked.expect_code(0);
+    for c in asked.objects("check-case") {
+        assert_eq!(c["reaction"], "closed", "{}", asked.dump());
+    }
+}
+
+#[test]
+fn nginx_closes_every_idle_connection_after_its_keepalive_timeout() {
+    let test = "nginx_closes_every_idle_connection_after_its_keepalive_timeout";
+    if !require_tool(test, "nginx", &["-v"], "nginx not installed") {
+        return;
+    }
+    let port = free_port();
+    let (server, dir) = nginx(port, "");
     let root = require_root(test, "drop and reboot need CAP_NET_ADMIN");
     let modes = if root {
         "fin,half,rst,drop,reboot,hang"

@@ -63,12 +63,31 @@ pub fn judge(
     };
     let after = |t: u64| t.saturating_sub(action);
     let states = &peer.states;
+    // Only a connection the program had accepted when tcpbye acted can show its
+    // reaction: the reading right before the action must show its socket with a
+    // file. A request socket (SYN_RECV, as TCP_DEFER_ACCEPT keeps it until data
+    // comes) or a socket still in the accept queue (inode 0) reacts to nothing.
+    if let Some(pre) = states.iter().rfind(|s| s.t_us <= action)
+        && let Some(state) = pre.state.filter(|st| {
+            *st == TcpState::SynRecv || (*st == TcpState::Established && pre.inode == 0)
+        })
+    {
+        return not_judged(
+            mode,
+            format!(
+                "not accepted yet when tcpbye acted (its socket {state}, without a descriptor): \
+                 a listener with TCP_DEFER_ACCEPT waits for data first, so send some with --request"
+            ),
+        );
+    }
     // Readings are stamped with the start of the loop round that took them, which
     // can precede the action taken in the same round: anything but ESTABLISHED
     // counts as after it.
     let later: Vec<&SideSample> = states
         .iter()
-        .filter(|s| s.t_us > action || s.state != Some(TcpState::Established))
+        .filter(|s| {
+            s.t_us > action || !matches!(s.state, Some(TcpState::Established | TcpState::SynRecv))
+        })
         .collect();
     let last_state = states.last();
     let vanished = later.iter().find(|s| s.state.is_none()).map(|s| s.t_us);

@@ -300,6 +300,16 @@ pub fn misses(
             )),
         }
     }
+    // A limit for every mode met only because nothing could be judged is no pass.
+    if limits.every.is_some()
+        && let Some(first) = cases.first()
+        && cases.iter().all(|c| c.reaction == Reaction::NotJudged)
+    {
+        out.push(format!(
+            "--expect-noticed-within: no ending could be judged ({})",
+            first.evidence
+        ));
+    }
     out
 }
 
