@@ -597,6 +597,65 @@ fn a_slow_closer_is_watched_for_the_whole_wait() {
     );
 }
 
+/// redis `--timeout 1` closes a client idle for a second: an application timeout.
+/// After `reboot` its FIN meets tcpbye's kernel's RST within microseconds, so its
+/// socket vanishes as if its kernel had given up; captured on the wire (as root),
+/// the FIN shows it closed, at the time the capture gives.
+#[test]
+fn redis_idle_timeout_after_reboot_is_its_own_close_seen_on_the_wire() {
+    let test = "redis_idle_timeout_after_reboot_is_its_own_close_seen_on_the_wire";
+    if !require_root(test, "reboot needs CAP_NET_ADMIN, the capture CAP_NET_RAW")
+        || !require_tool(
+            test,
+            "redis-server",
+            &["--version"],
+            "redis-server not installed",
+        )
+    {
+        return;
+    }
+    let port = free_port();
+    let port_text = port.to_string();
+    let server = listening(
+        "redis-server",
+        &[
+            "--port",
+            &port_text,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--timeout",
+            "1",
+        ],
+        port,
+    );
+    let out = check(&[
+        &server.addr,
+        "--modes",
+        "reboot",
+        "--request",
+        "PING\\r\\n",
+        "--wait",
+        "3s",
+        "--json",
+    ]);
+    out.expect_code(0);
+    let reboot = case(&out.objects("check-case"), "reboot").clone();
+    assert_eq!(reboot["reaction"], "closed", "{}", out.dump());
+    let evidence = reboot["evidence"].as_str().unwrap_or("");
+    assert!(evidence.contains("wire: its FIN +"), "{evidence}");
+    // Idle since its answer to PING (before the action), closed by a cron that
+    // checks timeouts every 100 ms or so: between 0.5 s and 2.5 s after the action.
+    let noticed = reboot["noticed_after_us"].as_u64().expect("noticed");
+    assert!(
+        (500_000..2_500_000).contains(&noticed),
+        "closed +{noticed}µs with --timeout 1"
+    );
+}
+
 #[test]
 fn socat_closes_at_eof_and_has_no_keepalive() {
     let test = "socat_closes_at_eof_and_has_no_keepalive";

@@ -65,7 +65,10 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         }
         .into());
     }
-    let captured = plan.capture && (plan.listen || remote_target);
+    // On this host too after `reboot`: a program's own close then meets tcpbye's
+    // kernel's RST within microseconds, and only its FIN on the wire tells the two apart.
+    let captured =
+        plan.capture && (plan.listen || remote_target || plan.modes.contains(&CloseMode::Reboot));
     if captured {
         reactor.capture(None, Filter { addr })?;
     }
@@ -197,6 +200,11 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         return Err(Failure::Runtime(format!("check: connect {addr}: {}", report.verdict)).into());
     }
     let sysctls = KeepaliveSysctls::read();
+    let known = |settings| judge::Known {
+        sysctls,
+        settings,
+        wait_us: micros(plan.wait),
+    };
     // tcpbye's address of each case's connection: what a vanished socket is known by.
     let mode_of: HashMap<SocketAddr, CloseMode> = reports
         .values()
@@ -233,7 +241,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                 });
                 let own = settings.get(&mode).copied();
                 let mut case =
-                    judge::judge(mode, &report, descriptor, last, sysctls, own, remote);
+                    judge::judge(mode, &report, descriptor, last, known(own), remote);
                 if plan.listen {
                     judge::reconnected(&mut case, reconnects.get(&mode).copied());
                 }
@@ -244,7 +252,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                 "no connection came for it: the client did not connect again within --wait of the previous ending".into(),
             ),
             None => match unmatched.next() {
-                Some(report) => judge::judge(mode, &report, None, None, sysctls, None, None),
+                Some(report) => judge::judge(mode, &report, None, None, known(None), None),
                 None => model::not_judged(mode, "no report (interrupted)".into()),
             },
         })
@@ -371,12 +379,15 @@ fn end_orphans(
         else {
             continue;
         };
-        // The program's socket, when sock_diag shows it; a remote one is unseen.
+        // The program's socket, still open in the program (it has a file), when
+        // sock_diag shows it; a remote one is unseen.
         let held = if is_local(v.peer) {
             crate::sys::lookup(v.peer, v.local)
                 .ok()
                 .flatten()
-                .is_some_and(|d| !matches!(d.state, TcpState::TimeWait | TcpState::Close))
+                .is_some_and(|d| {
+                    d.inode != 0 && !matches!(d.state, TcpState::TimeWait | TcpState::Close)
+                })
         } else {
             !case.reaction.noticed()
         };

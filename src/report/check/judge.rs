@@ -11,6 +11,27 @@ use crate::report::{Report, SCHEMA, SideSample, Verdict, fmt_us};
 use crate::sys::TcpState;
 use crate::vocab::CloseMode;
 
+/// What the judge knows besides the report: the keepalive sysctls, the program's
+/// own socket options when they could be read, and how long tcpbye watched after
+/// its action (`--wait`).
+#[derive(Debug, Clone, Copy)]
+pub struct Known {
+    pub sysctls: KeepaliveSysctls,
+    pub settings: Option<ProgramSettings>,
+    pub wait_us: u64,
+}
+
+impl From<KeepaliveSysctls> for Known {
+    /// Only the sysctls: no options read, no end to the watch.
+    fn from(sysctls: KeepaliveSysctls) -> Self {
+        Self {
+            sysctls,
+            settings: None,
+            wait_us: u64::MAX,
+        }
+    }
+}
+
 /// Judges one mode from its connection's report and, when the program's socket
 /// vanished, the fate of its descriptor.
 pub fn judge(
@@ -18,10 +39,14 @@ pub fn judge(
     report: &Report,
     descriptor: Option<Descriptor>,
     last: Option<SideSample>,
-    sysctls: KeepaliveSysctls,
-    settings: Option<ProgramSettings>,
+    known: Known,
     remote: Option<Remote>,
 ) -> CheckCase {
+    let Known {
+        sysctls,
+        settings,
+        wait_us,
+    } = known;
     let Some(action) = report.close_t_us.filter(|_| report.close.is_some()) else {
         let why = match report.verdict {
             Verdict::Fin | Verdict::Rst => format!(
@@ -130,7 +155,23 @@ pub fn judge(
                 && e.errno.as_deref().is_some_and(|n| n == "ECONNRESET")
         })
         .map(|e| e.t_us);
-    let fin_at = [peer_fin, own_time_wait, eof_read_here]
+    // Its FIN on the wire, when tcpbye captured (root): after `reboot` its socket
+    // can vanish within microseconds of its own close (tcpbye's kernel answers the
+    // FIN with an RST), too fast for any sock_diag reading.
+    let captured = report.packets.as_deref();
+    let wire_fin = captured.and_then(|packets| {
+        packets
+            .iter()
+            .find(|p| {
+                // Within the wait: after it tcpbye closes a held socket itself,
+                // and the program's FIN then answers that.
+                (action..action.saturating_add(wait_us)).contains(&p.t_us)
+                    && !p.outgoing
+                    && p.flags.contains(&"FIN")
+            })
+            .map(|p| p.t_us)
+    });
+    let fin_at = [peer_fin, own_time_wait, eof_read_here, wire_fin]
         .into_iter()
         .flatten()
         .min();
@@ -149,9 +190,14 @@ pub fn judge(
     if let Some(t) = reset_read_here {
         evidence.push(format!("tcpbye read ECONNRESET +{}", fmt_us(after(t))));
     }
+    if let Some(t) = wire_fin {
+        evidence.push(format!("wire: its FIN +{}", fmt_us(after(t))));
+    }
 
     let silent = matches!(mode, CloseMode::Drop | CloseMode::Reboot | CloseMode::Hang);
-    let (reaction, noticed) = if let Some(t) = fin_at.filter(|_| !silent || peer_fin.is_some()) {
+    let (reaction, noticed) = if let Some(t) =
+        fin_at.filter(|_| !silent || peer_fin.is_some() || wire_fin.is_some())
+    {
         (Reaction::Closed, Some(after(t)))
     } else if let Some(t) = reset_read_here.filter(|_| mode == CloseMode::Half) {
         (Reaction::Reset, Some(after(t)))
@@ -195,6 +241,14 @@ pub fn judge(
                             (Reaction::NotJudged, None)
                         }
                     },
+                    CloseMode::Reboot if captured.is_none() => {
+                        // Its own close (an application timeout) meets tcpbye's
+                        // kernel's RST as fast as a keepalive probe does.
+                        evidence.push(
+                            "its kernel gave up, or it closed and its FIN met an RST: the two look alike without a capture (CAP_NET_RAW)".into(),
+                        );
+                        (Reaction::KernelGaveUp, Some(after(t)))
+                    }
                     CloseMode::Drop | CloseMode::Reboot | CloseMode::Hang => {
                         (Reaction::KernelGaveUp, Some(after(t)))
                     }
@@ -642,7 +696,7 @@ mod tests {
                 at(3_050, Some(TimeWait), 0, 0),
             ],
         );
-        let c = judge(CloseMode::Fin, &r, None, None, KA, None, None);
+        let c = judge(CloseMode::Fin, &r, None, None, KA.into(), None);
         assert_eq!(c.reaction, Reaction::Closed);
         assert_eq!(c.read_eof_after_us, Some(500));
         assert_eq!(c.noticed_after_us, Some(2_000));
@@ -660,7 +714,7 @@ mod tests {
             ],
             vec![at(1_000, Some(FinWait2), 0, 0)],
         );
-        let c = judge(CloseMode::Fin, &leaked, None, None, KA, None, None);
+        let c = judge(CloseMode::Fin, &leaked, None, None, KA.into(), None);
         assert_eq!(c.reaction, Reaction::Leaked);
         assert_eq!(c.read_eof_after_us, None);
         assert!(
@@ -680,7 +734,7 @@ mod tests {
             released_after_us: Some(900),
             held_at_end: false,
         };
-        let c = judge(CloseMode::Fin, &reset, Some(gone), None, KA, None, None);
+        let c = judge(CloseMode::Fin, &reset, Some(gone), None, KA.into(), None);
         assert_eq!(c.reaction, Reaction::Reset);
         assert_eq!(c.noticed_after_us, Some(800));
     }
@@ -698,7 +752,7 @@ mod tests {
             released_after_us: None,
             held_at_end: true,
         };
-        let c = judge(CloseMode::Rst, &r, Some(held), None, KA, None, None);
+        let c = judge(CloseMode::Rst, &r, Some(held), None, KA.into(), None);
         assert_eq!(c.reaction, Reaction::Leaked);
         assert!(c.evidence.contains("still held by pid 42"));
         assert!(c.prediction.contains("descriptor"));
@@ -708,13 +762,13 @@ mod tests {
             released_after_us: Some(30_000),
             held_at_end: false,
         };
-        let c = judge(CloseMode::Rst, &r, Some(released), None, KA, None, None);
+        let c = judge(CloseMode::Rst, &r, Some(released), None, KA.into(), None);
         assert_eq!(
             (c.reaction, c.noticed_after_us),
             (Reaction::Closed, Some(30_000))
         );
         assert_eq!(
-            judge(CloseMode::Rst, &r, None, None, KA, None, None).reaction,
+            judge(CloseMode::Rst, &r, None, None, KA.into(), None).reaction,
             Reaction::NotJudged
         );
     }
@@ -724,7 +778,7 @@ mod tests {
         let mut established = at(500, Some(Established), 0, 7);
         established.timer = Some("keepalive,300.0s,0".into());
         let r = report(CloseMode::Drop, vec![established.clone()], Vec::new());
-        let c = judge(CloseMode::Drop, &r, None, None, KA, None, None);
+        let c = judge(CloseMode::Drop, &r, None, None, KA.into(), None);
         assert_eq!(c.reaction, Reaction::Unnoticed);
         // Expiry at 500µs + 300s, less the action at 1ms, then 9 × 75s.
         assert_eq!(
@@ -734,11 +788,11 @@ mod tests {
         assert!(c.prediction.contains("keepalive timer 300.0s"));
         let r = report(CloseMode::Reboot, vec![established.clone()], Vec::new());
         assert_eq!(
-            judge(CloseMode::Reboot, &r, None, None, KA, None, None).would_notice_after_us,
+            judge(CloseMode::Reboot, &r, None, None, KA.into(), None).would_notice_after_us,
             Some(300_000_000 - 500)
         );
         let r = report(CloseMode::Hang, vec![established], Vec::new());
-        let c = judge(CloseMode::Hang, &r, None, None, KA, None, None);
+        let c = judge(CloseMode::Hang, &r, None, None, KA.into(), None);
         assert_eq!(c.would_notice_after_us, None);
         assert!(c.prediction.starts_with("never by keepalive"));
         let r = report(
@@ -750,10 +804,10 @@ mod tests {
         let mut later = at(2_000_000, Some(Established), 0, 7);
         later.timer = Some("keepalive,75.0s,2".into());
         assert_eq!(
-            judge(CloseMode::Drop, &r, None, Some(later), KA, None, None).would_notice_after_us,
+            judge(CloseMode::Drop, &r, None, Some(later), KA.into(), None).would_notice_after_us,
             Some(2_000_000 - ACTION + 75_000_000 + 7 * 75_000_000)
         );
-        let c = judge(CloseMode::Drop, &r, None, None, KA, None, None);
+        let c = judge(CloseMode::Drop, &r, None, None, KA.into(), None);
         assert_eq!(c.would_notice_after_us, None);
         assert!(c.prediction.starts_with("never: no keepalive timer"));
         // Its kernel ended it, and it let go of the descriptor.
@@ -762,7 +816,7 @@ mod tests {
             vec![at(500, Some(Established), 0, 7), at(3_001_000, None, 0, 0)],
             Vec::new(),
         );
-        let c = judge(CloseMode::Drop, &r, None, None, KA, None, None);
+        let c = judge(CloseMode::Drop, &r, None, None, KA.into(), None);
         assert_eq!(
             (c.reaction, c.noticed_after_us),
             (Reaction::KernelGaveUp, Some(3_000_000))
@@ -784,19 +838,15 @@ mod tests {
             rcvtimeo_ms: None,
             sndtimeo_ms: None,
         };
+        let with = |settings| Known {
+            settings: Some(settings),
+            ..Known::from(KA)
+        };
         // PostgreSQL's tcp_keepalives 5/2/2: the timer says 5s, then 2 × 2s — not 9 × 75s.
         let mut established = at(500, Some(Established), 0, 7);
         established.timer = Some("keepalive,5.0s,0".into());
         let r = report(CloseMode::Drop, vec![established.clone()], Vec::new());
-        let c = judge(
-            CloseMode::Drop,
-            &r,
-            None,
-            None,
-            KA,
-            Some(own(5, 2, 2)),
-            None,
-        );
+        let c = judge(CloseMode::Drop, &r, None, None, with(own(5, 2, 2)), None);
         assert_eq!(c.would_notice_after_us, Some(5_000_000 - 500 + 4_000_000));
         assert_eq!(c.settings_from, Some(SettingsFrom::Socket));
         assert!(c.prediction.contains("2 × 2s (its own"), "{}", c.prediction);
@@ -805,22 +855,14 @@ mod tests {
         assert!(advice.contains("watch longer"), "{advice}");
         assert!(!advice.contains("30s"), "{advice}");
         // Without its own values the sysctls stand in, and say so.
-        let c = judge(CloseMode::Drop, &r, None, None, KA, None, None);
+        let c = judge(CloseMode::Drop, &r, None, None, KA.into(), None);
         assert_eq!(c.settings_from, Some(SettingsFrom::Sysctls));
         // redis's tcp-keepalive 300 (300s, 100s, 3): the advice lowers the idle time
         // and keeps each value at most the program's own.
         let mut slow = at(500, Some(Established), 0, 7);
         slow.timer = Some("keepalive,300.0s,0".into());
         let r = report(CloseMode::Drop, vec![slow], Vec::new());
-        let c = judge(
-            CloseMode::Drop,
-            &r,
-            None,
-            None,
-            KA,
-            Some(own(300, 1, 2)),
-            None,
-        );
+        let c = judge(CloseMode::Drop, &r, None, None, with(own(300, 1, 2)), None);
         let advice = c.advice.expect("advice");
         assert!(
             advice.contains("set TCP_KEEPIDLE=30s, TCP_KEEPINTVL=1s, TCP_KEEPCNT=2"),
@@ -838,14 +880,14 @@ mod tests {
             states: Vec::new(),
             tcp_info: None,
         });
-        let c = judge(CloseMode::Fin, &r, None, None, KA, None, None);
+        let c = judge(CloseMode::Fin, &r, None, None, KA.into(), None);
         assert_eq!(c.reaction, Reaction::NotJudged);
         assert!(c.evidence.contains("not visible from here"));
         let mut first = report(CloseMode::Fin, Vec::new(), Vec::new());
         first.close = None;
         first.close_t_us = None;
         first.events.push(Event::new(5, EventKind::Recv));
-        let c = judge(CloseMode::Half, &first, None, None, KA, None, None);
+        let c = judge(CloseMode::Half, &first, None, None, KA.into(), None);
         assert!(c.evidence.contains("before tcpbye acted"), "{}", c.evidence);
     }
 
