@@ -65,10 +65,10 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         }
         .into());
     }
-    // On this host too after `reboot`: a program's own close then meets tcpbye's
-    // kernel's RST within microseconds, and only its FIN on the wire tells the two apart.
-    let captured =
-        plan.capture && (plan.listen || remote_target || plan.modes.contains(&CloseMode::Reboot));
+    // On this host too: the program's FIN is timed from its packet, not from the
+    // next sock_diag reading, and after `reboot` its own close (which meets tcpbye's
+    // kernel's RST within microseconds) is told apart from its kernel giving up.
+    let captured = plan.capture;
     if captured {
         reactor.capture(None, Filter { addr })?;
     }
