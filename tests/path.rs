@@ -490,3 +490,118 @@ fn serve_keeps_its_own_plan_for_ordinary_clients_while_answering_path() {
         }
     }
 }
+
+/// serve's peak resident memory so far (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// A test connection that stays open at serve: its token is one serve knows.
+fn open_test_connection(addr: SocketAddr, token: &str) -> TcpStream {
+    let mut test = TcpStream::connect(addr).expect("connect");
+    test.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+    test.write_all(format!("TCPBYE-PATH 1 {token} near-to-far idle\n").as_bytes())
+        .expect("greet");
+    let mut ack = [0u8; 15];
+    test.read_exact(&mut ack)
+        .expect("the answer to the greeting");
+    assert_eq!(&ack, b"TCPBYE-PATH-OK\n");
+    test
+}
+
+/// A hostile control client: sends `first`, then streams up to `limit` bytes
+/// (until `until`), then waits (at most 5 s) for serve to end the connection.
+/// Returns the bytes it streamed and whether serve ended the connection.
+fn stream_after(
+    addr: SocketAddr,
+    first: &[u8],
+    limit: usize,
+    until: std::time::Instant,
+) -> (usize, bool) {
+    use std::io::ErrorKind;
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    s.set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    s.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+    let chunk = [b'x'; 512];
+    let mut sent = 0;
+    let mut ended = s.write_all(first).is_err();
+    while !ended && sent < limit && std::time::Instant::now() < until {
+        match s.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                ended = matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)
+            }
+        }
+    }
+    let mut buf = [0u8; 4096];
+    while !ended {
+        match s.read(&mut buf) {
+            Ok(0) => ended = true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                ended = e.kind() == ErrorKind::ConnectionReset;
+                break;
+            }
+        }
+    }
+    (sent, ended)
+}
+
+#[test]
+fn control_connections_that_stream_are_closed_and_cost_serve_no_memory() {
+    let (serve, addr) = serve(&["127.0.0.1:0", "--json"]);
+    let _test = open_test_connection(addr, "tok-flood");
+    let before = peak_rss_kib(serve.pid());
+    // 48 clients ask a question that waits (up to 60 s) for the open test
+    // connection, then stream; 16 stream without ever ending a question line.
+    // Up to 1 MiB each (64 MiB in all), for at most 6 s.
+    const PER_CLIENT: usize = 1 << 20;
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let clients: Vec<_> = (0..64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let first: &[u8] = if i < 48 {
+                    b"TCPBYE-CONTROL 1\nREPORT tok-flood 60000\n"
+                } else {
+                    b"TCPBYE-CONTROL 1\n"
+                };
+                stream_after(addr, first, PER_CLIENT, until)
+            })
+        })
+        .collect();
+    let met: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .collect();
+    let peak = peak_rss_kib(serve.pid());
+    eprintln!(
+        "serve VmHWM {before} KiB before, {peak} KiB after 64 control clients streaming {} KiB",
+        met.iter().map(|(n, _)| n).sum::<usize>() / 1024
+    );
+    for (i, (sent, ended)) in met.iter().enumerate() {
+        // serve answers with an error and closes, long before the 60 s asked for.
+        assert!(
+            ended,
+            "client {i}: {sent} bytes streamed, and serve kept the connection open\n{}",
+            serve.dump()
+        );
+    }
+    // The bound docs/path.md states: at most 24 MiB of peak RSS with 256
+    // control connections, whatever they send.
+    assert!(
+        peak < 24 * 1024,
+        "serve's peak RSS {peak} KiB\n{}",
+        serve.dump()
+    );
+    // serve still answers.
+    assert_eq!(ask(addr, "HELLO")["kind"], "path-hello");
+}

@@ -23,6 +23,9 @@ const BOOK_MAX: usize = 4096;
 const BOOK_AGE: Duration = Duration::from_secs(3 * 60 * 60);
 /// Most control connections open at once; further ones are closed unanswered.
 const CONTROLS_MAX: usize = 256;
+/// Bytes a control connection may send after its question (the near end sends
+/// none): more, and it is answered with an error and closed.
+const AFTER_QUESTION_MAX: usize = path::QUESTION_MAX;
 /// A control connection that has not asked its question by then is closed.
 const QUESTION_WAIT: Duration = Duration::from_secs(10);
 
@@ -57,25 +60,36 @@ impl Book {
 /// asked, the token it waits for and until when.
 pub(super) struct Control {
     sock: Socket,
+    /// The question line so far: never more than [`path::QUESTION_MAX`] + 1 bytes.
     buf: Vec<u8>,
     waiting: Option<(String, Instant)>,
+    /// Bytes that arrived after the question (read and dropped, never kept).
+    after_question: usize,
     /// When it became a control connection.
     opened: Instant,
 }
 
 impl Reactor {
     /// A connection said it is a control connection: it leaves the observer.
-    pub(super) fn open_control(&mut self, token: u64, sock: Socket, rest: Vec<u8>, now: Instant) {
+    pub(super) fn open_control(
+        &mut self,
+        token: u64,
+        sock: Socket,
+        mut rest: Vec<u8>,
+        now: Instant,
+    ) {
         if self.controls.len() >= CONTROLS_MAX {
             let _ = self.epoll.delete(sock.as_fd());
             return;
         }
+        rest.truncate(path::QUESTION_MAX + 1);
         self.controls.insert(
             token,
             Control {
                 sock,
                 buf: rest,
                 waiting: None,
+                after_question: 0,
                 opened: now,
             },
         );
@@ -85,33 +99,59 @@ impl Reactor {
     }
 
     /// A control connection is readable (or was just handed over): read its question.
+    ///
+    /// What it may cost is bounded in every state: the question line is kept up
+    /// to [`path::QUESTION_MAX`] bytes (longer, and it is answered with an error);
+    /// what arrives after the question is read and dropped, and past
+    /// [`AFTER_QUESTION_MAX`] bytes the connection is answered with an error and
+    /// closed. Each wake-up reads at most that much, so a client that streams
+    /// cannot hold the loop either.
     pub(super) fn control_ready(&mut self, token: u64, now: Instant) {
         let Some(control) = self.controls.get_mut(&token) else {
             return;
         };
         let mut closed = false;
-        let mut buf = [0u8; 512];
+        // Read to the end of what is there (epoll is edge-triggered here).
+        let mut drained = false;
+        let mut chunk = [0u8; 512];
         loop {
-            match (&control.sock).read(&mut buf) {
+            match (&control.sock).read(&mut chunk) {
                 Ok(0) => {
                     closed = true;
                     break;
                 }
-                Ok(n) => control.buf.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Ok(n) if control.waiting.is_some() => {
+                    control.after_question = control.after_question.saturating_add(n);
+                }
+                Ok(n) => {
+                    let room = (path::QUESTION_MAX + 1).saturating_sub(control.buf.len());
+                    control.buf.extend_from_slice(&chunk[..n.min(room)]);
+                    if n > room {
+                        control.after_question = control.after_question.saturating_add(n - room);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
                     closed = true;
                     break;
                 }
             }
-            if control.buf.len() > path::QUESTION_MAX {
+            if control.buf.len() > path::QUESTION_MAX || control.after_question > AFTER_QUESTION_MAX
+            {
                 break;
             }
         }
         if control.waiting.is_some() {
-            // Asked already: anything more is ignored; a close ends the wait.
-            if closed {
+            // Asked already: a close ends the wait, and a client that keeps
+            // sending is told so and closed.
+            if control.after_question > AFTER_QUESTION_MAX {
+                let answer = path::error_answer("more bytes after the question");
+                self.answer(token, &answer);
+            } else if closed {
                 self.close_control(token);
             }
             return;
@@ -124,6 +164,12 @@ impl Reactor {
             return;
         };
         let line = String::from_utf8_lossy(&control.buf[..end]).into_owned();
+        // What followed the line counts as sent after the question; the line
+        // itself is no longer needed.
+        control.after_question = control
+            .after_question
+            .saturating_add(control.buf.len() - end - 1);
+        control.buf = Vec::new();
         match path::parse_question(&line) {
             Ok(Question::Hello) => self.answer(token, &path::hello_answer()),
             Ok(Question::Report {
@@ -138,6 +184,11 @@ impl Reactor {
                         control.waiting = Some((tag, deadline));
                     }
                     self.timers.at(deadline, token, TimerKind::Timeout);
+                    // Bytes may wait behind the question, and no new edge would
+                    // come for them: read on, now as bytes after the question.
+                    if !drained && !closed {
+                        self.control_ready(token, now);
+                    }
                 }
             }
             Err(why) => self.answer(token, &path::error_answer(&why)),
