@@ -605,3 +605,150 @@ fn control_connections_that_stream_are_closed_and_cost_serve_no_memory() {
     // serve still answers.
     assert_eq!(ask(addr, "HELLO")["kind"], "path-hello");
 }
+
+/// No idle timeout was made up: no bracket, no behaviour, no advice.
+fn assert_no_idle_timeout(out: &common::Finished) {
+    let summary = out.one("path-summary");
+    for field in [
+        "idle_timeout_max_us",
+        "idle_behaviour",
+        "keepalive",
+        "advice",
+    ] {
+        assert!(
+            summary[field].is_null(),
+            "{field}: {summary}\n{}",
+            out.dump()
+        );
+    }
+}
+
+/// The idle cases of a run.
+fn idle_cases(out: &common::Finished) -> Vec<Value> {
+    cases(out)
+        .into_iter()
+        .filter(|c| c["test"] == "idle")
+        .collect()
+}
+
+#[test]
+fn a_far_end_that_times_out_itself_fails_the_steps_and_invents_no_idle_timeout() {
+    // The far end's own --timeout closes every test connection after 1.5 s: its
+    // FIN is not the path's, and no step says anything about the path.
+    let (_serve, addr) = serve(&["127.0.0.1:0", "--timeout", "1500ms"]);
+    let out = path(&[
+        &addr.to_string(),
+        "--tests",
+        "idle",
+        "--idle-ladder",
+        "1s,2s",
+        "--wait",
+        "1s",
+        "--json",
+    ]);
+    out.expect_code(3);
+    let idle = idle_cases(&out);
+    assert_eq!(idle.len(), 2, "{}", out.dump());
+    for c in &idle {
+        assert_eq!(c["result"], "failed", "{c}");
+        assert_eq!(c["far"]["ended_by"], "timeout", "{c}");
+        assert_eq!(c["far"]["sent"], "fin", "{c}");
+        let note = c["note"].as_str().unwrap_or("");
+        assert!(note.contains("its --timeout ran out"), "{note}");
+    }
+    assert_no_idle_timeout(&out);
+    let summary = out.one("path-summary");
+    assert!(summary["idle_timeout_min_us"].is_null(), "{summary}");
+    assert_eq!(summary["failed"], 2, "{summary}");
+    assert!(
+        out.stderr.iter().any(|l| l.contains("2 of 2 tests failed")),
+        "{}",
+        out.dump()
+    );
+}
+
+#[test]
+fn connections_a_far_end_refused_fail_and_stay_out_of_the_bracket() {
+    // serve --max-conns 2 accepts two of the four idle connections and closes the
+    // others at once: their FIN or RST came from serve, which has no record of them.
+    let (_serve, addr) = serve(&["127.0.0.1:0", "--max-conns", "2"]);
+    let out = path(&[
+        &addr.to_string(),
+        "--tests",
+        "idle",
+        "--idle-ladder",
+        "1s,1500ms,2s,2500ms",
+        "--wait",
+        "1s",
+        "--json",
+    ]);
+    out.expect_code(3);
+    let idle = idle_cases(&out);
+    assert_eq!(idle.len(), 4, "{}", out.dump());
+    let failed: Vec<&Value> = idle.iter().filter(|c| c["result"] == "failed").collect();
+    assert!(failed.len() >= 2, "{}", out.dump());
+    for c in &idle {
+        assert!(
+            c["result"] == "failed" || c["result"] == "delivered",
+            "only the far end's refusals ended connections here: {c}"
+        );
+    }
+    // No record of the refused ones; a control connection may be refused too
+    // while two test connections are still open there.
+    for c in &failed {
+        let note = c["note"].as_str().unwrap_or("");
+        assert!(
+            note.contains("no record") || note.contains("no report from the far end"),
+            "{c}"
+        );
+    }
+    assert_no_idle_timeout(&out);
+    assert_eq!(out.one("path-summary")["failed"], failed.len());
+}
+
+/// Whether a connection to `port` is established (from /proc/net/tcp).
+fn established_to(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.len() > 3
+            && cols[3] == "01"
+            && cols[1].rsplit(':').next() == Some(&format!("{port:04X}"))
+    })
+}
+
+#[test]
+fn a_far_end_restarted_mid_run_fails_the_step_and_invents_no_idle_timeout() {
+    let (mut first, addr) = serve(&["127.0.0.1:0"]);
+    let run = Cmd::tcpbye(&[
+        "path",
+        &addr.to_string(),
+        "--tests",
+        "idle",
+        "--idle-ladder",
+        "4s",
+        "--wait",
+        "1s",
+        "--json",
+    ])
+    .deadline(PATH_DEADLINE)
+    .spawn();
+    // The idle connection is up at the far end: kill that serve (its kernel
+    // closes the connection) and start another on the same port.
+    let deadline = common::within(10);
+    while !established_to(addr.port()) {
+        assert!(std::time::Instant::now() < deadline, "no test connection");
+        std::thread::sleep(common::POLL);
+    }
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    first.wait(common::within(5));
+    let (_second, again) = serve(&[&addr.to_string()]);
+    assert_eq!(again, addr);
+    let out = run.finish_by(common::within(30));
+    out.expect_code(3);
+    let idle = idle_cases(&out);
+    assert_eq!(idle.len(), 1, "{}", out.dump());
+    assert_eq!(idle[0]["result"], "failed", "{}", out.dump());
+    assert!(idle[0]["far"].is_null(), "{}", out.dump());
+    assert_no_idle_timeout(&out);
+}

@@ -13,7 +13,9 @@ use crate::error::{ExitCode, Failure};
 use crate::plan::{Detection, EndPlan, Family, KeepAlive, PathPlan};
 use crate::report::micros;
 use crate::report::path::judge;
-use crate::report::path::{self as model, AfterFin, FarView, PathCase, PathResult, PathRun};
+use crate::report::path::{
+    self as model, AfterFin, FarEnding, FarMissing, FarView, PathCase, PathResult, PathRun,
+};
 use crate::report::{EventKind, Report, SCHEMA, Verdict};
 use crate::vocab::{CloseMode, Direction, PathTest};
 
@@ -76,7 +78,7 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
             cases.push(judge_ending(
                 spec,
                 reports.get(&spec.token),
-                fars.get(&spec.token),
+                far_of(&fars, &spec.token),
             ));
         }
     }
@@ -142,6 +144,10 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
         elapsed_us: micros(started.elapsed()),
         endings,
         faithful,
+        failed: cases
+            .iter()
+            .filter(|c| c.result == PathResult::Failed)
+            .count(),
         idle_timeout_min_us: bracket.map(|b| micros(b.lo)),
         idle_timeout_max_us: bracket.and_then(|b| b.hi).map(micros),
         idle_behaviour: bracket.and_then(|b| b.behaviour),
@@ -160,9 +166,20 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
         tell!("expectation not met: {miss}");
     }
     let missed = !summary.misses.is_empty();
+    let failed = summary.failed;
+    if failed > 0 && !interrupted {
+        tell!(
+            "path {addr}: {failed} of {} tests failed and were not judged (the notes say why)",
+            cases.len()
+        );
+    }
     print::path(&PathRun { cases, summary }, plan.format)?;
+    // A failed test is a measurement tcpbye could not make: that is exit 3, not
+    // a verdict on the path (1), even where an expectation missed because of it.
     Ok(if interrupted {
         ExitCode::Interrupted
+    } else if failed > 0 {
+        ExitCode::Runtime
     } else if missed {
         ExitCode::ExpectationMissed
     } else {
@@ -351,7 +368,7 @@ fn run_ladder(
             judge_idle(
                 spec,
                 reports.get(&spec.token),
-                fars.get(&spec.token),
+                far_of(&fars, &spec.token),
                 plan.wait,
             )
         })
@@ -405,7 +422,7 @@ fn ask_all(
     specs: &[Spec],
     timeout: Duration,
     wait: Duration,
-) -> HashMap<String, FarView> {
+) -> HashMap<String, Result<FarView, FarMissing>> {
     std::thread::scope(|scope| {
         let asks: Vec<_> = specs
             .iter()
@@ -413,16 +430,37 @@ fn ask_all(
                 let token = spec.token.clone();
                 scope.spawn(move || {
                     let question = format!("REPORT {token} {}", timeout.as_millis());
-                    let answer = protocol::ask(addr, &question, wait + timeout).ok()?;
-                    let view: FarView = serde_json::from_str(&answer).ok()?;
-                    Some((token, view)).filter(|(_, v)| v.kind == "path-far")
+                    let view = ask_far(addr, &question, wait + timeout);
+                    (token, view)
                 })
             })
             .collect();
-        asks.into_iter()
-            .filter_map(|ask| ask.join().ok().flatten())
-            .collect()
+        asks.into_iter().filter_map(|ask| ask.join().ok()).collect()
     })
+}
+
+/// One `REPORT` question: the far end's view, or why there is none.
+fn ask_far(addr: SocketAddr, question: &str, wait: Duration) -> Result<FarView, FarMissing> {
+    let answer = protocol::ask(addr, question, wait).map_err(|_| FarMissing::NoAnswer)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&answer).map_err(|_| FarMissing::NoAnswer)?;
+    match value["kind"].as_str() {
+        Some("path-far") => serde_json::from_value(value).map_err(|_| FarMissing::NoAnswer),
+        Some("path-unknown") => Err(FarMissing::Unknown),
+        _ => Err(FarMissing::NoAnswer),
+    }
+}
+
+/// The far end's answer about `token`.
+fn far_of<'a>(
+    fars: &'a HashMap<String, Result<FarView, FarMissing>>,
+    token: &str,
+) -> Result<&'a FarView, FarMissing> {
+    match fars.get(token) {
+        Some(Ok(view)) => Ok(view),
+        Some(Err(missing)) => Err(*missing),
+        None => Err(FarMissing::NoAnswer),
+    }
 }
 
 /// The first event's time that matches.
@@ -450,7 +488,7 @@ fn verdict_word(verdict: Verdict) -> String {
 }
 
 /// Judges one ending test from the near end's report and the far end's.
-fn judge_ending(spec: &Spec, near: Option<&Report>, far: Option<&FarView>) -> PathCase {
+fn judge_ending(spec: &Spec, near: Option<&Report>, far: Result<&FarView, FarMissing>) -> PathCase {
     let fail = |why: &str| {
         model::case(
             spec.test,
@@ -463,9 +501,20 @@ fn judge_ending(spec: &Spec, near: Option<&Report>, far: Option<&FarView>) -> Pa
     let Some(near) = near else {
         return fail("no report from the near end (interrupted?)");
     };
-    let Some(far) = far else {
-        return fail("the far end has no report of this connection (did the greeting arrive?)");
+    let far = match far {
+        Ok(far) => far,
+        Err(missing) => return fail(missing.words()),
     };
+    // The far end's own ending (its --timeout, a stop) is not the test's.
+    if let Some(why) = far.ended_by.filter(|w| *w != FarEnding::Test) {
+        return PathCase {
+            far: Some(far.clone()),
+            ..fail(&format!(
+                "the far end ended the connection itself ({}): not the path's doing",
+                why.words()
+            ))
+        };
+    }
     let greeting_t = first_t(near, |e| {
         e.kind == EventKind::Send && e.bytes.is_some_and(|b| b > 0)
     });
@@ -532,7 +581,7 @@ fn judge_ending(spec: &Spec, near: Option<&Report>, far: Option<&FarView>) -> Pa
 fn judge_idle(
     spec: &Spec,
     near: Option<&Report>,
-    far: Option<&FarView>,
+    far: Result<&FarView, FarMissing>,
     wait: Duration,
 ) -> PathCase {
     let (idle, ladder) = spec.idle.unwrap_or_default();
@@ -544,7 +593,7 @@ fn judge_idle(
         ),
     };
     let arrived = match far {
-        Some(f) if f.bytes_after_greeting > 0 => "data",
+        Ok(f) if f.bytes_after_greeting > 0 => "data",
         _ => "nothing",
     };
     PathCase {
@@ -552,7 +601,7 @@ fn judge_idle(
         arrived: arrived.into(),
         idle_us: Some(micros(idle)),
         ladder: Some(ladder),
-        far: far.cloned(),
+        far: far.ok().cloned(),
         ..model::case(spec.test, spec.direction, &spec.token, result, note)
     }
 }

@@ -394,6 +394,7 @@ impl Conn {
                 self.end_hold(now);
             }
             TimerKind::Timeout if self.verdict.is_none() => {
+                self.far_closing(now, crate::report::path::FarEnding::Timeout);
                 self.timeline.push(now, EventKind::Timeout, |e| {
                     e.detail = Some("nothing detected before --timeout".into());
                 });
@@ -626,6 +627,7 @@ impl Conn {
             return;
         }
         if self.verdict.is_none() {
+            self.far_closing(now, crate::report::path::FarEnding::Stopped);
             self.timeline.note(now, why);
             self.sample(now, true);
             self.verdict = Some(Verdict::Open);
