@@ -752,3 +752,58 @@ fn a_far_end_restarted_mid_run_fails_the_step_and_invents_no_idle_timeout() {
     assert!(idle[0]["far"].is_null(), "{}", out.dump());
     assert_no_idle_timeout(&out);
 }
+
+/// How many connections to `port` are established (from /proc/net/tcp), both
+/// ends counted.
+fn established_count(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = format!("{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() > 3
+                && cols[3] == "01"
+                && (cols[1].rsplit(':').next() == Some(port.as_str())
+                    || cols[2].rsplit(':').next() == Some(port.as_str()))
+        })
+        .count()
+}
+
+#[test]
+fn an_interrupted_path_judges_no_unfinished_step() {
+    let (_serve, addr) = serve(&["127.0.0.1:0"]);
+    let run = Cmd::tcpbye(&[
+        "path",
+        &addr.to_string(),
+        "--tests",
+        "idle",
+        "--idle-ladder",
+        "2s,6s",
+        "--wait",
+        "1s",
+        "--json",
+    ])
+    .deadline(PATH_DEADLINE)
+    .spawn();
+    // Both idle connections are up (two ends each): interrupt long before either
+    // step has sent.
+    let deadline = common::within(10);
+    while established_count(addr.port()) < 4 {
+        assert!(std::time::Instant::now() < deadline, "no test connections");
+        std::thread::sleep(common::POLL);
+    }
+    run.interrupt();
+    let out = run.finish_by(common::within(20));
+    out.expect_code(130);
+    let idle = idle_cases(&out);
+    assert_eq!(idle.len(), 2, "{}", out.dump());
+    for c in &idle {
+        assert_eq!(c["result"], "interrupted", "{c}\n{}", out.dump());
+    }
+    assert_no_idle_timeout(&out);
+    let summary = out.one("path-summary");
+    assert_eq!(summary["interrupted"], true, "{summary}");
+    assert!(summary["idle_timeout_min_us"].is_null(), "{summary}");
+}

@@ -73,13 +73,17 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
             .collect();
         let (reports, end) = run_specs(&mut reactor, addr, &specs, plan.wait)?;
         interrupted = end == RunEnd::Interrupted;
-        let fars = ask_all(addr, &specs, plan.wait, plan.wait);
+        // Interrupted: what the far end saw so far, without waiting for more.
+        let far_wait = if interrupted {
+            Duration::ZERO
+        } else {
+            plan.wait
+        };
+        let fars = ask_all(addr, &specs, far_wait, plan.wait);
         for spec in &specs {
-            cases.push(judge_ending(
-                spec,
-                reports.get(&spec.token),
-                far_of(&fars, &spec.token),
-            ));
+            let near = reports.get(&spec.token);
+            let case = judge_ending(spec, near, far_of(&fars, &spec.token));
+            cases.push(cut_short(case, near, interrupted));
         }
     }
 
@@ -155,6 +159,7 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
         advice: advice.map(|(_, text)| text),
         keepalive_confirmed: confirmed,
         misses: Vec::new(),
+        interrupted,
     };
     summary.misses = judge::misses(
         &cases,
@@ -362,15 +367,13 @@ fn run_ladder(
         .collect();
     let (reports, end) = run_specs(reactor, addr, &specs, plan.wait)?;
     let fars = ask_all(addr, &specs, Duration::ZERO, plan.wait);
+    let interrupted = end == RunEnd::Interrupted;
     let cases = specs
         .iter()
         .map(|spec| {
-            judge_idle(
-                spec,
-                reports.get(&spec.token),
-                far_of(&fars, &spec.token),
-                plan.wait,
-            )
+            let near = reports.get(&spec.token);
+            let case = judge_idle(spec, near, far_of(&fars, &spec.token), plan.wait);
+            cut_short(case, near, interrupted)
         })
         .collect();
     Ok((cases, end))
@@ -448,6 +451,19 @@ fn ask_far(addr: SocketAddr, question: &str, wait: Duration) -> Result<FarView, 
         Some("path-far") => serde_json::from_value(value).map_err(|_| FarMissing::NoAnswer),
         Some("path-unknown") => Err(FarMissing::Unknown),
         _ => Err(FarMissing::NoAnswer),
+    }
+}
+
+/// A case of a batch that was interrupted: `interrupted` unless what it saw
+/// stands without the rest of the wait.
+fn cut_short(case: PathCase, near: Option<&Report>, interrupted: bool) -> PathCase {
+    if !interrupted || !judge::unfinished(case.result, near.map(|r| r.verdict)) {
+        return case;
+    }
+    PathCase {
+        result: PathResult::Interrupted,
+        note: "interrupted before the test finished: not judged".into(),
+        ..case
     }
 }
 

@@ -135,6 +135,18 @@ pub fn idle(
     }
 }
 
+/// Whether a test whose observation was cut short by an interruption has no
+/// result: only what was seen in full stands (an ending that arrived, data that
+/// was delivered, an RST or FIN from the path, a user timeout that fired); "lost",
+/// "acknowledged but nothing arrived" and a failure need the whole wait.
+pub fn unfinished(result: PathResult, near: Option<Verdict>) -> bool {
+    match result {
+        PathResult::Lost | PathResult::Failed | PathResult::Interrupted => true,
+        PathResult::BlackHoled => near != Some(Verdict::Timeout),
+        _ => false,
+    }
+}
+
 /// The first ladder: `max`, `max/2`, `max/4`, … while not below [`LADDER_FLOOR`],
 /// at most [`LADDER_STEPS`], shortest first. Doubling steps find a timeout of any
 /// size with few connections; the refining ladder then narrows it.
@@ -463,6 +475,24 @@ mod tests {
             let (got, note) = idle(verdict, far.as_ref().map_err(|m| *m), wait);
             assert_eq!(got, want, "{verdict}: {note}");
             assert!(note.contains(words), "{note:?} lacks {words:?}");
+        }
+    }
+
+    #[test]
+    fn an_interruption_leaves_only_what_was_seen_in_full() {
+        use PathResult::*;
+        for (result, near, cut) in [
+            (Delivered, Some(Verdict::Open), false),
+            (Reset, Some(Verdict::Rst), false),
+            (Closed, Some(Verdict::Fin), false),
+            (Faithful, Some(Verdict::Fin), false),
+            (Rewritten, Some(Verdict::Fin), false),
+            (BlackHoled, Some(Verdict::Timeout), false),
+            (BlackHoled, Some(Verdict::Open), true),
+            (Lost, Some(Verdict::Open), true),
+            (Failed, None, true),
+        ] {
+            assert_eq!(unfinished(result, near), cut, "{result:?} {near:?}");
         }
     }
 

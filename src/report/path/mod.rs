@@ -121,6 +121,8 @@ pub enum PathResult {
     BlackHoled,
     /// The test could not run (the connection failed, or no report from the far end).
     Failed,
+    /// `tcpbye path` was interrupted before the test finished: nothing is judged.
+    Interrupted,
 }
 
 impl PathResult {
@@ -135,6 +137,7 @@ impl PathResult {
             Self::Closed => "closed",
             Self::BlackHoled => "black-holed",
             Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
         }
     }
 
@@ -219,6 +222,9 @@ pub struct PathSummary {
     pub keepalive_confirmed: Option<bool>,
     /// Each expectation missed, in words; empty when all were met.
     pub misses: Vec<String>,
+    /// The run was interrupted (SIGINT, SIGTERM, SIGHUP): unfinished tests are
+    /// `interrupted`, and left out of the bracket.
+    pub interrupted: bool,
 }
 
 /// Every case and the summary.
@@ -300,6 +306,16 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
     } else {
         format!("{}: measured in {}", s.target, fmt_us(s.elapsed_us))
     }];
+    if s.interrupted {
+        let unfinished = run
+            .cases
+            .iter()
+            .filter(|c| c.result == PathResult::Interrupted)
+            .count();
+        lines.push(format!(
+            "interrupted: {unfinished} unfinished tests were not judged (left out of the bracket)"
+        ));
+    }
     if s.failed > 0 {
         let first = run
             .cases
