@@ -807,3 +807,75 @@ fn an_interrupted_path_judges_no_unfinished_step() {
     assert_eq!(summary["interrupted"], true, "{summary}");
     assert!(summary["idle_timeout_min_us"].is_null(), "{summary}");
 }
+
+/// A control connection that greets and never asks: it holds one of serve's slots.
+fn silent_control(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(b"TCPBYE-CONTROL 1\n").expect("greet");
+    s
+}
+
+/// The one answer line to `question` on a control connection, as sent.
+fn ask_raw(addr: SocketAddr, question: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+    s.write_all(format!("TCPBYE-CONTROL 1\n{question}\n").as_bytes())
+        .expect("write");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn full_control_slots_answer_busy_and_path_waits_for_a_free_one() {
+    let (_serve, addr) = serve(&["127.0.0.1:0", "--json"]);
+    // A question about a token no connection carries is answered at once, not
+    // after the 60 s it asks to wait: it holds no slot.
+    let started = std::time::Instant::now();
+    assert!(ask_raw(addr, "REPORT never-seen 60000").contains("path-unknown"));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // 256 connections that greet and never ask hold every slot.
+    let silent: Vec<TcpStream> = (0..256).map(|_| silent_control(addr)).collect();
+    let deadline = common::within(5);
+    loop {
+        let answer = ask_raw(addr, "HELLO");
+        if answer == "{\"kind\":\"path-busy\"}\n" {
+            break;
+        }
+        assert!(answer.contains("path-hello"), "{answer:?}");
+        assert!(std::time::Instant::now() < deadline, "never busy");
+        std::thread::sleep(common::POLL);
+    }
+    // path is told busy, says so, and asks again until serve has closed the
+    // silent ones (2 s without a question).
+    let out = path(&[
+        &addr.to_string(),
+        "--tests",
+        "fin",
+        "--wait",
+        "1s",
+        "--json",
+    ]);
+    out.expect_code(0);
+    assert!(
+        out.stderr.iter().any(|l| l.contains("the far end is busy")),
+        "{}",
+        out.dump()
+    );
+    assert_endings_faithful(&out, 2);
+    // The silent ones were closed by serve, well before the old 10 s.
+    for mut s in silent {
+        s.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+        let mut buf = [0u8; 64];
+        let read = s.read(&mut buf);
+        assert!(
+            matches!(read, Ok(0)),
+            "a silent control connection is still open: {read:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}

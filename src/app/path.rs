@@ -26,6 +26,12 @@ const UNREAD_FEED: Duration = Duration::from_millis(50);
 /// How long an idle connection is watched beyond its send and `--wait`.
 const IDLE_MARGIN: Duration = Duration::from_secs(1);
 
+/// How often a question is asked while the far end answers `path-busy` (all its
+/// control slots taken), and the first pause between tries (doubling after each):
+/// 3.75 s in all, past the 2 s in which serve closes a slot held without a question.
+const BUSY_TRIES: u32 = 5;
+const BUSY_PAUSE: Duration = Duration::from_millis(250);
+
 /// The least time a test connection's connect() is given.
 const CONNECT_MIN: Duration = Duration::from_secs(4);
 
@@ -195,7 +201,7 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
 /// Asks the far end `HELLO` before anything else: nothing listening, or a
 /// program that is not a tcpbye serve, is one clear line and exit 3.
 fn hello(addr: SocketAddr, wait: Duration) -> Result<(), Failure> {
-    let answer = protocol::ask(addr, "HELLO", wait).map_err(|e| {
+    let answer = ask_while_busy(addr, "HELLO", wait, true).map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::ConnectionRefused => "nothing listens there".to_owned(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
@@ -215,6 +221,10 @@ fn hello(addr: SocketAddr, wait: Duration) -> Result<(), Failure> {
         .filter(|v| v["kind"] == "path-hello");
     match hello {
         Some(_) => Ok(()),
+        None if protocol::is_busy(&answer) => Err(Failure::Runtime(format!(
+            "path {addr}: the far end is busy: all its control connections were taken \
+             each of {BUSY_TRIES} times it was asked; try again later"
+        ))),
         None if answer.is_empty() => Err(Failure::Runtime(format!(
             "path {addr}: not a tcpbye serve: it ended the control connection without answering"
         ))),
@@ -224,6 +234,35 @@ fn hello(addr: SocketAddr, wait: Duration) -> Result<(), Failure> {
                 "path {addr}: not a tcpbye serve: it answered the control greeting with {shown:?}"
             )))
         }
+    }
+}
+
+/// Asks `question`, and again after a pause (doubling) while the far end
+/// answers `path-busy`, at most [`BUSY_TRIES`] times; returns the last answer.
+/// `say`: tell the user the first time the far end is busy.
+fn ask_while_busy(
+    addr: SocketAddr,
+    question: &str,
+    wait: Duration,
+    say: bool,
+) -> std::io::Result<String> {
+    let mut pause = BUSY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        let answer = protocol::ask(addr, question, wait)?;
+        if !protocol::is_busy(&answer) || attempt >= BUSY_TRIES {
+            return Ok(answer);
+        }
+        if say && attempt == 1 {
+            tell!(
+                "path {addr}: the far end is busy (all its control connections taken); \
+                 asking again, up to {} more times",
+                BUSY_TRIES - 1
+            );
+        }
+        std::thread::sleep(pause);
+        pause *= 2;
+        attempt += 1;
     }
 }
 
@@ -444,12 +483,13 @@ fn ask_all(
 
 /// One `REPORT` question: the far end's view, or why there is none.
 fn ask_far(addr: SocketAddr, question: &str, wait: Duration) -> Result<FarView, FarMissing> {
-    let answer = protocol::ask(addr, question, wait).map_err(|_| FarMissing::NoAnswer)?;
+    let answer = ask_while_busy(addr, question, wait, false).map_err(|_| FarMissing::NoAnswer)?;
     let value: serde_json::Value =
         serde_json::from_str(&answer).map_err(|_| FarMissing::NoAnswer)?;
     match value["kind"].as_str() {
         Some("path-far") => serde_json::from_value(value).map_err(|_| FarMissing::NoAnswer),
         Some("path-unknown") => Err(FarMissing::Unknown),
+        Some("path-busy") => Err(FarMissing::Busy),
         _ => Err(FarMissing::NoAnswer),
     }
 }

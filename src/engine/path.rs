@@ -135,6 +135,16 @@ pub fn hello_answer() -> String {
     format!("{{\"kind\":\"path-hello\",\"version\":{VERSION}}}")
 }
 
+/// The answer when every control slot is taken: ask again a little later.
+pub fn busy_answer() -> String {
+    "{\"kind\":\"path-busy\"}".to_owned()
+}
+
+/// Whether an answer is [`busy_answer`].
+pub fn is_busy(answer: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(answer).is_ok_and(|v| v["kind"] == "path-busy")
+}
+
 /// The answer for a token the far end has never seen (or no longer keeps).
 pub fn unknown_answer(token: &str) -> String {
     format!("{{\"kind\":\"path-unknown\",\"token\":\"{token}\"}}")
@@ -234,6 +244,13 @@ mod tests {
         assert!(parse_question("REPORT abc soon").is_err());
         assert!(parse_question("BYE").is_err());
         assert!(error_answer("a \"q\"").contains("\\\"q\\\""));
+    }
+
+    #[test]
+    fn busy() {
+        assert!(is_busy(&busy_answer()));
+        assert!(!is_busy(&hello_answer()));
+        assert!(!is_busy("path-busy"));
     }
 
     #[test]

@@ -21,13 +21,16 @@ const BOOK_MAX: usize = 4096;
 /// A finished report is kept this long: longer than the longest sensible
 /// `--max-idle` plus its refining ladder, so the near end can always ask.
 const BOOK_AGE: Duration = Duration::from_secs(3 * 60 * 60);
-/// Most control connections open at once; further ones are closed unanswered.
+/// Most control connections open at once; further ones are answered `path-busy`
+/// and closed.
 const CONTROLS_MAX: usize = 256;
 /// Bytes a control connection may send after its question (the near end sends
 /// none): more, and it is answered with an error and closed.
 const AFTER_QUESTION_MAX: usize = path::QUESTION_MAX;
-/// A control connection that has not asked its question by then is closed.
-const QUESTION_WAIT: Duration = Duration::from_secs(10);
+/// A control connection that has not asked its question by then is closed. The
+/// near end sends its question with the greeting, in one write: a slot held
+/// longer without one is held by something else.
+const QUESTION_WAIT: Duration = Duration::from_secs(2);
 
 /// Finished test connections' reports by token.
 #[derive(Debug, Default)]
@@ -80,6 +83,8 @@ impl Reactor {
     ) {
         if self.controls.len() >= CONTROLS_MAX {
             let _ = self.epoll.delete(sock.as_fd());
+            // One short line into an empty send buffer: it fits, or the asker is gone.
+            let _ = sys::send_nosignal(&sock, format!("{}\n", path::busy_answer()).as_bytes());
             return;
         }
         rest.truncate(path::QUESTION_MAX + 1);
@@ -176,7 +181,10 @@ impl Reactor {
                 token: tag,
                 timeout,
             }) => {
-                if self.book.get(&tag).is_some() || timeout.is_zero() {
+                // Known and ended, not to wait for, or never seen (waiting for
+                // a token no connection carries would only hold the slot).
+                let open = self.conns.values().any(|c| c.path_token() == Some(&tag));
+                if self.book.get(&tag).is_some() || timeout.is_zero() || !open {
                     self.answer_report(token, &tag);
                 } else {
                     let deadline = later(now, timeout);
