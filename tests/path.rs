@@ -879,3 +879,35 @@ fn full_control_slots_answer_busy_and_path_waits_for_a_free_one() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_second_greeting_with_a_used_token_is_refused() {
+    let (_serve, addr) = serve(&["127.0.0.1:0", "--json"]);
+    let mut owner = open_test_connection(addr, "tok-owned");
+    owner.write_all(b"hello").expect("write");
+    // Another connection with the same token is told so and closed: it cannot
+    // take over the owner's report.
+    let thief = |addr| {
+        let mut thief = TcpStream::connect(addr).expect("connect");
+        thief.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+        thief
+            .write_all(b"TCPBYE-PATH 1 tok-owned far-to-near rst\n")
+            .expect("greet");
+        let mut answer = Vec::new();
+        thief.read_to_end(&mut answer).expect("an answer, then EOF");
+        assert_eq!(answer, b"TCPBYE-PATH-USED\n");
+    };
+    thief(addr);
+    let far = ask(addr, "REPORT tok-owned 0");
+    assert_eq!(far["test"], "near-to-far idle", "the owner's: {far}");
+    assert_eq!(far["open"], true, "{far}");
+    // Still refused once the owner has ended and its report is kept.
+    owner.shutdown(Shutdown::Write).expect("shutdown");
+    let far = ask(addr, "REPORT tok-owned 3000");
+    assert_eq!(far["open"], false, "{far}");
+    assert_eq!(far["bytes_after_greeting"], 5, "{far}");
+    thief(addr);
+    let far = ask(addr, "REPORT tok-owned 0");
+    assert_eq!(far["test"], "near-to-far idle", "{far}");
+    assert_eq!(far["bytes_after_greeting"], 5, "{far}");
+}

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use super::print::{self, tell};
 use crate::engine::path::{self as protocol};
@@ -52,7 +54,7 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
     hello(addr, plan.wait)?;
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
-    let mut tokens = Tokens::new();
+    let mut tokens = Tokens::new()?;
     let mut cases = Vec::new();
     let mut interrupted = false;
 
@@ -62,21 +64,21 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
         if plan.endings.is_empty() || interrupted {
             break;
         }
-        let specs: Vec<Spec> = plan
+        let specs = plan
             .endings
             .iter()
             .map(|&test| {
-                let token = tokens.next();
+                let token = tokens.next()?;
                 let plan = ending_plan(direction, test, &token, plan.wait);
-                Spec {
+                Ok(Spec {
                     token,
                     direction,
                     test,
                     idle: None,
                     plan,
-                }
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<Spec>>>()?;
         let (reports, end) = run_specs(&mut reactor, addr, &specs, plan.wait)?;
         interrupted = end == RunEnd::Interrupted;
         // Interrupted: what the far end saw so far, without waiting for more.
@@ -270,24 +272,26 @@ fn print_us(d: Duration) -> String {
     crate::report::fmt_us(micros(d))
 }
 
-/// Tokens unique to this run: the process, the clock, a counter.
+/// Tokens for test connections: 128 random bits each (32 hex digits, the
+/// longest token), so that nobody who can reach the far end can guess one and
+/// read or take over this run's reports.
 struct Tokens {
-    base: String,
-    next: u32,
+    random: std::fs::File,
 }
 
 impl Tokens {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let base = format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff);
-        Self { base, next: 0 }
+    fn new() -> anyhow::Result<Self> {
+        let random = std::fs::File::open("/dev/urandom").context("open /dev/urandom")?;
+        Ok(Self { random })
     }
 
-    fn next(&mut self) -> String {
-        self.next += 1;
-        format!("{}-{}", self.base, self.next)
+    fn next(&mut self) -> anyhow::Result<String> {
+        use std::io::Read;
+        let mut bits = [0u8; 16];
+        self.random
+            .read_exact(&mut bits)
+            .context("read /dev/urandom")?;
+        Ok(bits.iter().map(|b| format!("{b:02x}")).collect())
     }
 }
 
@@ -390,20 +394,20 @@ fn run_ladder(
             .join(", "),
         print_us(longest + plan.wait + IDLE_MARGIN)
     );
-    let specs: Vec<Spec> = steps
+    let specs = steps
         .iter()
         .map(|&idle| {
-            let token = tokens.next();
+            let token = tokens.next()?;
             let plan = idle_plan(&token, idle, plan.wait, keepalive);
-            Spec {
+            Ok(Spec {
                 token,
                 direction: Direction::NearToFar,
                 test: PathTest::Idle,
                 idle: Some((idle, ladder)),
                 plan,
-            }
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<Spec>>>()?;
     let (reports, end) = run_specs(reactor, addr, &specs, plan.wait)?;
     let fars = ask_all(addr, &specs, Duration::ZERO, plan.wait);
     let interrupted = end == RunEnd::Interrupted;
@@ -669,4 +673,22 @@ fn idle_results(cases: &[PathCase]) -> Vec<(Duration, PathResult)> {
         .filter(|c| c.ladder != Some(3))
         .filter_map(|c| c.idle_us.map(|us| (Duration::from_micros(us), c.result)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_128_random_bits_that_the_protocol_takes() {
+        let mut tokens = Tokens::new().expect("/dev/urandom");
+        let a = tokens.next().expect("token");
+        let b = tokens.next().expect("token");
+        assert_ne!(a, b);
+        for t in [&a, &b] {
+            assert_eq!(t.len(), 32, "{t}");
+            assert!(t.bytes().all(|c| c.is_ascii_hexdigit()), "{t}");
+            assert!(protocol::valid_token(t), "{t}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use socket2::Socket;
 
 use super::{Conn, Ctx, Phase};
-use crate::engine::path::{self, FarTask, Greeting};
+use crate::engine::path::{self, FarTask, Greeting, Ledger};
 use crate::engine::timers::TimerKind;
 use crate::plan::EndPlan;
 use crate::report::EventKind;
@@ -28,6 +28,8 @@ pub(super) struct Far {
     news: bool,
     /// A control connection: the bytes read after its greeting line.
     control: Option<Vec<u8>>,
+    /// A test greeting whose token was used before: refused, and closed.
+    refused: Option<String>,
     /// The far end closed a test connection itself, not as the test asked and
     /// before the near end's ending: when, what its close sent, and why.
     own_close: Option<(Instant, &'static str, FarEnding)>,
@@ -48,10 +50,12 @@ struct Tag {
 impl Conn {
     /// Looks for a greeting in a chunk just read (already counted). Returns true
     /// when the connection is a control connection: stop reading it then.
-    pub(super) fn greet(&mut self, now: Instant, chunk: &[u8]) -> bool {
+    /// `tokens`: the tokens greeted so far; a test greeting with one of them is
+    /// refused.
+    pub(super) fn greet(&mut self, now: Instant, chunk: &[u8], tokens: &mut Ledger) -> bool {
         let before = self.bytes_received - chunk.len() as u64;
         let far = self.far.get_or_insert_with(Box::default);
-        if far.tag.is_some() || far.control.is_some() {
+        if far.tag.is_some() || far.control.is_some() || far.refused.is_some() {
             return false;
         }
         let take = chunk
@@ -77,13 +81,17 @@ impl Conn {
                 direction,
                 test,
             }) => {
-                far.tag = Some(Tag {
-                    token,
-                    direction,
-                    test,
-                    at: now,
-                    bytes_at: before + take as u64,
-                });
+                if tokens.claim(&token, now) {
+                    far.tag = Some(Tag {
+                        token,
+                        direction,
+                        test,
+                        at: now,
+                        bytes_at: before + take as u64,
+                    });
+                } else {
+                    far.refused = Some(token);
+                }
                 far.line = Vec::new();
                 far.news = true;
                 false
@@ -104,6 +112,23 @@ impl Conn {
             return;
         };
         far.news = false;
+        if let Some(token) = &far.refused {
+            // Another connection greeted with this token: this one may not take
+            // over its report. Say so and end it.
+            let note = format!("path test {token}: refused: another connection used this token");
+            self.plan = Arc::new(EndPlan {
+                close: CloseMode::Fin,
+                probe: false,
+                timeout: self.plan.timeout,
+                local_addr: self.plan.local_addr,
+                ..EndPlan::default()
+            });
+            self.timeline.note(ctx.now, note);
+            self.out.extend_from_slice(path::USED);
+            self.flush(ctx);
+            ctx.at(ctx.now, TimerKind::Close);
+            return;
+        }
         let Some(tag) = &far.tag else { return };
         let task = path::far_task(tag.direction, tag.test);
         let note = format!("path test {}: {} {}", tag.token, tag.direction, tag.test);

@@ -48,6 +48,8 @@ enum Phase {
 pub struct Ctx<'a> {
     pub epoll: &'a Epoll,
     pub timers: &'a mut Timers,
+    /// `serve`: the tokens of `path` test greetings seen so far.
+    pub tokens: &'a mut crate::engine::path::Ledger,
     pub token: u64,
     pub now: Instant,
     pub buf: &'a mut [u8],

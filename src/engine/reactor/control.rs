@@ -36,6 +36,8 @@ const QUESTION_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub(super) struct Book {
     views: HashMap<String, (FarView, Instant)>,
+    /// Every token greeted: a second greeting with one is refused.
+    pub(super) tokens: path::Ledger,
 }
 
 impl Book {
