@@ -911,3 +911,31 @@ fn a_second_greeting_with_a_used_token_is_refused() {
     assert_eq!(far["test"], "near-to-far idle", "{far}");
     assert_eq!(far["bytes_after_greeting"], 5, "{far}");
 }
+
+#[test]
+fn a_far_end_of_another_protocol_version_is_one_line_and_exit_5() {
+    for (answer, says) in [
+        (
+            &b"{\"kind\":\"path-hello\",\"version\":99}\n"[..],
+            "version 99",
+        ),
+        (b"{\"kind\":\"path-hello\"}\n", "no version"),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local_addr");
+        let far = std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let _ = s.set_read_timeout(Some(SOCKET_WAIT));
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(answer);
+            }
+        });
+        let out = run_path(&[&addr.to_string(), "--wait", "2s"]);
+        let line = out.expect_one_error_line(5, "path protocol");
+        assert!(line.contains(says), "{line}");
+        assert!(line.contains("speaks version 1"), "{line}");
+        assert!(out.stdout.is_empty(), "{}", out.dump());
+        far.join().expect("far thread");
+    }
+}

@@ -222,7 +222,21 @@ fn hello(addr: SocketAddr, wait: Duration) -> Result<(), Failure> {
         .ok()
         .filter(|v| v["kind"] == "path-hello");
     match hello {
-        Some(_) => Ok(()),
+        Some(v) if v["version"] == protocol::VERSION => Ok(()),
+        Some(v) => {
+            let theirs = match &v["version"] {
+                serde_json::Value::Null => "no version".to_owned(),
+                other => format!(
+                    "version {}",
+                    other.to_string().chars().take(20).collect::<String>()
+                ),
+            };
+            Err(Failure::Incompatible(format!(
+                "path {addr}: the far end speaks {theirs} of the path protocol, this tcpbye \
+                 speaks version {}: run the same tcpbye release at both ends",
+                protocol::VERSION
+            )))
+        }
         None if protocol::is_busy(&answer) => Err(Failure::Runtime(format!(
             "path {addr}: the far end is busy: all its control connections were taken \
              each of {BUSY_TRIES} times it was asked; try again later"
