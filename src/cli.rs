@@ -195,7 +195,7 @@ pub struct DetectArgs {
     pub heartbeat: Option<Heartbeat>,
 
     /// Send a little data every DUR so that retransmission timeouts apply, e.g. `200ms`
-    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = plan::parse_period)]
     pub send_every: Option<Duration>,
 
     /// Stop observing after DUR and report `open` [default: no limit]
@@ -301,11 +301,11 @@ pub struct PathArgs {
     pub wait: Duration,
 
     /// The longest idle period tried: the first ladder doubles up to it, e.g. `--max-idle 8s`
-    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = plan::parse_period)]
     pub max_idle: Duration,
 
     /// The first ladder's idle periods instead of the doubling one, e.g. `--idle-ladder 1s,2s,4s`
-    #[arg(long, value_name = "DUR,DUR,...", value_delimiter = ',', value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR,DUR,...", value_delimiter = ',', value_parser = plan::parse_period)]
     pub idle_ladder: Vec<Duration>,
 
     /// JSON Lines: one `path-case` object per test, then one `path-summary`

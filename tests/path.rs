@@ -323,7 +323,15 @@ fn bad_input_is_one_line_and_exit_2() {
     run_path(&["127.0.0.1:7007", "--idle-ladder", "1s,x"]).expect_usage_error("x");
     run_path(&["127.0.0.1:0"]).expect_one_error_line(2, "port 0");
     run_path(&["127.0.0.1:7007", "--wait", "0s"]).expect_one_error_line(2, "--wait");
-    run_path(&["127.0.0.1:7007", "--idle-ladder", "0s"]).expect_one_error_line(2, "--idle-ladder");
+    // Periods have a floor of 1 ms: shorter ones are busy write loops.
+    run_path(&["127.0.0.1:7007", "--idle-ladder", "0s"]).expect_usage_error("at least 1ms");
+    run_path(&["127.0.0.1:7007", "--idle-ladder", "1s,0.0000001"])
+        .expect_usage_error("at least 1ms");
+    run_path(&["127.0.0.1:7007", "--max-idle", "0.0000001"]).expect_usage_error("at least 1ms");
+    common::run(&["connect", "127.0.0.1:7007", "--send-every", "0"])
+        .expect_usage_error("at least 1ms");
+    common::run(&["serve", "127.0.0.1:0", "--send-every", "500us"])
+        .expect_usage_error("--send-every");
     run_path(&["127.0.0.1:7007", "--tests", "fin", "--idle-ladder", "1s"])
         .expect_one_error_line(2, "needs the idle test");
     run_path(&[
