@@ -610,6 +610,16 @@ fn control_connections_that_stream_are_closed_and_cost_serve_no_memory() {
         "serve's peak RSS {peak} KiB\n{}",
         serve.dump()
     );
+    // One write with the question and too many bytes after it, then silence:
+    // answered with an error at once, not after the 60 s asked for.
+    let mut one = TcpStream::connect(addr).expect("connect");
+    one.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+    let mut burst = b"TCPBYE-CONTROL 1\nREPORT tok-flood 60000\n".to_vec();
+    burst.extend_from_slice(&[b'x'; 400]);
+    one.write_all(&burst).expect("write");
+    let mut answer = String::new();
+    let _ = one.read_to_string(&mut answer);
+    assert!(answer.contains("path-error"), "{answer:?}");
     // serve still answers.
     assert_eq!(ask(addr, "HELLO")["kind"], "path-hello");
 }

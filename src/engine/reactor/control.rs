@@ -89,6 +89,8 @@ impl Reactor {
             let _ = sys::send_nosignal(&sock, format!("{}\n", path::busy_answer()).as_bytes());
             return;
         }
+        // What does not fit the question line is counted, not kept.
+        let beyond = rest.len().saturating_sub(path::QUESTION_MAX + 1);
         rest.truncate(path::QUESTION_MAX + 1);
         self.controls.insert(
             token,
@@ -96,7 +98,7 @@ impl Reactor {
                 sock,
                 buf: rest,
                 waiting: None,
-                after_question: 0,
+                after_question: beyond,
                 opened: now,
             },
         );
@@ -118,8 +120,6 @@ impl Reactor {
             return;
         };
         let mut closed = false;
-        // Read to the end of what is there (epoll is edge-triggered here).
-        let mut drained = false;
         let mut chunk = [0u8; 512];
         loop {
             match (&control.sock).read(&mut chunk) {
@@ -137,10 +137,7 @@ impl Reactor {
                         control.after_question = control.after_question.saturating_add(n - room);
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    drained = true;
-                    break;
-                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
                     closed = true;
@@ -195,8 +192,9 @@ impl Reactor {
                     }
                     self.timers.at(deadline, token, TimerKind::Timeout);
                     // Bytes may wait behind the question, and no new edge would
-                    // come for them: read on, now as bytes after the question.
-                    if !drained && !closed {
+                    // come for them: read on, now as bytes after the question
+                    // (which also closes a client that already sent too many).
+                    if !closed {
                         self.control_ready(token, now);
                     }
                 }
