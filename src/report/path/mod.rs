@@ -380,3 +380,23 @@ pub fn case(
         far: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_far_view_reads_without_ended_by_and_with_a_reason_it_does_not_know() {
+        let older = r#"{"kind":"path-far","token":"t","test":"near-to-far idle","open":false,
+            "arrived":"fin","arrived_us":5,"sent":null,"sent_us":null,"bytes_after_greeting":16,
+            "bytes_after_own_end":0,"sent_after_peer_end":0,"last_data_us":1}"#;
+        let view: FarView = serde_json::from_str(older).expect("an older far end's answer");
+        assert_eq!(view.ended_by, None);
+        let newer = older.replace(r#""sent":null"#, r#""sent":"fin","ended_by":"idle-reaper""#);
+        let view: FarView = serde_json::from_str(&newer).expect("a newer far end's answer");
+        assert_eq!(view.ended_by, Some(FarEnding::Other));
+        let own = older.replace(r#""sent":null"#, r#""sent":"fin","ended_by":"timeout""#);
+        let view: FarView = serde_json::from_str(&own).expect("answer");
+        assert_eq!(view.ended_by, Some(FarEnding::Timeout));
+    }
+}
