@@ -92,6 +92,8 @@ impl Reactor {
         // What does not fit the question line is counted, not kept.
         let beyond = rest.len().saturating_sub(path::QUESTION_MAX + 1);
         rest.truncate(path::QUESTION_MAX + 1);
+        // The first read may have been a large chunk: keep no more room than that.
+        rest.shrink_to_fit();
         self.controls.insert(
             token,
             Control {
