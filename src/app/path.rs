@@ -181,8 +181,9 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
     let missed = !summary.misses.is_empty();
     let failed = summary.failed;
     if failed > 0 && !interrupted {
+        let were = if failed == 1 { "was" } else { "were" };
         tell!(
-            "path {addr}: {failed} of {} tests failed and were not judged (the notes say why)",
+            "path {addr}: {failed} of {} tests failed and {were} not judged (the notes say why)",
             cases.len()
         );
     }

@@ -312,8 +312,13 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
             .iter()
             .filter(|c| c.result == PathResult::Interrupted)
             .count();
+        let (tests, were) = if unfinished == 1 {
+            ("test", "was")
+        } else {
+            ("tests", "were")
+        };
         lines.push(format!(
-            "interrupted: {unfinished} unfinished tests were not judged (left out of the bracket)"
+            "interrupted: {unfinished} unfinished {tests} {were} not judged (left out of the bracket)"
         ));
     }
     if s.failed > 0 {
@@ -322,8 +327,9 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
             .iter()
             .find(|c| c.result == PathResult::Failed)
             .map_or("", |c| c.note.as_str());
+        let were = if s.failed == 1 { "was" } else { "were" };
         lines.push(format!(
-            "{} of {} tests failed and were not judged (left out of the bracket); first: {first}",
+            "{} of {} tests failed and {were} not judged (left out of the bracket); first: {first}",
             s.failed,
             run.cases.len()
         ));
