@@ -881,7 +881,8 @@ fn full_control_slots_answer_busy_and_path_waits_for_a_free_one() {
         out.dump()
     );
     assert_endings_faithful(&out, 2);
-    // The silent ones were closed by serve, well before the old 10 s.
+    // path's success within its 3.75 s of tries shows the slots came free well
+    // before the old 10 s; and the silent ones were closed by serve.
     for mut s in silent {
         s.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
         let mut buf = [0u8; 64];
@@ -892,7 +893,7 @@ fn full_control_slots_answer_busy_and_path_waits_for_a_free_one() {
         );
     }
     assert!(
-        started.elapsed() < Duration::from_secs(9),
+        started.elapsed() < Duration::from_secs(20),
         "{:?}",
         started.elapsed()
     );
