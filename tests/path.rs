@@ -5,6 +5,13 @@
 //! tcpbye serve, the control line protocol itself, and `serve` unchanged for
 //! ordinary clients. One test puts socat (which turns an RST into a FIN) in
 //! between, on loopback, to see a rewrite and `--expect-faithful` miss.
+//!
+//! Far ends that must not be taken for the path: one whose own `--timeout` ends
+//! the test connections, one that refuses them (`--max-conns`), one restarted
+//! mid-run; an interrupted run. Hostile clients of serve's control protocol, each
+//! bounded in count and time: control connections that stream megabytes, that
+//! hold every slot without a question, a second greeting with a used token, and
+//! a far end of another protocol version.
 
 mod common;
 
