@@ -195,7 +195,7 @@ pub struct DetectArgs {
     pub heartbeat: Option<Heartbeat>,
 
     /// Send a little data every DUR so that retransmission timeouts apply, e.g. `200ms`
-    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = plan::parse_period)]
     pub send_every: Option<Duration>,
 
     /// Stop observing after DUR and report `open` [default: no limit]
@@ -306,11 +306,11 @@ pub struct PathArgs {
     pub wait: Duration,
 
     /// The longest idle period tried: the first ladder doubles up to it, e.g. `--max-idle 8s`
-    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = plan::parse_period)]
     pub max_idle: Duration,
 
     /// The first ladder's idle periods instead of the doubling one, e.g. `--idle-ladder 1s,2s,4s`
-    #[arg(long, value_name = "DUR,DUR,...", value_delimiter = ',', value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR,DUR,...", value_delimiter = ',', value_parser = plan::parse_period)]
     pub idle_ladder: Vec<Duration>,
 
     /// JSON Lines: one `path-case` object per test, then one `path-summary`
@@ -475,10 +475,13 @@ an \fB\-\-expect\fR or \fB\-\-expect\-within\fR was not met (one line on stderr 
 usage error: a bad flag, value, address or duration
 .TP
 \fB3\fR
-runtime failure: bind, connect (refused unless \fB\-\-expect refused\fR), a \fBpath\fR far end that is not a \fBtcpbye serve\fR, and the like
+runtime failure: bind, connect (refused unless \fB\-\-expect refused\fR), a \fBpath\fR far end that is not a \fBtcpbye serve\fR, a \fBpath\fR test that failed (no report from the far end, or the far end ended it itself), and the like
 .TP
 \fB4\fR
 a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR need CAP_NET_ADMIN, \fB\-\-pcap\fR needs CAP_NET_RAW, and \fBserve\fR on a port below 1024 needs CAP_NET_BIND_SERVICE
+.TP
+\fB5\fR
+\fBpath\fR: the far end speaks another version of the path protocol
 .TP
 \fB130\fR
 interrupted by SIGINT, SIGTERM or SIGHUP, after printing what it had

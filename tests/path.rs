@@ -5,6 +5,13 @@
 //! tcpbye serve, the control line protocol itself, and `serve` unchanged for
 //! ordinary clients. One test puts socat (which turns an RST into a FIN) in
 //! between, on loopback, to see a rewrite and `--expect-faithful` miss.
+//!
+//! Far ends that must not be taken for the path: one whose own `--timeout` ends
+//! the test connections, one that refuses them (`--max-conns`), one restarted
+//! mid-run; an interrupted run. Hostile clients of serve's control protocol, each
+//! bounded in count and time: control connections that stream megabytes, that
+//! hold every slot without a question, a second greeting with a used token, and
+//! a far end of another protocol version.
 
 mod common;
 
@@ -324,7 +331,15 @@ fn bad_input_is_one_line_and_exit_2() {
     run_path(&["127.0.0.1:7007", "--idle-ladder", "1s,x"]).expect_usage_error("x");
     run_path(&["127.0.0.1:0"]).expect_one_error_line(2, "port 0");
     run_path(&["127.0.0.1:7007", "--wait", "0s"]).expect_one_error_line(2, "--wait");
-    run_path(&["127.0.0.1:7007", "--idle-ladder", "0s"]).expect_one_error_line(2, "--idle-ladder");
+    // Periods have a floor of 1 ms: shorter ones are busy write loops.
+    run_path(&["127.0.0.1:7007", "--idle-ladder", "0s"]).expect_usage_error("at least 1ms");
+    run_path(&["127.0.0.1:7007", "--idle-ladder", "1s,0.0000001"])
+        .expect_usage_error("at least 1ms");
+    run_path(&["127.0.0.1:7007", "--max-idle", "0.0000001"]).expect_usage_error("at least 1ms");
+    common::run(&["connect", "127.0.0.1:7007", "--send-every", "0"])
+        .expect_usage_error("at least 1ms");
+    common::run(&["serve", "127.0.0.1:0", "--send-every", "500us"])
+        .expect_usage_error("--send-every");
     run_path(&["127.0.0.1:7007", "--tests", "fin", "--idle-ladder", "1s"])
         .expect_one_error_line(2, "needs the idle test");
     run_path(&[
@@ -489,5 +504,465 @@ fn serve_keeps_its_own_plan_for_ordinary_clients_while_answering_path() {
             assert_eq!(report["closer"], "local", "{report}");
             break;
         }
+    }
+}
+
+/// serve's peak resident memory so far (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// A test connection that stays open at serve: its token is one serve knows.
+fn open_test_connection(addr: SocketAddr, token: &str) -> TcpStream {
+    let mut test = TcpStream::connect(addr).expect("connect");
+    test.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+    test.write_all(format!("TCPBYE-PATH 1 {token} near-to-far idle\n").as_bytes())
+        .expect("greet");
+    let mut ack = [0u8; 15];
+    test.read_exact(&mut ack)
+        .expect("the answer to the greeting");
+    assert_eq!(&ack, b"TCPBYE-PATH-OK\n");
+    test
+}
+
+/// A hostile control client: sends `first`, then streams up to `limit` bytes
+/// (until `until`), then waits (at most 5 s) for serve to end the connection.
+/// Returns the bytes it streamed and whether serve ended the connection.
+fn stream_after(
+    addr: SocketAddr,
+    first: &[u8],
+    limit: usize,
+    until: std::time::Instant,
+) -> (usize, bool) {
+    use std::io::ErrorKind;
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    s.set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    s.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+    let chunk = [b'x'; 512];
+    let mut sent = 0;
+    let mut ended = s.write_all(first).is_err();
+    while !ended && sent < limit && std::time::Instant::now() < until {
+        match s.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                ended = matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)
+            }
+        }
+    }
+    let mut buf = [0u8; 4096];
+    while !ended {
+        match s.read(&mut buf) {
+            Ok(0) => ended = true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                ended = e.kind() == ErrorKind::ConnectionReset;
+                break;
+            }
+        }
+    }
+    (sent, ended)
+}
+
+#[test]
+fn control_connections_that_stream_are_closed_and_cost_serve_no_memory() {
+    let (serve, addr) = serve(&["127.0.0.1:0", "--json"]);
+    let _test = open_test_connection(addr, "tok-flood");
+    let before = peak_rss_kib(serve.pid());
+    // 48 clients ask a question that waits (up to 60 s) for the open test
+    // connection, then stream; 16 stream without ever ending a question line.
+    // Up to 1 MiB each (64 MiB in all), for at most 6 s.
+    const PER_CLIENT: usize = 1 << 20;
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let clients: Vec<_> = (0..64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let first: &[u8] = if i < 48 {
+                    b"TCPBYE-CONTROL 1\nREPORT tok-flood 60000\n"
+                } else {
+                    b"TCPBYE-CONTROL 1\n"
+                };
+                stream_after(addr, first, PER_CLIENT, until)
+            })
+        })
+        .collect();
+    let met: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .collect();
+    let peak = peak_rss_kib(serve.pid());
+    eprintln!(
+        "serve VmHWM {before} KiB before, {peak} KiB after 64 control clients streaming {} KiB",
+        met.iter().map(|(n, _)| n).sum::<usize>() / 1024
+    );
+    for (i, (sent, ended)) in met.iter().enumerate() {
+        // serve answers with an error and closes, long before the 60 s asked for.
+        assert!(
+            ended,
+            "client {i}: {sent} bytes streamed, and serve kept the connection open\n{}",
+            serve.dump()
+        );
+    }
+    // The bound docs/path.md states: at most 24 MiB of peak RSS with 256
+    // control connections, whatever they send.
+    assert!(
+        peak < 24 * 1024,
+        "serve's peak RSS {peak} KiB\n{}",
+        serve.dump()
+    );
+    // One write with the question and too many bytes after it, then silence:
+    // answered with an error at once, not after the 60 s asked for.
+    let mut one = TcpStream::connect(addr).expect("connect");
+    one.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+    let mut burst = b"TCPBYE-CONTROL 1\nREPORT tok-flood 60000\n".to_vec();
+    burst.extend_from_slice(&[b'x'; 400]);
+    one.write_all(&burst).expect("write");
+    let mut answer = String::new();
+    let _ = one.read_to_string(&mut answer);
+    assert!(answer.contains("path-error"), "{answer:?}");
+    // serve still answers.
+    assert_eq!(ask(addr, "HELLO")["kind"], "path-hello");
+}
+
+/// No idle timeout was made up: no bracket, no behaviour, no advice.
+fn assert_no_idle_timeout(out: &common::Finished) {
+    let summary = out.one("path-summary");
+    for field in [
+        "idle_timeout_max_us",
+        "idle_behaviour",
+        "keepalive",
+        "advice",
+    ] {
+        assert!(
+            summary[field].is_null(),
+            "{field}: {summary}\n{}",
+            out.dump()
+        );
+    }
+}
+
+/// The idle cases of a run.
+fn idle_cases(out: &common::Finished) -> Vec<Value> {
+    cases(out)
+        .into_iter()
+        .filter(|c| c["test"] == "idle")
+        .collect()
+}
+
+#[test]
+fn a_far_end_that_times_out_itself_fails_the_steps_and_invents_no_idle_timeout() {
+    // The far end's own --timeout closes every test connection after 1.5 s: its
+    // FIN is not the path's, and no step says anything about the path.
+    let (_serve, addr) = serve(&["127.0.0.1:0", "--timeout", "1500ms"]);
+    let out = path(&[
+        &addr.to_string(),
+        "--tests",
+        "idle",
+        "--idle-ladder",
+        "1s,2s",
+        "--wait",
+        "1s",
+        "--json",
+    ]);
+    out.expect_code(3);
+    let idle = idle_cases(&out);
+    assert_eq!(idle.len(), 2, "{}", out.dump());
+    for c in &idle {
+        assert_eq!(c["result"], "failed", "{c}");
+        assert_eq!(c["far"]["ended_by"], "timeout", "{c}");
+        assert_eq!(c["far"]["sent"], "fin", "{c}");
+        let note = c["note"].as_str().unwrap_or("");
+        assert!(note.contains("its --timeout ran out"), "{note}");
+    }
+    assert_no_idle_timeout(&out);
+    let summary = out.one("path-summary");
+    assert!(summary["idle_timeout_min_us"].is_null(), "{summary}");
+    assert_eq!(summary["failed"], 2, "{summary}");
+    assert!(
+        out.stderr.iter().any(|l| l.contains("2 of 2 tests failed")),
+        "{}",
+        out.dump()
+    );
+}
+
+#[test]
+fn connections_a_far_end_refused_fail_and_stay_out_of_the_bracket() {
+    // serve --max-conns 2 accepts two of the four idle connections and closes the
+    // others at once: their FIN or RST came from serve, which has no record of them.
+    let (_serve, addr) = serve(&["127.0.0.1:0", "--max-conns", "2"]);
+    let out = path(&[
+        &addr.to_string(),
+        "--tests",
+        "idle",
+        "--idle-ladder",
+        "1s,1500ms,2s,2500ms",
+        "--wait",
+        "1s",
+        "--json",
+    ]);
+    out.expect_code(3);
+    let idle = idle_cases(&out);
+    assert_eq!(idle.len(), 4, "{}", out.dump());
+    let failed: Vec<&Value> = idle.iter().filter(|c| c["result"] == "failed").collect();
+    assert!(failed.len() >= 2, "{}", out.dump());
+    for c in &idle {
+        assert!(
+            c["result"] == "failed" || c["result"] == "delivered",
+            "only the far end's refusals ended connections here: {c}"
+        );
+    }
+    // No record of the refused ones; a control connection may be refused too
+    // while two test connections are still open there.
+    for c in &failed {
+        let note = c["note"].as_str().unwrap_or("");
+        assert!(
+            note.contains("no record") || note.contains("no report from the far end"),
+            "{c}"
+        );
+    }
+    assert_no_idle_timeout(&out);
+    assert_eq!(out.one("path-summary")["failed"], failed.len());
+}
+
+/// Whether a connection to `port` is established (from /proc/net/tcp).
+fn established_to(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.len() > 3
+            && cols[3] == "01"
+            && cols[1].rsplit(':').next() == Some(&format!("{port:04X}"))
+    })
+}
+
+#[test]
+fn a_far_end_restarted_mid_run_fails_the_step_and_invents_no_idle_timeout() {
+    let (mut first, addr) = serve(&["127.0.0.1:0"]);
+    let run = Cmd::tcpbye(&[
+        "path",
+        &addr.to_string(),
+        "--tests",
+        "idle",
+        "--idle-ladder",
+        "4s",
+        "--wait",
+        "1s",
+        "--json",
+    ])
+    .deadline(PATH_DEADLINE)
+    .spawn();
+    // The idle connection is up at the far end: kill that serve (its kernel
+    // closes the connection) and start another on the same port.
+    let deadline = common::within(10);
+    while !established_to(addr.port()) {
+        assert!(std::time::Instant::now() < deadline, "no test connection");
+        std::thread::sleep(common::POLL);
+    }
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    first.wait(common::within(5));
+    let (_second, again) = serve(&[&addr.to_string()]);
+    assert_eq!(again, addr);
+    let out = run.finish_by(common::within(30));
+    out.expect_code(3);
+    let idle = idle_cases(&out);
+    assert_eq!(idle.len(), 1, "{}", out.dump());
+    assert_eq!(idle[0]["result"], "failed", "{}", out.dump());
+    assert!(idle[0]["far"].is_null(), "{}", out.dump());
+    assert_no_idle_timeout(&out);
+}
+
+/// How many connections to `port` are established (from /proc/net/tcp), both
+/// ends counted.
+fn established_count(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = format!("{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() > 3
+                && cols[3] == "01"
+                && (cols[1].rsplit(':').next() == Some(port.as_str())
+                    || cols[2].rsplit(':').next() == Some(port.as_str()))
+        })
+        .count()
+}
+
+#[test]
+fn an_interrupted_path_judges_no_unfinished_step() {
+    let (_serve, addr) = serve(&["127.0.0.1:0"]);
+    let run = Cmd::tcpbye(&[
+        "path",
+        &addr.to_string(),
+        "--tests",
+        "idle",
+        "--idle-ladder",
+        "2s,6s",
+        "--wait",
+        "1s",
+        "--json",
+    ])
+    .deadline(PATH_DEADLINE)
+    .spawn();
+    // Both idle connections are up (two ends each): interrupt long before either
+    // step has sent.
+    let deadline = common::within(10);
+    while established_count(addr.port()) < 4 {
+        assert!(std::time::Instant::now() < deadline, "no test connections");
+        std::thread::sleep(common::POLL);
+    }
+    run.interrupt();
+    let out = run.finish_by(common::within(20));
+    out.expect_code(130);
+    let idle = idle_cases(&out);
+    assert_eq!(idle.len(), 2, "{}", out.dump());
+    for c in &idle {
+        assert_eq!(c["result"], "interrupted", "{c}\n{}", out.dump());
+    }
+    assert_no_idle_timeout(&out);
+    let summary = out.one("path-summary");
+    assert_eq!(summary["interrupted"], true, "{summary}");
+    assert!(summary["idle_timeout_min_us"].is_null(), "{summary}");
+}
+
+/// A control connection that greets and never asks: it holds one of serve's slots.
+fn silent_control(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(b"TCPBYE-CONTROL 1\n").expect("greet");
+    s
+}
+
+/// The one answer line to `question` on a control connection, as sent.
+fn ask_raw(addr: SocketAddr, question: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+    s.write_all(format!("TCPBYE-CONTROL 1\n{question}\n").as_bytes())
+        .expect("write");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn full_control_slots_answer_busy_and_path_waits_for_a_free_one() {
+    let (_serve, addr) = serve(&["127.0.0.1:0", "--json"]);
+    // A question about a token no connection carries is answered at once, not
+    // after the 60 s it asks to wait: it holds no slot.
+    let started = std::time::Instant::now();
+    assert!(ask_raw(addr, "REPORT never-seen 60000").contains("path-unknown"));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // 256 connections that greet and never ask hold every slot.
+    let silent: Vec<TcpStream> = (0..256).map(|_| silent_control(addr)).collect();
+    let deadline = common::within(5);
+    loop {
+        let answer = ask_raw(addr, "HELLO");
+        if answer == "{\"kind\":\"path-busy\"}\n" {
+            break;
+        }
+        assert!(answer.contains("path-hello"), "{answer:?}");
+        assert!(std::time::Instant::now() < deadline, "never busy");
+        std::thread::sleep(common::POLL);
+    }
+    // path is told busy, says so, and asks again until serve has closed the
+    // silent ones (2 s without a question).
+    let out = path(&[
+        &addr.to_string(),
+        "--tests",
+        "fin",
+        "--wait",
+        "1s",
+        "--json",
+    ]);
+    out.expect_code(0);
+    assert!(
+        out.stderr.iter().any(|l| l.contains("the far end is busy")),
+        "{}",
+        out.dump()
+    );
+    assert_endings_faithful(&out, 2);
+    // path's success within its 3.75 s of tries shows the slots came free well
+    // before the old 10 s; and the silent ones were closed by serve.
+    for mut s in silent {
+        s.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+        let mut buf = [0u8; 64];
+        let read = s.read(&mut buf);
+        assert!(
+            matches!(read, Ok(0)),
+            "a silent control connection is still open: {read:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_second_greeting_with_a_used_token_is_refused() {
+    let (_serve, addr) = serve(&["127.0.0.1:0", "--json"]);
+    let mut owner = open_test_connection(addr, "tok-owned");
+    owner.write_all(b"hello").expect("write");
+    // Another connection with the same token is told so and closed: it cannot
+    // take over the owner's report.
+    let thief = |addr| {
+        let mut thief = TcpStream::connect(addr).expect("connect");
+        thief.set_read_timeout(Some(SOCKET_WAIT)).expect("timeout");
+        thief
+            .write_all(b"TCPBYE-PATH 1 tok-owned far-to-near rst\n")
+            .expect("greet");
+        let mut answer = Vec::new();
+        thief.read_to_end(&mut answer).expect("an answer, then EOF");
+        assert_eq!(answer, b"TCPBYE-PATH-USED\n");
+    };
+    thief(addr);
+    let far = ask(addr, "REPORT tok-owned 0");
+    assert_eq!(far["test"], "near-to-far idle", "the owner's: {far}");
+    assert_eq!(far["open"], true, "{far}");
+    // Still refused once the owner has ended and its report is kept.
+    owner.shutdown(Shutdown::Write).expect("shutdown");
+    let far = ask(addr, "REPORT tok-owned 3000");
+    assert_eq!(far["open"], false, "{far}");
+    assert_eq!(far["bytes_after_greeting"], 5, "{far}");
+    thief(addr);
+    let far = ask(addr, "REPORT tok-owned 0");
+    assert_eq!(far["test"], "near-to-far idle", "{far}");
+    assert_eq!(far["bytes_after_greeting"], 5, "{far}");
+}
+
+#[test]
+fn a_far_end_of_another_protocol_version_is_one_line_and_exit_5() {
+    for (answer, says) in [
+        (
+            &b"{\"kind\":\"path-hello\",\"version\":99}\n"[..],
+            "version 99",
+        ),
+        (b"{\"kind\":\"path-hello\"}\n", "no version"),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local_addr");
+        let far = std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let _ = s.set_read_timeout(Some(SOCKET_WAIT));
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(answer);
+            }
+        });
+        let out = run_path(&[&addr.to_string(), "--wait", "2s"]);
+        let line = out.expect_one_error_line(5, "path protocol");
+        assert!(line.contains(says), "{line}");
+        assert!(line.contains("speaks version 1"), "{line}");
+        assert!(out.stdout.is_empty(), "{}", out.dump());
+        far.join().expect("far thread");
     }
 }

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use super::print::{self, tell};
 use crate::engine::path::{self as protocol};
@@ -13,7 +15,9 @@ use crate::error::{ExitCode, Failure};
 use crate::plan::{Detection, EndPlan, Family, KeepAlive, PathPlan};
 use crate::report::micros;
 use crate::report::path::judge;
-use crate::report::path::{self as model, AfterFin, FarView, PathCase, PathResult, PathRun};
+use crate::report::path::{
+    self as model, AfterFin, FarEnding, FarMissing, FarView, PathCase, PathResult, PathRun,
+};
 use crate::report::{EventKind, Report, SCHEMA, Verdict};
 use crate::vocab::{CloseMode, Direction, PathTest};
 
@@ -23,6 +27,12 @@ const UNREAD_FEED: Duration = Duration::from_millis(50);
 
 /// How long an idle connection is watched beyond its send and `--wait`.
 const IDLE_MARGIN: Duration = Duration::from_secs(1);
+
+/// How often a question is asked while the far end answers `path-busy` (all its
+/// control slots taken), and the first pause between tries (doubling after each):
+/// 3.75 s in all, past the 2 s in which serve closes a slot held without a question.
+const BUSY_TRIES: u32 = 5;
+const BUSY_PAUSE: Duration = Duration::from_millis(250);
 
 /// The least time a test connection's connect() is given.
 const CONNECT_MIN: Duration = Duration::from_secs(4);
@@ -44,7 +54,7 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
     hello(addr, plan.wait)?;
     let mut reactor = Reactor::new()?;
     reactor.catch_signals()?;
-    let mut tokens = Tokens::new();
+    let mut tokens = Tokens::new()?;
     let mut cases = Vec::new();
     let mut interrupted = false;
 
@@ -54,30 +64,34 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
         if plan.endings.is_empty() || interrupted {
             break;
         }
-        let specs: Vec<Spec> = plan
+        let specs = plan
             .endings
             .iter()
             .map(|&test| {
-                let token = tokens.next();
+                let token = tokens.next()?;
                 let plan = ending_plan(direction, test, &token, plan.wait);
-                Spec {
+                Ok(Spec {
                     token,
                     direction,
                     test,
                     idle: None,
                     plan,
-                }
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<Spec>>>()?;
         let (reports, end) = run_specs(&mut reactor, addr, &specs, plan.wait)?;
         interrupted = end == RunEnd::Interrupted;
-        let fars = ask_all(addr, &specs, plan.wait, plan.wait);
+        // Interrupted: what the far end saw so far, without waiting for more.
+        let far_wait = if interrupted {
+            Duration::ZERO
+        } else {
+            plan.wait
+        };
+        let fars = ask_all(addr, &specs, far_wait, plan.wait);
         for spec in &specs {
-            cases.push(judge_ending(
-                spec,
-                reports.get(&spec.token),
-                fars.get(&spec.token),
-            ));
+            let near = reports.get(&spec.token);
+            let case = judge_ending(spec, near, far_of(&fars, &spec.token));
+            cases.push(cut_short(case, near, interrupted));
         }
     }
 
@@ -142,6 +156,10 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
         elapsed_us: micros(started.elapsed()),
         endings,
         faithful,
+        failed: cases
+            .iter()
+            .filter(|c| c.result == PathResult::Failed)
+            .count(),
         idle_timeout_min_us: bracket.map(|b| micros(b.lo)),
         idle_timeout_max_us: bracket.and_then(|b| b.hi).map(micros),
         idle_behaviour: bracket.and_then(|b| b.behaviour),
@@ -149,6 +167,7 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
         advice: advice.map(|(_, text)| text),
         keepalive_confirmed: confirmed,
         misses: Vec::new(),
+        interrupted,
     };
     summary.misses = judge::misses(
         &cases,
@@ -160,9 +179,21 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
         tell!("expectation not met: {miss}");
     }
     let missed = !summary.misses.is_empty();
+    let failed = summary.failed;
+    if failed > 0 && !interrupted {
+        let were = if failed == 1 { "was" } else { "were" };
+        tell!(
+            "path {addr}: {failed} of {} tests failed and {were} not judged (the notes say why)",
+            cases.len()
+        );
+    }
     print::path(&PathRun { cases, summary }, plan.format)?;
+    // A failed test is a measurement tcpbye could not make: that is exit 3, not
+    // a verdict on the path (1), even where an expectation missed because of it.
     Ok(if interrupted {
         ExitCode::Interrupted
+    } else if failed > 0 {
+        ExitCode::Runtime
     } else if missed {
         ExitCode::ExpectationMissed
     } else {
@@ -173,7 +204,7 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
 /// Asks the far end `HELLO` before anything else: nothing listening, or a
 /// program that is not a tcpbye serve, is one clear line and exit 3.
 fn hello(addr: SocketAddr, wait: Duration) -> Result<(), Failure> {
-    let answer = protocol::ask(addr, "HELLO", wait).map_err(|e| {
+    let answer = ask_while_busy(addr, "HELLO", wait, true).map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::ConnectionRefused => "nothing listens there".to_owned(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
@@ -192,7 +223,25 @@ fn hello(addr: SocketAddr, wait: Duration) -> Result<(), Failure> {
         .ok()
         .filter(|v| v["kind"] == "path-hello");
     match hello {
-        Some(_) => Ok(()),
+        Some(v) if v["version"] == protocol::VERSION => Ok(()),
+        Some(v) => {
+            let theirs = match &v["version"] {
+                serde_json::Value::Null => "no version".to_owned(),
+                other => format!(
+                    "version {}",
+                    other.to_string().chars().take(20).collect::<String>()
+                ),
+            };
+            Err(Failure::Incompatible(format!(
+                "path {addr}: the far end speaks {theirs} of the path protocol, this tcpbye \
+                 speaks version {}: run the same tcpbye release at both ends",
+                protocol::VERSION
+            )))
+        }
+        None if protocol::is_busy(&answer) => Err(Failure::Runtime(format!(
+            "path {addr}: the far end is busy: all its control connections were taken \
+             each of {BUSY_TRIES} times it was asked; try again later"
+        ))),
         None if answer.is_empty() => Err(Failure::Runtime(format!(
             "path {addr}: not a tcpbye serve: it ended the control connection without answering"
         ))),
@@ -205,28 +254,59 @@ fn hello(addr: SocketAddr, wait: Duration) -> Result<(), Failure> {
     }
 }
 
+/// Asks `question`, and again after a pause (doubling) while the far end
+/// answers `path-busy`, at most [`BUSY_TRIES`] times; returns the last answer.
+/// `say`: tell the user the first time the far end is busy.
+fn ask_while_busy(
+    addr: SocketAddr,
+    question: &str,
+    wait: Duration,
+    say: bool,
+) -> std::io::Result<String> {
+    let mut pause = BUSY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        let answer = protocol::ask(addr, question, wait)?;
+        if !protocol::is_busy(&answer) || attempt >= BUSY_TRIES {
+            return Ok(answer);
+        }
+        if say && attempt == 1 {
+            tell!(
+                "path {addr}: the far end is busy (all its control connections taken); \
+                 asking again, up to {} more times",
+                BUSY_TRIES - 1
+            );
+        }
+        std::thread::sleep(pause);
+        pause *= 2;
+        attempt += 1;
+    }
+}
+
 fn print_us(d: Duration) -> String {
     crate::report::fmt_us(micros(d))
 }
 
-/// Tokens unique to this run: the process, the clock, a counter.
+/// Tokens for test connections: 128 random bits each (32 hex digits, the
+/// longest token), so that nobody who can reach the far end can guess one and
+/// read or take over this run's reports.
 struct Tokens {
-    base: String,
-    next: u32,
+    random: std::fs::File,
 }
 
 impl Tokens {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let base = format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff);
-        Self { base, next: 0 }
+    fn new() -> anyhow::Result<Self> {
+        let random = std::fs::File::open("/dev/urandom").context("open /dev/urandom")?;
+        Ok(Self { random })
     }
 
-    fn next(&mut self) -> String {
-        self.next += 1;
-        format!("{}-{}", self.base, self.next)
+    fn next(&mut self) -> anyhow::Result<String> {
+        use std::io::Read;
+        let mut bits = [0u8; 16];
+        self.random
+            .read_exact(&mut bits)
+            .context("read /dev/urandom")?;
+        Ok(bits.iter().map(|b| format!("{b:02x}")).collect())
     }
 }
 
@@ -329,31 +409,29 @@ fn run_ladder(
             .join(", "),
         print_us(longest + plan.wait + IDLE_MARGIN)
     );
-    let specs: Vec<Spec> = steps
+    let specs = steps
         .iter()
         .map(|&idle| {
-            let token = tokens.next();
+            let token = tokens.next()?;
             let plan = idle_plan(&token, idle, plan.wait, keepalive);
-            Spec {
+            Ok(Spec {
                 token,
                 direction: Direction::NearToFar,
                 test: PathTest::Idle,
                 idle: Some((idle, ladder)),
                 plan,
-            }
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<Spec>>>()?;
     let (reports, end) = run_specs(reactor, addr, &specs, plan.wait)?;
     let fars = ask_all(addr, &specs, Duration::ZERO, plan.wait);
+    let interrupted = end == RunEnd::Interrupted;
     let cases = specs
         .iter()
         .map(|spec| {
-            judge_idle(
-                spec,
-                reports.get(&spec.token),
-                fars.get(&spec.token),
-                plan.wait,
-            )
+            let near = reports.get(&spec.token);
+            let case = judge_idle(spec, near, far_of(&fars, &spec.token), plan.wait);
+            cut_short(case, near, interrupted)
         })
         .collect();
     Ok((cases, end))
@@ -405,7 +483,7 @@ fn ask_all(
     specs: &[Spec],
     timeout: Duration,
     wait: Duration,
-) -> HashMap<String, FarView> {
+) -> HashMap<String, Result<FarView, FarMissing>> {
     std::thread::scope(|scope| {
         let asks: Vec<_> = specs
             .iter()
@@ -413,16 +491,51 @@ fn ask_all(
                 let token = spec.token.clone();
                 scope.spawn(move || {
                     let question = format!("REPORT {token} {}", timeout.as_millis());
-                    let answer = protocol::ask(addr, &question, wait + timeout).ok()?;
-                    let view: FarView = serde_json::from_str(&answer).ok()?;
-                    Some((token, view)).filter(|(_, v)| v.kind == "path-far")
+                    let view = ask_far(addr, &question, wait + timeout);
+                    (token, view)
                 })
             })
             .collect();
-        asks.into_iter()
-            .filter_map(|ask| ask.join().ok().flatten())
-            .collect()
+        asks.into_iter().filter_map(|ask| ask.join().ok()).collect()
     })
+}
+
+/// One `REPORT` question: the far end's view, or why there is none.
+fn ask_far(addr: SocketAddr, question: &str, wait: Duration) -> Result<FarView, FarMissing> {
+    let answer = ask_while_busy(addr, question, wait, false).map_err(|_| FarMissing::NoAnswer)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&answer).map_err(|_| FarMissing::NoAnswer)?;
+    match value["kind"].as_str() {
+        Some("path-far") => serde_json::from_value(value).map_err(|_| FarMissing::NoAnswer),
+        Some("path-unknown") => Err(FarMissing::Unknown),
+        Some("path-busy") => Err(FarMissing::Busy),
+        _ => Err(FarMissing::NoAnswer),
+    }
+}
+
+/// A case of a batch that was interrupted: `interrupted` unless what it saw
+/// stands without the rest of the wait.
+fn cut_short(case: PathCase, near: Option<&Report>, interrupted: bool) -> PathCase {
+    if !interrupted || !judge::unfinished(case.result, near.map(|r| r.verdict)) {
+        return case;
+    }
+    PathCase {
+        result: PathResult::Interrupted,
+        note: "interrupted before the test finished: not judged".into(),
+        ..case
+    }
+}
+
+/// The far end's answer about `token`.
+fn far_of<'a>(
+    fars: &'a HashMap<String, Result<FarView, FarMissing>>,
+    token: &str,
+) -> Result<&'a FarView, FarMissing> {
+    match fars.get(token) {
+        Some(Ok(view)) => Ok(view),
+        Some(Err(missing)) => Err(*missing),
+        None => Err(FarMissing::NoAnswer),
+    }
 }
 
 /// The first event's time that matches.
@@ -450,7 +563,7 @@ fn verdict_word(verdict: Verdict) -> String {
 }
 
 /// Judges one ending test from the near end's report and the far end's.
-fn judge_ending(spec: &Spec, near: Option<&Report>, far: Option<&FarView>) -> PathCase {
+fn judge_ending(spec: &Spec, near: Option<&Report>, far: Result<&FarView, FarMissing>) -> PathCase {
     let fail = |why: &str| {
         model::case(
             spec.test,
@@ -463,9 +576,20 @@ fn judge_ending(spec: &Spec, near: Option<&Report>, far: Option<&FarView>) -> Pa
     let Some(near) = near else {
         return fail("no report from the near end (interrupted?)");
     };
-    let Some(far) = far else {
-        return fail("the far end has no report of this connection (did the greeting arrive?)");
+    let far = match far {
+        Ok(far) => far,
+        Err(missing) => return fail(missing.words()),
     };
+    // The far end's own ending (its --timeout, a stop) is not the test's.
+    if let Some(why) = far.ended_by.filter(|w| *w != FarEnding::Test) {
+        return PathCase {
+            far: Some(far.clone()),
+            ..fail(&format!(
+                "the far end ended the connection itself ({}): not the path's doing",
+                why.words()
+            ))
+        };
+    }
     let greeting_t = first_t(near, |e| {
         e.kind == EventKind::Send && e.bytes.is_some_and(|b| b > 0)
     });
@@ -532,7 +656,7 @@ fn judge_ending(spec: &Spec, near: Option<&Report>, far: Option<&FarView>) -> Pa
 fn judge_idle(
     spec: &Spec,
     near: Option<&Report>,
-    far: Option<&FarView>,
+    far: Result<&FarView, FarMissing>,
     wait: Duration,
 ) -> PathCase {
     let (idle, ladder) = spec.idle.unwrap_or_default();
@@ -544,7 +668,7 @@ fn judge_idle(
         ),
     };
     let arrived = match far {
-        Some(f) if f.bytes_after_greeting > 0 => "data",
+        Ok(f) if f.bytes_after_greeting > 0 => "data",
         _ => "nothing",
     };
     PathCase {
@@ -552,7 +676,7 @@ fn judge_idle(
         arrived: arrived.into(),
         idle_us: Some(micros(idle)),
         ladder: Some(ladder),
-        far: far.cloned(),
+        far: far.ok().cloned(),
         ..model::case(spec.test, spec.direction, &spec.token, result, note)
     }
 }
@@ -564,4 +688,22 @@ fn idle_results(cases: &[PathCase]) -> Vec<(Duration, PathResult)> {
         .filter(|c| c.ladder != Some(3))
         .filter_map(|c| c.idle_us.map(|us| (Duration::from_micros(us), c.result)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_128_random_bits_that_the_protocol_takes() {
+        let mut tokens = Tokens::new().expect("/dev/urandom");
+        let a = tokens.next().expect("token");
+        let b = tokens.next().expect("token");
+        assert_ne!(a, b);
+        for t in [&a, &b] {
+            assert_eq!(t.len(), 32, "{t}");
+            assert!(t.bytes().all(|c| c.is_ascii_hexdigit()), "{t}");
+            assert!(protocol::valid_token(t), "{t}");
+        }
+    }
 }

@@ -9,9 +9,10 @@
 //! gets one JSON line back; one connection per question, so the idle timeout it
 //! measures cannot end a control connection.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::vocab::{CloseMode, Direction, PathTest};
 
@@ -19,6 +20,13 @@ use crate::vocab::{CloseMode, Direction, PathTest};
 pub const VERSION: u32 = 1;
 /// The far end's answer to a test greeting.
 pub const ACK: &[u8] = b"TCPBYE-PATH-OK\n";
+/// The far end's answer to a test greeting whose token was used before; it then
+/// closes the connection.
+pub const USED: &[u8] = b"TCPBYE-PATH-USED\n";
+/// How many tokens the far end remembers, and for how long: every token greeted
+/// within the last 3 hours (as long as a report is kept), up to this many.
+const LEDGER_MAX: usize = 16 * 1024;
+const LEDGER_AGE: Duration = Duration::from_secs(3 * 60 * 60);
 /// Every greeting starts with this; other first bytes are an ordinary connection.
 const PREFIX: &[u8] = b"TCPBYE-";
 /// The longest greeting line; longer first lines are ordinary connections.
@@ -103,6 +111,43 @@ pub fn parse_greeting(line: &[u8]) -> Option<Greeting> {
     }
 }
 
+/// The tokens the far end has seen in test greetings: a second greeting with one
+/// is refused, so that nobody can take over another run's report by its token.
+/// Bounded: [`LEDGER_MAX`] tokens, none older than [`LEDGER_AGE`].
+#[derive(Debug, Default)]
+pub struct Ledger {
+    seen: HashMap<String, Instant>,
+}
+
+impl Ledger {
+    /// Takes `token` for a new test connection: false when it was used before.
+    pub fn claim(&mut self, token: &str, now: Instant) -> bool {
+        if let Some(at) = self.seen.get(token)
+            && now.saturating_duration_since(*at) < LEDGER_AGE
+        {
+            return false;
+        }
+        if self.seen.len() >= LEDGER_MAX {
+            self.seen
+                .retain(|_, at| now.saturating_duration_since(*at) < LEDGER_AGE);
+        }
+        if self.seen.len() >= LEDGER_MAX {
+            // Still full of recent tokens: forget the older half.
+            let mut ages: Vec<Instant> = self.seen.values().copied().collect();
+            let (_, middle, _) = ages.select_nth_unstable(LEDGER_MAX / 2);
+            let middle = *middle;
+            self.seen.retain(|_, at| *at >= middle);
+        }
+        self.seen.insert(token.to_owned(), now);
+        true
+    }
+
+    /// Whether a test greeting carried `token`.
+    pub fn knows(&self, token: &str) -> bool {
+        self.seen.contains_key(token)
+    }
+}
+
 /// One question on a control connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Question {
@@ -133,6 +178,16 @@ pub fn parse_question(line: &str) -> Result<Question, String> {
 /// The answer to `HELLO`.
 pub fn hello_answer() -> String {
     format!("{{\"kind\":\"path-hello\",\"version\":{VERSION}}}")
+}
+
+/// The answer when every control slot is taken: ask again a little later.
+pub fn busy_answer() -> String {
+    "{\"kind\":\"path-busy\"}".to_owned()
+}
+
+/// Whether an answer is [`busy_answer`].
+pub fn is_busy(answer: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(answer).is_ok_and(|v| v["kind"] == "path-busy")
 }
 
 /// The answer for a token the far end has never seen (or no longer keeps).
@@ -234,6 +289,28 @@ mod tests {
         assert!(parse_question("REPORT abc soon").is_err());
         assert!(parse_question("BYE").is_err());
         assert!(error_answer("a \"q\"").contains("\\\"q\\\""));
+    }
+
+    #[test]
+    fn a_token_is_claimed_once_and_the_ledger_stays_bounded() {
+        let mut ledger = Ledger::default();
+        let now = Instant::now();
+        assert!(ledger.claim("a", now));
+        assert!(!ledger.claim("a", now));
+        assert!(ledger.knows("a") && !ledger.knows("b"));
+        for i in 0..LEDGER_MAX + 10 {
+            ledger.claim(&format!("t{i}"), now + Duration::from_micros(i as u64));
+        }
+        assert!(ledger.seen.len() <= LEDGER_MAX, "{}", ledger.seen.len());
+        // The newest are kept.
+        assert!(!ledger.claim(&format!("t{}", LEDGER_MAX + 9), now));
+    }
+
+    #[test]
+    fn busy() {
+        assert!(is_busy(&busy_answer()));
+        assert!(!is_busy(&hello_answer()));
+        assert!(!is_busy("path-busy"));
     }
 
     #[test]

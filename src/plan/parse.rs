@@ -104,6 +104,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// The shortest period of anything tcpbye repeats (`--send-every`, `--heartbeat`,
+/// `path`'s idle periods): shorter ones are busy write loops, not a setting.
+pub const PERIOD_MIN: Duration = Duration::from_millis(1);
+
+/// Parses a period: a duration of at least [`PERIOD_MIN`].
+pub fn parse_period(text: &str) -> Result<Duration, String> {
+    let period = parse_duration(text)?;
+    if period < PERIOD_MIN {
+        return Err("must be at least 1ms (a shorter period is a busy write loop)".into());
+    }
+    Ok(period)
+}
+
 /// Parses a rate in connections per second (`500`, `0.5`).
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     text.trim()
@@ -149,7 +162,7 @@ pub fn parse_heartbeat(text: &str) -> Result<Heartbeat, String> {
         ));
     };
     let interval = parse_duration(interval)?;
-    if interval < Duration::from_millis(1) {
+    if interval < PERIOD_MIN {
         return Err("heartbeat interval must be at least 1ms".into());
     }
     let misses = misses
@@ -253,6 +266,19 @@ pub fn parse_notice_limits(text: &str) -> Result<NoticeLimits, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_have_a_floor_of_one_millisecond() {
+        assert_eq!(parse_period("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_period("0.001"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_period(" 2s "), Ok(Duration::from_secs(2)));
+        for short in ["0", "0s", "0.0000001", "999us", "0.5ms"] {
+            let err = parse_period(short).unwrap_err();
+            assert!(err.contains("at least 1ms"), "{short}: {err}");
+        }
+        assert!(parse_period("soon").unwrap_err().contains("not a duration"));
+        assert!(parse_period("-1s").unwrap_err().contains("negative"));
+    }
 
     #[test]
     fn addresses() {

@@ -2,18 +2,19 @@
 //! line is a greeting follows the test it names (observe, or end in a mode)
 //! instead of serve's own plan, or hands its socket over as a control connection.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Instant;
 
 use socket2::Socket;
 
 use super::{Conn, Ctx, Phase};
-use crate::engine::path::{self, FarTask, Greeting};
+use crate::engine::path::{self, FarTask, Greeting, Ledger};
 use crate::engine::timers::TimerKind;
 use crate::plan::EndPlan;
 use crate::report::EventKind;
 use crate::report::micros;
-use crate::report::path::FarView;
+use crate::report::path::{FarEnding, FarView};
 use crate::vocab::{CloseMode, Direction, PathTest, Verdict};
 
 /// A connection whose first bytes look like a greeting (boxed in [`Conn`]: an
@@ -27,6 +28,11 @@ pub(super) struct Far {
     news: bool,
     /// A control connection: the bytes read after its greeting line.
     control: Option<Vec<u8>>,
+    /// A test greeting whose token was used before: refused, and closed.
+    refused: Option<String>,
+    /// The far end closed a test connection itself, not as the test asked and
+    /// before the near end's ending: when, what its close sent, and why.
+    own_close: Option<(Instant, &'static str, FarEnding)>,
 }
 
 /// The test a greeting named.
@@ -44,10 +50,12 @@ struct Tag {
 impl Conn {
     /// Looks for a greeting in a chunk just read (already counted). Returns true
     /// when the connection is a control connection: stop reading it then.
-    pub(super) fn greet(&mut self, now: Instant, chunk: &[u8]) -> bool {
+    /// `tokens`: the tokens greeted so far; a test greeting with one of them is
+    /// refused.
+    pub(super) fn greet(&mut self, now: Instant, chunk: &[u8], tokens: &mut Ledger) -> bool {
         let before = self.bytes_received - chunk.len() as u64;
         let far = self.far.get_or_insert_with(Box::default);
-        if far.tag.is_some() || far.control.is_some() {
+        if far.tag.is_some() || far.control.is_some() || far.refused.is_some() {
             return false;
         }
         let take = chunk
@@ -73,13 +81,17 @@ impl Conn {
                 direction,
                 test,
             }) => {
-                far.tag = Some(Tag {
-                    token,
-                    direction,
-                    test,
-                    at: now,
-                    bytes_at: before + take as u64,
-                });
+                if tokens.claim(&token, now) {
+                    far.tag = Some(Tag {
+                        token,
+                        direction,
+                        test,
+                        at: now,
+                        bytes_at: before + take as u64,
+                    });
+                } else {
+                    far.refused = Some(token);
+                }
                 far.line = Vec::new();
                 far.news = true;
                 false
@@ -100,6 +112,23 @@ impl Conn {
             return;
         };
         far.news = false;
+        if let Some(token) = &far.refused {
+            // Another connection greeted with this token: this one may not take
+            // over its report. Say so and end it.
+            let note = format!("path test {token}: refused: another connection used this token");
+            self.plan = Arc::new(EndPlan {
+                close: CloseMode::Fin,
+                probe: false,
+                timeout: self.plan.timeout,
+                local_addr: self.plan.local_addr,
+                ..EndPlan::default()
+            });
+            self.timeline.note(ctx.now, note);
+            self.out.extend_from_slice(path::USED);
+            self.flush(ctx);
+            ctx.at(ctx.now, TimerKind::Close);
+            return;
+        }
         let Some(tag) = &far.tag else { return };
         let task = path::far_task(tag.direction, tag.test);
         let note = format!("path test {}: {} {}", tag.token, tag.direction, tag.test);
@@ -140,6 +169,26 @@ impl Conn {
         Some((sock, rest))
     }
 
+    /// The far end is about to close a test connection on its own (`why`), before
+    /// the near end ended it and not as the test asked: what its close() sends
+    /// (an RST when data is left unread, else a FIN) is kept for the report, so
+    /// that `path` never takes it for the path's doing.
+    pub(super) fn far_closing(&mut self, now: Instant, why: FarEnding) {
+        let tagged = self.far.as_deref().is_some_and(|f| f.tag.is_some());
+        if !tagged || self.action.is_some() || self.verdict.is_some() {
+            return;
+        }
+        let unread = self
+            .sock
+            .as_ref()
+            .and_then(|s| crate::sys::unread_bytes(s.as_fd()).ok())
+            .unwrap_or(0);
+        if let Some(far) = self.far.as_deref_mut() {
+            let sent = if unread > 0 { "rst" } else { "fin" };
+            far.own_close.get_or_insert((now, sent, why));
+        }
+    }
+
     /// The token of a test connection.
     pub fn path_token(&self) -> Option<&str> {
         Some(self.far.as_deref()?.tag.as_ref()?.token.as_str())
@@ -151,18 +200,22 @@ impl Conn {
         let since = |at: Instant| micros(at.saturating_duration_since(tag.at));
         let t_us = |at: Instant| self.timeline.t_us(at);
         // This side's own ending; `rst-unread` sent an RST only with data unread.
-        let own = self.action.map(|(at, mode)| {
-            let sent = match mode {
-                CloseMode::Rst => "rst",
-                CloseMode::RstUnread if self.verdict == Some(Verdict::Rst) => "rst",
-                _ => "fin",
-            };
-            (at, sent)
-        });
+        // Either as the test asked, or on its own (its --timeout, or serve stopped).
+        let own = self
+            .action
+            .map(|(at, mode)| {
+                let sent = match mode {
+                    CloseMode::Rst => "rst",
+                    CloseMode::RstUnread if self.verdict == Some(Verdict::Rst) => "rst",
+                    _ => "fin",
+                };
+                (at, sent, FarEnding::Test)
+            })
+            .or_else(|| self.far.as_deref()?.own_close);
         // What arrived from the near end: an ending detected, not this side's own.
         let peer_end = self
             .detected_at
-            .filter(|at| own.is_none_or(|(acted, _)| *at != acted));
+            .filter(|at| own.is_none_or(|(acted, _, _)| *at != acted));
         let arrived = match (peer_end, self.verdict) {
             (Some(_), Some(Verdict::Fin)) => "fin".to_owned(),
             (Some(_), Some(Verdict::Rst)) => "rst".to_owned(),
@@ -186,10 +239,11 @@ impl Conn {
             open: self.phase != Phase::Done,
             arrived,
             arrived_us: peer_end.map(since),
-            sent: own.map(|(_, sent)| sent.to_owned()),
-            sent_us: own.map(|(at, _)| since(at)),
+            sent: own.map(|(_, sent, _)| sent.to_owned()),
+            sent_us: own.map(|(at, _, _)| since(at)),
+            ended_by: own.map(|(_, _, why)| why),
             bytes_after_greeting: got,
-            bytes_after_own_end: after(own.map(|(at, _)| at), EventKind::Recv),
+            bytes_after_own_end: after(own.map(|(at, _, _)| at), EventKind::Recv),
             sent_after_peer_end: after(peer_end, EventKind::Send),
             last_data_us: (got > 0).then(|| since(self.last_data)),
         })

@@ -112,7 +112,7 @@ impl Conn {
                     if self.plan.path_greetings
                         && self.role == Role::Serve
                         && first
-                        && self.greet(now, &ctx.buf[..n])
+                        && self.greet(now, &ctx.buf[..n], ctx.tokens)
                     {
                         break;
                     }

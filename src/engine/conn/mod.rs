@@ -48,6 +48,8 @@ enum Phase {
 pub struct Ctx<'a> {
     pub epoll: &'a Epoll,
     pub timers: &'a mut Timers,
+    /// `serve`: the tokens of `path` test greetings seen so far.
+    pub tokens: &'a mut crate::engine::path::Ledger,
     pub token: u64,
     pub now: Instant,
     pub buf: &'a mut [u8],
@@ -397,6 +399,7 @@ impl Conn {
                 self.end_hold(now);
             }
             TimerKind::Timeout if self.verdict.is_none() => {
+                self.far_closing(now, crate::report::path::FarEnding::Timeout);
                 self.timeline.push(now, EventKind::Timeout, |e| {
                     e.detail = Some("nothing detected before --timeout".into());
                 });
@@ -629,6 +632,7 @@ impl Conn {
             return;
         }
         if self.verdict.is_none() {
+            self.far_closing(now, crate::report::path::FarEnding::Stopped);
             self.timeline.note(now, why);
             self.sample(now, true);
             self.verdict = Some(Verdict::Open);

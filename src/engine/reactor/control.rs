@@ -21,15 +21,23 @@ const BOOK_MAX: usize = 4096;
 /// A finished report is kept this long: longer than the longest sensible
 /// `--max-idle` plus its refining ladder, so the near end can always ask.
 const BOOK_AGE: Duration = Duration::from_secs(3 * 60 * 60);
-/// Most control connections open at once; further ones are closed unanswered.
+/// Most control connections open at once; further ones are answered `path-busy`
+/// and closed.
 const CONTROLS_MAX: usize = 256;
-/// A control connection that has not asked its question by then is closed.
-const QUESTION_WAIT: Duration = Duration::from_secs(10);
+/// Bytes a control connection may send after its question (the near end sends
+/// none): more, and it is answered with an error and closed.
+const AFTER_QUESTION_MAX: usize = path::QUESTION_MAX;
+/// A control connection that has not asked its question by then is closed. The
+/// near end sends its question with the greeting, in one write: a slot held
+/// longer without one is held by something else.
+const QUESTION_WAIT: Duration = Duration::from_secs(2);
 
 /// Finished test connections' reports by token.
 #[derive(Debug, Default)]
 pub(super) struct Book {
     views: HashMap<String, (FarView, Instant)>,
+    /// Every token greeted: a second greeting with one is refused.
+    pub(super) tokens: path::Ledger,
 }
 
 impl Book {
@@ -57,25 +65,42 @@ impl Book {
 /// asked, the token it waits for and until when.
 pub(super) struct Control {
     sock: Socket,
+    /// The question line so far: never more than [`path::QUESTION_MAX`] + 1 bytes.
     buf: Vec<u8>,
     waiting: Option<(String, Instant)>,
+    /// Bytes that arrived after the question (read and dropped, never kept).
+    after_question: usize,
     /// When it became a control connection.
     opened: Instant,
 }
 
 impl Reactor {
     /// A connection said it is a control connection: it leaves the observer.
-    pub(super) fn open_control(&mut self, token: u64, sock: Socket, rest: Vec<u8>, now: Instant) {
+    pub(super) fn open_control(
+        &mut self,
+        token: u64,
+        sock: Socket,
+        mut rest: Vec<u8>,
+        now: Instant,
+    ) {
         if self.controls.len() >= CONTROLS_MAX {
             let _ = self.epoll.delete(sock.as_fd());
+            // One short line into an empty send buffer: it fits, or the asker is gone.
+            let _ = sys::send_nosignal(&sock, format!("{}\n", path::busy_answer()).as_bytes());
             return;
         }
+        // What does not fit the question line is counted, not kept.
+        let beyond = rest.len().saturating_sub(path::QUESTION_MAX + 1);
+        rest.truncate(path::QUESTION_MAX + 1);
+        // The first read may have been a large chunk: keep no more room than that.
+        rest.shrink_to_fit();
         self.controls.insert(
             token,
             Control {
                 sock,
                 buf: rest,
                 waiting: None,
+                after_question: beyond,
                 opened: now,
             },
         );
@@ -85,19 +110,35 @@ impl Reactor {
     }
 
     /// A control connection is readable (or was just handed over): read its question.
+    ///
+    /// What it may cost is bounded in every state: the question line is kept up
+    /// to [`path::QUESTION_MAX`] bytes (longer, and it is answered with an error);
+    /// what arrives after the question is read and dropped, and past
+    /// [`AFTER_QUESTION_MAX`] bytes the connection is answered with an error and
+    /// closed. Each wake-up reads at most that much, so a client that streams
+    /// cannot hold the loop either.
     pub(super) fn control_ready(&mut self, token: u64, now: Instant) {
         let Some(control) = self.controls.get_mut(&token) else {
             return;
         };
         let mut closed = false;
-        let mut buf = [0u8; 512];
+        let mut chunk = [0u8; 512];
         loop {
-            match (&control.sock).read(&mut buf) {
+            match (&control.sock).read(&mut chunk) {
                 Ok(0) => {
                     closed = true;
                     break;
                 }
-                Ok(n) => control.buf.extend_from_slice(&buf[..n]),
+                Ok(n) if control.waiting.is_some() => {
+                    control.after_question = control.after_question.saturating_add(n);
+                }
+                Ok(n) => {
+                    let room = (path::QUESTION_MAX + 1).saturating_sub(control.buf.len());
+                    control.buf.extend_from_slice(&chunk[..n.min(room)]);
+                    if n > room {
+                        control.after_question = control.after_question.saturating_add(n - room);
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -105,13 +146,18 @@ impl Reactor {
                     break;
                 }
             }
-            if control.buf.len() > path::QUESTION_MAX {
+            if control.buf.len() > path::QUESTION_MAX || control.after_question > AFTER_QUESTION_MAX
+            {
                 break;
             }
         }
         if control.waiting.is_some() {
-            // Asked already: anything more is ignored; a close ends the wait.
-            if closed {
+            // Asked already: a close ends the wait, and a client that keeps
+            // sending is told so and closed.
+            if control.after_question > AFTER_QUESTION_MAX {
+                let answer = path::error_answer("more bytes after the question");
+                self.answer(token, &answer);
+            } else if closed {
                 self.close_control(token);
             }
             return;
@@ -124,13 +170,22 @@ impl Reactor {
             return;
         };
         let line = String::from_utf8_lossy(&control.buf[..end]).into_owned();
+        // What followed the line counts as sent after the question; the line
+        // itself is no longer needed.
+        control.after_question = control
+            .after_question
+            .saturating_add(control.buf.len() - end - 1);
+        control.buf = Vec::new();
         match path::parse_question(&line) {
             Ok(Question::Hello) => self.answer(token, &path::hello_answer()),
             Ok(Question::Report {
                 token: tag,
                 timeout,
             }) => {
-                if self.book.get(&tag).is_some() || timeout.is_zero() {
+                // Known and ended, not to wait for, or never seen (waiting for
+                // a token no connection carries would only hold the slot).
+                let open = self.conns.values().any(|c| c.path_token() == Some(&tag));
+                if self.book.get(&tag).is_some() || timeout.is_zero() || !open {
                     self.answer_report(token, &tag);
                 } else {
                     let deadline = later(now, timeout);
@@ -138,6 +193,12 @@ impl Reactor {
                         control.waiting = Some((tag, deadline));
                     }
                     self.timers.at(deadline, token, TimerKind::Timeout);
+                    // Bytes may wait behind the question, and no new edge would
+                    // come for them: read on, now as bytes after the question
+                    // (which also closes a client that already sent too many).
+                    if !closed {
+                        self.control_ready(token, now);
+                    }
                 }
             }
             Err(why) => self.answer(token, &path::error_answer(&why)),

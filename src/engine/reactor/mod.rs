@@ -291,6 +291,7 @@ impl Reactor {
         let mut ctx = Ctx {
             epoll: &self.epoll,
             timers: &mut self.timers,
+            tokens: &mut self.book.tokens,
             token,
             now: Instant::now(),
             buf: &mut self.buf,
@@ -441,6 +442,7 @@ impl Reactor {
         let mut ctx = Ctx {
             epoll: &self.epoll,
             timers: &mut self.timers,
+            tokens: &mut self.book.tokens,
             token,
             now,
             buf: &mut self.buf,

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use super::{AfterFin, FarView, KeepaliveAdvice, PathCase, PathResult, PathSummary};
+use super::{
+    AfterFin, FarEnding, FarMissing, FarView, KeepaliveAdvice, PathCase, PathResult, PathSummary,
+};
 use crate::report::{fmt_us, micros};
 use crate::vocab::{PathTest, Verdict};
 
@@ -80,17 +82,39 @@ pub fn fidelity(
     (PathResult::Faithful, note)
 }
 
-/// Judges one idle connection from the near end's verdict and the far end's report.
-pub fn idle(near: Verdict, far: Option<&FarView>, wait: Duration) -> (PathResult, String) {
-    let far_sent = far.and_then(|f| f.sent.clone());
-    let far_got = far.map_or(0, |f| f.bytes_after_greeting);
-    let by_far = |what: &str, did: &str| match &far_sent {
-        Some(sent) => format!("{what}; the far end had sent {} itself", loud(sent)),
-        None => format!("{what} that the far end never sent: the path {did}"),
+/// Judges one idle connection from the near end's verdict and the far end's
+/// report. Without the far end's report, or when the far end ended the
+/// connection itself (its `--timeout`, a stop), the step says nothing about the
+/// path: `failed`, with the reason, and left out of the bracket.
+pub fn idle(
+    near: Verdict,
+    far: Result<&FarView, FarMissing>,
+    wait: Duration,
+) -> (PathResult, String) {
+    let far = match far {
+        Ok(far) => far,
+        Err(missing) => return (PathResult::Failed, missing.words().to_owned()),
     };
+    if let Some(sent) = &far.sent {
+        let why = far.ended_by.unwrap_or(FarEnding::Other).words();
+        return (
+            PathResult::Failed,
+            format!(
+                "the far end ended the connection itself ({why}; it sent {}): not the path's doing",
+                loud(sent)
+            ),
+        );
+    }
+    let far_got = far.bytes_after_greeting;
     match near {
-        Verdict::Rst => (PathResult::Reset, by_far("RST", "answered for it")),
-        Verdict::Fin => (PathResult::Closed, by_far("FIN", "closed the connection")),
+        Verdict::Rst => (
+            PathResult::Reset,
+            "RST that the far end never sent: the path answered for it".to_owned(),
+        ),
+        Verdict::Fin => (
+            PathResult::Closed,
+            "FIN that the far end never sent: the path closed the connection".to_owned(),
+        ),
         Verdict::Timeout => (
             PathResult::BlackHoled,
             format!(
@@ -99,9 +123,6 @@ pub fn idle(near: Verdict, far: Option<&FarView>, wait: Duration) -> (PathResult
                 far_got
             ),
         ),
-        Verdict::Open if far.is_none() => {
-            (PathResult::Failed, "no report from the far end".to_owned())
-        }
         Verdict::Open if far_got > 0 => (
             PathResult::Delivered,
             format!("{far_got} bytes arrived at the far end"),
@@ -111,6 +132,18 @@ pub fn idle(near: Verdict, far: Option<&FarView>, wait: Duration) -> (PathResult
             "acknowledged, but nothing arrived at the far end".to_owned(),
         ),
         other => (PathResult::Failed, format!("the connection ended: {other}")),
+    }
+}
+
+/// Whether a test whose observation was cut short by an interruption has no
+/// result: only what was seen in full stands (an ending that arrived, data that
+/// was delivered, an RST or FIN from the path, a user timeout that fired); "lost",
+/// "acknowledged but nothing arrived" and a failure need the whole wait.
+pub fn unfinished(result: PathResult, near: Option<Verdict>) -> bool {
+    match result {
+        PathResult::Lost | PathResult::Failed | PathResult::Interrupted => true,
+        PathResult::BlackHoled => near != Some(Verdict::Timeout),
+        _ => false,
     }
 }
 
@@ -239,10 +272,17 @@ pub fn advice(b: &Bracket) -> Option<(KeepaliveAdvice, String)> {
 pub fn bracket_words(s: &PathSummary) -> Option<String> {
     let lo = s.idle_timeout_min_us?;
     Some(match (s.idle_timeout_max_us, s.idle_behaviour) {
-        (None, _) => format!(
+        (None, _) if lo >= s.max_idle_us => format!(
             "no idle timeout up to --max-idle {}: the longest idle period tried ({}) was delivered",
             fmt_us(s.max_idle_us),
             fmt_us(lo)
+        ),
+        // Longer steps failed (or never ran): nothing is said of them.
+        (None, _) => format!(
+            "no idle timeout up to {}, the longest idle period judged; none longer, up to \
+             --max-idle {}, was judged",
+            fmt_us(lo),
+            fmt_us(s.max_idle_us)
         ),
         (Some(hi), behaviour) => {
             let after = match behaviour {
@@ -362,16 +402,17 @@ mod tests {
         }
     }
 
-    fn far(sent: Option<&str>, got: u64) -> FarView {
+    fn far(sent: Option<(&str, FarEnding)>, got: u64) -> FarView {
         FarView {
             kind: "path-far".into(),
             token: "t".into(),
             test: "near-to-far idle".into(),
-            open: true,
+            open: sent.is_none(),
             arrived: "nothing".into(),
             arrived_us: None,
-            sent: sent.map(str::to_owned),
-            sent_us: None,
+            sent: sent.map(|(s, _)| s.to_owned()),
+            sent_us: sent.map(|_| 1_500_000),
+            ended_by: sent.map(|(_, why)| why),
             bytes_after_greeting: got,
             bytes_after_own_end: 0,
             sent_after_peer_end: 0,
@@ -386,32 +427,72 @@ mod tests {
         let cases = [
             (
                 Verdict::Open,
-                Some(far(None, 16)),
+                Ok(far(None, 16)),
                 Delivered,
                 "16 bytes arrived",
             ),
-            (Verdict::Rst, Some(far(None, 0)), Reset, "never sent"),
+            (Verdict::Rst, Ok(far(None, 0)), Reset, "never sent"),
+            (Verdict::Fin, Ok(far(None, 0)), Closed, "never sent"),
+            (Verdict::Timeout, Ok(far(None, 0)), BlackHoled, "3.000s"),
+            (Verdict::Open, Ok(far(None, 0)), BlackHoled, "acknowledged"),
+            (Verdict::Refused, Ok(far(None, 0)), Failed, "refused"),
+            // The far end's own ending is never the path's.
+            (
+                Verdict::Fin,
+                Ok(far(Some(("fin", FarEnding::Timeout)), 16)),
+                Failed,
+                "its --timeout ran out; it sent FIN",
+            ),
             (
                 Verdict::Rst,
-                Some(far(Some("rst"), 0)),
-                Reset,
-                "had sent RST",
+                Ok(far(Some(("rst", FarEnding::Stopped)), 0)),
+                Failed,
+                "it was stopped; it sent RST",
             ),
-            (Verdict::Fin, Some(far(None, 0)), Closed, "never sent"),
-            (Verdict::Timeout, Some(far(None, 0)), BlackHoled, "3.000s"),
             (
                 Verdict::Open,
-                Some(far(None, 0)),
-                BlackHoled,
-                "acknowledged",
+                Ok(far(Some(("fin", FarEnding::Timeout)), 16)),
+                Failed,
+                "ended the connection itself",
             ),
-            (Verdict::Open, None, Failed, "no report"),
-            (Verdict::Refused, None, Failed, "refused"),
+            // Without the far end's account, nothing is judged.
+            (
+                Verdict::Fin,
+                Err(FarMissing::Unknown),
+                Failed,
+                "--max-conns",
+            ),
+            (Verdict::Rst, Err(FarMissing::Unknown), Failed, "restarted"),
+            (
+                Verdict::Open,
+                Err(FarMissing::NoAnswer),
+                Failed,
+                "no report",
+            ),
+            (Verdict::Timeout, Err(FarMissing::Busy), Failed, "busy"),
         ];
         for (verdict, far, want, words) in cases {
-            let (got, note) = idle(verdict, far.as_ref(), wait);
+            let (got, note) = idle(verdict, far.as_ref().map_err(|m| *m), wait);
             assert_eq!(got, want, "{verdict}: {note}");
             assert!(note.contains(words), "{note:?} lacks {words:?}");
+        }
+    }
+
+    #[test]
+    fn an_interruption_leaves_only_what_was_seen_in_full() {
+        use PathResult::*;
+        for (result, near, cut) in [
+            (Delivered, Some(Verdict::Open), false),
+            (Reset, Some(Verdict::Rst), false),
+            (Closed, Some(Verdict::Fin), false),
+            (Faithful, Some(Verdict::Fin), false),
+            (Rewritten, Some(Verdict::Fin), false),
+            (BlackHoled, Some(Verdict::Timeout), false),
+            (BlackHoled, Some(Verdict::Open), true),
+            (Lost, Some(Verdict::Open), true),
+            (Failed, None, true),
+        ] {
+            assert_eq!(unfinished(result, near), cut, "{result:?} {near:?}");
         }
     }
 

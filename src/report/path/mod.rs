@@ -27,6 +27,9 @@ pub struct FarView {
     /// What the far end itself sent to end the connection: `fin`, `rst`, or null.
     pub sent: Option<String>,
     pub sent_us: Option<u64>,
+    /// Why the far end sent `sent`; null when it did not end the connection.
+    #[serde(default)]
+    pub ended_by: Option<FarEnding>,
     /// Bytes received after the greeting line.
     pub bytes_after_greeting: u64,
     /// Bytes received after the far end's own ending (its half-close).
@@ -35,6 +38,63 @@ pub struct FarView {
     pub sent_after_peer_end: u64,
     /// When the last data arrived.
     pub last_data_us: Option<u64>,
+}
+
+/// Why the far end ended a test connection itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FarEnding {
+    /// The test asked it to (the far-to-near endings).
+    Test,
+    /// serve's own `--timeout` ran out.
+    Timeout,
+    /// serve was stopped (a signal, or `--once` done).
+    Stopped,
+    /// A reason this version does not know (a newer far end).
+    #[serde(other)]
+    Other,
+}
+
+impl FarEnding {
+    /// In words, after "the far end ended the connection itself: ".
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Test => "as the test asked",
+            Self::Timeout => "its --timeout ran out",
+            Self::Stopped => "it was stopped",
+            Self::Other => "for a reason of its own",
+        }
+    }
+}
+
+/// Why there is no far end's report of a test connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FarMissing {
+    /// The far end knows no connection by that token: the greeting never
+    /// reached it (the connection was refused, e.g. by serve's `--max-conns`), or
+    /// it was restarted since.
+    Unknown,
+    /// Every control slot of the far end was taken, each time it was asked.
+    Busy,
+    /// No answer: the far end could not be reached, or answered something else.
+    NoAnswer,
+}
+
+impl FarMissing {
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Unknown => {
+                "the far end has no record of this connection: it never saw the greeting \
+                 (refused, e.g. by serve's --max-conns) or it restarted since"
+            }
+            Self::Busy => {
+                "the far end was busy (all its control connections taken) each time it was asked"
+            }
+            Self::NoAnswer => {
+                "no report from the far end: it could not be reached, or did not answer"
+            }
+        }
+    }
 }
 
 /// How one test came through the path.
@@ -61,6 +121,8 @@ pub enum PathResult {
     BlackHoled,
     /// The test could not run (the connection failed, or no report from the far end).
     Failed,
+    /// `tcpbye path` was interrupted before the test finished: nothing is judged.
+    Interrupted,
 }
 
 impl PathResult {
@@ -75,6 +137,7 @@ impl PathResult {
             Self::Closed => "closed",
             Self::BlackHoled => "black-holed",
             Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
         }
     }
 
@@ -142,6 +205,9 @@ pub struct PathSummary {
     /// Ending cases, and how many came through faithful.
     pub endings: usize,
     pub faithful: usize,
+    /// Cases that could not be judged (`failed`: no report from one end, or the far
+    /// end ended the connection itself); they are left out of the bracket.
+    pub failed: usize,
     /// The longest idle period that survived (0 when none did; null without idle cases).
     pub idle_timeout_min_us: Option<u64>,
     /// The shortest idle period the path did not survive; null when nothing failed
@@ -156,6 +222,9 @@ pub struct PathSummary {
     pub keepalive_confirmed: Option<bool>,
     /// Each expectation missed, in words; empty when all were met.
     pub misses: Vec<String>,
+    /// The run was interrupted (SIGINT, SIGTERM, SIGHUP): unfinished tests are
+    /// `interrupted`, and left out of the bracket.
+    pub interrupted: bool,
 }
 
 /// Every case and the summary.
@@ -237,6 +306,34 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
     } else {
         format!("{}: measured in {}", s.target, fmt_us(s.elapsed_us))
     }];
+    if s.interrupted {
+        let unfinished = run
+            .cases
+            .iter()
+            .filter(|c| c.result == PathResult::Interrupted)
+            .count();
+        let (tests, were) = if unfinished == 1 {
+            ("test", "was")
+        } else {
+            ("tests", "were")
+        };
+        lines.push(format!(
+            "interrupted: {unfinished} unfinished {tests} {were} not judged (left out of the bracket)"
+        ));
+    }
+    if s.failed > 0 {
+        let first = run
+            .cases
+            .iter()
+            .find(|c| c.result == PathResult::Failed)
+            .map_or("", |c| c.note.as_str());
+        let were = if s.failed == 1 { "was" } else { "were" };
+        lines.push(format!(
+            "{} of {} tests failed and {were} not judged (left out of the bracket); first: {first}",
+            s.failed,
+            run.cases.len()
+        ));
+    }
     if let Some(line) = judge::bracket_words(s) {
         lines.push(line);
     }
@@ -287,5 +384,25 @@ pub fn case(
         ladder: None,
         note,
         far: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_far_view_reads_without_ended_by_and_with_a_reason_it_does_not_know() {
+        let older = r#"{"kind":"path-far","token":"t","test":"near-to-far idle","open":false,
+            "arrived":"fin","arrived_us":5,"sent":null,"sent_us":null,"bytes_after_greeting":16,
+            "bytes_after_own_end":0,"sent_after_peer_end":0,"last_data_us":1}"#;
+        let view: FarView = serde_json::from_str(older).expect("an older far end's answer");
+        assert_eq!(view.ended_by, None);
+        let newer = older.replace(r#""sent":null"#, r#""sent":"fin","ended_by":"idle-reaper""#);
+        let view: FarView = serde_json::from_str(&newer).expect("a newer far end's answer");
+        assert_eq!(view.ended_by, Some(FarEnding::Other));
+        let own = older.replace(r#""sent":null"#, r#""sent":"fin","ended_by":"timeout""#);
+        let view: FarView = serde_json::from_str(&own).expect("answer");
+        assert_eq!(view.ended_by, Some(FarEnding::Timeout));
     }
 }
