@@ -475,13 +475,10 @@ an \fB\-\-expect\fR or \fB\-\-expect\-within\fR was not met (one line on stderr 
 usage error: a bad flag, value, address or duration
 .TP
 \fB3\fR
-runtime failure: bind, connect (refused unless \fB\-\-expect refused\fR), a \fBpath\fR far end that is not a \fBtcpbye serve\fR, a \fBpath\fR test that failed (no report from the far end, or the far end ended it itself), and the like
+runtime failure: bind, connect (refused unless \fB\-\-expect refused\fR), a \fBpath\fR far end that is not a \fBtcpbye serve\fR or speaks another version of the path protocol, a \fBpath\fR test that failed (no report from the far end, or the far end ended it itself), and the like
 .TP
 \fB4\fR
 a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR need CAP_NET_ADMIN, \fB\-\-pcap\fR needs CAP_NET_RAW, and \fBserve\fR on a port below 1024 needs CAP_NET_BIND_SERVICE
-.TP
-\fB5\fR
-\fBpath\fR: the far end speaks another version of the path protocol
 .TP
 \fB130\fR
 interrupted by SIGINT, SIGTERM or SIGHUP, after printing what it had

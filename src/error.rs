@@ -14,8 +14,6 @@ pub enum ExitCode {
     Runtime = 3,
     /// A needed privilege is missing.
     Privilege = 4,
-    /// `path`: the far end speaks another version of the line protocol.
-    Incompatible = 5,
     /// Interrupted by SIGINT, SIGTERM or SIGHUP (after printing what it had).
     Interrupted = 130,
 }
@@ -69,9 +67,6 @@ pub enum Failure {
     },
     #[error("{0}")]
     Runtime(String),
-    /// `path`: the far end speaks another version of the line protocol.
-    #[error("{0}")]
-    Incompatible(String),
     #[error("unsupported on this platform: tcpbye needs Linux (TCP_INFO, epoll, TCP_REPAIR)")]
     Unsupported,
 }
@@ -82,7 +77,6 @@ impl Failure {
             Self::Usage(_) => ExitCode::Usage,
             Self::Privilege { .. } => ExitCode::Privilege,
             Self::Runtime(_) | Self::Unsupported => ExitCode::Runtime,
-            Self::Incompatible(_) => ExitCode::Incompatible,
         }
     }
 }

@@ -940,7 +940,7 @@ fn a_second_greeting_with_a_used_token_is_refused() {
 }
 
 #[test]
-fn a_far_end_of_another_protocol_version_is_one_line_and_exit_5() {
+fn a_far_end_of_another_protocol_version_is_one_line_and_exit_3() {
     for (answer, says) in [
         (
             &b"{\"kind\":\"path-hello\",\"version\":99}\n"[..],
@@ -959,7 +959,7 @@ fn a_far_end_of_another_protocol_version_is_one_line_and_exit_5() {
             }
         });
         let out = run_path(&[&addr.to_string(), "--wait", "2s"]);
-        let line = out.expect_one_error_line(5, "path protocol");
+        let line = out.expect_one_error_line(3, "path protocol");
         assert!(line.contains(says), "{line}");
         assert!(line.contains("speaks version 1"), "{line}");
         assert!(out.stdout.is_empty(), "{}", out.dump());

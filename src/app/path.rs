@@ -232,7 +232,7 @@ fn hello(addr: SocketAddr, wait: Duration) -> Result<(), Failure> {
                     other.to_string().chars().take(20).collect::<String>()
                 ),
             };
-            Err(Failure::Incompatible(format!(
+            Err(Failure::Runtime(format!(
                 "path {addr}: the far end speaks {theirs} of the path protocol, this tcpbye \
                  speaks version {}: run the same tcpbye release at both ends",
                 protocol::VERSION
