@@ -55,7 +55,10 @@ pub fn render(report: &Report, tty: bool, width: usize) -> String {
     let closer = match (report.closer, report.close) {
         (Some(Closer::Local), Some(mode)) => format!("this side ({mode})"),
         (Some(Closer::Peer), Some(mode)) => format!("the peer ({mode})"),
-        (Some(Closer::Peer), None) => "the peer".to_owned(),
+        (Some(Closer::Peer), None) => gave_up(report).map_or_else(
+            || "the peer".to_owned(),
+            |who| format!("{who}: the peer fell silent"),
+        ),
         _ => "-".to_owned(),
     };
     summary.add_row(vec!["closed by", &closer]);
@@ -67,14 +70,9 @@ pub fn render(report: &Report, tty: bool, width: usize) -> String {
     summary.add_row(vec!["verdict", &verdict]);
     match (report.detected_after_us, report.peer_idle_us) {
         (Some(us), idle) => {
-            let from = match report.detected_from {
-                Some(DetectedFrom::Close) => "after the close",
-                Some(DetectedFrom::Packet) => "after the peer's FIN/RST arrived",
-                _ => "after the last sign of life",
-            };
             summary.add_row(vec![
                 "detected".to_owned(),
-                format!("{} {from}", fmt_us(us)),
+                format!("{} {}", fmt_us(us), detected_from(report)),
             ]);
             if let Some(idle) =
                 idle.filter(|_| report.detected_from != Some(DetectedFrom::LastActivity))
@@ -198,15 +196,14 @@ pub fn line(report: &Report, width: usize) -> String {
     parts.push(match (report.closer, report.close) {
         (Some(Closer::Local), Some(mode)) => format!("this side closed ({mode})"),
         (Some(Closer::Peer), Some(mode)) => format!("the peer closed ({mode})"),
-        (Some(Closer::Peer), None) => "the peer ended it".to_owned(),
+        (Some(Closer::Peer), None) => gave_up(report).map_or_else(
+            || "the peer ended it".to_owned(),
+            |who| format!("{who} after the peer fell silent"),
+        ),
         _ => "nobody closed".to_owned(),
     });
     if let Some(us) = report.detected_after_us {
-        let from = match report.detected_from {
-            Some(DetectedFrom::Close) => "after the close",
-            _ => "after the last sign of life",
-        };
-        parts.push(format!("detected {} {from}", fmt_us(us)));
+        parts.push(format!("detected {} {}", fmt_us(us), detected_from(report)));
     }
     // The first errno or EOF this side met, and the last TCP state it saw.
     let first = report
@@ -235,6 +232,26 @@ pub fn line(report: &Report, width: usize) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Where the detection time is measured from, in words.
+fn detected_from(report: &Report) -> &'static str {
+    match report.detected_from {
+        Some(DetectedFrom::Close) => "after the close",
+        Some(DetectedFrom::Packet) => "after the peer's FIN/RST arrived",
+        Some(DetectedFrom::LastActivity) | None => "after the last sign of life",
+    }
+}
+
+/// Who ended a connection whose peer sent nothing: this side's kernel (a
+/// keepalive, user timeout or retransmission timeout), or tcpbye's heartbeat.
+fn gave_up(report: &Report) -> Option<String> {
+    match (report.verdict, report.detected_by) {
+        (super::Verdict::Timeout, Some(by)) => Some(format!("this side's kernel ({})", by.name())),
+        (super::Verdict::Timeout, None) => Some("this side's kernel".to_owned()),
+        (super::Verdict::Heartbeat, _) => Some("this side (heartbeat)".to_owned()),
+        _ => None,
+    }
 }
 
 /// For a closer whose other end sock_diag could read: that socket's states from
