@@ -282,7 +282,12 @@ fn lab_check_bench_and_help_fit_80_and_100_column_terminals() {
 fn serve_and_connect_reports_fit_80_and_100_column_terminals() {
     let test = "serve_and_connect_reports_fit_80_and_100_column_terminals";
     for cols in [80, 100] {
-        for extra in [&[][..], &["--brief"][..], &["--keepalive", "1s,1s,2"][..]] {
+        for extra in [
+            &[][..],
+            &["--brief"][..],
+            &["--ladder"][..],
+            &["--keepalive", "1s,1s,2"][..],
+        ] {
             let mut args = vec!["serve", "127.0.0.1:0", "--once", "--timeout", "5s"];
             args.extend_from_slice(extra);
             let Some(cmd) = in_terminal(test, cols, &args, &[]) else {

@@ -125,7 +125,7 @@ impl Printer {
             Format::Ladder => write_human(format!(
                 "{}\n{}",
                 table::render(report, tty, width),
-                ladder::render(report, tty && utf8())
+                ladder::render(report, tty && utf8(), width)
             ))?,
             Format::Table => write_human(table::render(report, tty, width))?,
             // One line per connection in a pipe, for grep; wrapped on a terminal.
