@@ -55,9 +55,8 @@ fn show(err: &clap::Error, mut to: impl std::io::Write + std::io::IsTerminal) {
     let _ = to.write_all(text.as_bytes()).and_then(|()| to.flush());
 }
 
-/// Text on stderr after `tcpbye: `; a closed stderr is not worth a panic.
+/// Text on stderr after `tcpbye: `, as every notice is written; a closed stderr
+/// is not worth a panic.
 fn tell(text: &str) {
-    use std::io::Write;
-    let text = tcpbye::app::print::human(text.to_owned());
-    let _ = writeln!(std::io::stderr(), "tcpbye: {text}");
+    tcpbye::app::print::tell_line(format_args!("{text}"));
 }

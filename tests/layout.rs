@@ -324,6 +324,42 @@ fn serve_and_connect_reports_fit_80_and_100_column_terminals() {
     }
 }
 
+/// A long error or notice on stderr goes on at the next line on a terminal, and
+/// stays one line in a pipe (for grep).
+#[test]
+fn long_stderr_lines_fit_the_terminal() {
+    let test = "long_stderr_lines_fit_the_terminal";
+    let (_server, addr) = serve(&["127.0.0.1:0", "--once", "--timeout", "5s"]);
+    let addr = addr.to_string();
+    // An expectation missed: a line of well over 80 columns.
+    let args = [
+        "connect",
+        &addr,
+        "--close",
+        "rst",
+        "--expect-within",
+        "1ms",
+        "--brief",
+    ];
+    let Some(cmd) = in_terminal(test, 80, &args, &[]) else {
+        return;
+    };
+    let out = cmd.run();
+    out.expect_code(1);
+    assert!(out.stdout.contains("expectation not met"), "{}", out.stdout);
+    fits("connect --expect-within", 80, &out.stdout);
+    let (_server, addr) = serve(&["127.0.0.1:0", "--once", "--timeout", "5s"]);
+    let addr = addr.to_string();
+    let piped = run(&["connect", &addr, "--close", "rst", "--expect-within", "1ms"]);
+    piped.expect_code(1);
+    let line = piped
+        .stderr
+        .iter()
+        .find(|l| l.starts_with("tcpbye: expectation not met: connect "))
+        .unwrap_or_else(|| panic!("{}", piped.dump()));
+    assert!(line.chars().count() > 80, "{line}");
+}
+
 #[test]
 fn check_and_bench_fit_100_columns_when_piped() {
     let (_server, addr) = serve(&["127.0.0.1:0", "--timeout", "10s"]);

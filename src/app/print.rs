@@ -21,8 +21,33 @@ pub(crate) use tell;
 
 /// One `tcpbye: …` line on stderr. A closed stderr (`2>&1 | head -1`) is
 /// ignored: notices are never worth a panic.
+/// On a terminal, a line wider than it goes on at the next line, indented.
 pub fn tell_line(args: std::fmt::Arguments<'_>) {
-    let _ = writeln!(io::stderr(), "tcpbye: {}", human(args.to_string()));
+    let text = human(format!("tcpbye: {args}"));
+    let text = if io::stderr().is_terminal() {
+        fit(&text, terminal_width(true))
+    } else {
+        text
+    };
+    let _ = writeln!(io::stderr(), "{text}");
+}
+
+/// `text` wrapped at spaces to `width`, each line after the first indented by two.
+fn fit(text: &str, width: usize) -> String {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        for (i, part) in crate::report::wrap(line, width.saturating_sub(2))
+            .lines()
+            .enumerate()
+        {
+            out.push(if i == 0 {
+                part.to_owned()
+            } else {
+                format!("  {part}")
+            });
+        }
+    }
+    out.join("\n")
 }
 
 /// Raw text on stderr (the progress line), ignoring a closed stderr.

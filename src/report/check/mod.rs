@@ -236,7 +236,6 @@ pub fn render(result: &CheckResult, width: usize) -> String {
     if client {
         header.push("reconnected");
     }
-    header.push("would notice");
     let mut t = super::table::Columns::new(&header);
     let dash = || "-".to_owned();
     for c in &result.cases {
@@ -249,11 +248,6 @@ pub fn render(result: &CheckResult, width: usize) -> String {
         if client {
             row.push(c.reconnected_after_us.map_or_else(dash, fmt_us));
         }
-        row.push(
-            c.would_notice_after_us
-                .filter(|_| !c.reaction.noticed())
-                .map_or_else(dash, fmt_us),
-        );
         let mut under = vec![format!("saw: {}", c.saw)];
         if !matches!(c.prediction.as_str(), "-" | "noticed") {
             under.push(format!("would notice: {}", c.prediction));
