@@ -121,6 +121,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('--expect-noticed-within', '--expect-noticed-within', [CompletionResultType]::ParameterName, 'Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`')
             [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'The program under test is a client: listen on ADDR, end each connection it makes in the next mode (once its first bytes arrive, or after 2s), and see whether and when it connects again')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'JSON Lines: one `check-case` object per mode, then one `check-summary`')
+            [CompletionResult]::new('--brief', '--brief', [CompletionResultType]::ParameterName, 'One line per mode instead of the table: its reaction and when')
             [CompletionResult]::new('--expect-no-leak', '--expect-no-leak', [CompletionResultType]::ParameterName, 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket''s descriptor, still held at the end')
             [CompletionResult]::new('--leave-open', '--leave-open', [CompletionResultType]::ParameterName, 'Leave the drop and reboot connections that the program never noticed open after --wait, to watch them longer by hand (by default tcpbye resets them then)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')

@@ -114,6 +114,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand --expect-noticed-within 'Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`'
             cand --listen 'The program under test is a client: listen on ADDR, end each connection it makes in the next mode (once its first bytes arrive, or after 2s), and see whether and when it connects again'
             cand --json 'JSON Lines: one `check-case` object per mode, then one `check-summary`'
+            cand --brief 'One line per mode instead of the table: its reaction and when'
             cand --expect-no-leak 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket''s descriptor, still held at the end'
             cand --leave-open 'Leave the drop and reboot connections that the program never noticed open after --wait, to watch them longer by hand (by default tcpbye resets them then)'
             cand -h 'Print help (see more with ''--help'')'

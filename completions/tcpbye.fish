@@ -145,6 +145,7 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l wait -d 'Watch t
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l expect-noticed-within -d 'Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l listen -d 'The program under test is a client: listen on ADDR, end each connection it makes in the next mode (once its first bytes arrive, or after 2s), and see whether and when it connects again'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l json -d 'JSON Lines: one `check-case` object per mode, then one `check-summary`'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l brief -d 'One line per mode instead of the table: its reaction and when'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l expect-no-leak -d 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket\'s descriptor, still held at the end'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l leave-open -d 'Leave the drop and reboot connections that the program never noticed open after --wait, to watch them longer by hand (by default tcpbye resets them then)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'

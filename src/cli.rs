@@ -276,6 +276,10 @@ pub struct CheckArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// One line per mode instead of the table: its reaction and when
+    #[arg(long, conflicts_with = "json")]
+    pub brief: bool,
+
     /// Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`
     #[arg(long, value_name = "DUR|MODE=DUR,...", value_parser = plan::parse_notice_limits)]
     pub expect_noticed_within: Option<crate::plan::NoticeLimits>,

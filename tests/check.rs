@@ -723,8 +723,10 @@ fn socat_closes_at_eof_and_has_no_keepalive() {
     strict.expect_code(1);
     assert!(
         strict
-            .stdout
-            .contains("hang: unnoticed, expected noticed within"),
+            .stderr
+            .iter()
+            .any(|l| l
+                == "tcpbye: expectation not met: hang: unnoticed, expected noticed within 1.000s"),
         "{}",
         strict.dump()
     );

@@ -9,7 +9,7 @@
 
 mod common;
 
-use tcpbye::report::ladder::{MAX_WIDTH, render};
+use tcpbye::report::ladder::{MAX_WIDTH, MIN_WIDTH, render};
 use tcpbye::report::{
     Afterlife, AfterlifeEnd, Closer, DetectedBy, DetectedFrom, Event, EventKind, Packet, PeerSide,
     Report, Role, SCHEMA, SideSample, Verdict,
@@ -413,17 +413,32 @@ fn golden(name: &str, tty: bool, rendered: &str) {
 
 /// Renders both styles, checks their shape, and compares each with its golden file.
 fn check(name: &str, report: &Report) -> (String, String) {
-    let ascii = render(report, false);
-    let tty = render(report, true);
+    let ascii = render(report, false, MAX_WIDTH);
+    let tty = render(report, true, MAX_WIDTH);
     assert_eq!(
         ascii,
-        render(report, false),
+        render(report, false, MAX_WIDTH),
         "{name}: same input, other output"
     );
     for (text, is_tty) in [(&ascii, false), (&tty, true)] {
         shape(name, text, is_tty);
         golden(name, is_tty, text);
     }
+    // On an 80-column terminal: narrower text columns, the same rows in the same order.
+    let narrow = render(report, true, MIN_WIDTH);
+    for line in narrow.lines() {
+        let width = line.chars().count();
+        assert!(
+            width <= MIN_WIDTH,
+            "{name} at 80: {width} columns: {line:?}"
+        );
+        assert!(
+            !line.ends_with(' '),
+            "{name} at 80: trailing space: {line:?}"
+        );
+    }
+    let times = |text: &str| text.lines().filter_map(row_time).collect::<Vec<f64>>();
+    assert_eq!(times(&narrow), times(&tty), "{name} at 80:\n{narrow}");
     // One layout in two alphabets: mapping the terminal glyphs back gives the ASCII text.
     let mapped: String = tty
         .chars()
@@ -650,7 +665,7 @@ fn other_end_close_long_labels_and_dropped_events() {
         Some("retransmission"),
     )]);
     for tty in [false, true] {
-        let text = render(&report, tty);
+        let text = render(&report, tty, MAX_WIDTH);
         shape("edges", &text, tty);
         let life = if tty { '│' } else { '|' };
         // At one instant: the other end acts, its segment arrives, this side wakes.

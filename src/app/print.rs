@@ -3,7 +3,8 @@
 //! carries notices, progress and failures.
 
 use std::io::{self, IsTerminal, Write};
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::error::ExitCode;
 use crate::plan::{Format, OutputPlan};
@@ -20,14 +21,71 @@ pub(crate) use tell;
 
 /// One `tcpbye: …` line on stderr. A closed stderr (`2>&1 | head -1`) is
 /// ignored: notices are never worth a panic.
+/// On a terminal, a line wider than it goes on at the next line, indented.
 pub fn tell_line(args: std::fmt::Arguments<'_>) {
-    let _ = writeln!(io::stderr(), "tcpbye: {args}");
+    let text = human(format!("tcpbye: {args}"));
+    let text = if io::stderr().is_terminal() {
+        fit(&text, terminal_width(true))
+    } else {
+        text
+    };
+    let _ = writeln!(io::stderr(), "{text}");
+}
+
+/// `text` wrapped at spaces to `width`, each line after the first indented by two.
+fn fit(text: &str, width: usize) -> String {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        for (i, part) in crate::report::wrap(line, width.saturating_sub(2))
+            .lines()
+            .enumerate()
+        {
+            out.push(if i == 0 {
+                part.to_owned()
+            } else {
+                format!("  {part}")
+            });
+        }
+    }
+    out.join("\n")
 }
 
 /// Raw text on stderr (the progress line), ignoring a closed stderr.
 fn tell_raw(text: &str) {
     let mut err = io::stderr();
     let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+}
+
+/// Whether the locale takes UTF-8 (`LC_ALL`, `LC_CTYPE`, `LANG`); read once.
+pub fn utf8() -> bool {
+    static UTF8: OnceLock<bool> = OnceLock::new();
+    *UTF8.get_or_init(|| {
+        let var = |name| std::env::var(name).ok();
+        crate::report::locale_is_utf8(
+            var("LC_ALL").as_deref(),
+            var("LC_CTYPE").as_deref(),
+            var("LANG").as_deref(),
+        )
+    })
+}
+
+/// Human text as this locale can show it: unchanged under UTF-8, else in ASCII.
+pub fn human(text: String) -> String {
+    if utf8() {
+        text
+    } else {
+        crate::report::ascii(&text)
+    }
+}
+
+/// Whether the terminal understands no control sequences (`TERM=dumb`).
+fn dumb_terminal() -> bool {
+    std::env::var_os("TERM").is_some_and(|t| t == "dumb")
+}
+
+/// Human text on stdout, in the locale's characters.
+fn write_human(text: String) -> io::Result<bool> {
+    write_stdout(human(text).as_bytes())
 }
 
 /// Writes to stdout; a closed stdout (`| head -1`) is reported as `Ok(false)`.
@@ -44,6 +102,7 @@ pub fn write_stdout(bytes: &[u8]) -> io::Result<bool> {
 pub struct Printer {
     plan: OutputPlan,
     tty: bool,
+    width: usize,
     stdout_open: bool,
     started: Instant,
     misses_told: u64,
@@ -55,9 +114,11 @@ const MISSES_TOLD: u64 = 5;
 
 impl Printer {
     pub fn new(plan: OutputPlan) -> Self {
+        let tty = io::stdout().is_terminal();
         Self {
             plan,
-            tty: io::stdout().is_terminal(),
+            tty,
+            width: terminal_width(tty),
             stdout_open: true,
             started: Instant::now(),
             misses_told: 0,
@@ -83,17 +144,20 @@ impl Printer {
         if !self.stdout_open || quiet_failure || self.plan.summary_only {
             return Ok(self.stdout_open);
         }
-        let text = match self.plan.format {
-            Format::Json => format!("{}\n", json::line(report)),
-            Format::Ladder => format!(
+        let (tty, width) = (self.tty, self.width);
+        self.stdout_open = match self.plan.format {
+            Format::Json => write_stdout(format!("{}\n", json::line(report)).as_bytes())?,
+            Format::Ladder => write_human(format!(
                 "{}\n{}",
-                table::render(report, self.tty),
-                ladder::render(report, self.tty)
-            ),
-            Format::Table => table::render(report, self.tty),
-            Format::Brief => format!("{}\n", table::line(report)),
+                table::render(report, tty, width),
+                ladder::render(report, tty && utf8(), width)
+            ))?,
+            Format::Table => write_human(table::render(report, tty, width))?,
+            // One line per connection in a pipe, for grep; wrapped on a terminal.
+            Format::Brief => {
+                write_human(table::line(report, if tty { width } else { usize::MAX }))?
+            }
         };
-        self.stdout_open = write_stdout(text.as_bytes())?;
         Ok(self.stdout_open)
     }
 
@@ -111,7 +175,7 @@ impl Printer {
             if self.plan.format == Format::Json {
                 write_stdout(format!("{}\n", json::line(&self.summary)).as_bytes())?;
             } else if self.summary.connections > 1 || interrupted || self.plan.summary_only {
-                write_stdout(table::render_summary(&self.summary, self.tty).as_bytes())?;
+                write_human(table::render_summary(&self.summary, self.tty, self.width))?;
             }
         }
         Ok(if interrupted {
@@ -124,12 +188,18 @@ impl Printer {
     }
 }
 
-/// A self-erasing progress line on stderr, only when stderr is a terminal.
+/// A self-erasing progress line on stderr, only when stderr is a terminal; on a
+/// terminal without control sequences (`TERM=dumb`), a plain line now and then.
 #[derive(Debug)]
 pub struct StatusLine {
     wanted: bool,
     shown: bool,
+    /// `TERM=dumb`: when the last plain line was written.
+    plain: Option<Option<Instant>>,
 }
+
+/// On a dumb terminal, at most one progress line this often.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
 impl Default for StatusLine {
     fn default() -> Self {
@@ -142,6 +212,7 @@ impl StatusLine {
         Self {
             wanted: io::stderr().is_terminal(),
             shown: false,
+            plain: dumb_terminal().then_some(None),
         }
     }
 
@@ -155,9 +226,19 @@ impl StatusLine {
             return;
         }
         let width = terminal_width(true).saturating_sub(1);
-        let line: String = progress.to_string().chars().take(width).collect();
-        tell_raw(&format!("\r\x1b[2K{line}"));
-        self.shown = true;
+        let line: String = human(progress.to_string()).chars().take(width).collect();
+        match &mut self.plain {
+            Some(last) => {
+                if last.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) {
+                    tell_raw(&format!("{line}\n"));
+                    *last = Some(Instant::now());
+                }
+            }
+            None => {
+                tell_raw(&format!("\r\x1b[2K{line}"));
+                self.shown = true;
+            }
+        }
     }
 
     pub fn clear(&mut self) {
@@ -180,7 +261,11 @@ fn terminal_width(tty: bool) -> usize {
                 .map(usize::from)
         })
         .unwrap_or(100)
+        .max(MIN_WIDTH)
 }
+
+/// Narrower than this, human output is laid out as if it were this wide.
+const MIN_WIDTH: usize = 40;
 
 /// Prints the `lab` matrix: rows and summary as JSON Lines, or the table.
 pub fn matrix(matrix: &Matrix, format: Format) -> io::Result<bool> {
@@ -195,13 +280,18 @@ pub fn matrix(matrix: &Matrix, format: Format) -> io::Result<bool> {
         s
     } else {
         let tty = io::stdout().is_terminal();
-        crate::report::lab::render(matrix, tty, terminal_width(tty))
+        human(crate::report::lab::render(matrix, terminal_width(tty)))
     };
     write_stdout(text.as_bytes())
 }
 
-/// Prints the `check` matrix: cases and summary as JSON Lines, or the table.
+/// Prints the `check` matrix: cases and summary as JSON Lines, the table, or one
+/// line per mode; each expectation missed in one line on stderr.
 pub fn check(result: &crate::report::check::CheckResult, format: Format) -> io::Result<bool> {
+    for miss in &result.summary.misses {
+        tell!("expectation not met: {miss}");
+    }
+    let width = terminal_width(io::stdout().is_terminal());
     let text = if format == Format::Json {
         let mut s = String::new();
         for case in &result.cases {
@@ -211,8 +301,10 @@ pub fn check(result: &crate::report::check::CheckResult, format: Format) -> io::
         s.push_str(&json::line(&result.summary));
         s.push('\n');
         s
+    } else if format == Format::Brief {
+        human(crate::report::check::brief(result, width))
     } else {
-        crate::report::check::render(result, io::stdout().is_terminal())
+        human(crate::report::check::render(result, width))
     };
     write_stdout(text.as_bytes())
 }
@@ -230,7 +322,7 @@ pub fn path(run: &crate::report::path::PathRun, format: Format) -> io::Result<bo
         s
     } else {
         let tty = io::stdout().is_terminal();
-        crate::report::path::render(run, tty, terminal_width(tty))
+        human(crate::report::path::render(run, tty, terminal_width(tty)))
     };
     write_stdout(text.as_bytes())
 }
@@ -240,7 +332,10 @@ pub fn bench(result: &BenchResult, format: Format) -> io::Result<bool> {
     let text = if format == Format::Json {
         format!("{}\n", json::line(result))
     } else {
-        crate::report::bench::render(result, io::stdout().is_terminal())
+        human(crate::report::bench::render(
+            result,
+            terminal_width(io::stdout().is_terminal()),
+        ))
     };
     write_stdout(text.as_bytes())
 }

@@ -135,8 +135,10 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
                             .find_map(|e| e.errno.clone())
                             .unwrap_or_default();
                         failure = Some(format!(
-                            "connect {}: {} ({errno})",
-                            report.peer, report.verdict
+                            "connect {}: {} ({errno}){}",
+                            report.peer,
+                            report.verdict,
+                            other_family_hint(&report, &plan.addr)
                         ));
                     }
                     printer.report(&report)?;
@@ -193,6 +195,28 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
     match failure {
         Some(failure) => Err(Failure::Runtime(failure).into()),
         None => Ok(code),
+    }
+}
+
+/// For a connect refused on 127.0.0.1 while a server listens on the same port of
+/// `[::1]` (`localhost` resolved to IPv4 only, say): where to find it instead.
+fn other_family_hint(report: &crate::report::Report, target: &Target) -> String {
+    let peer = report.peer;
+    if report.verdict != Verdict::Refused
+        || !(peer.is_ipv4() && peer.ip().is_loopback())
+        || !crate::sys::listening_on_ipv6_loopback(peer.port())
+    {
+        return String::new();
+    }
+    match target {
+        Target::Host { host, .. } => format!(
+            "; something listens on [::1]:{port}: try -6 (`connect -6 {host}:{port}`)",
+            port = peer.port()
+        ),
+        Target::Addr(_) => format!(
+            "; something listens on [::1]:{port}: try `connect [::1]:{port}`",
+            port = peer.port()
+        ),
     }
 }
 

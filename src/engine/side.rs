@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::report::{AfterlifeEnd, PeerSide, SideSample};
+use crate::report::{AfterlifeEnd, PeerSide, SideSample, fmt_us};
 use crate::sys::{self, DiagSocket, TcpInfo, TcpState};
 
 /// Most state readings kept per tracked socket.
@@ -23,6 +23,9 @@ pub struct SideTrack {
     own: bool,
     /// Lookups that found nothing before the first that found the socket.
     early_misses: u32,
+    /// When the first of those looked (µs on the report's clock), and whether the
+    /// socket looked for is on a loopback address, where it can only be local.
+    first_miss: Option<(u64, bool)>,
     /// Also record a change of the pending timer's kind (`check`: a keepalive set
     /// after accept() shows only in a later reading).
     timer_kinds: bool,
@@ -54,7 +57,7 @@ impl SideTrack {
             // Right after the handshake the other end may still be a request socket
             // that sock_diag's lookup does not return (a loaded host): only a few
             // misses in a row mean it is not local.
-            self.early_misses += 1;
+            self.missed(t_us, local.ip().is_loopback());
             if self.early_misses < EARLY_MISSES {
                 return None;
             }
@@ -98,6 +101,12 @@ impl SideTrack {
         }
     }
 
+    /// A lookup before any found the socket found nothing.
+    fn missed(&mut self, t_us: u64, loopback: bool) {
+        self.early_misses += 1;
+        self.first_miss.get_or_insert((t_us, loopback));
+    }
+
     /// Records a reading whose timer kind changed, too.
     pub fn watch_timer_kinds(&mut self) {
         self.timer_kinds = true;
@@ -116,10 +125,18 @@ impl SideTrack {
     pub fn into_peer_side(self) -> PeerSide {
         PeerSide {
             visible: self.hidden.is_none() && !self.samples.is_empty(),
-            note: match (self.hidden, self.samples.is_empty()) {
-                (Some(note), _) => Some(note),
-                (None, true) => Some("no connection was established to look at".to_owned()),
-                (None, false) => None,
+            note: match (self.hidden, self.samples.is_empty(), self.first_miss) {
+                (Some(note), _, _) => Some(note),
+                // The connection ended (an RST, say) before sock_diag's first reading.
+                (None, true, Some((t_us, true))) => {
+                    Some(format!("gone before the first look, +{}", fmt_us(t_us)))
+                }
+                (None, true, Some((t_us, false))) => Some(format!(
+                    "not found at the first look, +{}: gone already, or not a socket of this host",
+                    fmt_us(t_us)
+                )),
+                (None, true, None) => Some("no connection was established to look at".to_owned()),
+                (None, false, _) => None,
             },
             uid: self.uid,
             states: self.samples,
@@ -159,5 +176,34 @@ pub fn sample(t_us: u64, found: Option<&DiagSocket>) -> SideSample {
         recv_q: found.map_or(0, |d| d.recv_q),
         send_q: found.map_or(0, |d| d.send_q),
         inode: found.map_or(0, |d| d.inode),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_gone_before_the_first_look_says_so() {
+        let mut loopback = SideTrack::default();
+        loopback.missed(12, true);
+        loopback.missed(40, true);
+        let side = loopback.into_peer_side();
+        assert!(!side.visible);
+        assert_eq!(
+            side.note.as_deref(),
+            Some("gone before the first look, +12µs")
+        );
+        let mut remote = SideTrack::default();
+        remote.missed(30, false);
+        assert_eq!(
+            remote.into_peer_side().note.as_deref(),
+            Some("not found at the first look, +30µs: gone already, or not a socket of this host")
+        );
+        // Never looked at all: nothing was established.
+        assert_eq!(
+            SideTrack::default().into_peer_side().note.as_deref(),
+            Some("no connection was established to look at")
+        );
     }
 }

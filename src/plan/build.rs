@@ -325,6 +325,8 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         wait: args.wait,
         format: if args.json {
             Format::Json
+        } else if args.brief {
+            Format::Brief
         } else {
             Format::Table
         },

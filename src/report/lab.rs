@@ -182,54 +182,28 @@ fn compress(items: &[String]) -> String {
         .join(" → ")
 }
 
-/// The matrix's columns: what the observer saw after the close, then how (and how
-/// fast) it knew.
-const HEADER: [&str; 11] = [
+/// The matrix's columns: how (and how fast) the observer knew; what it saw after
+/// the close goes on a line under each row.
+const HEADER: [&str; 7] = [
     "mode",
     "setting",
-    "first flags",
-    "recv",
-    "send",
-    "state",
     "verdict",
     "by",
     "p50",
     "p99",
     "predicted",
 ];
-/// Where the second half starts when the matrix is split in two to fit.
-const SPLIT_AT: usize = 6;
-/// Leading columns repeated in both halves of a split matrix.
-const KEY: usize = 2;
 
-/// The matrix as text at most `width` columns wide where it can be: one table when
-/// it fits, else two (what the observer saw; how it was detected), so no cell
-/// is ever broken inside a word. The footer is wrapped at spaces.
-pub fn render(matrix: &Matrix, tty: bool, width: usize) -> String {
-    let cells: Vec<Vec<String>> = matrix.rows.iter().map(cells).collect();
-    let whole = table(&HEADER, &cells, tty);
-    let body = if super::text_width(&whole) <= width {
-        whole
-    } else {
-        let (seen, detected): (Vec<usize>, Vec<usize>) = (
-            (0..SPLIT_AT).collect(),
-            (0..KEY).chain(SPLIT_AT..HEADER.len()).collect(),
-        );
-        let pick = |columns: &[usize]| {
-            let header: Vec<&str> = columns.iter().map(|&c| HEADER[c]).collect();
-            let rows: Vec<Vec<String>> = cells
-                .iter()
-                .map(|row| {
-                    columns
-                        .iter()
-                        .map(|&c| row.get(c).cloned().unwrap_or_default())
-                        .collect()
-                })
-                .collect();
-            table(&header, &rows, tty)
-        };
-        format!("{}\n{}", pick(&seen), pick(&detected))
-    };
+/// The matrix as text at most `width` columns wide: one row per case, with what
+/// the observer saw after the close (first epoll flags, recv, send, TCP states)
+/// on a line under it, so no cell is ever broken inside a word. The footer is
+/// wrapped at spaces.
+pub fn render(matrix: &Matrix, width: usize) -> String {
+    let mut t = super::table::Columns::new(&HEADER);
+    for row in &matrix.rows {
+        let (cells, under) = cells(row);
+        t.row(cells, vec![under]);
+    }
     let s = &matrix.summary;
     let footer = format!(
         "{} cases × {} runs in {}; observer settings: {}; closers act {}ms after connect, {}ms apart; `open` = nothing within {}s",
@@ -246,35 +220,24 @@ pub fn render(matrix: &Matrix, tty: bool, width: usize) -> String {
         s.timing.stagger.as_millis(),
         s.timing.observe.as_secs(),
     );
-    super::tidy(&format!("{body}\n{}\n", super::wrap(&footer, width)))
+    super::tidy(&format!(
+        "{}{}\n",
+        t.render(width),
+        super::wrap(&footer, width)
+    ))
 }
 
-fn table(header: &[&str], rows: &[Vec<String>], tty: bool) -> String {
-    let mut t = super::table::table(tty);
-    // Never wrap inside a cell: a state such as ESTABLISHED stays whole.
-    t.set_content_arrangement(comfy_table::ContentArrangement::Disabled);
-    t.set_header(header.to_vec());
-    for row in rows {
-        t.add_row(row.clone());
-    }
-    t.to_string()
-}
-
-/// One row's cells, in [`HEADER`] order; a case that did not run says why in
-/// its third cell.
-fn cells(row: &Row) -> Vec<String> {
+/// One row's cells, in [`HEADER`] order, and the line under it: what the
+/// observer saw, or why the case did not run.
+fn cells(row: &Row) -> (Vec<String>, String) {
+    let dash = || "-".to_owned();
     let mut out = vec![row.mode.to_string(), row.setting.name().to_owned()];
     if row.status != "ran" && row.runs == 0 {
-        out.push(row.status.clone());
-        return out;
+        out.extend(std::iter::repeat_n(dash(), HEADER.len() - 2));
+        return (out, row.status.clone());
     }
-    let dash = || "-".to_owned();
     let p = row.detected_after_us;
     out.extend([
-        row.first_flags.clone().unwrap_or_else(dash),
-        row.recv.clone().unwrap_or_else(dash),
-        row.send.clone().unwrap_or_else(dash),
-        row.state.clone().unwrap_or_else(dash),
         row.verdict.map_or_else(dash, |v| v.to_string()),
         row.detected_by.map_or_else(dash, |b| b.name().to_owned()),
         p.map_or_else(dash, |p| fmt_us(p.p50)),
@@ -284,5 +247,16 @@ fn cells(row: &Row) -> Vec<String> {
             .filter(|_| row.verdict != Some(Verdict::Open))
             .map_or_else(dash, fmt_us),
     ]);
-    out
+    let field = |v: &Option<String>| v.clone().unwrap_or_else(dash);
+    let mut under = format!(
+        "flags {} · recv {} · send {} · state {}",
+        field(&row.first_flags),
+        field(&row.recv),
+        field(&row.send),
+        field(&row.state)
+    );
+    if row.status != "ran" {
+        under.push_str(&format!(" ({})", row.status));
+    }
+    (out, under)
 }

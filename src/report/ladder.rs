@@ -13,17 +13,44 @@ use super::{
 use crate::sys::TcpState;
 use crate::vocab::CloseMode;
 
-/// No line of the diagram is wider than this many characters.
+/// No line of the diagram is wider than this many characters (nor than the page,
+/// down to [`MIN_WIDTH`]).
 pub const MAX_WIDTH: usize = 100;
+
+/// The narrowest page the diagram is drawn for: the two text columns shrink to
+/// fit down to this width, and no further.
+pub const MIN_WIDTH: usize = 80;
 
 /// A quiet stretch (µs) at least this long gets an elision row of its own.
 pub const QUIET_US: u64 = 500_000;
 
-/// Column widths, in characters: time, this side, the packet lane, the other end.
+/// Column widths, in characters: time, this side, the packet lane, the other end
+/// (this side's and the other end's on a page of [`MAX_WIDTH`]; see [`Columns`]).
 const TIME_W: usize = 10;
 const LEFT_W: usize = 34;
 const LANE_W: usize = 24;
 const RIGHT_W: usize = 26;
+
+/// The widths of the two text columns on a page `width` wide: what a page narrower
+/// than [`MAX_WIDTH`] lacks comes off both, half each.
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    left: usize,
+    right: usize,
+    width: usize,
+}
+
+impl Columns {
+    fn for_page(width: usize) -> Self {
+        let width = width.clamp(MIN_WIDTH, MAX_WIDTH);
+        let short = MAX_WIDTH - width;
+        Self {
+            left: LEFT_W - short / 2,
+            right: RIGHT_W - (short - short / 2),
+            width,
+        }
+    }
+}
 
 /// A segment's label fits in the lane with two shaft characters on each side.
 const LABEL_W: usize = LANE_W - 5;
@@ -113,11 +140,13 @@ impl Row {
 }
 
 /// One connection's ending as a ladder: a header naming both ends, one row per fact
-/// in time order, and a footer with the verdict. ASCII unless `tty`; never colour.
-pub fn render(report: &Report, tty: bool) -> String {
+/// in time order, and a footer with the verdict, at most `width` columns wide
+/// (between [`MIN_WIDTH`] and [`MAX_WIDTH`]). ASCII unless `tty`; never colour.
+pub fn render(report: &Report, tty: bool, width: usize) -> String {
     let g = if tty { &UNICODE } else { &ASCII };
+    let c = Columns::for_page(width);
     let mut out = String::new();
-    for line in header(report) {
+    for line in header(report, c.width) {
         push_line(&mut out, &line);
     }
     out.push('\n');
@@ -125,7 +154,16 @@ pub fn render(report: &Report, tty: bool) -> String {
         Role::Connect => ("this side (client)", "the other end (server)"),
         Role::Serve => ("this side (server)", "the other end (client)"),
     };
-    push_line(&mut out, &cells("time", this, "", other, g.life));
+    // Column titles wrap like any cell on a narrow page.
+    let (this, other) = (wrap(this, c.left), wrap(other, c.right));
+    for i in 0..this.len().max(other.len()) {
+        let at = |lines: &[String]| lines.get(i).cloned().unwrap_or_default();
+        let time = if i == 0 { "time" } else { "" };
+        push_line(
+            &mut out,
+            &cells(c, time, &at(&this), "", &at(&other), g.life),
+        );
+    }
 
     let mut previous = None;
     for row in rows(report) {
@@ -133,17 +171,19 @@ pub fn render(report: &Report, tty: bool) -> String {
             let gap = row.t_us.saturating_sub(before);
             if gap >= QUIET_US {
                 let time = format!("{} {}", g.quiet, fmt_gap(gap));
-                push_line(&mut out, &cells(&time, "", "", "", g.quiet));
+                push_line(&mut out, &cells(c, &time, "", "", "", g.quiet));
             }
         }
         previous = Some(row.t_us);
-        for line in draw(g, &row) {
+        for line in draw(g, c, &row) {
             push_line(&mut out, &line);
         }
     }
 
     out.push('\n');
-    push_line(&mut out, &footer(report));
+    for line in wrap(&footer(report), c.width) {
+        push_line(&mut out, &line);
+    }
     if report.events_dropped > 0 {
         push_line(
             &mut out,
@@ -162,7 +202,7 @@ fn push_line(out: &mut String, line: &str) {
 }
 
 /// Who is who: both addresses, and whether the other end's socket could be read.
-fn header(report: &Report) -> Vec<String> {
+fn header(report: &Report, width: usize) -> Vec<String> {
     let local = report
         .local
         .map_or_else(|| "-".to_owned(), |a| a.to_string());
@@ -178,17 +218,18 @@ fn header(report: &Report) -> Vec<String> {
             .clone()
             .unwrap_or_else(|| "its socket not visible from here".to_owned()),
     };
-    let mut lines = hanging("this side", &format!("{local}, {command}"));
+    let mut lines = hanging("this side", &format!("{local}, {command}"), width);
     lines.extend(hanging(
         "the other end",
         &format!("{}, {seen}", report.peer),
+        width,
     ));
     lines
 }
 
 /// `label` then `text`, wrapped to the page with later lines under the text.
-fn hanging(label: &str, text: &str) -> Vec<String> {
-    wrap(text, MAX_WIDTH - HEADER_INDENT)
+fn hanging(label: &str, text: &str, width: usize) -> Vec<String> {
+    wrap(text, width - HEADER_INDENT)
         .into_iter()
         .enumerate()
         .map(|(i, line)| {
@@ -411,9 +452,9 @@ fn segment(packet: &Packet) -> Row {
 }
 
 /// A row as lines: long text wraps within its column, the time only on the first line.
-fn draw(g: &Glyphs, row: &Row) -> Vec<String> {
-    let left = clip(wrap(&row.left, LEFT_W), LEFT_W, g.cut);
-    let right = clip(wrap(&row.right, RIGHT_W), RIGHT_W, g.cut);
+fn draw(g: &Glyphs, c: Columns, row: &Row) -> Vec<String> {
+    let left = clip(wrap(&row.left, c.left), c.left, g.cut);
+    let right = clip(wrap(&row.right, c.right), c.right, g.cut);
     let lane = row
         .lane
         .as_ref()
@@ -428,14 +469,15 @@ fn draw(g: &Glyphs, row: &Row) -> Vec<String> {
             } else {
                 ("", "")
             };
-            cells(time, &at(&left), lane, &at(&right), g.life)
+            cells(c, time, &at(&left), lane, &at(&right), g.life)
         })
         .collect()
 }
 
 /// One line of the diagram: the columns at their fixed widths, `life` as the lifelines.
-fn cells(time: &str, left: &str, lane: &str, right: &str, life: char) -> String {
-    format!("{time:>TIME_W$}  {left:<LEFT_W$} {life}{lane:<LANE_W$}{life} {right}")
+fn cells(c: Columns, time: &str, left: &str, lane: &str, right: &str, life: char) -> String {
+    let left_w = c.left;
+    format!("{time:>TIME_W$}  {left:<left_w$} {life}{lane:<LANE_W$}{life} {right}")
 }
 
 /// `---FIN|ACK--->` or `<---RST---`, exactly as wide as the lane.
@@ -597,7 +639,12 @@ mod tests {
 
     #[test]
     fn widest_line_fits_the_page() {
-        let widest = TIME_W + 2 + LEFT_W + 1 + 1 + LANE_W + 1 + 1 + RIGHT_W;
-        assert!(widest <= MAX_WIDTH, "{widest}");
+        for page in [MIN_WIDTH, 81, 90, 99, MAX_WIDTH] {
+            let c = Columns::for_page(page);
+            let widest = TIME_W + 2 + c.left + 1 + 1 + LANE_W + 1 + 1 + c.right;
+            assert_eq!(widest, page);
+        }
+        assert_eq!(Columns::for_page(60).width, MIN_WIDTH);
+        assert_eq!(Columns::for_page(200).width, MAX_WIDTH);
     }
 }

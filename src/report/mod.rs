@@ -348,6 +348,45 @@ pub fn wrap(text: &str, width: usize) -> String {
     lines.join("\n")
 }
 
+/// Whether the locale takes UTF-8, from `LC_ALL`, `LC_CTYPE` and `LANG` in the
+/// order the C library reads them (the first one set and not empty decides); none
+/// set is the C locale, which is ASCII.
+pub fn locale_is_utf8(lc_all: Option<&str>, lc_ctype: Option<&str>, lang: Option<&str>) -> bool {
+    [lc_all, lc_ctype, lang]
+        .into_iter()
+        .flatten()
+        .find(|v| !v.is_empty())
+        .is_some_and(|v| {
+            let v = v.to_ascii_lowercase();
+            v.contains("utf-8") || v.contains("utf8")
+        })
+}
+
+/// Human text for a terminal whose locale is not UTF-8: every other character
+/// replaced by one ASCII character (`µs` → `us`, `→` → `>`, box drawing → `+-|`),
+/// so columns laid out by character stay aligned and no line grows.
+pub fn ascii(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            c if c.is_ascii() => c,
+            'µ' => 'u',
+            '→' | '▶' | '≥' | '»' => '>',
+            '←' | '◀' | '≤' | '«' => '<',
+            '↔' | '—' | '–' | '·' | '─' | '━' | '┄' | '┈' => '-',
+            '×' => 'x',
+            '…' => '.',
+            '≈' => '~',
+            '⋮' | '┆' | '┊' | '│' | '┃' => '|',
+            '═' => '=',
+            '²' => '2',
+            '³' => '3',
+            '┌' | '┐' | '└' | '┘' | '├' | '┤' | '┬' | '┴' | '┼' | '╞' | '╡' | '╪' | '╭' | '╮'
+            | '╯' | '╰' => '+',
+            _ => '?',
+        })
+        .collect()
+}
+
 /// A duration in whole µs, as the JSON has it (saturating).
 pub fn micros(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
@@ -373,6 +412,31 @@ mod tests {
         assert_eq!(wrap("aa bb cc", 5), "aa bb\ncc");
         assert_eq!(wrap("averylongword b", 4), "averylongword\nb");
         assert_eq!(text_width("ab\nabcd\n"), 4);
+    }
+
+    #[test]
+    fn ascii_keeps_every_line_as_wide() {
+        let text = "┌──┬──┐\n│ a┆ b│\n+87µs ok×2 → EPIPE · ≤ 1.5× — … ↔ ≈45s ⋮";
+        let plain = ascii(text);
+        assert!(plain.is_ascii(), "{plain}");
+        assert_eq!(
+            plain,
+            "+--+--+\n| a| b|\n+87us okx2 > EPIPE - < 1.5x - . - ~45s |"
+        );
+        for (a, b) in text.lines().zip(plain.lines()) {
+            assert_eq!(a.chars().count(), b.chars().count());
+        }
+    }
+
+    #[test]
+    fn utf8_locale_from_the_first_variable_set() {
+        assert!(locale_is_utf8(None, None, Some("en_US.UTF-8")));
+        assert!(locale_is_utf8(None, Some("C.utf8"), Some("C")));
+        assert!(!locale_is_utf8(Some("C"), None, Some("en_US.UTF-8")));
+        assert!(!locale_is_utf8(None, None, Some("POSIX")));
+        assert!(!locale_is_utf8(None, None, None));
+        assert!(locale_is_utf8(Some(""), None, Some("de_DE.UTF-8")));
+        assert!(!locale_is_utf8(None, None, Some("en_US.ISO-8859-1")));
     }
 
     #[test]

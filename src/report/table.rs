@@ -19,8 +19,18 @@ pub fn table(tty: bool) -> Table {
     t
 }
 
-/// One connection's report: summary, timeline, TCP_INFO first vs last.
-pub fn render(report: &Report, tty: bool) -> String {
+/// A [`table`] at most `width` columns wide: a cell too long for it is wrapped
+/// at spaces onto more lines of its row.
+pub fn table_within(tty: bool, width: usize) -> Table {
+    let mut t = table(tty);
+    t.set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(u16::try_from(width).unwrap_or(u16::MAX));
+    t
+}
+
+/// One connection's report, at most `width` columns wide: summary, timeline,
+/// TCP_INFO first vs last.
+pub fn render(report: &Report, tty: bool, width: usize) -> String {
     let mut out = String::new();
     let role = match report.role {
         super::Role::Serve => "serve",
@@ -29,13 +39,15 @@ pub fn render(report: &Report, tty: bool) -> String {
     let local = report
         .local
         .map_or_else(|| "-".to_owned(), |a| a.to_string());
-    out.push_str(&format!(
-        "{role} {local} ↔ {peer}: {verdict}\n",
+    let title = format!(
+        "{role} {local} ↔ {peer}: {verdict}",
         peer = report.peer,
         verdict = report.verdict.name().to_uppercase()
-    ));
+    );
+    out.push_str(&super::wrap(&title, width));
+    out.push('\n');
 
-    let mut summary = table(tty);
+    let mut summary = table_within(tty, width);
     // A closer's report leads with what its action did to the other end.
     if let Some(seen) = other_end_after_close(report) {
         summary.add_row(vec!["the other end".to_owned(), seen]);
@@ -43,7 +55,10 @@ pub fn render(report: &Report, tty: bool) -> String {
     let closer = match (report.closer, report.close) {
         (Some(Closer::Local), Some(mode)) => format!("this side ({mode})"),
         (Some(Closer::Peer), Some(mode)) => format!("the peer ({mode})"),
-        (Some(Closer::Peer), None) => "the peer".to_owned(),
+        (Some(Closer::Peer), None) => gave_up(report).map_or_else(
+            || "the peer".to_owned(),
+            |who| format!("{who}: the peer fell silent"),
+        ),
         _ => "-".to_owned(),
     };
     summary.add_row(vec!["closed by", &closer]);
@@ -55,14 +70,9 @@ pub fn render(report: &Report, tty: bool) -> String {
     summary.add_row(vec!["verdict", &verdict]);
     match (report.detected_after_us, report.peer_idle_us) {
         (Some(us), idle) => {
-            let from = match report.detected_from {
-                Some(DetectedFrom::Close) => "after the close",
-                Some(DetectedFrom::Packet) => "after the peer's FIN/RST arrived",
-                _ => "after the last sign of life",
-            };
             summary.add_row(vec![
                 "detected".to_owned(),
-                format!("{} {from}", fmt_us(us)),
+                format!("{} {}", fmt_us(us), detected_from(report)),
             ]);
             if let Some(idle) =
                 idle.filter(|_| report.detected_from != Some(DetectedFrom::LastActivity))
@@ -109,7 +119,7 @@ pub fn render(report: &Report, tty: bool) -> String {
     out.push_str(&summary.to_string());
     out.push('\n');
 
-    let mut timeline = table(tty);
+    let mut timeline = table_within(tty, width);
     timeline.set_header(vec!["t", "event", "result", "state"]);
     for event in &report.events {
         let (what, result) = describe(event);
@@ -134,9 +144,15 @@ pub fn render(report: &Report, tty: bool) -> String {
 
     if let Some(peer) = &report.peer_side {
         if peer.visible {
-            out.push_str(&side_table("the other end (sock_diag)", &peer.states, tty));
+            out.push_str(&side_table(
+                "the other end (sock_diag)",
+                &peer.states,
+                tty,
+                width,
+            ));
         } else if let Some(note) = &peer.note {
-            out.push_str(&format!("the other end: {note}\n"));
+            out.push_str(&super::wrap(&format!("the other end: {note}"), width));
+            out.push('\n');
         }
     }
     if let Some(after) = &report.afterlife {
@@ -148,10 +164,10 @@ pub fn render(report: &Report, tty: bool) -> String {
                 AfterlifeEnd::WatchEnded => "still there when --linger-watch ended",
             }
         );
-        out.push_str(&side_table(&title, &after.states, tty));
+        out.push_str(&side_table(&title, &after.states, tty, width));
     }
     if let (Some(first), Some(last)) = (report.snapshots.first(), report.snapshots.last()) {
-        let mut info = table(tty);
+        let mut info = table_within(tty, width);
         info.set_header(vec![
             "TCP_INFO".to_owned(),
             format!("+{}", fmt_us(first.t_us)),
@@ -166,8 +182,9 @@ pub fn render(report: &Report, tty: bool) -> String {
     super::tidy(&out)
 }
 
-/// One connection in one line (`--brief`): who ended it, how this side saw it, how fast.
-pub fn line(report: &Report) -> String {
+/// One connection in one line (`--brief`): who ended it, how this side saw it, how
+/// fast; wider than `width`, it goes on at the next line, indented.
+pub fn line(report: &Report, width: usize) -> String {
     let role = match report.role {
         super::Role::Serve => "serve",
         super::Role::Connect => "connect",
@@ -179,15 +196,14 @@ pub fn line(report: &Report) -> String {
     parts.push(match (report.closer, report.close) {
         (Some(Closer::Local), Some(mode)) => format!("this side closed ({mode})"),
         (Some(Closer::Peer), Some(mode)) => format!("the peer closed ({mode})"),
-        (Some(Closer::Peer), None) => "the peer ended it".to_owned(),
+        (Some(Closer::Peer), None) => gave_up(report).map_or_else(
+            || "the peer ended it".to_owned(),
+            |who| format!("{who} after the peer fell silent"),
+        ),
         _ => "nobody closed".to_owned(),
     });
     if let Some(us) = report.detected_after_us {
-        let from = match report.detected_from {
-            Some(DetectedFrom::Close) => "after the close",
-            _ => "after the last sign of life",
-        };
-        parts.push(format!("detected {} {from}", fmt_us(us)));
+        parts.push(format!("detected {} {}", fmt_us(us), detected_from(report)));
     }
     // The first errno or EOF this side met, and the last TCP state it saw.
     let first = report
@@ -206,7 +222,36 @@ pub fn line(report: &Report) -> String {
     // A closer's own socket tells little; what the other end went through does.
     parts.extend(other_end_after_close(report).map(|s| format!("the other end: {s}")));
     parts.push(fmt_us(report.duration_us));
-    parts.join(" · ")
+    let text = super::wrap(&parts.join(" · "), width.saturating_sub(2).max(20));
+    let mut out = String::new();
+    for (i, l) in text.lines().enumerate() {
+        if i > 0 {
+            out.push_str("  ");
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// Where the detection time is measured from, in words.
+fn detected_from(report: &Report) -> &'static str {
+    match report.detected_from {
+        Some(DetectedFrom::Close) => "after the close",
+        Some(DetectedFrom::Packet) => "after the peer's FIN/RST arrived",
+        Some(DetectedFrom::LastActivity) | None => "after the last sign of life",
+    }
+}
+
+/// Who ended a connection whose peer sent nothing: this side's kernel (a
+/// keepalive, user timeout or retransmission timeout), or tcpbye's heartbeat.
+fn gave_up(report: &Report) -> Option<String> {
+    match (report.verdict, report.detected_by) {
+        (super::Verdict::Timeout, Some(by)) => Some(format!("this side's kernel ({})", by.name())),
+        (super::Verdict::Timeout, None) => Some("this side's kernel".to_owned()),
+        (super::Verdict::Heartbeat, _) => Some("this side (heartbeat)".to_owned()),
+        _ => None,
+    }
 }
 
 /// For a closer whose other end sock_diag could read: that socket's states from
@@ -231,10 +276,10 @@ fn other_end_after_close(report: &Report) -> Option<String> {
     (!after.is_empty()).then(|| after.join(" → "))
 }
 
-/// A socket's states as sock_diag showed them.
-fn side_table(title: &str, states: &[SideSample], tty: bool) -> String {
-    let mut t = table(tty);
-    t.set_header(vec!["t", title, "timer", "Recv-Q", "Send-Q", "fd"]);
+/// A socket's states as sock_diag showed them, under a line that says which socket.
+fn side_table(title: &str, states: &[SideSample], tty: bool, width: usize) -> String {
+    let mut t = table_within(tty, width);
+    t.set_header(vec!["t", "state", "timer", "Recv-Q", "Send-Q", "fd"]);
     for s in states {
         t.add_row(vec![
             format!("+{}", fmt_us(s.t_us)),
@@ -250,7 +295,7 @@ fn side_table(title: &str, states: &[SideSample], tty: bool) -> String {
             },
         ]);
     }
-    format!("{t}\n")
+    format!("{}\n{t}\n", super::wrap(title, width))
 }
 
 /// The event's name and its result, for the timeline table.
@@ -296,8 +341,8 @@ fn serde_plain<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// The closing summary of a run with several connections.
-pub fn render_summary(summary: &Summary, tty: bool) -> String {
-    let mut t = table(tty);
+pub fn render_summary(summary: &Summary, tty: bool, width: usize) -> String {
+    let mut t = table_within(tty, width);
     let join = |items: Vec<String>| {
         if items.is_empty() {
             "-".to_owned()
@@ -351,3 +396,69 @@ pub fn render_summary(summary: &Summary, tty: bool) -> String {
     ]);
     super::tidy(&format!("{t}\n"))
 }
+
+/// Plain columns for a matrix, the same on a terminal and in a pipe: one space
+/// before each cell, cells padded to the widest of their column, two spaces
+/// apart (as comfy-table lays out without borders). A row's free text (what it
+/// rests on, advice) goes on lines under it, indented by two spaces and wrapped
+/// to the page, never inside a cell.
+#[derive(Debug, Default)]
+pub struct Columns {
+    header: Vec<String>,
+    rows: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl Columns {
+    pub fn new(header: &[&str]) -> Self {
+        Self {
+            header: header.iter().map(|&h| h.to_owned()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// A row of cells, and the texts to print under it, each wrapped on its own.
+    pub fn row(&mut self, cells: Vec<String>, under: Vec<String>) {
+        self.rows.push((cells, under));
+    }
+
+    /// The table at most `width` columns wide where its cells allow (a cell is
+    /// never broken; the text under the rows always fits).
+    pub fn render(&self, width: usize) -> String {
+        let columns = self.header.len();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for (cells, _) in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(cells) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut s = String::new();
+            for (c, w) in widths.iter().enumerate().take(columns) {
+                let cell = cells.get(c).map_or("", String::as_str);
+                s.push(' ');
+                s.push_str(cell);
+                s.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 1));
+            }
+            s.trim_end().to_owned()
+        };
+        let mut out = line(&self.header);
+        out.push('\n');
+        for (cells, under) in &self.rows {
+            out.push_str(&line(cells));
+            out.push('\n');
+            for text in under {
+                for l in super::wrap(text, width.saturating_sub(UNDER.len()).max(20)).lines() {
+                    out.push_str(UNDER);
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The indent of the text under a row: two spaces, where no table line starts
+/// (a table line starts with one space and a cell, or with the padding of an
+/// empty first cell, three or more).
+const UNDER: &str = "  ";

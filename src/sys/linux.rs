@@ -331,3 +331,64 @@ pub fn program_socket_settings(pid: u32, fd: i32) -> io::Result<SocketSettings> 
     drop(dup);
     Ok(settings)
 }
+
+/// Whether an IPv6 socket of this network namespace listens on `[::1]:port` or
+/// `[::]:port` (from `/proc/net/tcp6`): where a refused IPv4 loopback connect
+/// would have found its server over IPv6.
+pub fn listening_on_ipv6_loopback(port: u16) -> bool {
+    std::fs::read_to_string("/proc/net/tcp6")
+        .is_ok_and(|table| ipv6_loopback_listener(&table, port))
+}
+
+/// [`listening_on_ipv6_loopback`] over the text of `/proc/net/tcp6`: local address
+/// as four 32-bit words in host order, `:PORT` in hex, state `0A` (LISTEN).
+fn ipv6_loopback_listener(table: &str, port: u16) -> bool {
+    let loopback: String = std::net::Ipv6Addr::LOCALHOST
+        .octets()
+        .chunks(4)
+        .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+        .collect();
+    let any = "0".repeat(32);
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else {
+            return false;
+        };
+        let Some((addr, p)) = local.split_once(':') else {
+            return false;
+        };
+        *state == "0A"
+            && u16::from_str_radix(p, 16) == Ok(port)
+            && (addr.eq_ignore_ascii_case(&loopback) || addr == any)
+    })
+}
+
+#[cfg(test)]
+mod proc_net_tests {
+    use super::*;
+
+    #[test]
+    fn finds_an_ipv6_loopback_listener_by_port() {
+        let table = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000000000000000000001000000:1F5F 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n\
+   1: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0\n\
+   2: 00000000000000000000000001000000:9C40 00000000000000000000000001000000:1F5F 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 100 0 0 10 0\n";
+        assert!(ipv6_loopback_listener(table, 0x1F5F));
+        assert!(ipv6_loopback_listener(table, 80));
+        // An established connection's local port is no listener.
+        assert!(!ipv6_loopback_listener(table, 0x9C40));
+        assert!(!ipv6_loopback_listener(table, 81));
+    }
+
+    #[test]
+    fn a_real_ipv6_loopback_listener_is_found() {
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            eprintln!("SKIPPED a_real_ipv6_loopback_listener_is_found: no IPv6 loopback");
+            return;
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        assert!(listening_on_ipv6_loopback(port));
+        drop(listener);
+        assert!(!listening_on_ipv6_loopback(port));
+    }
+}

@@ -219,7 +219,9 @@ impl Cmd {
         Self {
             argv: argv.iter().map(|a| (*a).to_owned()).collect(),
             what,
-            env: Vec::new(),
+            // tcpbye writes ASCII unless the locale takes UTF-8: the same characters
+            // on every machine, whatever its own locale (`env` can change it).
+            env: vec![("LC_ALL".to_owned(), "C.UTF-8".to_owned())],
             stdout: Stdout::Lines,
             deadline: DEADLINE,
         }
@@ -916,19 +918,54 @@ pub fn stable_human(text: &str) -> String {
         while end < lines.len() && lines[end].starts_with(' ') {
             end += 1;
         }
-        // Indented lines are one table or several in a row.
-        for (from, to) in split_tables(&lines[i..end]).unwrap_or_else(|| {
+        // Indented lines are one table or several in a row; a line indented by
+        // exactly two spaces is free text under the table row before it.
+        let under = |l: &str| l.starts_with("  ") && !l[2..].starts_with(' ');
+        let rows: Vec<&str> = lines[i..end]
+            .iter()
+            .copied()
+            .filter(|l| !under(l))
+            .collect();
+        let mut texts: Vec<Vec<&str>> = vec![Vec::new(); rows.len()];
+        let mut row = None;
+        for l in &lines[i..end] {
+            if under(l) {
+                let r: usize = row.expect("text under a row follows a row");
+                texts[r].push(l);
+            } else {
+                row = Some(row.map_or(0, |r| r + 1));
+            }
+        }
+        let mut laid = Vec::new();
+        for (from, to) in split_tables(&rows).unwrap_or_else(|| {
             panic!(
                 "these lines are not laid out as plain comfy-table columns (one space \
                  either side of every cell, cells left-aligned and padded to the widest of \
                  their column), which the golden files assume:\n{}",
-                lines[i..end].join("\n")
+                rows.join("\n")
             )
         }) {
-            let table = &lines[i + from..i + to];
+            let table = &rows[from..to];
             let cells = table_cells(table).expect("split_tables checked it");
             let padded: Vec<bool> = table.iter().map(|l| l.ends_with(' ')).collect();
-            out.push_str(&stable_table(&cells, &padded));
+            laid.extend(
+                stable_table(&cells, &padded)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        // A row's text under it as one line: where it wraps moves with the
+        // lengths of what the masks hide.
+        for (line, texts) in laid.iter().zip(&texts) {
+            out.push_str(line);
+            out.push('\n');
+            if !texts.is_empty() {
+                let joined: Vec<&str> = texts.iter().map(|t| t.trim()).collect();
+                out.push_str("  ");
+                out.push_str(&mask_text(&joined.join(" ")));
+                out.push('\n');
+            }
         }
         i = end;
     }

@@ -352,7 +352,7 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
         _ => {}
     }
     for miss in &s.misses {
-        lines.push(format!("expectation missed: {miss}"));
+        lines.push(format!("expectation not met: {miss}"));
     }
     for line in lines {
         out.push_str(&super::wrap(&line, width.max(40)));
