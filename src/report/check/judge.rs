@@ -586,12 +586,12 @@ pub(super) fn advice(
         let (idle, intvl, cnt) = ADVISED_KEEPALIVE;
         let (idle, intvl, cnt) = (idle.min(k.idle_s), intvl.min(k.intvl_s), cnt.min(k.cnt));
         return Some(format!(
-            "its keepalive (TCP_KEEPIDLE={}s, TCP_KEEPINTVL={}s, TCP_KEEPCNT={}: ≈{}) notices late: set TCP_KEEPIDLE={idle}s, TCP_KEEPINTVL={intvl}s, TCP_KEEPCNT={cnt} (≈{}), plus TCP_USER_TIMEOUT=30s for data in flight",
+            "its keepalive (TCP_KEEPIDLE={}s, TCP_KEEPINTVL={}s, TCP_KEEPCNT={}: ≈{}) notices late: set TCP_KEEPIDLE={idle}s, TCP_KEEPINTVL={intvl}s, TCP_KEEPCNT={cnt} (≈{}s), plus TCP_USER_TIMEOUT=30s for data in flight",
             k.idle_s,
             k.intvl_s,
             k.cnt,
             fmt_secs(k.gives_up_after_us()),
-            fmt_secs((idle + intvl * cnt) * 1_000_000)
+            idle + intvl * cnt
         ));
     }
     match reaction {
