@@ -14,7 +14,7 @@ use tcpbye::report::{
     Afterlife, AfterlifeEnd, Closer, DetectedBy, DetectedFrom, Event, EventKind, Packet, PeerSide,
     Report, Role, SCHEMA, SideSample, Verdict,
 };
-use tcpbye::sys::TcpState;
+use tcpbye::sys::{DiagTimer, DiagTimerKind, TcpState};
 use tcpbye::vocab::CloseMode;
 
 /// The one command that rewrites every golden file of this test.
@@ -178,7 +178,11 @@ fn fin_with_packets() -> Report {
         afterlife: Some(Afterlife {
             states: vec![
                 SideSample {
-                    timer: Some("on,0.2s,0".to_owned()),
+                    timer: Some(DiagTimer {
+                        kind: DiagTimerKind::Retransmit,
+                        expires_ms: 200,
+                        retransmits: 0,
+                    }),
                     send_q: 1,
                     ..sample(100_964, Some(FinWait1), 0)
                 },
@@ -236,7 +240,11 @@ fn fin_observed_with_packets() -> Report {
         peer_side: visible(vec![
             sample(33, Some(Established), 1_274_934),
             SideSample {
-                timer: Some("on,0.2s,0".to_owned()),
+                timer: Some(DiagTimer {
+                    kind: DiagTimerKind::Retransmit,
+                    expires_ms: 200,
+                    retransmits: 0,
+                }),
                 send_q: 1,
                 ..sample(100_523, Some(FinWait1), 0)
             },
@@ -386,7 +394,11 @@ fn half_close_peer_not_visible() -> Report {
         }),
         afterlife: Some(Afterlife {
             states: vec![SideSample {
-                timer: Some("timewait,60.0s,0".to_owned()),
+                timer: Some(DiagTimer {
+                    kind: DiagTimerKind::TimeWait,
+                    expires_ms: 60000,
+                    retransmits: 0,
+                }),
                 ..sample(94_489, Some(TimeWait), 0)
             }],
             ended: AfterlifeEnd::TimeWait,

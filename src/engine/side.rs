@@ -84,12 +84,7 @@ impl SideTrack {
         let timer_kinds = self.timer_kinds;
         let key = |s: &SideSample| {
             let eof_unread = s.state == Some(TcpState::CloseWait) && s.recv_q > 0;
-            let timer = s
-                .timer
-                .as_deref()
-                .filter(|_| timer_kinds)
-                .and_then(|t| t.split(',').next())
-                .map(str::to_owned);
+            let timer = s.timer.filter(|_| timer_kinds).map(|t| t.kind);
             (s.state, s.inode == 0, eof_unread, timer)
         };
         let changed = self
@@ -165,14 +160,7 @@ pub fn sample(t_us: u64, found: Option<&DiagSocket>) -> SideSample {
     SideSample {
         t_us,
         state: found.map(|d| d.state),
-        timer: found.and_then(|d| d.timer).map(|t| {
-            format!(
-                "{},{:.1}s,{}",
-                t.kind,
-                f64::from(t.expires_ms) / 1000.0,
-                t.retransmits
-            )
-        }),
+        timer: found.and_then(|d| d.timer),
         recv_q: found.map_or(0, |d| d.recv_q),
         send_q: found.map_or(0, |d| d.send_q),
         inode: found.map_or(0, |d| d.inode),

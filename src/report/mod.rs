@@ -143,8 +143,9 @@ pub struct Snapshot {
 pub struct SideSample {
     pub t_us: u64,
     pub state: Option<TcpState>,
-    /// The pending timer as `ss -o` shows it, e.g. `timewait,59.9s,0`.
-    pub timer: Option<String>,
+    /// The pending timer; in JSON as `ss -o` shows it, e.g. `timewait,59.9s,0`.
+    #[serde(serialize_with = "crate::sys::DiagTimer::serialize_as_text")]
+    pub timer: Option<crate::sys::DiagTimer>,
     pub recv_q: u32,
     pub send_q: u32,
     /// 0 when no file descriptor refers to the socket (orphan or TIME_WAIT).

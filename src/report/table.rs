@@ -285,7 +285,7 @@ fn side_table(title: &str, states: &[SideSample], tty: bool, width: usize) -> St
             format!("+{}", fmt_us(s.t_us)),
             s.state
                 .map_or_else(|| "gone".to_owned(), |st| st.to_string()),
-            s.timer.clone().unwrap_or_default(),
+            s.timer.map(|t| t.to_string()).unwrap_or_default(),
             s.recv_q.to_string(),
             s.send_q.to_string(),
             if s.inode == 0 {

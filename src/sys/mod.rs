@@ -10,10 +10,12 @@ pub use linux::*;
 #[cfg(target_os = "linux")]
 mod sock_diag;
 #[cfg(target_os = "linux")]
-pub use sock_diag::{DiagSocket, DiagTimer, DiagTimerKind, lookup};
+pub use sock_diag::{DiagSocket, lookup};
 
 mod tcp_info;
 pub use tcp_info::{CaState, TcpInfo, TcpState};
+mod timer;
+pub use timer::{DiagTimer, DiagTimerKind};
 
 /// The errno name (`ECONNRESET`) of an OS error, or its description when it has none.
 pub fn errno_name(err: &std::io::Error) -> String {

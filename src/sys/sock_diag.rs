@@ -29,6 +29,7 @@ use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
 use serde::Serialize;
 
 use super::tcp_info::{TcpInfo, TcpState};
+use super::timer::{DiagTimer, DiagTimerKind};
 
 /// How long one lookup waits for each answer from the kernel before giving up.
 const RECV_TIMEOUT: Duration = Duration::from_secs(1);
@@ -71,71 +72,6 @@ pub struct DiagSocket {
     /// `INET_DIAG_INFO`: the socket's `TCP_INFO`. The kernel sends it for full
     /// sockets (orphans included), never for `TIME_WAIT` minisockets.
     pub tcp_info: Option<TcpInfo>,
-}
-
-/// The timer pending on a socket (`idiag_timer`, `idiag_expires`, `idiag_retrans`),
-/// shown by `ss -o` as `timer:(on,200ms,0)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct DiagTimer {
-    pub kind: DiagTimerKind,
-    /// Milliseconds until it fires (0 when already due).
-    pub expires_ms: u32,
-    /// Retransmissions so far for [`DiagTimerKind::Retransmit`]; probes sent
-    /// without an answer for [`DiagTimerKind::KeepAlive`] and
-    /// [`DiagTimerKind::Persist`]; 0 for [`DiagTimerKind::TimeWait`].
-    pub retransmits: u8,
-}
-
-/// Which timer is pending, named as `ss -o` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum DiagTimerKind {
-    /// Retransmission, tail loss probe or reordering timer (`on`).
-    #[serde(rename = "on")]
-    Retransmit,
-    /// The socket's `sk_timer`: keepalive, and also the `FIN_WAIT2` timeout of
-    /// an orphan that stays a full socket (`keepalive`).
-    #[serde(rename = "keepalive")]
-    KeepAlive,
-    /// The `TIME_WAIT` (or orphan `FIN_WAIT2`) minisocket's lifetime (`timewait`).
-    #[serde(rename = "timewait")]
-    TimeWait,
-    /// Zero-window probe timer (`persist`).
-    #[serde(rename = "persist")]
-    Persist,
-    /// A timer number this code does not know.
-    #[serde(rename = "unknown")]
-    Unknown,
-}
-
-impl DiagTimerKind {
-    /// Maps the kernel's `idiag_timer`; 0 (no timer) is `None`.
-    fn from_kernel(value: u8) -> Option<Self> {
-        match value {
-            0 => None,
-            1 => Some(Self::Retransmit),
-            2 => Some(Self::KeepAlive),
-            3 => Some(Self::TimeWait),
-            4 => Some(Self::Persist),
-            _ => Some(Self::Unknown),
-        }
-    }
-
-    /// The name `ss -o` prints.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Retransmit => "on",
-            Self::KeepAlive => "keepalive",
-            Self::TimeWait => "timewait",
-            Self::Persist => "persist",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-impl std::fmt::Display for DiagTimerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// The socket whose local address is `local` and remote is `remote` (v4 and v6), if any.

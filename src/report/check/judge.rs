@@ -8,7 +8,7 @@ use super::{
     saw,
 };
 use crate::report::{Report, SCHEMA, SideSample, Verdict, fmt_us};
-use crate::sys::TcpState;
+use crate::sys::{DiagTimerKind, TcpState};
 use crate::vocab::CloseMode;
 
 /// What the judge knows besides the report: the keepalive sysctls, the program's
@@ -416,24 +416,20 @@ fn keepalive_expiry(states: &[SideSample], action: u64, any_state: bool) -> Opti
         .rev()
         .filter(|s| any_state || s.state == Some(TcpState::Established))
         .find_map(|s| {
-            let timer = s.timer.as_deref()?;
-            let mut parts = timer.split(',');
-            (parts.next()? == "keepalive").then_some(())?;
-            let secs: f64 = parts.next()?.trim_end_matches('s').parse().ok()?;
-            let sent: u64 = parts.next()?.parse().ok()?;
-            let at = s.t_us + (secs * 1e6) as u64;
+            let timer = s.timer.filter(|t| t.kind == DiagTimerKind::KeepAlive)?;
+            let at = s.t_us + u64::from(timer.expires_ms) * 1_000;
             Some(Keepalive {
                 first_probe_after_us: at.saturating_sub(action),
                 read_at_us: s.t_us,
-                expires_s: secs,
-                probes_sent: sent,
+                expires_s: f64::from(timer.expires_ms) / 1000.0,
+                probes_sent: u64::from(timer.retransmits),
             })
         })
 }
 
 fn has_retransmit_timer(last: Option<&SideSample>) -> bool {
-    last.and_then(|s| s.timer.as_deref())
-        .is_some_and(|t| t.starts_with("on,") || t.starts_with("persist,"))
+    last.and_then(|s| s.timer)
+        .is_some_and(|t| matches!(t.kind, DiagTimerKind::Retransmit | DiagTimerKind::Persist))
 }
 
 fn predict(
@@ -616,6 +612,7 @@ mod tests {
     use super::super::misses;
     use super::*;
     use crate::report::{Afterlife, AfterlifeEnd, Event, EventKind, PeerSide, Role};
+    use crate::sys::DiagTimer;
 
     const KA: KeepaliveSysctls = KeepaliveSysctls {
         time_s: 7200,
@@ -776,7 +773,11 @@ mod tests {
     #[test]
     fn silent_endings_are_predicted_from_the_keepalive_timer() {
         let mut established = at(500, Some(Established), 0, 7);
-        established.timer = Some("keepalive,300.0s,0".into());
+        established.timer = Some(DiagTimer {
+            kind: DiagTimerKind::KeepAlive,
+            expires_ms: 300000,
+            retransmits: 0,
+        });
         let r = report(CloseMode::Drop, vec![established.clone()], Vec::new());
         let c = judge(CloseMode::Drop, &r, None, None, KA.into(), None);
         assert_eq!(c.reaction, Reaction::Unnoticed);
@@ -802,7 +803,11 @@ mod tests {
         );
         // A later reading (when the report arrived) wins: 2 probes already unanswered.
         let mut later = at(2_000_000, Some(Established), 0, 7);
-        later.timer = Some("keepalive,75.0s,2".into());
+        later.timer = Some(DiagTimer {
+            kind: DiagTimerKind::KeepAlive,
+            expires_ms: 75000,
+            retransmits: 2,
+        });
         assert_eq!(
             judge(CloseMode::Drop, &r, None, Some(later), KA.into(), None).would_notice_after_us,
             Some(2_000_000 - ACTION + 75_000_000 + 7 * 75_000_000)
@@ -844,7 +849,11 @@ mod tests {
         };
         // PostgreSQL's tcp_keepalives 5/2/2: the timer says 5s, then 2 × 2s — not 9 × 75s.
         let mut established = at(500, Some(Established), 0, 7);
-        established.timer = Some("keepalive,5.0s,0".into());
+        established.timer = Some(DiagTimer {
+            kind: DiagTimerKind::KeepAlive,
+            expires_ms: 5000,
+            retransmits: 0,
+        });
         let r = report(CloseMode::Drop, vec![established.clone()], Vec::new());
         let c = judge(CloseMode::Drop, &r, None, None, with(own(5, 2, 2)), None);
         assert_eq!(c.would_notice_after_us, Some(5_000_000 - 500 + 4_000_000));
@@ -860,7 +869,11 @@ mod tests {
         // redis's tcp-keepalive 300 (300s, 100s, 3): the advice lowers the idle time
         // and keeps each value at most the program's own.
         let mut slow = at(500, Some(Established), 0, 7);
-        slow.timer = Some("keepalive,300.0s,0".into());
+        slow.timer = Some(DiagTimer {
+            kind: DiagTimerKind::KeepAlive,
+            expires_ms: 300000,
+            retransmits: 0,
+        });
         let r = report(CloseMode::Drop, vec![slow], Vec::new());
         let c = judge(CloseMode::Drop, &r, None, None, with(own(300, 1, 2)), None);
         let advice = c.advice.expect("advice");
