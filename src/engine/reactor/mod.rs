@@ -17,7 +17,7 @@ use socket2::Socket;
 use super::capture::{Capture, Filter, Segment};
 use super::conn::{Conn, Ctx};
 use super::predict::KernelTcp;
-use super::timers::{TimerKind, Timers, later};
+use super::timers::{RESERVED_FROM, TimerKind, Timers, later};
 use crate::plan::{EndPlan, PcapFile};
 use crate::report::progress::Progress;
 use crate::report::{EventKind, Report, Role};
@@ -32,6 +32,8 @@ const TOKEN_PROGRESS: u64 = u64::MAX - 2;
 const TOKEN_CHURN: u64 = u64::MAX - 3;
 const TOKEN_CAPTURE: u64 = u64::MAX - 4;
 const TOKEN_TICK: u64 = u64::MAX - 5;
+// Every token above is the loop's own: a purge of ended connections' timers keeps them.
+const _: () = assert!(TOKEN_TICK >= RESERVED_FROM);
 /// Captured segments kept while their connection is not yet known.
 const MAX_PENDING_SEGMENTS: usize = 1024;
 /// How often a progress line is emitted when asked for.
@@ -535,9 +537,8 @@ impl Reactor {
             self.conns.shrink_to(self.conns.len() * 2);
         }
         let (conns, controls) = (&self.conns, &self.controls);
-        self.timers.purge(|token| {
-            token >= TOKEN_CAPTURE || conns.contains_key(&token) || controls.contains_key(&token)
-        });
+        self.timers
+            .purge(|token| conns.contains_key(&token) || controls.contains_key(&token));
     }
 
     fn interrupt(
@@ -565,5 +566,25 @@ impl Reactor {
         self.conns.clear();
         self.controls.clear();
         self.listener = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The caller's tick is re-armed only when it fires: a purge that dropped it
+    /// would leave `check --listen` waiting for a clock that never comes.
+    #[test]
+    fn trim_keeps_the_tick_among_stale_timers() {
+        let mut reactor = Reactor::new().unwrap();
+        reactor.tick_every(Duration::from_millis(50));
+        let later_on = Instant::now() + Duration::from_secs(100);
+        for token in 1..2000 {
+            reactor.timers.at(later_on, token, TimerKind::Sample);
+        }
+        reactor.trim();
+        assert!(!reactor.timers.has(1), "stale timers were not purged");
+        assert!(reactor.timers.has(TOKEN_TICK), "the tick was purged");
     }
 }
