@@ -241,6 +241,15 @@ impl Conn {
         self.phase == Phase::Holding
     }
 
+    /// The plan this connection follows.
+    pub fn plan(&self) -> &Arc<EndPlan> {
+        &self.plan
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// When and how this side acted, for its partner in `lab`.
     pub fn action(&self) -> Option<(Instant, CloseMode)> {
         self.action

@@ -21,6 +21,7 @@ use super::timers::{RESERVED_FROM, TimerKind, Timers, later};
 use crate::plan::{EndPlan, PcapFile};
 use crate::report::progress::Progress;
 use crate::report::{EventKind, Report, Role};
+use crate::vocab::CloseMode;
 
 mod churn;
 mod control;
@@ -52,8 +53,13 @@ pub enum Emit {
     Notice(String),
     /// What is being waited for, and how far along (only with [`Reactor::show_progress`]).
     Progress(Progress),
-    /// The listener accepted a connection from this peer (only with [`Reactor::tell_accepts`]).
-    Accepted { peer: SocketAddr, at: Instant },
+    /// The listener accepted a connection from this peer, which closes in `close`
+    /// (only with [`Reactor::tell_accepts`]).
+    Accepted {
+        peer: SocketAddr,
+        at: Instant,
+        close: CloseMode,
+    },
     /// The caller's clock (only with [`Reactor::tick_every`]): a chance to stop.
     Tick(Instant),
 }
@@ -94,6 +100,8 @@ struct Listener {
     plan: Arc<EndPlan>,
     /// Plans for the next accepted connections, one each, before `plan`.
     queued: VecDeque<Arc<EndPlan>>,
+    /// Every plan ever queued, in the order given: a plan given back goes back in its place.
+    order: Vec<Arc<EndPlan>>,
     /// Hand the caller an [`Emit::Accepted`] per connection.
     tell: bool,
     max_conns: Option<usize>,
@@ -514,6 +522,7 @@ impl Reactor {
             if let Some(sock) = conn.socket() {
                 let _ = self.epoll.delete(sock.as_fd());
             }
+            self.give_back_plan(&conn);
             let view = conn.far_view();
             let report = (*conn).into_report(self.kernel);
             if let Some(view) = view {
@@ -528,6 +537,29 @@ impl Reactor {
         }
         self.trim();
         Ok(flow)
+    }
+
+    /// A queued plan ([`Reactor::queue_plans`]) whose connection ended before its
+    /// action was never carried out (a health check, a port scan, a client that
+    /// left at once): it goes back into the queue, in its place, for the next
+    /// connections.
+    fn give_back_plan(&mut self, conn: &Conn) {
+        let Some(listener) = &mut self.listener else {
+            return;
+        };
+        if conn.role() != Role::Serve || conn.action().is_some() {
+            return;
+        }
+        let place = |plan: &Arc<EndPlan>| listener.order.iter().position(|p| Arc::ptr_eq(p, plan));
+        let Some(mine) = place(conn.plan()) else {
+            return;
+        };
+        let at = listener
+            .queued
+            .iter()
+            .position(|p| place(p).is_some_and(|theirs| theirs > mine))
+            .unwrap_or(listener.queued.len());
+        listener.queued.insert(at, Arc::clone(conn.plan()));
     }
 
     /// Gives back what a past peak of connections left behind: the table's

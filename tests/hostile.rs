@@ -1,0 +1,129 @@
+//! Peers nobody controls: `check --listen` and `serve` facing health checks, port
+//! scans and clients that come and go, and what tcpbye still guarantees then —
+//! every command ends by itself, and what it keeps stays bounded.
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{Cmd, Proc, close_with_fin, close_with_rst, plain_connect};
+
+/// `check --listen ARGS --json`, listening on an ephemeral loopback port.
+fn check_listen(args: &[&str], deadline: Duration) -> (Proc, SocketAddr) {
+    let mut argv = vec!["check", "--listen", "127.0.0.1:0", "--json"];
+    argv.extend_from_slice(args);
+    let mut proc = Cmd::tcpbye(&argv).deadline(deadline).spawn();
+    let addr = proc.listening();
+    (proc, addr)
+}
+
+/// What port scans and health checks do: connect and leave at once, with an RST
+/// or a FIN; the last one (a FIN) waits for tcpbye to close its side, so that
+/// the client that comes next finds them all over. A refused connect (tcpbye
+/// already gone) ends it.
+fn scan(addr: SocketAddr, n: usize) {
+    for i in 0..n {
+        let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+            return;
+        };
+        if i + 1 == n {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut buf = [0u8; 64];
+            while let Ok(1..) = (&stream).read(&mut buf) {}
+        } else if i % 2 == 0 {
+            close_with_fin(stream);
+        } else {
+            close_with_rst(stream);
+        }
+    }
+}
+
+/// A well-behaved client: reads until tcpbye ends the connection, then closes.
+fn until_the_end(addr: SocketAddr) {
+    let mut stream: TcpStream = plain_connect(addr);
+    let mut buf = [0u8; 256];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn case<'a>(cases: &'a [serde_json::Value], mode: &str) -> &'a serde_json::Value {
+    cases
+        .iter()
+        .find(|c| c["mode"] == mode)
+        .unwrap_or_else(|| panic!("no case for {mode}"))
+}
+
+#[test]
+fn check_listen_ends_after_a_health_check_that_left_before_tcpbye_acted() {
+    let (check, addr) = check_listen(
+        &["--modes", "fin,rst", "--wait", "1s"],
+        Duration::from_secs(30),
+    );
+    // The only client: one health check, gone at once.
+    scan(addr, 1);
+    let out = check.finish();
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    for mode in ["fin", "rst"] {
+        assert_eq!(
+            case(&cases, mode)["reaction"],
+            "not-judged",
+            "{}",
+            out.dump()
+        );
+    }
+    assert!(
+        out.stderr
+            .iter()
+            .any(|l| l.contains("1 connection(s) ended by the client before tcpbye acted")),
+        "{}",
+        out.dump()
+    );
+}
+
+#[test]
+fn scans_before_between_and_after_the_client_are_part_of_no_mode() {
+    let (check, addr) = check_listen(
+        &["--modes", "fin,rst", "--wait", "1s"],
+        Duration::from_secs(40),
+    );
+    scan(addr, 20);
+    until_the_end(addr);
+    scan(addr, 20);
+    until_the_end(addr);
+    scan(addr, 20);
+    let out = check.finish();
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    // Each mode went to a connection that stayed: the client's, not a scan's.
+    for mode in ["fin", "rst"] {
+        let reaction = case(&cases, mode)["reaction"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
+        assert!(
+            reaction != "not-judged",
+            "{mode}: {reaction}\n{}",
+            out.dump()
+        );
+    }
+    let told = out
+        .stderr
+        .iter()
+        .find(|l| l.contains("ended by the client before tcpbye acted"))
+        .unwrap_or_else(|| panic!("no count of early connections\n{}", out.dump()));
+    // The scans after the last mode count until the check is over.
+    let n: u64 = told
+        .trim_start_matches("tcpbye: ")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((40..=60).contains(&n), "{told}");
+}
