@@ -127,3 +127,31 @@ fn scans_before_between_and_after_the_client_are_part_of_no_mode() {
         .unwrap_or(0);
     assert!((40..=60).contains(&n), "{told}");
 }
+
+/// `--pcap` to a FIFO (with `--force`, which used to open it and wait for a
+/// reader with SIGINT and SIGTERM already blocked): refused at once.
+#[test]
+fn pcap_to_a_fifo_is_refused_at_once() {
+    let test = "pcap_to_a_fifo_is_refused_at_once";
+    if !common::require_root(test, "--pcap needs CAP_NET_RAW") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tcpbye-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let fifo = dir.join("capture.pcap");
+    nix::unistd::mkfifo(
+        &fifo,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .expect("mkfifo");
+    let path = fifo.to_str().expect("utf-8 path");
+    for force in [true, false] {
+        let mut args = vec!["serve", "127.0.0.1:0", "--pcap", path];
+        if force {
+            args.push("--force");
+        }
+        let out = Cmd::tcpbye(&args).deadline(Duration::from_secs(10)).run();
+        out.expect_one_error_line(2, "not a regular file");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

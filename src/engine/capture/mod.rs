@@ -24,6 +24,7 @@ use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use socket2::{SockFilter, Socket};
 
 use super::timers::later;
+use crate::error::Failure;
 use crate::plan::PcapFile;
 use crate::report::Packet;
 
@@ -257,20 +258,31 @@ impl Capture {
 }
 
 /// Creates the pcap file without following a symbolic link, and without
-/// replacing an existing file unless `--force` said so.
+/// replacing an existing file unless `--force` said so. Only a regular file: a
+/// FIFO (or a device) is refused, and opening never blocks (on a FIFO without
+/// a reader, open() would wait for one with the signals already blocked).
 fn create(file: &PcapFile) -> anyhow::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = &file.path;
+    let not_regular = || {
+        Failure::Usage(format!(
+            "--pcap {}: not a regular file (a FIFO or a device): --pcap writes regular files only",
+            path.display()
+        ))
+    };
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file() && !m.is_symlink()) {
+        return Err(not_regular().into());
+    }
     let mut options = std::fs::OpenOptions::new();
     options
         .write(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits());
     if file.replace {
         options.create(true).truncate(true);
     } else {
         options.create_new(true);
     }
-    options.open(path).map_err(|e| {
+    let options = options.open(path).map_err(|e| {
         let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         let why = match e.raw_os_error().map(Errno::from_raw) {
             Some(Errno::EEXIST | Errno::ELOOP) if link => {
@@ -280,7 +292,14 @@ fn create(file: &PcapFile) -> anyhow::Result<File> {
             _ => e.to_string(),
         };
         anyhow::anyhow!("--pcap {}: {why}", path.display())
-    })
+    });
+    // What was opened, not what the path named a moment before.
+    let file = options?;
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => Ok(file),
+        Ok(_) => Err(not_regular().into()),
+        Err(e) => Err(e).with_context(|| format!("--pcap {}", path.display())),
+    }
 }
 
 /// pcap-file's I/O error as the operating system's own, so that a failed write
