@@ -65,6 +65,9 @@ pub struct ServeArgs {
     pub family: FamilyArgs,
 
     /// Exit after the first connection's report
+    ///
+    /// With --timeout DUR, also exit 3 when no client has connected within DUR, so
+    /// that `serve --once` started by a script always ends.
     #[arg(long)]
     pub once: bool,
 

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{Cmd, Proc, close_with_fin, close_with_rst, plain_connect};
+use common::{Cmd, Proc, close_with_fin, close_with_rst, plain_connect, within};
 
 /// `check --listen ARGS --json`, listening on an ephemeral loopback port.
 fn check_listen(args: &[&str], deadline: Duration) -> (Proc, SocketAddr) {
@@ -126,6 +126,53 @@ fn scans_before_between_and_after_the_client_are_part_of_no_mode() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!((40..=60).contains(&n), "{told}");
+}
+
+/// The README's CI snippet: `serve --once --timeout` started in the background
+/// must end even when the client never comes.
+#[test]
+fn serve_once_with_a_timeout_ends_when_no_client_comes() {
+    let mut serve = Cmd::tcpbye(&[
+        "serve",
+        "127.0.0.1:0",
+        "--once",
+        "--json",
+        "--expect",
+        "rst",
+        "--timeout",
+        "1s",
+    ])
+    .deadline(Duration::from_secs(10))
+    .spawn();
+    serve.listening();
+    let started = std::time::Instant::now();
+    let out = serve.finish();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "ended after {took:?}");
+    let line = out
+        .expect_code(3)
+        .stderr
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("tcpbye: ") && line.contains("no client connected within 1.000s"),
+        "{}",
+        out.dump()
+    );
+    assert!(out.stdout.is_empty(), "{}", out.dump());
+}
+
+/// The wait for the first client does not cut a client that came: its own
+/// `--timeout` still ends it.
+#[test]
+fn serve_once_with_a_timeout_still_reports_a_client_that_came() {
+    let (mut serve, addr) = common::serve(&["--once", "--json", "--timeout", "1s"]);
+    let client = plain_connect(addr);
+    let report = serve.json_line(within(10));
+    assert_eq!(report["verdict"], "open", "{}", serve.dump());
+    serve.expect_exit(0, within(10));
+    drop(client);
 }
 
 /// `--pcap` to a FIFO (with `--force`, which used to open it and wait for a

@@ -33,8 +33,31 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     if status.wanted() {
         reactor.show_progress();
     }
+    // `--once --timeout DUR`: no client within DUR ends the wait too, so that a
+    // script that starts serve can never hang on it.
+    let first_wait = plan.end.timeout.filter(|_| plan.once);
+    let started = Instant::now();
+    let mut accepted = false;
+    let mut no_client = false;
+    if let Some(wait) = first_wait {
+        reactor.tell_accepts();
+        reactor.tick_every(wait);
+    }
     let end = reactor.run(&mut |emit| {
         Ok(match emit {
+            Emit::Accepted { .. } => {
+                accepted = true;
+                Flow::Continue
+            }
+            Emit::Tick(now) => {
+                no_client =
+                    !accepted && first_wait.is_some_and(|wait| now.duration_since(started) >= wait);
+                if no_client {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            }
             Emit::Report(report) => {
                 status.clear();
                 if !printer.report(&report)? || plan.once {
@@ -52,11 +75,17 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
                 status.show(&line);
                 Flow::Continue
             }
-            Emit::Accepted { .. } | Emit::Tick(_) => Flow::Continue,
         })
     })?;
     status.clear();
     tell_captured(&reactor, &plan.output);
+    if no_client && let Some(wait) = first_wait {
+        return Err(Failure::Runtime(format!(
+            "serve --once: no client connected within {} (--timeout)",
+            crate::report::fmt_us(crate::report::micros(wait))
+        ))
+        .into());
+    }
     let full = reactor.accept_queue_full();
     if full > 0 {
         tell!(
