@@ -72,8 +72,12 @@ pub struct ServeArgs {
     pub once: bool,
 
     /// Observe at most N connections at once; further ones are accepted and closed at once
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_conns: Option<u32>,
+    ///
+    /// Each open connection costs serve a few KB (table, --brief, --summary) or up to
+    /// about 100 KB with --json or --ladder, which keep every event: raise N with the
+    /// memory for it (docs/BENCHMARKS.md).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns: u32,
 
     /// Print no per-connection reports, only the summary (at exit and on Ctrl-C)
     ///

@@ -202,3 +202,67 @@ fn pcap_to_a_fifo_is_refused_at_once() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A slow client: one byte every 2 ms, `n` times, then a FIN.
+fn trickle(addr: SocketAddr, n: usize) {
+    use std::io::Write;
+    let mut stream = plain_connect(addr);
+    for _ in 0..n {
+        if stream.write_all(b"x").is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A plain serve report of a slow client stays a few rows long: the repeated
+/// reads are folded into one note, the first and last events kept.
+#[test]
+fn a_slow_clients_plain_report_is_folded_and_json_keeps_every_event() {
+    let (serve, addr) = common::serve(&["--once", "--no-probe"]);
+    trickle(addr, 400);
+    let out = serve.finish();
+    out.expect_code(0);
+    let rows = out
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with('+'))
+        .count();
+    assert!(
+        (5..=40).contains(&rows),
+        "{rows} timeline rows\n{}",
+        out.dump()
+    );
+    assert!(
+        out.stdout.contains("folded") && out.stdout.contains("recv ×"),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        out.stdout.contains("EOF"),
+        "the ending is kept\n{}",
+        out.dump()
+    );
+
+    let (serve, addr) = common::serve(&["--once", "--no-probe", "--json"]);
+    trickle(addr, 400);
+    let out = serve.finish();
+    out.expect_code(0);
+    let report = out.report();
+    let events = common::events(&report);
+    assert!(events.len() > 400, "{} events", events.len());
+    assert!(events.iter().all(
+        |e| common::kind(e) != "note" || !e["detail"].as_str().unwrap_or("").contains("folded")
+    ));
+}
+
+#[test]
+fn serve_help_states_its_connection_cap() {
+    let out = Cmd::tcpbye(&["serve", "--help"]).run();
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("--max-conns <N>") && out.stdout.contains("[default: 10000]"),
+        "{}",
+        out.dump()
+    );
+}

@@ -453,7 +453,12 @@ fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
 }
 
 fn idle(exe: &Path, count: usize, idle_for: Duration) -> anyhow::Result<Idle> {
-    let (mut server, addr) = spawn_serve(exe, &["--summary", "--json"], Stdio::piped())?;
+    let cap = count.to_string();
+    let (mut server, addr) = spawn_serve(
+        exe,
+        &["--summary", "--json", "--max-conns", &cap],
+        Stdio::piped(),
+    )?;
     let stdout = server.0.stdout.take();
     let pid = server.0.id();
     std::thread::sleep(Duration::from_millis(200));

@@ -101,6 +101,21 @@ pub struct EndPlan {
     /// `path` test or control connection (docs/path.md). Off for every other
     /// listener (`check --listen` judges whatever its client sends).
     pub path_greetings: bool,
+    /// How much of the connection's timeline its report keeps.
+    pub history: History,
+}
+
+/// How much of a connection's timeline (events, TCP_INFO snapshots) is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum History {
+    /// Every event and snapshot, up to a cap of hundreds (`--json`, `--ladder`,
+    /// and every command but a plain `serve`).
+    #[default]
+    Full,
+    /// A few KB however long the connection lasts: the first and the last events,
+    /// those between folded into one note by kind, and a few snapshots (`serve`'s
+    /// table, `--brief` and `--summary`, which show no more).
+    Compact,
 }
 
 impl Default for EndPlan {
@@ -120,6 +135,7 @@ impl Default for EndPlan {
             close_on_answer: false,
             follow_peer: false,
             path_greetings: false,
+            history: History::Full,
         }
     }
 }

@@ -176,6 +176,7 @@ impl Conn {
         start: Instant,
         phase: Phase,
     ) -> Self {
+        let history = plan.history;
         Self {
             sock: Some(sock),
             plan,
@@ -183,7 +184,7 @@ impl Conn {
             local,
             peer,
             phase,
-            timeline: Timeline::new(start),
+            timeline: Timeline::new(start, history),
             verdict: None,
             reset_after_fin: false,
             detected_by: None,
