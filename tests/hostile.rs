@@ -266,3 +266,59 @@ fn serve_help_states_its_connection_cap() {
         out.dump()
     );
 }
+
+/// `--pcap` with many connections at once: each report holds its own segments
+/// (found by 4-tuple), and the summary says how many the kernel dropped.
+#[test]
+fn pcap_gives_each_of_many_connections_its_own_segments_and_counts_drops() {
+    use std::io::Write;
+    let test = "pcap_gives_each_of_many_connections_its_own_segments_and_counts_drops";
+    if !common::require_root(test, "--pcap needs CAP_NET_RAW") {
+        return;
+    }
+    const CLIENTS: usize = 100;
+    let dir = std::env::temp_dir().join(format!("tcpbye-pcap-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("many.pcap");
+    let (mut serve, addr) = common::serve(&[
+        "--json",
+        "--no-probe",
+        "--pcap",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    // All open at once, each sending as many bytes as its number, then a FIN.
+    let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| plain_connect(addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.write_all(&vec![b'x'; i + 1]).expect("send");
+    }
+    drop(clients);
+    let mut reports = Vec::new();
+    while reports.len() < CLIENTS {
+        reports.push(serve.json_line(within(20)));
+    }
+    serve.interrupt();
+    let out = serve.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+    out.expect_code(130);
+    for r in &reports {
+        let sent = r["bytes_received"].as_u64().expect("bytes_received");
+        let packets = r["packets"].as_array().expect("packets with --pcap");
+        let data: Vec<u64> = packets
+            .iter()
+            .filter(|p| p["outgoing"] == false)
+            .filter_map(|p| p["len"].as_u64())
+            .filter(|len| *len > 0)
+            .collect();
+        // One segment of its own length: none of another connection's.
+        assert_eq!(data, [sent], "{r}");
+        let fin = packets.iter().any(|p| {
+            p["outgoing"] == false
+                && p["flags"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| x == "FIN"))
+        });
+        assert!(fin, "no FIN of its own: {r}");
+    }
+    let summary = out.summary();
+    assert_eq!(summary["pcap_dropped"], 0, "{summary}");
+}

@@ -78,7 +78,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
         })
     })?;
     status.clear();
-    tell_captured(&reactor, &plan.output);
+    tell_captured(&mut reactor, &plan.output, &mut printer);
     if no_client && let Some(wait) = first_wait {
         return Err(Failure::Runtime(format!(
             "serve --once: no client connected within {} (--timeout)",
@@ -191,7 +191,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
         reactor.connect(addrs[next], plan.end.clone(), plan.connect_timeout)?;
     };
     status.clear();
-    tell_captured(&reactor, &plan.output);
+    tell_captured(&mut reactor, &plan.output, &mut printer);
     let code = printer.finish(end == RunEnd::Interrupted)?;
     if churn {
         let summary = &printer.summary;
@@ -242,11 +242,20 @@ pub(super) fn privileged_port(err: anyhow::Error, addr: SocketAddr) -> anyhow::E
     }
 }
 
-/// Says where the capture went.
-fn tell_captured(reactor: &Reactor, plan: &OutputPlan) {
+/// Says where the capture went, and what the kernel dropped of it; the latter
+/// goes to the summary too.
+fn tell_captured(reactor: &mut Reactor, plan: &OutputPlan, printer: &mut Printer) {
     if let (Some(file), Some(n)) = (&plan.pcap, reactor.captured()) {
         let path = &file.path;
         tell!("wrote {n} packets to {}", path.display());
+        let dropped = reactor.capture_dropped();
+        if let Some(dropped) = dropped.filter(|d| *d > 0) {
+            tell!(
+                "the capture fell behind: the kernel dropped {dropped} packets, missing from {} and from the reports",
+                path.display()
+            );
+        }
+        printer.summary.pcap_dropped = dropped;
     }
 }
 

@@ -10,7 +10,7 @@ use segment::{Classifier, parse};
 use std::fs::File;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -120,6 +120,8 @@ pub struct Capture {
     /// Names probes and retransmissions from what each direction has shown.
     classifier: Classifier,
     pub written: u64,
+    /// Packets the kernel dropped for want of room in the socket's buffer.
+    dropped: u64,
 }
 
 impl Capture {
@@ -162,6 +164,7 @@ impl Capture {
             epoch: (Instant::now(), SystemTime::now()),
             classifier: Classifier::default(),
             written: 0,
+            dropped: 0,
         };
         capture.set_filter(filter)?;
         Ok(capture)
@@ -181,6 +184,15 @@ impl Capture {
 
     pub fn socket(&self) -> &Socket {
         &self.sock
+    }
+
+    /// Packets the kernel dropped so far because this socket's buffer was full
+    /// (the loop fell behind): missing from the file and from the reports.
+    pub fn dropped(&mut self) -> u64 {
+        if let Ok((_, drops)) = crate::sys::packet_statistics(self.sock.as_fd()) {
+            self.dropped += u64::from(drops);
+        }
+        self.dropped
     }
 
     /// Reads what is waiting; writes matching packets to the file and returns them.

@@ -251,6 +251,15 @@ impl Conn {
         self.role
     }
 
+    /// This side's address, once known.
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// When and how this side acted, for its partner in `lab`.
     pub fn action(&self) -> Option<(Instant, CloseMode)> {
         self.action

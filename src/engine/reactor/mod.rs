@@ -37,6 +37,8 @@ const TOKEN_TICK: u64 = u64::MAX - 5;
 const _: () = assert!(TOKEN_TICK >= RESERVED_FROM);
 /// Captured segments kept while their connection is not yet known.
 const MAX_PENDING_SEGMENTS: usize = 1024;
+/// Most batches of captured packets read in one go (each up to 256 packets).
+const CAPTURE_CATCH_UP: usize = 16;
 /// How often a progress line is emitted when asked for.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// TCP_INFO sampling: at most this often per connection…
@@ -128,6 +130,10 @@ pub struct Reactor {
     /// Connections that ended and wait to be reported.
     done: Vec<u64>,
     capture: Option<Capture>,
+    /// `--pcap`: the connections that keep their packets, by (local, peer)…
+    by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// …and those whose local address was not known yet (a connect in progress).
+    unplaced: Vec<u64>,
     pending_segments: Vec<Segment>,
     /// Wake-ups that found the listener's accept queue full.
     queue_full: u64,
@@ -156,6 +162,8 @@ impl Reactor {
             churn: None,
             done: Vec::new(),
             capture: None,
+            by_tuple: HashMap::new(),
+            unplaced: Vec::new(),
             pending_segments: Vec::new(),
             queue_full: 0,
             book: control::Book::default(),
@@ -190,14 +198,32 @@ impl Reactor {
         self.capture.as_ref().map(|c| c.written)
     }
 
+    /// Packets the kernel dropped because the capture fell behind, so far
+    /// (`PACKET_STATISTICS`); `None` without a capture.
+    pub fn capture_dropped(&mut self) -> Option<u64> {
+        self.capture.as_mut().map(Capture::dropped)
+    }
+
     fn read_capture(&mut self) -> anyhow::Result<()> {
         let Some(capture) = self.capture.as_mut() else {
             return Ok(());
         };
-        let (segments, _more) = capture.drain()?;
+        // Catch up on a backlog (bounded): a report built now needs its last segments.
+        let mut segments = Vec::new();
+        for _ in 0..CAPTURE_CATCH_UP {
+            let (batch, more) = capture.drain()?;
+            segments.extend(batch);
+            if !more {
+                break;
+            }
+        }
         let pending = std::mem::take(&mut self.pending_segments);
         for seg in pending.into_iter().chain(segments) {
-            if !self.conns.values_mut().any(|c| c.take_segment(&seg)) {
+            let taken = self
+                .owner(&seg)
+                .and_then(|token| self.conns.get_mut(&token))
+                .is_some_and(|conn| conn.take_segment(&seg));
+            if !taken {
                 if self.pending_segments.len() >= MAX_PENDING_SEGMENTS {
                     self.pending_segments.remove(0);
                 }
@@ -205,6 +231,54 @@ impl Reactor {
             }
         }
         Ok(())
+    }
+
+    /// The connection a captured segment belongs to, looked up by its 4-tuple:
+    /// no scan of every connection per segment.
+    fn owner(&mut self, seg: &Segment) -> Option<u64> {
+        let (src, dst) = (canonical(seg.src), canonical(seg.dst));
+        let find = |map: &HashMap<(SocketAddr, SocketAddr), u64>| {
+            map.get(&(src, dst))
+                .or_else(|| map.get(&(dst, src)))
+                .copied()
+        };
+        if let Some(token) = find(&self.by_tuple) {
+            return Some(token);
+        }
+        if self.unplaced.is_empty() {
+            return None;
+        }
+        // A connect that completed since: its local address is known now.
+        for token in std::mem::take(&mut self.unplaced) {
+            self.place(token);
+        }
+        find(&self.by_tuple)
+    }
+
+    /// Indexes a connection that keeps its packets by its 4-tuple, or keeps it
+    /// aside until its local address is known.
+    fn place(&mut self, token: u64) {
+        let Some(conn) = self.conns.get(&token) else {
+            return;
+        };
+        match conn.local() {
+            Some(local) => {
+                self.by_tuple
+                    .insert((canonical(local), canonical(conn.peer())), token);
+            }
+            None => self.unplaced.push(token),
+        }
+    }
+
+    /// Takes a connection that leaves the loop out of the 4-tuple index.
+    fn unplace(&mut self, token: u64, conn: &Conn) {
+        if let Some(local) = conn.local() {
+            let key = (canonical(local), canonical(conn.peer()));
+            if self.by_tuple.get(&key) == Some(&token) {
+                self.by_tuple.remove(&key);
+            }
+        }
+        self.unplaced.retain(|t| *t != token);
     }
 
     /// Emits [`Emit::Progress`] lines while connections are open.
@@ -310,6 +384,9 @@ impl Reactor {
             self.done.push(token);
         }
         self.conns.insert(token, Box::new(conn));
+        if self.capture.is_some() {
+            self.place(token);
+        }
         Ok(token)
     }
 
@@ -461,7 +538,9 @@ impl Reactor {
         }
         // `serve`: a `path` control connection leaves the observer, unreported.
         if let Some((sock, rest)) = conn.take_control() {
-            self.conns.remove(&token);
+            if let Some(conn) = self.conns.remove(&token) {
+                self.unplace(token, &conn);
+            }
             self.open_control(token, sock, rest, now);
             return;
         }
@@ -511,6 +590,7 @@ impl Reactor {
             let Some(conn) = self.conns.remove(&token) else {
                 continue;
             };
+            self.unplace(token, &conn);
             if let Some(partner) = self.partners.remove(&token) {
                 self.partners.remove(&partner);
                 // A `drop`/`hang` holder with no --hold of its own lasts until its observer is done.
@@ -596,8 +676,22 @@ impl Reactor {
             conn.abort(now, "tcpbye is exiting");
         }
         self.conns.clear();
+        self.by_tuple.clear();
+        self.unplaced.clear();
         self.controls.clear();
         self.listener = None;
+    }
+}
+
+/// The address with an IPv4-mapped IPv6 address as plain IPv4, as the capture
+/// reports it.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
     }
 }
 
