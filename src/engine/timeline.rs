@@ -101,6 +101,10 @@ impl Timeline {
         self.start
     }
 
+    pub fn history(&self) -> History {
+        self.history
+    }
+
     /// From now on keep every event and snapshot (up to the full caps): a
     /// connection whose timeline others read (a `path` test) needs them all.
     pub fn keep_all(&mut self) {
