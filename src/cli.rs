@@ -359,8 +359,20 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub runs: u32,
 
+    /// Slow clients (one byte each every 0.2 s) for serve to hold in the hostile step
+    #[arg(long, value_name = "N", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..=25_000))]
+    pub slow: u64,
+
+    /// Control connections that stream data after their question, in the hostile step
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    pub controls: u64,
+
+    /// Seconds each hostile load lasts
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub hostile_seconds: u64,
+
     /// Steps to run, comma-separated [default: all]
-    #[arg(long, value_name = "STEPS", value_delimiter = ',', value_parser = ["latency", "churn", "memory", "idle"])]
+    #[arg(long, value_name = "STEPS", value_delimiter = ',', value_parser = ["latency", "churn", "memory", "idle", "hostile"])]
     pub only: Vec<String>,
 
     /// The tcpbye binary whose `connect` and `serve` are measured [default: this one]

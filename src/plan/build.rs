@@ -409,6 +409,9 @@ fn bench_plan(args: BenchArgs) -> BenchPlan {
         idle_seconds: args.idle_seconds,
         fin_churn: args.fin_churn,
         runs: args.runs,
+        slow: args.slow as usize,
+        controls: args.controls as usize,
+        hostile_seconds: args.hostile_seconds,
         only: args.only,
         exe: args.exe,
         format: if args.json {

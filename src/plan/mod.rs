@@ -255,7 +255,13 @@ pub struct BenchPlan {
     pub fin_churn: u64,
     /// Each churn rate is the best of this many runs.
     pub runs: u32,
-    /// Steps to run (`latency`, `churn`, `memory`, `idle`); empty: all.
+    /// Slow clients held by `serve` (`hostile`).
+    pub slow: usize,
+    /// Control connections streaming after their question (`hostile`).
+    pub controls: usize,
+    /// How long each hostile load lasts.
+    pub hostile_seconds: u64,
+    /// Steps to run (`latency`, `churn`, `memory`, `idle`, `hostile`); empty: all.
     pub only: Vec<String>,
     /// The binary whose `connect` and `serve` are measured; `None`: this one.
     pub exe: Option<PathBuf>,
@@ -263,7 +269,7 @@ pub struct BenchPlan {
 }
 
 impl BenchPlan {
-    /// Whether `step` (`latency`, `churn`, `memory`, `idle`) is to run.
+    /// Whether `step` (`latency`, `churn`, `memory`, `idle`, `hostile`) is to run.
     pub fn includes(&self, step: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|s| s == step)
     }
