@@ -270,20 +270,22 @@ impl Capture {
 }
 
 /// Creates the pcap file without following a symbolic link, and without
-/// replacing an existing file unless `--force` said so. Only a regular file: a
-/// FIFO (or a device) is refused, and opening never blocks (on a FIFO without
-/// a reader, open() would wait for one with the signals already blocked).
+/// replacing an existing file unless `--force` said so. Only a regular file or
+/// a character device (`/dev/null`): a FIFO or a socket, which can block the
+/// loop, is refused, and opening never blocks (on a FIFO without a reader,
+/// open() would wait for one with the signals already blocked).
 fn create(file: &PcapFile) -> anyhow::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let path = &file.path;
-    let not_regular = || {
+    let writable = |t: std::fs::FileType| t.is_file() || t.is_char_device();
+    let refused = || {
         Failure::Usage(format!(
-            "--pcap {}: not a regular file (a FIFO or a device): --pcap writes regular files only",
+            "--pcap {}: a FIFO or a socket could block tcpbye; --pcap writes a regular file",
             path.display()
         ))
     };
-    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file() && !m.is_symlink()) {
-        return Err(not_regular().into());
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_symlink() && !writable(m.file_type())) {
+        return Err(refused().into());
     }
     let mut options = std::fs::OpenOptions::new();
     options
@@ -308,8 +310,8 @@ fn create(file: &PcapFile) -> anyhow::Result<File> {
     // What was opened, not what the path named a moment before.
     let file = options?;
     match file.metadata() {
-        Ok(meta) if meta.is_file() => Ok(file),
-        Ok(_) => Err(not_regular().into()),
+        Ok(meta) if writable(meta.file_type()) => Ok(file),
+        Ok(_) => Err(refused().into()),
         Err(e) => Err(e).with_context(|| format!("--pcap {}", path.display())),
     }
 }
