@@ -41,7 +41,8 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     let mut no_client = false;
     if let Some(wait) = first_wait {
         reactor.tell_accepts();
-        reactor.tick_every(wait);
+        // The clock keeps ticking after a client came: never more often than this.
+        reactor.tick_every(wait.max(FIRST_WAIT_TICK_MIN));
     }
     let end = reactor.run(&mut |emit| {
         Ok(match emit {
@@ -96,6 +97,10 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     }
     Ok(printer.finish(end == RunEnd::Interrupted)?)
 }
+
+/// `--once --timeout`: the shortest period of the clock that ends the wait for
+/// the first client.
+const FIRST_WAIT_TICK_MIN: Duration = Duration::from_millis(10);
 
 /// How long `--retry` waits between refused connects.
 const RETRY_EVERY: Duration = Duration::from_millis(20);
