@@ -239,7 +239,8 @@ pub struct OutputArgs {
     /// Capture the connection's packets (both directions) into a pcap file, e.g. `--pcap end.pcap`
     ///
     /// Needs CAP_NET_RAW. tcpdump, Wireshark and tshark read the file; with --ladder the
-    /// packets (FIN, RST, keepalive probes, retransmissions) appear on the diagram.
+    /// packets (FIN, RST, keepalive probes, retransmissions) appear on the diagram. A
+    /// FIFO or a socket is refused (exit 2): writing to it could block tcpbye.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
 
