@@ -13,7 +13,7 @@ use crate::engine::side;
 use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{Capability, ExitCode, Failure};
-use crate::plan::{CheckPlan, EndPlan, Family};
+use crate::plan::{CheckPlan, EndPlan, Family, History};
 use crate::report::check::judge;
 use crate::report::check::remote::Remote;
 use crate::report::check::{
@@ -85,8 +85,10 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     let target = if plan.listen {
         // Connections beyond the modes (the client reconnecting after the last
         // one) are held open, unjudged, until the check ends.
+        // Never judged, so a few KB each however long the client keeps them.
         let extra = EndPlan {
             probe: false,
+            history: History::Compact,
             ..EndPlan::default()
         };
         let local = reactor
