@@ -73,8 +73,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// A classic BPF program for a cooked (`SOCK_DGRAM`) packet socket: keep IPv4 and
 /// IPv6 TCP segments with `port` as source or destination port, drop everything
 /// else in the kernel, so that the rest of the host's traffic can never crowd the
-/// connection's own segments out of the socket's buffer.
-fn kernel_filter(port: u16) -> [SockFilter; 19] {
+/// connection's own segments out of the socket's buffer. On loopback (interface
+/// `lo_index`) each packet passes twice, leaving and arriving: the copy leaving is
+/// dropped here too, so it neither fills the buffer nor counts as a drop.
+fn kernel_filter(port: u16, lo_index: u32) -> [SockFilter; 23] {
+    const LD_W_ABS: u16 = 0x20; // A = u32 at k (or an ancillary field)
+    const SKF_AD_PKTTYPE: u32 = 0xffff_f000 + 4;
+    const SKF_AD_IFINDEX: u32 = 0xffff_f000 + 8;
     const LD_B_ABS: u16 = 0x30; // A = byte at k
     const LD_H_ABS: u16 = 0x28; // A = big-endian u16 at k
     const LD_H_IND: u16 = 0x48; // A = big-endian u16 at X + k
@@ -84,26 +89,31 @@ fn kernel_filter(port: u16) -> [SockFilter; 19] {
     const RET_K: u16 = 0x06; // accept k bytes (0 = drop)
     let p = u32::from(port);
     let ins = SockFilter::new;
+    let outgoing = u32::from(PACKET_OUTGOING);
     [
-        ins(LD_B_ABS, 0, 0, 0),   // 0: version nibble…
-        ins(RSH_K, 0, 0, 4),      // 1
-        ins(JEQ_K, 0, 7, 4),      // 2: IPv4? else 10
-        ins(LD_B_ABS, 0, 0, 9),   // 3: IPv4 protocol
-        ins(JEQ_K, 0, 13, 6),     // 4: TCP? else drop
-        ins(LDX_B_MSH, 0, 0, 0),  // 5: X = header length
-        ins(LD_H_IND, 0, 0, 0),   // 6: source port
-        ins(JEQ_K, 9, 0, p),      // 7: → accept
-        ins(LD_H_IND, 0, 0, 2),   // 8: destination port
-        ins(JEQ_K, 7, 8, p),      // 9: → accept, else drop
-        ins(JEQ_K, 0, 7, 6),      // 10: IPv6? else drop
-        ins(LD_B_ABS, 0, 0, 6),   // 11: next header
-        ins(JEQ_K, 0, 5, 6),      // 12: TCP? else drop
-        ins(LD_H_ABS, 0, 0, 40),  // 13: source port
-        ins(JEQ_K, 2, 0, p),      // 14: → accept
-        ins(LD_H_ABS, 0, 0, 42),  // 15: destination port
-        ins(JEQ_K, 0, 1, p),      // 16: → accept, else drop
-        ins(RET_K, 0, 0, 0xffff), // 17: accept
-        ins(RET_K, 0, 0, 0),      // 18: drop
+        ins(LD_W_ABS, 0, 0, SKF_AD_PKTTYPE), // leaving?
+        ins(JEQ_K, 0, 2, outgoing),          // no: to 0
+        ins(LD_W_ABS, 0, 0, SKF_AD_IFINDEX), // on lo?
+        ins(JEQ_K, 18, 0, lo_index),         // yes: to 18, drop
+        ins(LD_B_ABS, 0, 0, 0),              // 0: version nibble…
+        ins(RSH_K, 0, 0, 4),                 // 1
+        ins(JEQ_K, 0, 7, 4),                 // 2: IPv4? else 10
+        ins(LD_B_ABS, 0, 0, 9),              // 3: IPv4 protocol
+        ins(JEQ_K, 0, 13, 6),                // 4: TCP? else drop
+        ins(LDX_B_MSH, 0, 0, 0),             // 5: X = header length
+        ins(LD_H_IND, 0, 0, 0),              // 6: source port
+        ins(JEQ_K, 9, 0, p),                 // 7: → accept
+        ins(LD_H_IND, 0, 0, 2),              // 8: destination port
+        ins(JEQ_K, 7, 8, p),                 // 9: → accept, else drop
+        ins(JEQ_K, 0, 7, 6),                 // 10: IPv6? else drop
+        ins(LD_B_ABS, 0, 0, 6),              // 11: next header
+        ins(JEQ_K, 0, 5, 6),                 // 12: TCP? else drop
+        ins(LD_H_ABS, 0, 0, 40),             // 13: source port
+        ins(JEQ_K, 2, 0, p),                 // 14: → accept
+        ins(LD_H_ABS, 0, 0, 42),             // 15: destination port
+        ins(JEQ_K, 0, 1, p),                 // 16: → accept, else drop
+        ins(RET_K, 0, 0, 0xffff),            // 17: accept
+        ins(RET_K, 0, 0, 0),                 // 18: drop
     ]
 }
 
@@ -176,7 +186,7 @@ impl Capture {
         self.filter = filter;
         if filter.addr.port() != 0 {
             self.sock
-                .attach_filter(&kernel_filter(filter.addr.port()))
+                .attach_filter(&kernel_filter(filter.addr.port(), self.lo_index as u32))
                 .context("SO_ATTACH_FILTER on the capture socket")?;
         }
         Ok(())
