@@ -65,12 +65,19 @@ pub struct ServeArgs {
     pub family: FamilyArgs,
 
     /// Exit after the first connection's report
+    ///
+    /// With --timeout DUR, also exit 3 when no client has connected within DUR, so
+    /// that `serve --once` started by a script always ends.
     #[arg(long)]
     pub once: bool,
 
     /// Observe at most N connections at once; further ones are accepted and closed at once
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_conns: Option<u32>,
+    ///
+    /// Each open connection costs serve a few KB (table, --brief, --summary) or up to
+    /// about 100 KB with --json or --ladder, which keep every event: raise N with the
+    /// memory for it (docs/BENCHMARKS.md).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns: u32,
 
     /// Print no per-connection reports, only the summary (at exit and on Ctrl-C)
     ///
@@ -232,7 +239,8 @@ pub struct OutputArgs {
     /// Capture the connection's packets (both directions) into a pcap file, e.g. `--pcap end.pcap`
     ///
     /// Needs CAP_NET_RAW. tcpdump, Wireshark and tshark read the file; with --ladder the
-    /// packets (FIN, RST, keepalive probes, retransmissions) appear on the diagram.
+    /// packets (FIN, RST, keepalive probes, retransmissions) appear on the diagram. A
+    /// FIFO or a socket is refused (exit 2): writing to it could block tcpbye.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
 
@@ -361,8 +369,20 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub runs: u32,
 
+    /// Slow clients (one byte each every 0.2 s) for serve to hold in the hostile step
+    #[arg(long, value_name = "N", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..=25_000))]
+    pub slow: u64,
+
+    /// Control connections that stream data after their question, in the hostile step
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    pub controls: u64,
+
+    /// Seconds each hostile load lasts
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub hostile_seconds: u64,
+
     /// Steps to run, comma-separated [default: all]
-    #[arg(long, value_name = "STEPS", value_delimiter = ',', value_parser = ["latency", "churn", "memory", "idle"])]
+    #[arg(long, value_name = "STEPS", value_delimiter = ',', value_parser = ["latency", "churn", "memory", "idle", "hostile"])]
     pub only: Vec<String>,
 
     /// The tcpbye binary whose `connect` and `serve` are measured [default: this one]

@@ -16,7 +16,7 @@ use super::print;
 use crate::engine::{Emit, Flow, Reactor};
 use crate::error::ExitCode;
 use crate::plan::{BenchPlan, EndPlan};
-use crate::report::bench::{BenchResult, Churn, FinChurn, Idle, Latency};
+use crate::report::bench::{BenchResult, Churn, FinChurn, Hostile, Idle, Latency};
 use crate::report::{Percentiles, Role, micros};
 use crate::vocab::CloseMode;
 
@@ -24,6 +24,11 @@ use crate::vocab::CloseMode;
 const CHURN_CONCURRENCY: [usize; 2] = [1, 32];
 /// Concurrency of the fin churn client.
 const FIN_CHURN_CONCURRENCY: usize = 32;
+/// A hostile load stops once `serve`'s RSS passes this: the bench must not take
+/// the host down with the very growth it measures.
+const RSS_SAFETY_KIB: u64 = 1024 * 1024;
+/// How often each slow client sends its byte.
+const SLOW_EVERY: Duration = Duration::from_millis(200);
 
 /// Runs `tcpbye bench` and prints its table.
 pub fn bench(plan: &BenchPlan) -> anyhow::Result<ExitCode> {
@@ -98,11 +103,34 @@ fn run(plan: &BenchPlan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Bench
             Duration::from_secs(plan.idle_seconds),
         )?);
     }
+    let mut hostile = Vec::new();
+    if plan.includes("hostile") {
+        let seconds = Duration::from_secs(plan.hostile_seconds);
+        // With --pcap too when the privilege allows: every segment is looked up then.
+        let pcap = crate::sys::has_net_raw();
+        for output in ["table", "json", "pcap"] {
+            if output == "pcap" && !pcap {
+                progress("serve --pcap: skipped (needs CAP_NET_RAW)");
+                continue;
+            }
+            progress(&format!(
+                "serve ({output}): {} slow clients, {} s",
+                plan.slow, plan.hostile_seconds
+            ));
+            hostile.push(slow_clients(&exe, plan.slow, seconds, output)?);
+        }
+        progress(&format!(
+            "serve: {} control connections streaming after REPORT, {} s",
+            plan.controls, plan.hostile_seconds
+        ));
+        hostile.push(control_streams(&exe, plan.controls, seconds)?);
+    }
     Ok(BenchResult {
         latency,
         churn: churns,
         fin_churn,
         idle: idle_result,
+        hostile,
     })
 }
 
@@ -453,7 +481,12 @@ fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
 }
 
 fn idle(exe: &Path, count: usize, idle_for: Duration) -> anyhow::Result<Idle> {
-    let (mut server, addr) = spawn_serve(exe, &["--summary", "--json"], Stdio::piped())?;
+    let cap = count.to_string();
+    let (mut server, addr) = spawn_serve(
+        exe,
+        &["--summary", "--json", "--max-conns", &cap],
+        Stdio::piped(),
+    )?;
     let stdout = server.0.stdout.take();
     let pid = server.0.id();
     std::thread::sleep(Duration::from_millis(200));
@@ -494,5 +527,217 @@ fn idle(exe: &Path, count: usize, idle_for: Duration) -> anyhow::Result<Idle> {
         bytes_per_connection: rss_after.saturating_sub(rss_before) * 1024 / count.max(1) as u64,
         idle_cpu_percent: round3(cpu),
         idle_seconds: idle_for.as_secs_f64(),
+    })
+}
+
+/// The host's TCP buffer memory, KiB (`/proc/net/sockstat`, `TCP: … mem PAGES`):
+/// what data waiting in sockets costs the kernel, which no RSS shows.
+fn kernel_tcp_kib() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/net/sockstat") else {
+        return 0;
+    };
+    let pages = stat
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .and_then(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "mem")?;
+            words.next()?.parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |p| p as u64);
+    pages * page / 1024
+}
+
+/// `count` connections to `addr`, non-blocking, each having first sent `first`.
+fn hostile_clients(addr: SocketAddr, count: usize, first: &[u8]) -> anyhow::Result<Vec<TcpStream>> {
+    use std::io::Write;
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream = TcpStream::connect(addr).context("connect to serve")?;
+        if !first.is_empty() {
+            stream.write_all(first).context("send to serve")?;
+        }
+        stream.set_nonblocking(true)?;
+        clients.push(stream);
+    }
+    Ok(clients)
+}
+
+/// Waits until serve holds `count` more descriptors than `base` (30 s at most).
+fn wait_fds_at_least(pid: u32, fds: usize, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_fds(pid) < fds {
+        if Instant::now() > deadline {
+            bail!(
+                "serve accepted {} of {count} in 30 s",
+                open_fds(pid).saturating_sub(fds - count)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Writes `chunk` to every client once (non-blocking); drops the ones serve
+/// closed. Bytes written, and how many were dropped.
+fn write_round(clients: &mut Vec<TcpStream>, chunk: &[u8]) -> (u64, usize) {
+    use std::io::Write;
+    let (mut sent, before) = (0, clients.len());
+    clients.retain_mut(|c| match c.write(chunk) {
+        Ok(n) => {
+            sent += n as u64;
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+        Err(_) => false,
+    });
+    (sent, before - clients.len())
+}
+
+/// `serve` (`output`: `table`, `json`, or `pcap`: a table and `--pcap`; stdout
+/// to /dev/null) holding `count` clients that each send one byte every
+/// [`SLOW_EVERY`] for `lasting`: its peak RSS and CPU, and what it still holds
+/// once they left.
+fn slow_clients(
+    exe: &Path,
+    count: usize,
+    lasting: Duration,
+    output: &'static str,
+) -> anyhow::Result<Hostile> {
+    let cap = count.to_string();
+    let pcap = std::env::temp_dir().join(format!("tcpbye-bench-{}.pcap", std::process::id()));
+    let pcap_arg = pcap.to_string_lossy().into_owned();
+    let mut args = vec!["--max-conns", &cap];
+    match output {
+        "json" => args.push("--json"),
+        "pcap" => args.extend(["--pcap", &pcap_arg, "--force"]),
+        _ => {}
+    }
+    let null = Stdio::from(std::fs::File::create("/dev/null")?);
+    let spawned = spawn_serve(exe, &args, null);
+    let result = spawned.and_then(|(server, addr)| slow_load(&server, addr, count, lasting));
+    let _ = std::fs::remove_file(&pcap);
+    let mut hostile = result?;
+    hostile.output = output;
+    Ok(hostile)
+}
+
+fn slow_load(
+    server: &Server,
+    addr: SocketAddr,
+    count: usize,
+    lasting: Duration,
+) -> anyhow::Result<Hostile> {
+    let pid = server.0.id();
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_before = proc_status_kib(pid, "VmRSS:")?;
+    let base_fds = open_fds(pid);
+    let mut clients = hostile_clients(addr, count, b"")?;
+    wait_fds_at_least(pid, base_fds + count, count)?;
+    let (mut bytes_sent, mut closed, mut stopped) = (0, 0, false);
+    let kernel_before = kernel_tcp_kib();
+    let mut kernel_peak = kernel_before;
+    let cpu_before = cpu_ns(pid)?;
+    let start = Instant::now();
+    let mut next = start;
+    while start.elapsed() < lasting && !clients.is_empty() {
+        let (sent, gone) = write_round(&mut clients, b"x");
+        bytes_sent += sent;
+        closed += gone;
+        kernel_peak = kernel_peak.max(kernel_tcp_kib());
+        if proc_status_kib(pid, "VmRSS:")? > RSS_SAFETY_KIB {
+            stopped = true;
+            break;
+        }
+        next += SLOW_EVERY;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let cpu = (cpu_ns(pid)? - cpu_before) as f64 / start.elapsed().as_nanos() as f64 * 100.0;
+    let seconds = round2(start.elapsed().as_secs_f64());
+    let peak = proc_status_kib(pid, "VmHWM:")?;
+    drop(clients);
+    wait_fds_at_most(pid, base_fds, Duration::from_secs(60))?;
+    let rss_after = proc_status_kib(pid, "VmRSS:")?;
+    Ok(Hostile {
+        load: "slow-clients",
+        output: "table",
+        serve_cpu_percent: round2(cpu),
+        connections: count,
+        seconds,
+        bytes_sent,
+        rss_before_kib: rss_before,
+        peak_rss_kib: peak,
+        rss_after_kib: rss_after,
+        bytes_per_connection: peak.saturating_sub(rss_before) * 1024 / count.max(1) as u64,
+        kernel_tcp_growth_kib: kernel_peak.saturating_sub(kernel_before),
+        stopped_at_limit: stopped,
+        closed_by_serve: closed,
+    })
+}
+
+/// `serve` facing `count` `path` control connections that ask `REPORT <token>
+/// 60000` (a token nobody uses, so the answer waits) and then stream data as
+/// fast as they can for `lasting`: its peak RSS.
+fn control_streams(exe: &Path, count: usize, lasting: Duration) -> anyhow::Result<Hostile> {
+    let null = Stdio::from(std::fs::File::create("/dev/null")?);
+    let (server, addr) = spawn_serve(exe, &[], null)?;
+    let pid = server.0.id();
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_before = proc_status_kib(pid, "VmRSS:")?;
+    let base_fds = open_fds(pid);
+    let mut clients = Vec::with_capacity(count);
+    for i in 0..count {
+        let question = format!("TCPBYE-CONTROL 1\nREPORT bench-unknown-{i} 60000\n");
+        clients.extend(hostile_clients(addr, 1, question.as_bytes())?);
+    }
+    wait_fds_at_least(pid, base_fds + count, count)?;
+    // Small writes: each one is a wake-up of its own for serve.
+    let chunk = vec![b'z'; 512];
+    let (mut bytes_sent, mut closed, mut stopped) = (0, 0, false);
+    let kernel_before = kernel_tcp_kib();
+    let mut kernel_peak = kernel_before;
+    let cpu_before = cpu_ns(pid)?;
+    let start = Instant::now();
+    let mut checked = start;
+    while start.elapsed() < lasting && !clients.is_empty() {
+        let (sent, gone) = write_round(&mut clients, &chunk);
+        bytes_sent += sent;
+        closed += gone;
+        if checked.elapsed() >= Duration::from_millis(100) {
+            checked = Instant::now();
+            kernel_peak = kernel_peak.max(kernel_tcp_kib());
+            if proc_status_kib(pid, "VmRSS:")? > RSS_SAFETY_KIB {
+                stopped = true;
+                break;
+            }
+        }
+        if sent == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let cpu = (cpu_ns(pid)? - cpu_before) as f64 / start.elapsed().as_nanos() as f64 * 100.0;
+    let seconds = round2(start.elapsed().as_secs_f64());
+    let peak = proc_status_kib(pid, "VmHWM:")?;
+    drop(clients);
+    wait_fds_at_most(pid, base_fds, Duration::from_secs(60))?;
+    let rss_after = proc_status_kib(pid, "VmRSS:")?;
+    Ok(Hostile {
+        load: "control-streams",
+        output: "table",
+        serve_cpu_percent: round2(cpu),
+        connections: count,
+        seconds,
+        bytes_sent,
+        rss_before_kib: rss_before,
+        peak_rss_kib: peak,
+        rss_after_kib: rss_after,
+        bytes_per_connection: peak.saturating_sub(rss_before) * 1024 / count.max(1) as u64,
+        kernel_tcp_growth_kib: kernel_peak.saturating_sub(kernel_before),
+        stopped_at_limit: stopped,
+        closed_by_serve: closed,
     })
 }

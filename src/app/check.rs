@@ -13,7 +13,7 @@ use crate::engine::side;
 use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{Capability, ExitCode, Failure};
-use crate::plan::{CheckPlan, EndPlan, Family};
+use crate::plan::{CheckPlan, EndPlan, Family, History};
 use crate::report::check::judge;
 use crate::report::check::remote::Remote;
 use crate::report::check::{
@@ -94,8 +94,10 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     let target = if plan.listen {
         // Connections beyond the modes (the client reconnecting after the last
         // one) are held open, unjudged, until the check ends.
+        // Never judged, so a few KB each however long the client keeps them.
         let extra = EndPlan {
             probe: false,
+            history: History::Compact,
             ..EndPlan::default()
         };
         let local = reactor
@@ -116,59 +118,76 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     };
 
     let (tx, rx) = mpsc::channel::<Watch>();
+    let watch_until = if plan.listen {
+        listen_deadline(started, plan)
+    } else {
+        Instant::now() + after + plan.wait
+    };
     let watcher = std::thread::spawn(move || watch_descriptors(&rx));
     let mut reports: BTreeMap<usize, Report> = BTreeMap::new();
+    // Connections that ended before tcpbye acted (not with --listen: there they
+    // are part of no mode, and only counted).
     let mut unmatched: Vec<Report> = Vec::new();
     // The program's socket as the connection's report arrives (its timers now).
     let mut latest: HashMap<CloseMode, Option<SideSample>> = HashMap::new();
     // The program's own socket options, where its descriptor could be duplicated.
     let mut settings: HashMap<CloseMode, ProgramSettings> = HashMap::new();
-    // `--listen`: every accepted connection, in order; the first ones are the cases.
-    let mut accepts: Vec<Instant> = Vec::new();
+    let mut listening = Listening::default();
     let mut actions: Vec<Instant> = Vec::new();
     let end = reactor.run(&mut |emit| {
         match emit {
-            Emit::Report(report) => match report.close {
-                Some(mode) => {
-                    if let (Some(local), Some(start)) = (report.local, starts.get(&mode)) {
-                        let reading = last_reading(report.peer, local, *start);
-                        if let Some(own) = reading.as_ref().and_then(|r| own_settings(r.inode)) {
-                            settings.insert(mode, own);
+            Emit::Report(report) => {
+                let accepted = listening.open.remove(&report.peer);
+                match report.close {
+                    Some(mode) => {
+                        if let (Some(local), Some(start)) = (report.local, starts.get(&mode)) {
+                            let reading = last_reading(report.peer, local, *start);
+                            if let Some(own) = reading.as_ref().and_then(|r| own_settings(r.inode))
+                            {
+                                settings.insert(mode, own);
+                            }
+                            latest.insert(mode, reading);
+                            if let Some(t) = report.close_t_us {
+                                actions.push(*start + Duration::from_micros(t));
+                            }
                         }
-                        latest.insert(mode, reading);
-                        if let Some(t) = report.close_t_us {
-                            actions.push(*start + Duration::from_micros(t));
+                        if let Some(inode) = judge::vanished_inode(&report) {
+                            // Watched until this case's wait is served: from tcpbye's action.
+                            let action = starts.get(&mode).map(|start| {
+                                *start + Duration::from_micros(report.close_t_us.unwrap_or(0))
+                            });
+                            let until = later(action.unwrap_or_else(Instant::now), plan.wait);
+                            let _ = tx.send((mode, inode, until));
                         }
+                        if let Some((at, _)) = accepted {
+                            listening.keep_accept(at);
+                        }
+                        let index = plan.modes.iter().position(|m| *m == mode).unwrap_or(0);
+                        reports.insert(index, *report);
                     }
-                    if let Some(inode) = judge::vanished_inode(&report) {
-                        // Watched until this case's wait is served: from tcpbye's action.
-                        let action = starts.get(&mode).map(|start| {
-                            *start + Duration::from_micros(report.close_t_us.unwrap_or(0))
-                        });
-                        let until = later(action.unwrap_or_else(Instant::now), plan.wait);
-                        let _ = tx.send((mode, inode, until));
-                    }
-                    let index = plan.modes.iter().position(|m| *m == mode).unwrap_or(0);
-                    reports.insert(index, *report);
+                    None if plan.listen => listening.ended_early(Instant::now()),
+                    None => unmatched.push(*report),
                 }
-                None => unmatched.push(*report),
-            },
+            }
             Emit::Notice(text) => print::tell!("{text}"),
-            Emit::Accepted { at, .. } => {
-                if let Some(&mode) = plan.modes.get(accepts.len()) {
-                    starts.insert(mode, at);
+            Emit::Accepted { peer, at, close } => {
+                if plan.modes.contains(&close) {
+                    starts.insert(close, at);
                 }
-                accepts.push(at);
+                listening.accepted += 1;
+                listening.last_accept = Some(at);
+                listening.open.insert(peer, (at, close));
             }
             Emit::Tick(now) => {
-                return Ok(listen_flow(
-                    now,
-                    started,
-                    &accepts,
-                    &actions,
-                    reports.len(),
-                    plan,
-                ));
+                let flow = listen_flow(now, started, &listening, &actions, reports.len(), plan);
+                if flow == Flow::Stop && now >= watch_until {
+                    print::tell!(
+                        "check --listen: stopped after {}s: the client kept connecting without \
+                         the modes left being carried out",
+                        started.elapsed().as_secs()
+                    );
+                }
+                return Ok(flow);
             }
             Emit::Progress(_) => {}
         }
@@ -181,12 +200,18 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         .join()
         .map_err(|_| Failure::Runtime("the /proc watcher failed".into()))?;
 
-    if plan.listen && accepts.is_empty() && end != RunEnd::Interrupted {
+    if plan.listen && listening.accepted == 0 && end != RunEnd::Interrupted {
         return Err(Failure::Runtime(format!(
             "check --listen {target}: no client connected within {}s",
             FIRST_CONNECTION.as_secs()
         ))
         .into());
+    }
+    if listening.early > 0 {
+        print::tell!(
+            "{} connection(s) ended by the client before tcpbye acted: part of no mode",
+            listening.early
+        );
     }
     // A connection that never got to tcpbye's action: every mode fails alike
     // when the server cannot be reached.
@@ -210,8 +235,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
         .values()
         .filter_map(|r| Some((r.local?, r.close?)))
         .collect();
-    let reconnects = reconnections(&plan.modes, &starts, &reports, &accepts);
-    let mut unmatched = unmatched.into_iter().filter(|_| !plan.listen);
+    let reconnects = reconnections(&plan.modes, &starts, &reports, &listening.accepts());
+    let mut unmatched = unmatched.into_iter();
     let cases: Vec<_> = plan
         .modes
         .iter()
@@ -247,7 +272,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                 }
                 case
             }
-            None if plan.listen && index >= accepts.len() => model::not_judged(
+            None if plan.listen && end != RunEnd::Interrupted => model::not_judged(
                 mode,
                 "no connection came for it: the client did not connect again within --wait of the previous ending".into(),
             ),
@@ -294,6 +319,74 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::ExpectationMissed
     })
+}
+
+/// `check --listen`: the accepted connections, as far as deciding the end and
+/// `reconnected` needs them. Bounded: connections ended before tcpbye acted are
+/// only counted, and at most [`MAX_ACCEPTS_KEPT`] accept times are kept.
+#[derive(Debug, Default)]
+struct Listening {
+    /// Connections accepted so far.
+    accepted: u64,
+    /// Accepted and not yet reported, by peer: when, and how tcpbye is to end it
+    /// (`none` beyond the modes). As many as the loop holds open.
+    open: HashMap<SocketAddr, (Instant, CloseMode)>,
+    /// When the cases' connections were accepted (those reported so far).
+    kept: Vec<Instant>,
+    /// Connections the client ended before tcpbye acted: part of no mode (a
+    /// case's plan went to the next connection), and no reconnection either.
+    early: u64,
+    /// When the last of those ended.
+    last_early: Option<Instant>,
+    last_accept: Option<Instant>,
+}
+
+/// Most accept times kept for `reconnected`: the first reconnections are the ones that count.
+const MAX_ACCEPTS_KEPT: usize = 4096;
+
+impl Listening {
+    fn keep_accept(&mut self, at: Instant) {
+        if self.kept.len() < MAX_ACCEPTS_KEPT {
+            self.kept.push(at);
+        }
+    }
+
+    /// A connection reported without tcpbye's action: the client ended it first
+    /// (a health check, a port scan, or a connection beyond the modes).
+    fn ended_early(&mut self, now: Instant) {
+        self.early += 1;
+        self.last_early = Some(now);
+    }
+
+    /// Every accept time that counts: the cases' connections, and those beyond
+    /// the modes that the client still holds open (its reconnections), in order.
+    fn accepts(&self) -> Vec<Instant> {
+        let open = self.open.values().filter(|(_, m)| *m == CloseMode::None);
+        let mut all: Vec<Instant> = self
+            .kept
+            .iter()
+            .copied()
+            .chain(open.map(|(at, _)| *at))
+            .collect();
+        all.sort();
+        all.truncate(MAX_ACCEPTS_KEPT);
+        all
+    }
+
+    /// Whether a connection that tcpbye is to end in a mode is still open.
+    fn case_open(&self) -> bool {
+        self.open.values().any(|(_, m)| *m != CloseMode::None)
+    }
+}
+
+/// `check --listen`: the latest the check can end however the client behaves,
+/// counted from `start`: the first connection's wait, then each mode's (tcpbye
+/// acts on the client's first bytes or after [`ANSWER_WAIT`]).
+fn listen_deadline(start: Instant, plan: &CheckPlan) -> Instant {
+    later(
+        start,
+        FIRST_CONNECTION + (ANSWER_WAIT + plan.wait * 2) * plan.modes.len() as u32,
+    )
 }
 
 /// The one line that says which default endings were left out, and why.
@@ -412,41 +505,52 @@ fn end_orphans(
 /// `check --listen`: whether to go on. The check ends once every case has been
 /// reported and `--wait` has passed since the last ending (or the client has
 /// connected again since), or when the client stops connecting: no connection
-/// for the next mode within `--wait` of the last ending, or none at all within
-/// [`FIRST_CONNECTION`].
+/// for the next mode within `--wait` of the last ending (an action, or a
+/// connection the client ended before tcpbye acted), or none at all within
+/// [`FIRST_CONNECTION`] — and at [`listen_deadline`] in any case.
 fn listen_flow(
     now: Instant,
     started: Instant,
-    accepts: &[Instant],
+    listening: &Listening,
     actions: &[Instant],
     reported: usize,
     plan: &CheckPlan,
 ) -> Flow {
-    let Some(&last_accept) = accepts.last() else {
+    if now >= listen_deadline(started, plan) {
+        return Flow::Stop;
+    }
+    if listening.accepted == 0 {
         return if now.saturating_duration_since(started) >= FIRST_CONNECTION {
             Flow::Stop
         } else {
             Flow::Continue
         };
-    };
-    let assigned = accepts.len().min(plan.modes.len());
-    if reported < assigned {
+    }
+    // A case's connection ends by its own timeout.
+    if listening.case_open() {
         return Flow::Continue;
     }
-    match actions.iter().max() {
-        // Every case so far reported: over once the wait after the last ending is,
-        // or, after the last mode, once the client connected again.
-        Some(&last) => {
-            let reconnected = assigned == plan.modes.len() && last_accept > last;
-            if reconnected || now >= later(last, plan.wait) {
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
-        }
-        // Reported without any action (the client left before it): the next
-        // connection, if any, gets its --wait.
-        None if now >= later(last_accept, plan.wait) => Flow::Stop,
+    let last_action = actions.iter().max().copied();
+    if reported >= plan.modes.len()
+        && let Some(last) = last_action
+    {
+        // Every case reported: over once the wait after the last ending is, or
+        // once the client connected again.
+        let reconnected = listening.accepts().iter().any(|at| *at > last);
+        return if reconnected || now >= later(last, plan.wait) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        };
+    }
+    // Modes left: the client has --wait from the last ending to connect again.
+    let last_end = [last_action, listening.last_early, listening.last_accept]
+        .into_iter()
+        .flatten()
+        .max();
+    match last_end {
+        Some(last) if now < later(last, plan.wait) => Flow::Continue,
+        Some(_) => Flow::Stop,
         None => Flow::Continue,
     }
 }

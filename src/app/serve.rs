@@ -33,8 +33,32 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     if status.wanted() {
         reactor.show_progress();
     }
+    // `--once --timeout DUR`: no client within DUR ends the wait too, so that a
+    // script that starts serve can never hang on it.
+    let first_wait = plan.end.timeout.filter(|_| plan.once);
+    let started = Instant::now();
+    let mut accepted = false;
+    let mut no_client = false;
+    if let Some(wait) = first_wait {
+        reactor.tell_accepts();
+        // The clock keeps ticking after a client came: never more often than this.
+        reactor.tick_every(wait.max(FIRST_WAIT_TICK_MIN));
+    }
     let end = reactor.run(&mut |emit| {
         Ok(match emit {
+            Emit::Accepted { .. } => {
+                accepted = true;
+                Flow::Continue
+            }
+            Emit::Tick(now) => {
+                no_client =
+                    !accepted && first_wait.is_some_and(|wait| now.duration_since(started) >= wait);
+                if no_client {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            }
             Emit::Report(report) => {
                 status.clear();
                 if !printer.report(&report)? || plan.once {
@@ -52,11 +76,17 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
                 status.show(&line);
                 Flow::Continue
             }
-            Emit::Accepted { .. } | Emit::Tick(_) => Flow::Continue,
         })
     })?;
     status.clear();
-    tell_captured(&reactor, &plan.output);
+    tell_captured(&mut reactor, &plan.output, &mut printer);
+    if no_client && let Some(wait) = first_wait {
+        return Err(Failure::Runtime(format!(
+            "serve --once: no client connected within {} (--timeout)",
+            crate::report::fmt_us(crate::report::micros(wait))
+        ))
+        .into());
+    }
     let full = reactor.accept_queue_full();
     if full > 0 {
         tell!(
@@ -67,6 +97,10 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
     }
     Ok(printer.finish(end == RunEnd::Interrupted)?)
 }
+
+/// `--once --timeout`: the shortest period of the clock that ends the wait for
+/// the first client.
+const FIRST_WAIT_TICK_MIN: Duration = Duration::from_millis(10);
 
 /// How long `--retry` waits between refused connects.
 const RETRY_EVERY: Duration = Duration::from_millis(20);
@@ -164,7 +198,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
         reactor.connect(addrs[next], plan.end.clone(), plan.connect_timeout)?;
     };
     status.clear();
-    tell_captured(&reactor, &plan.output);
+    tell_captured(&mut reactor, &plan.output, &mut printer);
     let code = printer.finish(end == RunEnd::Interrupted)?;
     if churn {
         let summary = &printer.summary;
@@ -237,11 +271,20 @@ pub(super) fn privileged_port(err: anyhow::Error, addr: SocketAddr) -> anyhow::E
     }
 }
 
-/// Says where the capture went.
-fn tell_captured(reactor: &Reactor, plan: &OutputPlan) {
+/// Says where the capture went, and what the kernel dropped of it; the latter
+/// goes to the summary too.
+fn tell_captured(reactor: &mut Reactor, plan: &OutputPlan, printer: &mut Printer) {
     if let (Some(file), Some(n)) = (&plan.pcap, reactor.captured()) {
         let path = &file.path;
         tell!("wrote {n} packets to {}", path.display());
+        let dropped = reactor.capture_dropped();
+        if let Some(dropped) = dropped.filter(|d| *d > 0) {
+            tell!(
+                "the capture fell behind: the kernel dropped {dropped} packets, missing from {} and from the reports",
+                path.display()
+            );
+        }
+        printer.summary.pcap_dropped = dropped;
     }
 }
 

@@ -53,6 +53,12 @@ pub struct Timers {
 /// Fewest entries before stale ones are purged at all.
 const PURGE_MIN: usize = 1024;
 
+/// Tokens from here up belong to the event loop itself (listener, signals, the
+/// caller's tick, …), never to a connection: [`Timers::purge`] keeps their
+/// timers whatever it is told, so a clock the loop re-arms only when it fires
+/// cannot be lost to a purge.
+pub const RESERVED_FROM: u64 = u64::MAX - 15;
+
 impl Timers {
     pub fn at(&mut self, when: Instant, token: u64, kind: TimerKind) {
         self.heap.push(Reverse((when, token, kind)));
@@ -98,6 +104,12 @@ impl Timers {
         })
     }
 
+    /// Whether a timer of `token` is pending.
+    #[cfg(test)]
+    pub fn has(&self, token: u64) -> bool {
+        self.heap.iter().any(|Reverse((_, t, _))| *t == token)
+    }
+
     /// Pops the next timer that is due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(u64, TimerKind)> {
         match self.heap.peek() {
@@ -112,11 +124,13 @@ impl Timers {
     /// Drops the entries of tokens that are no longer `live` once the heap has
     /// doubled since the last purge: ended connections' timers (a sample timer
     /// can be 100 s away) must not pile up during a churn. Amortised O(1).
+    /// Reserved tokens ([`RESERVED_FROM`] and up) are always kept.
     pub fn purge(&mut self, live: impl Fn(u64) -> bool) {
         if self.heap.len() < PURGE_MIN.max(2 * self.kept) {
             return;
         }
-        self.heap.retain(|Reverse((_, token, _))| live(*token));
+        self.heap
+            .retain(|Reverse((_, token, _))| *token >= RESERVED_FROM || live(*token));
         if self.heap.capacity() > 4 * self.heap.len() {
             self.heap.shrink_to(2 * self.heap.len());
         }
@@ -197,5 +211,19 @@ mod tests {
         }
         popped.sort_unstable();
         assert_eq!(popped, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 5000]);
+    }
+
+    #[test]
+    fn purge_never_drops_a_reserved_token() {
+        let mut timers = Timers::default();
+        let now = Instant::now();
+        timers.at(now, u64::MAX, TimerKind::Sample);
+        timers.at(now, RESERVED_FROM, TimerKind::Sample);
+        for token in 0..2000 {
+            timers.at(now, token, TimerKind::Sample);
+        }
+        timers.purge(|_| false);
+        assert_eq!(timers.heap.len(), 2);
+        assert!(timers.has(u64::MAX) && timers.has(RESERVED_FROM));
     }
 }

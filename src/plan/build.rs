@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{
     BenchPlan, CheckPlan, ConnectPlan, DEFAULT_HOST, DEFAULT_PORT, Detection, EndPlan, Family,
-    Format, LabPlan, OutputPlan, PathPlan, PcapFile, Plan, Privileges, ServePlan, Target,
+    Format, History, LabPlan, OutputPlan, PathPlan, PcapFile, Plan, Privileges, ServePlan, Target,
 };
 use crate::cli::{
     BenchArgs, CheckArgs, Command, ConnectArgs, DetectArgs, EndArgs, FamilyArgs, LabArgs,
@@ -40,16 +40,21 @@ pub fn serve_plan(args: ServeArgs, privileges: Privileges) -> Result<ServePlan, 
         end.peer_side = false;
         end.linger_watch = Duration::ZERO;
     }
+    let output = OutputPlan {
+        summary_only: args.summary,
+        ..output_plan(args.output, privileges)?
+    };
+    // Only JSON reports and ladders show a whole timeline: keep a few KB otherwise.
+    if output.summary_only || !matches!(output.format, Format::Json | Format::Ladder) {
+        end.history = History::Compact;
+    }
     Ok(ServePlan {
         addr,
         family,
         once: args.once,
-        max_conns: args.max_conns.map(|n| n as usize),
+        max_conns: Some(args.max_conns as usize),
         end,
-        output: OutputPlan {
-            summary_only: args.summary,
-            ..output_plan(args.output, privileges)?
-        },
+        output,
     })
 }
 
@@ -385,6 +390,9 @@ fn bench_plan(args: BenchArgs) -> BenchPlan {
         idle_seconds: args.idle_seconds,
         fin_churn: args.fin_churn,
         runs: args.runs,
+        slow: args.slow as usize,
+        controls: args.controls as usize,
+        hostile_seconds: args.hostile_seconds,
         only: args.only,
         exe: args.exe,
         format: if args.json {
@@ -500,7 +508,8 @@ mod tests {
         let s = serve(&[], USER).unwrap();
         assert_eq!(s.addr, Target::Addr("127.0.0.1:7007".parse().unwrap()));
         assert_eq!(s.end.close, CloseMode::None);
-        assert!(s.end.probe && !s.once && s.max_conns.is_none());
+        assert!(s.end.probe && !s.once && s.max_conns == Some(10_000));
+        assert_eq!(s.end.history, History::Compact);
         let c = connect(&[], USER).unwrap();
         assert_eq!(c.addr, Target::Addr("127.0.0.1:7007".parse().unwrap()));
         assert_eq!(c.end.close, CloseMode::Fin);
@@ -535,6 +544,7 @@ mod tests {
         let s = serve(&[":0", "--once", "--expect", "fin,rst", "--json"], USER).unwrap();
         assert_eq!(s.output.expect, vec![Verdict::Fin, Verdict::Rst]);
         assert!(s.output.format == Format::Json && s.once);
+        assert_eq!(s.end.history, History::Full);
     }
 
     #[test]

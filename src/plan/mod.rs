@@ -104,6 +104,21 @@ pub struct EndPlan {
     /// `check`: remember where a `drop` or `reboot` left the connection when its
     /// socket vanished, so that the program's side can be reset once it is judged.
     pub keep_vanished: bool,
+    /// How much of the connection's timeline its report keeps.
+    pub history: History,
+}
+
+/// How much of a connection's timeline (events, TCP_INFO snapshots) is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum History {
+    /// Every event and snapshot, up to a cap of hundreds (`--json`, `--ladder`,
+    /// and every command but a plain `serve`).
+    #[default]
+    Full,
+    /// A few KB however long the connection lasts: the first and the last events,
+    /// those between folded into one note by kind, and a few snapshots (`serve`'s
+    /// table, `--brief` and `--summary`, which show no more).
+    Compact,
 }
 
 impl Default for EndPlan {
@@ -124,6 +139,7 @@ impl Default for EndPlan {
             follow_peer: false,
             path_greetings: false,
             keep_vanished: false,
+            history: History::Full,
         }
     }
 }
@@ -243,7 +259,13 @@ pub struct BenchPlan {
     pub fin_churn: u64,
     /// Each churn rate is the best of this many runs.
     pub runs: u32,
-    /// Steps to run (`latency`, `churn`, `memory`, `idle`); empty: all.
+    /// Slow clients held by `serve` (`hostile`).
+    pub slow: usize,
+    /// Control connections streaming after their question (`hostile`).
+    pub controls: usize,
+    /// How long each hostile load lasts.
+    pub hostile_seconds: u64,
+    /// Steps to run (`latency`, `churn`, `memory`, `idle`, `hostile`); empty: all.
     pub only: Vec<String>,
     /// The binary whose `connect` and `serve` are measured; `None`: this one.
     pub exe: Option<PathBuf>,
@@ -251,7 +273,7 @@ pub struct BenchPlan {
 }
 
 impl BenchPlan {
-    /// Whether `step` (`latency`, `churn`, `memory`, `idle`) is to run.
+    /// Whether `step` (`latency`, `churn`, `memory`, `idle`, `hostile`) is to run.
     pub fn includes(&self, step: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|s| s == step)
     }

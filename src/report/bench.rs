@@ -11,6 +11,12 @@ const CHURN_TARGET: f64 = 0.9;
 const PEAK_RSS_TARGET_KIB: u64 = 16 * 1024;
 /// Target: idle `serve`'s CPU, % of one core.
 const IDLE_CPU_TARGET: f64 = 0.5;
+/// Target: what one slow client costs a plain `serve` at its peak, bytes…
+const SLOW_CLIENT_TARGET: u64 = 16 * 1024;
+/// …and a `serve --json`, which keeps each event of every connection.
+const SLOW_CLIENT_JSON_TARGET: u64 = 128 * 1024;
+/// Target: `serve`'s peak RSS while control connections stream at it, KiB.
+const CONTROL_STREAM_TARGET_KIB: u64 = 24 * 1024;
 
 #[derive(Debug, Serialize)]
 pub struct Latency {
@@ -72,12 +78,44 @@ pub struct Idle {
     pub idle_seconds: f64,
 }
 
+/// `serve` facing peers that cost it memory: slow clients, or `path` control
+/// connections that stream data after their question.
+#[derive(Debug, Serialize)]
+pub struct Hostile {
+    /// `slow-clients` (one byte each every 0.2 s) or `control-streams`.
+    pub load: &'static str,
+    /// How `serve` printed (to /dev/null): `table`, `json`, or `pcap` (a table,
+    /// and `--pcap` to a file).
+    pub output: &'static str,
+    /// `serve`'s CPU while the load ran, % of one core.
+    pub serve_cpu_percent: f64,
+    pub connections: usize,
+    pub seconds: f64,
+    /// Bytes the clients sent, all together.
+    pub bytes_sent: u64,
+    pub rss_before_kib: u64,
+    /// `VmHWM` of `serve`.
+    pub peak_rss_kib: u64,
+    /// `VmRSS` of `serve` once every client had left.
+    pub rss_after_kib: u64,
+    /// (peak − before) / connections.
+    pub bytes_per_connection: u64,
+    /// How much the host's TCP buffer memory grew at most during the load (all
+    /// sockets, both ends: data waiting to be read costs the kernel, not `serve`).
+    pub kernel_tcp_growth_kib: u64,
+    /// The load was cut short because `serve`'s RSS passed the bench's safety limit.
+    pub stopped_at_limit: bool,
+    /// Connections `serve` closed while the load ran.
+    pub closed_by_serve: usize,
+}
+
 #[derive(Debug, Serialize)]
 pub struct BenchResult {
     pub latency: Vec<Latency>,
     pub churn: Vec<Churn>,
     pub fin_churn: Vec<FinChurn>,
     pub idle: Option<Idle>,
+    pub hostile: Vec<Hostile>,
 }
 
 /// The figures as a table at most `width` columns wide: per measure the figure
@@ -182,6 +220,51 @@ pub fn render(r: &BenchResult, width: usize) -> String {
                 yes(i.reported == i.connections as u64),
             ],
             Vec::new(),
+        );
+    }
+    for h in &r.hostile {
+        let (what, target, met) = if h.load == "slow-clients" {
+            let target = if h.output != "table" {
+                SLOW_CLIENT_JSON_TARGET
+            } else {
+                SLOW_CLIENT_TARGET
+            };
+            (
+                format!("serve ({}), slow clients: B/conn", h.output),
+                format!("≤ {} KiB/conn", target / 1024),
+                h.bytes_per_connection <= target,
+            )
+        } else {
+            (
+                "serve, streaming control conns: peak RSS".to_owned(),
+                format!("≤ {} KiB", CONTROL_STREAM_TARGET_KIB),
+                h.peak_rss_kib <= CONTROL_STREAM_TARGET_KIB,
+            )
+        };
+        let result = if h.load == "slow-clients" {
+            format!("{} B", h.bytes_per_connection)
+        } else {
+            format!("{} KiB", h.peak_rss_kib)
+        };
+        let cut = if h.stopped_at_limit {
+            ", cut short at the safety limit"
+        } else {
+            ""
+        };
+        t.row(
+            vec![what, result, target, yes(met && !h.stopped_at_limit)],
+            vec![format!(
+                "{} connections for {}s: RSS {} KiB before, {} KiB peak (VmHWM), {} KiB after they left; CPU {:.1}%, {} KB sent, {} closed by serve, kernel TCP memory +{} KiB{cut}",
+                h.connections,
+                h.seconds,
+                h.rss_before_kib,
+                h.peak_rss_kib,
+                h.rss_after_kib,
+                h.serve_cpu_percent,
+                h.bytes_sent / 1000,
+                h.closed_by_serve,
+                h.kernel_tcp_growth_kib
+            )],
         );
     }
     super::tidy(&t.render(width))

@@ -110,6 +110,9 @@ pub struct Summary {
     pub rate_per_sec: f64,
     pub expect_met: bool,
     pub interrupted: bool,
+    /// `--pcap`: packets the kernel dropped because the capture fell behind
+    /// (missing from the file and the reports); null without `--pcap`.
+    pub pcap_dropped: Option<u64>,
     /// The timed detections so far (`detected_after_us`), in bounded memory.
     #[serde(skip)]
     samples: Samples,
@@ -129,6 +132,7 @@ impl Default for Summary {
             rate_per_sec: 0.0,
             expect_met: true,
             interrupted: false,
+            pcap_dropped: None,
             samples: Samples::default(),
         }
     }

@@ -111,6 +111,32 @@ pub(super) fn from_raw(raw: &libc::tcp_info, len: usize) -> TcpInfo {
     }
 }
 
+/// A packet socket's counters since the last reading (`PACKET_STATISTICS`, which
+/// resets them): packets that reached the socket, and those dropped because its
+/// receive buffer was full.
+pub fn packet_statistics(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    /// `struct tpacket_stats` (linux/if_packet.h).
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stats {
+        packets: u32,
+        drops: u32,
+    }
+    let mut stats = Stats::default();
+    let mut len = size_of::<Stats>() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `stats`, which outlives the call.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&raw mut stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((stats.packets, stats.drops))
+}
+
 /// Bytes received and not yet read (`FIONREAD`/`SIOCINQ`).
 pub fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;

@@ -10,7 +10,7 @@ use segment::{Classifier, parse};
 use std::fs::File;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -24,6 +24,7 @@ use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use socket2::{SockFilter, Socket};
 
 use super::timers::later;
+use crate::error::Failure;
 use crate::plan::PcapFile;
 use crate::report::Packet;
 
@@ -72,8 +73,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// A classic BPF program for a cooked (`SOCK_DGRAM`) packet socket: keep IPv4 and
 /// IPv6 TCP segments with `port` as source or destination port, drop everything
 /// else in the kernel, so that the rest of the host's traffic can never crowd the
-/// connection's own segments out of the socket's buffer.
-fn kernel_filter(port: u16) -> [SockFilter; 19] {
+/// connection's own segments out of the socket's buffer. On loopback (interface
+/// `lo_index`) each packet passes twice, leaving and arriving: the copy leaving is
+/// dropped here too, so it neither fills the buffer nor counts as a drop.
+fn kernel_filter(port: u16, lo_index: u32) -> [SockFilter; 23] {
+    const LD_W_ABS: u16 = 0x20; // A = u32 at k (or an ancillary field)
+    const SKF_AD_PKTTYPE: u32 = 0xffff_f000 + 4;
+    const SKF_AD_IFINDEX: u32 = 0xffff_f000 + 8;
     const LD_B_ABS: u16 = 0x30; // A = byte at k
     const LD_H_ABS: u16 = 0x28; // A = big-endian u16 at k
     const LD_H_IND: u16 = 0x48; // A = big-endian u16 at X + k
@@ -83,26 +89,31 @@ fn kernel_filter(port: u16) -> [SockFilter; 19] {
     const RET_K: u16 = 0x06; // accept k bytes (0 = drop)
     let p = u32::from(port);
     let ins = SockFilter::new;
+    let outgoing = u32::from(PACKET_OUTGOING);
     [
-        ins(LD_B_ABS, 0, 0, 0),   // 0: version nibble…
-        ins(RSH_K, 0, 0, 4),      // 1
-        ins(JEQ_K, 0, 7, 4),      // 2: IPv4? else 10
-        ins(LD_B_ABS, 0, 0, 9),   // 3: IPv4 protocol
-        ins(JEQ_K, 0, 13, 6),     // 4: TCP? else drop
-        ins(LDX_B_MSH, 0, 0, 0),  // 5: X = header length
-        ins(LD_H_IND, 0, 0, 0),   // 6: source port
-        ins(JEQ_K, 9, 0, p),      // 7: → accept
-        ins(LD_H_IND, 0, 0, 2),   // 8: destination port
-        ins(JEQ_K, 7, 8, p),      // 9: → accept, else drop
-        ins(JEQ_K, 0, 7, 6),      // 10: IPv6? else drop
-        ins(LD_B_ABS, 0, 0, 6),   // 11: next header
-        ins(JEQ_K, 0, 5, 6),      // 12: TCP? else drop
-        ins(LD_H_ABS, 0, 0, 40),  // 13: source port
-        ins(JEQ_K, 2, 0, p),      // 14: → accept
-        ins(LD_H_ABS, 0, 0, 42),  // 15: destination port
-        ins(JEQ_K, 0, 1, p),      // 16: → accept, else drop
-        ins(RET_K, 0, 0, 0xffff), // 17: accept
-        ins(RET_K, 0, 0, 0),      // 18: drop
+        ins(LD_W_ABS, 0, 0, SKF_AD_PKTTYPE), // leaving?
+        ins(JEQ_K, 0, 2, outgoing),          // no: to 0
+        ins(LD_W_ABS, 0, 0, SKF_AD_IFINDEX), // on lo?
+        ins(JEQ_K, 18, 0, lo_index),         // yes: to 18, drop
+        ins(LD_B_ABS, 0, 0, 0),              // 0: version nibble…
+        ins(RSH_K, 0, 0, 4),                 // 1
+        ins(JEQ_K, 0, 7, 4),                 // 2: IPv4? else 10
+        ins(LD_B_ABS, 0, 0, 9),              // 3: IPv4 protocol
+        ins(JEQ_K, 0, 13, 6),                // 4: TCP? else drop
+        ins(LDX_B_MSH, 0, 0, 0),             // 5: X = header length
+        ins(LD_H_IND, 0, 0, 0),              // 6: source port
+        ins(JEQ_K, 9, 0, p),                 // 7: → accept
+        ins(LD_H_IND, 0, 0, 2),              // 8: destination port
+        ins(JEQ_K, 7, 8, p),                 // 9: → accept, else drop
+        ins(JEQ_K, 0, 7, 6),                 // 10: IPv6? else drop
+        ins(LD_B_ABS, 0, 0, 6),              // 11: next header
+        ins(JEQ_K, 0, 5, 6),                 // 12: TCP? else drop
+        ins(LD_H_ABS, 0, 0, 40),             // 13: source port
+        ins(JEQ_K, 2, 0, p),                 // 14: → accept
+        ins(LD_H_ABS, 0, 0, 42),             // 15: destination port
+        ins(JEQ_K, 0, 1, p),                 // 16: → accept, else drop
+        ins(RET_K, 0, 0, 0xffff),            // 17: accept
+        ins(RET_K, 0, 0, 0),                 // 18: drop
     ]
 }
 
@@ -119,6 +130,8 @@ pub struct Capture {
     /// Names probes and retransmissions from what each direction has shown.
     classifier: Classifier,
     pub written: u64,
+    /// Packets the kernel dropped for want of room in the socket's buffer.
+    dropped: u64,
 }
 
 impl Capture {
@@ -161,6 +174,7 @@ impl Capture {
             epoch: (Instant::now(), SystemTime::now()),
             classifier: Classifier::default(),
             written: 0,
+            dropped: 0,
         };
         capture.set_filter(filter)?;
         Ok(capture)
@@ -172,7 +186,7 @@ impl Capture {
         self.filter = filter;
         if filter.addr.port() != 0 {
             self.sock
-                .attach_filter(&kernel_filter(filter.addr.port()))
+                .attach_filter(&kernel_filter(filter.addr.port(), self.lo_index as u32))
                 .context("SO_ATTACH_FILTER on the capture socket")?;
         }
         Ok(())
@@ -180,6 +194,15 @@ impl Capture {
 
     pub fn socket(&self) -> &Socket {
         &self.sock
+    }
+
+    /// Packets the kernel dropped so far because this socket's buffer was full
+    /// (the loop fell behind): missing from the file and from the reports.
+    pub fn dropped(&mut self) -> u64 {
+        if let Ok((_, drops)) = crate::sys::packet_statistics(self.sock.as_fd()) {
+            self.dropped += u64::from(drops);
+        }
+        self.dropped
     }
 
     /// Reads what is waiting; writes matching packets to the file and returns them.
@@ -257,20 +280,33 @@ impl Capture {
 }
 
 /// Creates the pcap file without following a symbolic link, and without
-/// replacing an existing file unless `--force` said so.
+/// replacing an existing file unless `--force` said so. Only a regular file or
+/// a character device (`/dev/null`): a FIFO or a socket, which can block the
+/// loop, is refused, and opening never blocks (on a FIFO without a reader,
+/// open() would wait for one with the signals already blocked).
 fn create(file: &PcapFile) -> anyhow::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let path = &file.path;
+    let writable = |t: std::fs::FileType| t.is_file() || t.is_char_device();
+    let refused = || {
+        Failure::Usage(format!(
+            "--pcap {}: a FIFO or a socket could block tcpbye; --pcap writes a regular file",
+            path.display()
+        ))
+    };
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_symlink() && !writable(m.file_type())) {
+        return Err(refused().into());
+    }
     let mut options = std::fs::OpenOptions::new();
     options
         .write(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits());
     if file.replace {
         options.create(true).truncate(true);
     } else {
         options.create_new(true);
     }
-    options.open(path).map_err(|e| {
+    let options = options.open(path).map_err(|e| {
         let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         let why = match e.raw_os_error().map(Errno::from_raw) {
             Some(Errno::EEXIST | Errno::ELOOP) if link => {
@@ -280,7 +316,14 @@ fn create(file: &PcapFile) -> anyhow::Result<File> {
             _ => e.to_string(),
         };
         anyhow::anyhow!("--pcap {}: {why}", path.display())
-    })
+    });
+    // What was opened, not what the path named a moment before.
+    let file = options?;
+    match file.metadata() {
+        Ok(meta) if writable(meta.file_type()) => Ok(file),
+        Ok(_) => Err(refused().into()),
+        Err(e) => Err(e).with_context(|| format!("--pcap {}", path.display())),
+    }
 }
 
 /// pcap-file's I/O error as the operating system's own, so that a failed write

@@ -116,6 +116,10 @@ impl Conn {
                     {
                         break;
                     }
+                    if first && self.path_token().is_some() {
+                        // A `path` test: its far-end view reads the whole timeline.
+                        self.timeline.keep_all();
+                    }
                     if data >= READ_BUDGET {
                         ctx.again = true;
                         break;

@@ -180,6 +180,7 @@ impl Conn {
         start: Instant,
         phase: Phase,
     ) -> Self {
+        let history = plan.history;
         Self {
             sock: Some(sock),
             plan,
@@ -187,7 +188,7 @@ impl Conn {
             local,
             peer,
             phase,
-            timeline: Timeline::new(start),
+            timeline: Timeline::new(start, history),
             verdict: None,
             reset_after_fin: false,
             detected_by: None,
@@ -244,6 +245,24 @@ impl Conn {
     /// Holding silently (`drop`/`hang`) with no end of its own: ends when the observer does.
     pub fn is_holding(&self) -> bool {
         self.phase == Phase::Holding
+    }
+
+    /// The plan this connection follows.
+    pub fn plan(&self) -> &Arc<EndPlan> {
+        &self.plan
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// This side's address, once known.
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// When and how this side acted, for its partner in `lab`.

@@ -9,7 +9,7 @@ use crate::vocab::CloseMode;
 
 impl Conn {
     /// The finished report.
-    pub fn into_report(self, kernel: KernelTcp) -> Report {
+    pub fn into_report(mut self, kernel: KernelTcp) -> Report {
         let end = Instant::now();
         let verdict = self.verdict.unwrap_or(Verdict::Open);
         let closer = match (self.action, self.peer_action) {
@@ -75,7 +75,11 @@ impl Conn {
             }),
             _ => None,
         };
-        let snapshots = self.timeline.snapshots;
+        let snapshots = std::mem::take(&mut self.timeline.snapshots);
+        let (events_dropped, snapshots_dropped) = (
+            self.timeline.events_dropped,
+            self.timeline.snapshots_dropped,
+        );
         Report {
             schema: SCHEMA,
             kind: "connection",
@@ -98,11 +102,11 @@ impl Conn {
             duration_us,
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
-            events: self.timeline.events,
-            events_dropped: self.timeline.events_dropped,
+            events: self.timeline.into_events(),
+            events_dropped,
             tcp_info: snapshots.last().map(|s| s.tcp_info.clone()),
             snapshots,
-            snapshots_dropped: self.timeline.snapshots_dropped,
+            snapshots_dropped,
             peer_side,
             afterlife,
             packets: self.packets,

@@ -10,6 +10,7 @@ use super::{Conn, Ctx, Phase};
 use crate::engine::capture::Segment;
 use crate::engine::predict::{self, Anchors, KernelTcp};
 use crate::engine::timers::{TimerKind, later};
+use crate::plan::History;
 use crate::report::progress::{InFlight, Progress, Watch};
 use crate::report::{EventKind, Packet};
 use crate::sys::{self, CaState, TcpInfo, TcpState};
@@ -18,6 +19,8 @@ use crate::sys::{self, CaState, TcpInfo, TcpState};
 const PEER_READ_EVERY: Duration = Duration::from_millis(10);
 /// Most captured segments kept per connection.
 const MAX_PACKETS: usize = 4096;
+/// Most captured segments kept per connection with a compact history.
+const COMPACT_PACKETS: usize = 64;
 /// Longest a TCP_INFO sample waits so that other connections' samples share its wake-up.
 const SAMPLE_SLACK_MAX: Duration = Duration::from_millis(1024);
 /// Most doublings of the sampling interval of a connection on which nothing can
@@ -47,8 +50,13 @@ impl Conn {
         if incoming && ends && self.peer_end_packet.is_none() {
             self.peer_end_packet = Some(seg.at);
         }
+        // A compact report (serve's table) shows no packets: a few are kept.
+        let cap = match self.timeline.history() {
+            History::Full => MAX_PACKETS,
+            History::Compact => COMPACT_PACKETS,
+        };
         match self.packets.as_mut() {
-            Some(packets) if packets.len() < MAX_PACKETS => packets.push(Packet {
+            Some(packets) if packets.len() < cap => packets.push(Packet {
                 t_us: self.timeline.t_us(seg.at),
                 outgoing,
                 ..seg.packet.clone()

@@ -99,6 +99,9 @@ impl Reactor {
                 .at(later(start, timeout), token, TimerKind::Connect);
         }
         self.conns.insert(token, Box::new(conn));
+        if self.capture.is_some() {
+            self.place(token);
+        }
         match established {
             Some(info) => {
                 // A close action due at once runs now: nothing else waits on this turn.

@@ -65,6 +65,7 @@ impl Reactor {
             local: Some(local).filter(|a| !a.ip().is_unspecified()),
             plan: Arc::new(plan),
             queued: VecDeque::new(),
+            order: Vec::new(),
             tell: false,
             max_conns,
             paused: false,
@@ -74,10 +75,13 @@ impl Reactor {
     }
 
     /// The next accepted connections follow these plans, one each in order; the
-    /// listener's own plan applies again after them.
+    /// listener's own plan applies again after them. A connection that ends
+    /// before its plan's action gives the plan back to the next one.
     pub fn queue_plans(&mut self, plans: impl IntoIterator<Item = EndPlan>) {
         if let Some(listener) = &mut self.listener {
-            listener.queued.extend(plans.into_iter().map(Arc::new));
+            let plans: Vec<_> = plans.into_iter().map(Arc::new).collect();
+            listener.queued.extend(plans.iter().cloned());
+            listener.order.extend(plans);
         }
     }
 
@@ -135,7 +139,7 @@ impl Reactor {
                         .queued
                         .pop_front()
                         .unwrap_or_else(|| Arc::clone(&listener.plan));
-                    let tell = listener.tell;
+                    let (tell, close) = (listener.tell, plan.close);
                     // A listener on one address is every accepted socket's local
                     // address: no getsockname() per connection then.
                     let local = match listener.local {
@@ -143,7 +147,13 @@ impl Reactor {
                         None => sock.local_addr().ok().and_then(|a| a.as_socket()),
                     };
                     self.adopt(sock, Role::Serve, (local, peer), plan, now)?;
-                    if tell && sink(Emit::Accepted { peer, at: now })? == Flow::Stop {
+                    if tell
+                        && sink(Emit::Accepted {
+                            peer,
+                            at: now,
+                            close,
+                        })? == Flow::Stop
+                    {
                         return Ok(Flow::Stop);
                     }
                 }

@@ -17,10 +17,11 @@ use socket2::Socket;
 use super::capture::{Capture, Filter, Segment};
 use super::conn::{Conn, Ctx};
 use super::predict::KernelTcp;
-use super::timers::{TimerKind, Timers, later};
+use super::timers::{RESERVED_FROM, TimerKind, Timers, later};
 use crate::plan::{EndPlan, PcapFile};
 use crate::report::progress::Progress;
 use crate::report::{EventKind, Report, Role};
+use crate::vocab::CloseMode;
 
 mod churn;
 mod control;
@@ -32,8 +33,12 @@ const TOKEN_PROGRESS: u64 = u64::MAX - 2;
 const TOKEN_CHURN: u64 = u64::MAX - 3;
 const TOKEN_CAPTURE: u64 = u64::MAX - 4;
 const TOKEN_TICK: u64 = u64::MAX - 5;
+// Every token above is the loop's own: a purge of ended connections' timers keeps them.
+const _: () = assert!(TOKEN_TICK >= RESERVED_FROM);
 /// Captured segments kept while their connection is not yet known.
 const MAX_PENDING_SEGMENTS: usize = 1024;
+/// Most batches of captured packets read in one go (each up to 256 packets).
+const CAPTURE_CATCH_UP: usize = 16;
 /// How often a progress line is emitted when asked for.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// TCP_INFO sampling: at most this often per connection…
@@ -50,8 +55,13 @@ pub enum Emit {
     Notice(String),
     /// What is being waited for, and how far along (only with [`Reactor::show_progress`]).
     Progress(Progress),
-    /// The listener accepted a connection from this peer (only with [`Reactor::tell_accepts`]).
-    Accepted { peer: SocketAddr, at: Instant },
+    /// The listener accepted a connection from this peer, which closes in `close`
+    /// (only with [`Reactor::tell_accepts`]).
+    Accepted {
+        peer: SocketAddr,
+        at: Instant,
+        close: CloseMode,
+    },
     /// The caller's clock (only with [`Reactor::tick_every`]): a chance to stop.
     Tick(Instant),
 }
@@ -92,6 +102,8 @@ struct Listener {
     plan: Arc<EndPlan>,
     /// Plans for the next accepted connections, one each, before `plan`.
     queued: VecDeque<Arc<EndPlan>>,
+    /// Every plan ever queued, in the order given: a plan given back goes back in its place.
+    order: Vec<Arc<EndPlan>>,
     /// Hand the caller an [`Emit::Accepted`] per connection.
     tell: bool,
     max_conns: Option<usize>,
@@ -118,6 +130,10 @@ pub struct Reactor {
     /// Connections that ended and wait to be reported.
     done: Vec<u64>,
     capture: Option<Capture>,
+    /// `--pcap`: the connections that keep their packets, by (local, peer)…
+    by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// …and those whose local address was not known yet (a connect in progress).
+    unplaced: Vec<u64>,
     pending_segments: Vec<Segment>,
     /// Wake-ups that found the listener's accept queue full.
     queue_full: u64,
@@ -148,6 +164,8 @@ impl Reactor {
             churn: None,
             done: Vec::new(),
             capture: None,
+            by_tuple: HashMap::new(),
+            unplaced: Vec::new(),
             pending_segments: Vec::new(),
             queue_full: 0,
             book: control::Book::default(),
@@ -183,14 +201,32 @@ impl Reactor {
         self.capture.as_ref().map(|c| c.written)
     }
 
+    /// Packets the kernel dropped because the capture fell behind, so far
+    /// (`PACKET_STATISTICS`); `None` without a capture.
+    pub fn capture_dropped(&mut self) -> Option<u64> {
+        self.capture.as_mut().map(Capture::dropped)
+    }
+
     fn read_capture(&mut self) -> anyhow::Result<()> {
         let Some(capture) = self.capture.as_mut() else {
             return Ok(());
         };
-        let (segments, _more) = capture.drain()?;
+        // Catch up on a backlog (bounded): a report built now needs its last segments.
+        let mut segments = Vec::new();
+        for _ in 0..CAPTURE_CATCH_UP {
+            let (batch, more) = capture.drain()?;
+            segments.extend(batch);
+            if !more {
+                break;
+            }
+        }
         let pending = std::mem::take(&mut self.pending_segments);
         for seg in pending.into_iter().chain(segments) {
-            if !self.conns.values_mut().any(|c| c.take_segment(&seg)) {
+            let taken = self
+                .owner(&seg)
+                .and_then(|token| self.conns.get_mut(&token))
+                .is_some_and(|conn| conn.take_segment(&seg));
+            if !taken {
                 if self.pending_segments.len() >= MAX_PENDING_SEGMENTS {
                     self.pending_segments.remove(0);
                 }
@@ -198,6 +234,54 @@ impl Reactor {
             }
         }
         Ok(())
+    }
+
+    /// The connection a captured segment belongs to, looked up by its 4-tuple:
+    /// no scan of every connection per segment.
+    fn owner(&mut self, seg: &Segment) -> Option<u64> {
+        let (src, dst) = (canonical(seg.src), canonical(seg.dst));
+        let find = |map: &HashMap<(SocketAddr, SocketAddr), u64>| {
+            map.get(&(src, dst))
+                .or_else(|| map.get(&(dst, src)))
+                .copied()
+        };
+        if let Some(token) = find(&self.by_tuple) {
+            return Some(token);
+        }
+        if self.unplaced.is_empty() {
+            return None;
+        }
+        // A connect that completed since: its local address is known now.
+        for token in std::mem::take(&mut self.unplaced) {
+            self.place(token);
+        }
+        find(&self.by_tuple)
+    }
+
+    /// Indexes a connection that keeps its packets by its 4-tuple, or keeps it
+    /// aside until its local address is known.
+    fn place(&mut self, token: u64) {
+        let Some(conn) = self.conns.get(&token) else {
+            return;
+        };
+        match conn.local() {
+            Some(local) => {
+                self.by_tuple
+                    .insert((canonical(local), canonical(conn.peer())), token);
+            }
+            None => self.unplaced.push(token),
+        }
+    }
+
+    /// Takes a connection that leaves the loop out of the 4-tuple index.
+    fn unplace(&mut self, token: u64, conn: &Conn) {
+        if let Some(local) = conn.local() {
+            let key = (canonical(local), canonical(conn.peer()));
+            if self.by_tuple.get(&key) == Some(&token) {
+                self.by_tuple.remove(&key);
+            }
+        }
+        self.unplaced.retain(|t| *t != token);
     }
 
     /// Emits [`Emit::Progress`] lines while connections are open.
@@ -304,6 +388,9 @@ impl Reactor {
             self.done.push(token);
         }
         self.conns.insert(token, Box::new(conn));
+        if self.capture.is_some() {
+            self.place(token);
+        }
         Ok(token)
     }
 
@@ -456,7 +543,9 @@ impl Reactor {
         }
         // `serve`: a `path` control connection leaves the observer, unreported.
         if let Some((sock, rest)) = conn.take_control() {
-            self.conns.remove(&token);
+            if let Some(conn) = self.conns.remove(&token) {
+                self.unplace(token, &conn);
+            }
             self.open_control(token, sock, rest, now);
             return;
         }
@@ -507,6 +596,7 @@ impl Reactor {
                 continue;
             };
             self.vanished.extend(conn.take_vanished());
+            self.unplace(token, &conn);
             if let Some(partner) = self.partners.remove(&token) {
                 self.partners.remove(&partner);
                 // A `drop`/`hang` holder with no --hold of its own lasts until its observer is done.
@@ -518,6 +608,7 @@ impl Reactor {
             if let Some(sock) = conn.socket() {
                 let _ = self.epoll.delete(sock.as_fd());
             }
+            self.give_back_plan(&conn);
             let view = conn.far_view();
             let report = (*conn).into_report(self.kernel);
             if let Some(view) = view {
@@ -540,6 +631,29 @@ impl Reactor {
         std::mem::take(&mut self.vanished)
     }
 
+    /// A queued plan ([`Reactor::queue_plans`]) whose connection ended before its
+    /// action was never carried out (a health check, a port scan, a client that
+    /// left at once): it goes back into the queue, in its place, for the next
+    /// connections.
+    fn give_back_plan(&mut self, conn: &Conn) {
+        let Some(listener) = &mut self.listener else {
+            return;
+        };
+        if conn.role() != Role::Serve || conn.action().is_some() {
+            return;
+        }
+        let place = |plan: &Arc<EndPlan>| listener.order.iter().position(|p| Arc::ptr_eq(p, plan));
+        let Some(mine) = place(conn.plan()) else {
+            return;
+        };
+        let at = listener
+            .queued
+            .iter()
+            .position(|p| place(p).is_some_and(|theirs| theirs > mine))
+            .unwrap_or(listener.queued.len());
+        listener.queued.insert(at, Arc::clone(conn.plan()));
+    }
+
     /// Gives back what a past peak of connections left behind: the table's
     /// slots, and the timers of connections that ended.
     fn trim(&mut self) {
@@ -547,9 +661,8 @@ impl Reactor {
             self.conns.shrink_to(self.conns.len() * 2);
         }
         let (conns, controls) = (&self.conns, &self.controls);
-        self.timers.purge(|token| {
-            token >= TOKEN_CAPTURE || conns.contains_key(&token) || controls.contains_key(&token)
-        });
+        self.timers
+            .purge(|token| conns.contains_key(&token) || controls.contains_key(&token));
     }
 
     fn interrupt(
@@ -575,7 +688,41 @@ impl Reactor {
             conn.abort(now, "tcpbye is exiting");
         }
         self.conns.clear();
+        self.by_tuple.clear();
+        self.unplaced.clear();
         self.controls.clear();
         self.listener = None;
+    }
+}
+
+/// The address with an IPv4-mapped IPv6 address as plain IPv4, as the capture
+/// reports it.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The caller's tick is re-armed only when it fires: a purge that dropped it
+    /// would leave `check --listen` waiting for a clock that never comes.
+    #[test]
+    fn trim_keeps_the_tick_among_stale_timers() {
+        let mut reactor = Reactor::new().unwrap();
+        reactor.tick_every(Duration::from_millis(50));
+        let later_on = Instant::now() + Duration::from_secs(100);
+        for token in 1..2000 {
+            reactor.timers.at(later_on, token, TimerKind::Sample);
+        }
+        reactor.trim();
+        assert!(!reactor.timers.has(1), "stale timers were not purged");
+        assert!(reactor.timers.has(TOKEN_TICK), "the tick was purged");
     }
 }
