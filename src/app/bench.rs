@@ -680,8 +680,8 @@ fn slow_load(
 }
 
 /// `serve` facing `count` `path` control connections that ask `REPORT <token>
-/// 60000` (a token nobody uses, so the answer waits) and then stream data as
-/// fast as they can for `lasting`: its peak RSS.
+/// 60000` about a test connection each that stays open (so the answer waits) and
+/// then stream data as fast as they can for `lasting`: its peak RSS.
 fn control_streams(exe: &Path, count: usize, lasting: Duration) -> anyhow::Result<Hostile> {
     let null = Stdio::from(std::fs::File::create("/dev/null")?);
     let (server, addr) = spawn_serve(exe, &[], null)?;
@@ -690,11 +690,16 @@ fn control_streams(exe: &Path, count: usize, lasting: Duration) -> anyhow::Resul
     let rss_before = proc_status_kib(pid, "VmRSS:")?;
     let base_fds = open_fds(pid);
     let mut clients = Vec::with_capacity(count);
+    // The idle test connections the questions are about, held open throughout.
+    let mut tests = Vec::with_capacity(count);
     for i in 0..count {
-        let question = format!("TCPBYE-CONTROL 1\nREPORT bench-unknown-{i} 60000\n");
+        let token = format!("bench-{}-{i}", std::process::id());
+        let greeting = format!("TCPBYE-PATH 1 {token} near-to-far idle\n");
+        tests.extend(hostile_clients(addr, 1, greeting.as_bytes())?);
+        let question = format!("TCPBYE-CONTROL 1\nREPORT {token} 60000\n");
         clients.extend(hostile_clients(addr, 1, question.as_bytes())?);
     }
-    wait_fds_at_least(pid, base_fds + count, count)?;
+    wait_fds_at_least(pid, base_fds + 2 * count, 2 * count)?;
     // Small writes: each one is a wake-up of its own for serve.
     let chunk = vec![b'z'; 512];
     let (mut bytes_sent, mut closed, mut stopped) = (0, 0, false);
@@ -723,6 +728,7 @@ fn control_streams(exe: &Path, count: usize, lasting: Duration) -> anyhow::Resul
     let seconds = round2(start.elapsed().as_secs_f64());
     let peak = proc_status_kib(pid, "VmHWM:")?;
     drop(clients);
+    drop(tests);
     wait_fds_at_most(pid, base_fds, Duration::from_secs(60))?;
     let rss_after = proc_status_kib(pid, "VmRSS:")?;
     Ok(Hostile {
