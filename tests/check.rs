@@ -60,6 +60,33 @@ fn listening(program: &str, args: &[&str], port: u16) -> Server {
     }
 }
 
+/// A redis-server on a free loopback port, persisting nothing, with `extra`
+/// settings (e.g. `["--timeout", "1"]`); `None` (after a loud skip) without it.
+fn redis(test: &str, extra: &[&str]) -> Option<Server> {
+    if !require_tool(
+        test,
+        "redis-server",
+        &["--version"],
+        "redis-server not installed",
+    ) {
+        return None;
+    }
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut args = vec![
+        "--port",
+        &port_text,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ];
+    args.extend_from_slice(extra);
+    Some(listening("redis-server", &args, port))
+}
+
 fn check(args: &[&str]) -> Finished {
     let mut argv = vec!["check"];
     argv.extend_from_slice(args);
@@ -355,30 +382,9 @@ fn the_matrix_for_people_matches_its_golden_file() {
 #[test]
 fn redis_keepalive_300_surfaces_as_a_keepalive_prediction() {
     let test = "redis_keepalive_300_surfaces_as_a_keepalive_prediction";
-    if !require_tool(
-        test,
-        "redis-server",
-        &["--version"],
-        "redis-server not installed",
-    ) {
+    let Some(server) = redis(test, &[]) else {
         return;
-    }
-    let port = free_port();
-    let port_text = port.to_string();
-    let server = listening(
-        "redis-server",
-        &[
-            "--port",
-            &port_text,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        port,
-    );
+    };
     let root = is_root();
     let modes = if root {
         "fin,rst,drop,reboot,hang"
@@ -454,34 +460,12 @@ fn redis_keepalive_300_surfaces_as_a_keepalive_prediction() {
 #[test]
 fn redis_own_keepalive_is_read_from_its_socket_and_predicts_the_measured_time() {
     let test = "redis_own_keepalive_is_read_from_its_socket_and_predicts_the_measured_time";
-    if !require_root(test, "drop needs CAP_NET_ADMIN")
-        || !require_tool(
-            test,
-            "redis-server",
-            &["--version"],
-            "redis-server not installed",
-        )
-    {
+    if !require_root(test, "drop needs CAP_NET_ADMIN") {
         return;
     }
-    let port = free_port();
-    let port_text = port.to_string();
-    let server = listening(
-        "redis-server",
-        &[
-            "--port",
-            &port_text,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--tcp-keepalive",
-            "5",
-        ],
-        port,
-    );
+    let Some(server) = redis(test, &["--tcp-keepalive", "5"]) else {
+        return;
+    };
     let run = |wait: &str| {
         let argv = [
             server.addr.as_str(),
@@ -604,34 +588,12 @@ fn a_slow_closer_is_watched_for_the_whole_wait() {
 #[test]
 fn redis_idle_timeout_after_reboot_is_its_own_close_seen_on_the_wire() {
     let test = "redis_idle_timeout_after_reboot_is_its_own_close_seen_on_the_wire";
-    if !require_root(test, "reboot needs CAP_NET_ADMIN, the capture CAP_NET_RAW")
-        || !require_tool(
-            test,
-            "redis-server",
-            &["--version"],
-            "redis-server not installed",
-        )
-    {
+    if !require_root(test, "reboot needs CAP_NET_ADMIN, the capture CAP_NET_RAW") {
         return;
     }
-    let port = free_port();
-    let port_text = port.to_string();
-    let server = listening(
-        "redis-server",
-        &[
-            "--port",
-            &port_text,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--timeout",
-            "1",
-        ],
-        port,
-    );
+    let Some(server) = redis(test, &["--timeout", "1"]) else {
+        return;
+    };
     let out = check(&[
         &server.addr,
         "--modes",
@@ -774,33 +736,13 @@ fn redis_clients_become(addr: &str, want: usize) -> usize {
 #[test]
 fn silent_endings_the_program_never_noticed_are_reset_after_the_wait() {
     let test = "silent_endings_the_program_never_noticed_are_reset_after_the_wait";
-    if !require_root(test, "drop and reboot need CAP_NET_ADMIN")
-        || !require_tool(
-            test,
-            "redis-server",
-            &["--version"],
-            "redis-server not installed",
-        )
-    {
+    if !require_root(test, "drop and reboot need CAP_NET_ADMIN") {
         return;
     }
-    let port = free_port();
-    let port_text = port.to_string();
     // redis's default tcp-keepalive 300: within the wait it notices neither ending.
-    let server = listening(
-        "redis-server",
-        &[
-            "--port",
-            &port_text,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        port,
-    );
+    let Some(server) = redis(test, &[]) else {
+        return;
+    };
     let args = [
         server.addr.as_str(),
         "--modes",
