@@ -656,26 +656,60 @@ fn slow_load(
         next += SLOW_EVERY;
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
-    let cpu = (cpu_ns(pid)? - cpu_before) as f64 / start.elapsed().as_nanos() as f64 * 100.0;
-    let seconds = round2(start.elapsed().as_secs_f64());
+    let ran = Ran {
+        start,
+        cpu_before,
+        bytes_sent,
+        closed,
+        stopped,
+        kernel_growth_kib: kernel_peak.saturating_sub(kernel_before),
+    };
+    let gone = move || drop(clients);
+    hostile_figures("slow-clients", pid, count, rss_before, base_fds, ran, gone)
+}
+
+/// What one hostile load did, as the bench saw it while it ran.
+struct Ran {
+    start: Instant,
+    cpu_before: u64,
+    bytes_sent: u64,
+    closed: usize,
+    stopped: bool,
+    kernel_growth_kib: u64,
+}
+
+/// `serve`'s figures once a hostile load of `count` connections has run: its CPU
+/// over the load and its peak RSS; then `end` closes the clients and, once `serve`
+/// holds no more than `base_fds` descriptors, its RSS after they left.
+fn hostile_figures(
+    load: &'static str,
+    pid: u32,
+    count: usize,
+    rss_before: u64,
+    base_fds: usize,
+    ran: Ran,
+    end: impl FnOnce(),
+) -> anyhow::Result<Hostile> {
+    let elapsed = ran.start.elapsed();
+    let cpu = (cpu_ns(pid)? - ran.cpu_before) as f64 / elapsed.as_nanos() as f64 * 100.0;
     let peak = proc_status_kib(pid, "VmHWM:")?;
-    drop(clients);
+    end();
     wait_fds_at_most(pid, base_fds, Duration::from_secs(60))?;
     let rss_after = proc_status_kib(pid, "VmRSS:")?;
     Ok(Hostile {
-        load: "slow-clients",
+        load,
         output: "table",
         serve_cpu_percent: round2(cpu),
         connections: count,
-        seconds,
-        bytes_sent,
+        seconds: round2(elapsed.as_secs_f64()),
+        bytes_sent: ran.bytes_sent,
         rss_before_kib: rss_before,
         peak_rss_kib: peak,
         rss_after_kib: rss_after,
         bytes_per_connection: peak.saturating_sub(rss_before) * 1024 / count.max(1) as u64,
-        kernel_tcp_growth_kib: kernel_peak.saturating_sub(kernel_before),
-        stopped_at_limit: stopped,
-        closed_by_serve: closed,
+        kernel_tcp_growth_kib: ran.kernel_growth_kib,
+        stopped_at_limit: ran.stopped,
+        closed_by_serve: ran.closed,
     })
 }
 
@@ -724,26 +758,14 @@ fn control_streams(exe: &Path, count: usize, lasting: Duration) -> anyhow::Resul
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    let cpu = (cpu_ns(pid)? - cpu_before) as f64 / start.elapsed().as_nanos() as f64 * 100.0;
-    let seconds = round2(start.elapsed().as_secs_f64());
-    let peak = proc_status_kib(pid, "VmHWM:")?;
-    drop(clients);
-    drop(tests);
-    wait_fds_at_most(pid, base_fds, Duration::from_secs(60))?;
-    let rss_after = proc_status_kib(pid, "VmRSS:")?;
-    Ok(Hostile {
-        load: "control-streams",
-        output: "table",
-        serve_cpu_percent: round2(cpu),
-        connections: count,
-        seconds,
+    let ran = Ran {
+        start,
+        cpu_before,
         bytes_sent,
-        rss_before_kib: rss_before,
-        peak_rss_kib: peak,
-        rss_after_kib: rss_after,
-        bytes_per_connection: peak.saturating_sub(rss_before) * 1024 / count.max(1) as u64,
-        kernel_tcp_growth_kib: kernel_peak.saturating_sub(kernel_before),
-        stopped_at_limit: stopped,
-        closed_by_serve: closed,
-    })
+        closed,
+        stopped,
+        kernel_growth_kib: kernel_peak.saturating_sub(kernel_before),
+    };
+    let gone = move || drop((clients, tests));
+    hostile_figures("control-streams", pid, count, rss_before, base_fds, ran, gone)
 }
