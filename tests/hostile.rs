@@ -323,3 +323,39 @@ fn pcap_gives_each_of_many_connections_its_own_segments_and_counts_drops() {
     let summary = out.summary();
     assert_eq!(summary["pcap_dropped"], 0, "{summary}");
 }
+
+/// A flood of connections beyond `--max-conns` is told once, then counted, not
+/// one stderr line each: the first at once, the rest at most every 10 s.
+#[test]
+fn a_flood_beyond_max_conns_is_told_once_not_per_connection() {
+    let mut serve = Cmd::tcpbye(&["serve", "127.0.0.1:0", "--max-conns", "1", "--summary"])
+        .deadline(Duration::from_secs(30))
+        .spawn();
+    let addr = serve.listening();
+    let held = plain_connect(addr);
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        // Each is closed at once by serve; reading to the end waits for that.
+        let Ok(mut extra) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+            break;
+        };
+        let _ = extra.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut buf = [0u8; 16];
+        let _ = extra.read(&mut buf);
+    }
+    // One line, and one more for every 10 s the flood lasted.
+    let allowed = 1 + (started.elapsed().as_secs() / 10) as usize;
+    drop(held);
+    serve.interrupt();
+    let out = serve.finish_or_terminate(Duration::from_secs(5));
+    let told: Vec<&String> = out
+        .stderr
+        .iter()
+        .filter(|l| l.contains("--max-conns 1 reached"))
+        .collect();
+    assert!(
+        (1..=allowed).contains(&told.len()),
+        "at most {allowed} lines for 200 closed connections: {told:?}"
+    );
+    assert!(told[0].contains("closed the connection from"), "{told:?}");
+}

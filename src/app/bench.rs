@@ -767,5 +767,13 @@ fn control_streams(exe: &Path, count: usize, lasting: Duration) -> anyhow::Resul
         kernel_growth_kib: kernel_peak.saturating_sub(kernel_before),
     };
     let gone = move || drop((clients, tests));
-    hostile_figures("control-streams", pid, count, rss_before, base_fds, ran, gone)
+    hostile_figures(
+        "control-streams",
+        pid,
+        count,
+        rss_before,
+        base_fds,
+        ran,
+        gone,
+    )
 }

@@ -23,6 +23,8 @@ use crate::sys;
 const ACCEPT_BATCH: usize = 64;
 /// How long accepting pauses after EMFILE/ENFILE before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often connections closed for `--max-conns` are told, at most.
+pub(super) const CAP_NOTICE_EVERY: Duration = Duration::from_secs(10);
 
 impl Reactor {
     /// Starts listening; every accepted connection follows `plan`.
@@ -70,6 +72,8 @@ impl Reactor {
             max_conns,
             paused: false,
             emfile_told: false,
+            capped: 0,
+            capped_told: None,
         });
         Ok(local)
     }
@@ -127,11 +131,25 @@ impl Reactor {
                     {
                         let max = listener.max_conns.unwrap_or(0);
                         drop(sock);
-                        if sink(Emit::Notice(format!(
-                            "closed the connection from {peer}: --max-conns {max} reached"
-                        )))? == Flow::Stop
-                        {
-                            return Ok(Flow::Stop);
+                        // The first at once, then a count at most every 10 s: a
+                        // flood of connections must not become a flood of lines.
+                        listener.capped += 1;
+                        let due = listener
+                            .capped_told
+                            .is_none_or(|at| now.saturating_duration_since(at) >= CAP_NOTICE_EVERY);
+                        if due {
+                            let what = match listener.capped {
+                                1 => format!("the connection from {peer}"),
+                                n => format!("{n} connections (the last from {peer})"),
+                            };
+                            listener.capped = 0;
+                            listener.capped_told = Some(now);
+                            if sink(Emit::Notice(format!(
+                                "closed {what}: --max-conns {max} reached"
+                            )))? == Flow::Stop
+                            {
+                                return Ok(Flow::Stop);
+                            }
                         }
                         continue;
                     }

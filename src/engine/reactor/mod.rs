@@ -109,6 +109,10 @@ struct Listener {
     max_conns: Option<usize>,
     paused: bool,
     emfile_told: bool,
+    /// Connections closed at once for `--max-conns` since the last notice, and
+    /// when that was: a flood of them is told at most every 10 s.
+    capped: u64,
+    capped_told: Option<Instant>,
 }
 
 pub struct Reactor {
