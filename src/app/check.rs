@@ -37,6 +37,8 @@ const FIRST_CONNECTION: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_millis(50);
 /// How often a dead socket's descriptor is looked for under /proc.
 const FD_POLL: Duration = Duration::from_millis(20);
+/// How often a descriptor known from before tcpbye's action is read again.
+const HOLDER_POLL: Duration = Duration::from_millis(1);
 
 /// Runs `tcpbye check` (or `check --listen`) and prints the matrix.
 pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
@@ -133,6 +135,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     // The program's own socket options, where its descriptor could be duplicated.
     let mut settings: HashMap<CloseMode, ProgramSettings> = HashMap::new();
     let mut listening = Listening::default();
+    // Cases whose program socket vanished: their descriptor's fate is evidence.
+    let mut vanished_modes: HashSet<CloseMode> = HashSet::new();
     let mut actions: Vec<Instant> = Vec::new();
     let end = reactor.run(&mut |emit| {
         match emit {
@@ -157,7 +161,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                                 *start + Duration::from_micros(report.close_t_us.unwrap_or(0))
                             });
                             let until = later(action.unwrap_or_else(Instant::now), plan.wait);
-                            let _ = tx.send((mode, inode, until));
+                            let _ = tx.send(Watch::Vanished { mode, inode, until });
+                            vanished_modes.insert(mode);
                         }
                         if let Some((at, _)) = accepted {
                             listening.keep_accept(at);
@@ -188,6 +193,20 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                     );
                 }
                 return Ok(flow);
+            }
+            // Its descriptor is found now, while the program still holds it, and
+            // then watched on its own: its release is timed to a millisecond.
+            Emit::Acted {
+                at,
+                close,
+                peer_inode,
+            } => {
+                let until = later(at, plan.wait);
+                let _ = tx.send(Watch::Acted {
+                    mode: close,
+                    inode: peer_inode,
+                    until,
+                });
             }
             Emit::Progress(_) => {}
         }
@@ -252,7 +271,10 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
                         .as_ref()
                         .and_then(|p| p.uid)
                         .is_some_and(|uid| uid == euid.as_raw());
-                let descriptor = fates.get(&mode).filter(|_| readable).map(|fate| {
+                let descriptor = fates
+                    .get(&mode)
+                    .filter(|_| readable && vanished_modes.contains(&mode))
+                    .map(|fate| {
                     let action = starts
                         .get(&mode)
                         .copied()
@@ -631,11 +653,13 @@ fn is_local(addr: SocketAddr) -> bool {
     std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).is_ok()
 }
 
-/// What became of one dead socket's descriptor.
+/// What became of the program's descriptor of one case's socket.
 #[derive(Debug, Default)]
 struct Fate {
     inode: u32,
     pids: Vec<u32>,
+    /// The descriptor itself, when known from before tcpbye's action: `/proc/PID/fd/N`.
+    holder: Option<(u32, i32)>,
     released_at: Option<Instant>,
     /// The end of its case's wait: it is watched until then.
     until: Option<Instant>,
@@ -653,53 +677,117 @@ impl Fate {
             held_at_end: self.released_at.is_none() && !self.pids.is_empty(),
         }
     }
+
+    fn watched(&self, now: Instant) -> bool {
+        self.released_at.is_none() && (!self.looked || self.until.is_some_and(|u| now < u))
+    }
 }
 
-/// A dead socket's descriptor to look for: the case, the socket's inode, and the
-/// end of that case's wait (tcpbye's action + `--wait`).
-type Watch = (CloseMode, u32, Instant);
+/// What the watcher is told of a case's socket.
+#[derive(Debug)]
+enum Watch {
+    /// tcpbye just acted on the connection; the program's socket has this inode.
+    /// Its descriptor is found now and watched on its own until `until`.
+    Acted {
+        mode: CloseMode,
+        inode: u32,
+        until: Instant,
+    },
+    /// The program's socket left the kernel's tables: its descriptor is looked
+    /// for (if not already watched) until `until`.
+    Vanished {
+        mode: CloseMode,
+        inode: u32,
+        until: Instant,
+    },
+}
 
-/// Looks for `socket:[INODE]` under /proc/*/fd for each inode it is sent, every
-/// FD_POLL until that case's wait is over (at least once); returns once the
-/// sender is dropped and every descriptor is released or its wait served.
+/// Follows the program's descriptor of each socket it is told of: one found right
+/// after tcpbye's action is read on its own every [`HOLDER_POLL`] (one `readlink`);
+/// others are looked for under /proc/*/fd every [`FD_POLL`]; each until its case's
+/// wait is over (at least once). Returns once the sender is dropped and every
+/// descriptor is released or its wait served.
 fn watch_descriptors(rx: &Receiver<Watch>) -> HashMap<CloseMode, Fate> {
     let mut fates: HashMap<CloseMode, Fate> = HashMap::new();
     let mut sender = true;
     loop {
         let now = Instant::now();
-        let watched =
-            |f: &Fate| f.released_at.is_none() && (!f.looked || f.until.is_some_and(|u| now < u));
-        let pending = fates.values().any(watched);
-        if !sender && !pending {
+        let pending: Vec<&Fate> = fates.values().filter(|f| f.watched(now)).collect();
+        if !sender && pending.is_empty() {
             return fates;
         }
-        let wait = if pending {
+        let wait = if pending.iter().any(|f| f.holder.is_some()) {
+            HOLDER_POLL
+        } else if !pending.is_empty() {
             FD_POLL
         } else {
             Duration::from_secs(3600)
         };
-        if sender {
+        let message = if sender {
             match rx.recv_timeout(wait) {
-                Ok((mode, inode, until)) => {
-                    fates.insert(
-                        mode,
-                        Fate {
-                            inode,
-                            until: Some(until),
-                            ..Fate::default()
-                        },
-                    );
+                Ok(message) => Some(message),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    sender = false;
+                    None
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => sender = false,
             }
         } else {
             std::thread::sleep(wait);
+            None
+        };
+        match message {
+            Some(Watch::Acted { mode, inode, until }) => {
+                let holder = first_holder(inode);
+                fates.insert(
+                    mode,
+                    Fate {
+                        inode,
+                        pids: holder.map(|(pid, _)| pid).into_iter().collect(),
+                        holder,
+                        until: Some(until),
+                        looked: holder.is_some(),
+                        ..Fate::default()
+                    },
+                );
+            }
+            Some(Watch::Vanished { mode, inode, until }) => {
+                let fate = fates.entry(mode).or_default();
+                if fate.inode != inode {
+                    *fate = Fate {
+                        inode,
+                        until: Some(until),
+                        ..Fate::default()
+                    };
+                }
+            }
+            None => {}
         }
         let now = Instant::now();
+        // Known descriptors: one readlink each.
+        for fate in fates.values_mut().filter(|f| f.watched(now)) {
+            let Some((pid, fd)) = fate.holder else {
+                continue;
+            };
+            let wanted = format!("socket:[{}]", fate.inode);
+            let held = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                .is_ok_and(|link| link.to_str() == Some(wanted.as_str()));
+            if !held {
+                // That descriptor is gone; another process (a fork) may hold one too.
+                let at = Instant::now();
+                let others = holders(&HashSet::from([fate.inode]), None);
+                match others.get(&fate.inode) {
+                    Some(pids) => {
+                        fate.holder = None;
+                        fate.pids.clone_from(pids);
+                    }
+                    None => fate.released_at = Some(at),
+                }
+            }
+        }
         let open: Vec<&mut Fate> = fates
             .values_mut()
-            .filter(|f| f.released_at.is_none() && (!f.looked || f.until.is_some_and(|u| now < u)))
+            .filter(|f| f.holder.is_none() && f.watched(now))
             .collect();
         if open.is_empty() {
             continue;

@@ -466,7 +466,7 @@ fn run_specs(
                 }
             }
             Emit::Notice(text) => tell!("{text}"),
-            Emit::Progress(_) | Emit::Accepted { .. } | Emit::Tick(_) => {}
+            Emit::Progress(_) | Emit::Accepted { .. } | Emit::Tick(_) | Emit::Acted { .. } => {}
         }
         Ok(Flow::Continue)
     })?;

@@ -72,6 +72,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
                 tell!("{text}");
                 Flow::Continue
             }
+            Emit::Acted { .. } => Flow::Continue,
             Emit::Progress(line) => {
                 status.show(&line);
                 Flow::Continue
@@ -181,7 +182,7 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
                     status.clear();
                     tell!("{text}");
                 }
-                Emit::Accepted { .. } | Emit::Tick(_) => {}
+                Emit::Accepted { .. } | Emit::Tick(_) | Emit::Acted { .. } => {}
             }
             Ok(Flow::Continue)
         })?;

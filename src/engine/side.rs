@@ -117,6 +117,11 @@ impl SideTrack {
         self.samples.last().and_then(|s| s.state)
     }
 
+    /// The inode of the socket's file as last read; `None` while it has none.
+    pub fn last_inode(&self) -> Option<u32> {
+        self.samples.last().map(|s| s.inode).filter(|i| *i != 0)
+    }
+
     pub fn into_peer_side(self) -> PeerSide {
         PeerSide {
             visible: self.hidden.is_none() && !self.samples.is_empty(),

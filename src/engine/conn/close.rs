@@ -80,6 +80,7 @@ impl Conn {
                     e.detail = Some(describe(mode, unread));
                 });
                 self.action = Some((now, mode));
+                self.note_acted(now, mode);
                 self.verdict = Some(match mode {
                     CloseMode::Rst => Verdict::Rst,
                     CloseMode::RstUnread if unread > 0 => Verdict::Rst,
@@ -98,6 +99,7 @@ impl Conn {
                 self.timeline
                     .push(now, kind, |e| e.detail = Some(describe(mode, unread)));
                 self.action = Some((now, mode));
+                self.note_acted(now, mode);
                 self.sock = Some(sock);
                 if mode == CloseMode::Half {
                     self.phase = Phase::HalfClosed;
@@ -275,6 +277,21 @@ impl Conn {
         }
         drop(sock);
         Ok(())
+    }
+
+    /// `follow_peer`: keeps the action for the driver, with the other end's socket
+    /// inode read right before it, so that its descriptor can be watched at once.
+    fn note_acted(&mut self, at: Instant, mode: CloseMode) {
+        if self.plan.follow_peer
+            && let Some(inode) = self.peer_track.last_inode()
+        {
+            self.acted = Some((at, mode, inode));
+        }
+    }
+
+    /// The action not yet told to the driver (`follow_peer`), once.
+    pub fn take_acted(&mut self) -> Option<(Instant, CloseMode, u32)> {
+        self.acted.take()
     }
 
     /// Where the connection stood when its socket vanished (`keep_vanished`).

@@ -134,6 +134,9 @@ pub struct Conn {
     far: Option<Box<far::Far>>,
     /// `keep_vanished`: where the connection stood when its socket vanished.
     vanished: Option<Box<crate::sys::Vanished>>,
+    /// `follow_peer`: this side's action not yet told to the driver — when, how,
+    /// and the other end's socket inode read right before it.
+    acted: Option<(Instant, CloseMode, u32)>,
 }
 
 impl Conn {
@@ -224,6 +227,7 @@ impl Conn {
             packets_dropped: 0,
             far: None,
             vanished: None,
+            acted: None,
         }
     }
 

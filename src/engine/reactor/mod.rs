@@ -64,6 +64,13 @@ pub enum Emit {
     },
     /// The caller's clock (only with [`Reactor::tick_every`]): a chance to stop.
     Tick(Instant),
+    /// A connection that follows the other end (`follow_peer`) just ended in
+    /// `close`: when, and the inode of the other end's socket read right before.
+    Acted {
+        at: Instant,
+        close: CloseMode,
+        peer_inode: u32,
+    },
 }
 
 /// Whether the caller wants the loop to go on.
@@ -147,6 +154,8 @@ pub struct Reactor {
     controls: HashMap<u64, control::Control>,
     /// Where `keep_vanished` connections stood when their sockets vanished.
     vanished: Vec<crate::sys::Vanished>,
+    /// Actions of `follow_peer` connections not yet handed to the caller.
+    acted: Vec<Emit>,
 }
 
 impl Reactor {
@@ -175,6 +184,7 @@ impl Reactor {
             book: control::Book::default(),
             controls: HashMap::new(),
             vanished: Vec::new(),
+            acted: Vec::new(),
         })
     }
 
@@ -499,6 +509,11 @@ impl Reactor {
                 }
                 self.dispatch(token, now, |conn, ctx| conn.on_timer(ctx, kind));
             }
+            for acted in std::mem::take(&mut self.acted) {
+                if sink(acted)? == Flow::Stop {
+                    return Ok(RunEnd::Finished);
+                }
+            }
             // Without a partner in this process no wake-up is waiting on the
             // reports: build them now rather than after another round.
             let unpartnered = !self.done.iter().any(|t| self.partners.contains_key(t));
@@ -544,6 +559,13 @@ impl Reactor {
         f(conn, &mut ctx);
         if ctx.again {
             self.again.push(token);
+        }
+        if let Some((at, close, peer_inode)) = conn.take_acted() {
+            self.acted.push(Emit::Acted {
+                at,
+                close,
+                peer_inode,
+            });
         }
         // `serve`: a `path` control connection leaves the observer, unreported.
         if let Some((sock, rest)) = conn.take_control() {
