@@ -14,6 +14,7 @@ pub mod cli;
 #[cfg(target_os = "linux")]
 pub mod engine;
 pub mod error;
+pub mod judge;
 pub mod plan;
 pub mod report;
 pub mod sys;

@@ -13,9 +13,9 @@ use crate::engine::side;
 use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{Capability, ExitCode, Failure};
+use crate::judge::Remote;
+use crate::judge::check as judge;
 use crate::plan::{CheckPlan, EndPlan, Family, History};
-use crate::report::check::judge;
-use crate::report::check::remote::Remote;
 use crate::report::check::{
     self as model, CheckResult, CheckSummary, Descriptor, KeepaliveSysctls, ProgramSettings,
     Reaction,
@@ -308,7 +308,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     if let Some(line) = afterwards.line() {
         print::tell!("{line}");
     }
-    let misses = model::misses(&cases, &plan.expect_noticed, plan.expect_no_leak);
+    let misses = judge::misses(&cases, &plan.expect_noticed, plan.expect_no_leak);
     let count = |f: &dyn Fn(Reaction) -> bool| cases.iter().filter(|c| f(c.reaction)).count();
     let summary = CheckSummary {
         schema: SCHEMA,

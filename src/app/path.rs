@@ -12,13 +12,11 @@ use super::print::{self, tell};
 use crate::engine::path::{self as protocol};
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{ExitCode, Failure};
+use crate::judge::path as judge;
 use crate::plan::{Detection, EndPlan, Family, KeepAlive, PathPlan};
 use crate::report::micros;
-use crate::report::path::judge;
-use crate::report::path::{
-    self as model, AfterFin, FarEnding, FarMissing, FarView, PathCase, PathResult, PathRun,
-};
-use crate::report::{EventKind, Report, SCHEMA, Verdict};
+use crate::report::path::{self as model, FarMissing, FarView, PathCase, PathResult, PathRun};
+use crate::report::{Report, SCHEMA};
 use crate::vocab::{CloseMode, Direction, PathTest};
 
 /// How often the near end sends a little data while the far end waits to end a
@@ -45,6 +43,18 @@ struct Spec {
     /// The idle period (`idle` only) and which ladder it is on.
     idle: Option<(Duration, u32)>,
     plan: EndPlan,
+}
+
+impl Spec {
+    /// The test in the judge's plain values.
+    fn which(&self) -> judge::Which<'_> {
+        judge::Which {
+            token: &self.token,
+            direction: self.direction,
+            test: self.test,
+            idle: self.idle,
+        }
+    }
 }
 
 /// Runs `tcpbye path` and prints the tables or JSON Lines.
@@ -90,8 +100,8 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
         let fars = ask_all(addr, &specs, far_wait, plan.wait);
         for spec in &specs {
             let near = reports.get(&spec.token);
-            let case = judge_ending(spec, near, far_of(&fars, &spec.token));
-            cases.push(cut_short(case, near, interrupted));
+            let case = judge::ending(spec.which(), near, far_of(&fars, &spec.token));
+            cases.push(judge::cut_short(case, near, interrupted));
         }
     }
 
@@ -101,15 +111,15 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
             run_ladder(&mut reactor, addr, plan, &plan.ladder, 1, None, &mut tokens)?;
         interrupted = end == RunEnd::Interrupted;
         cases.extend(first);
-        bracket = judge::bracket(&idle_results(&cases));
+        bracket = judge::bracket(&judge::idle_results(&cases));
         let second = bracket
-            .and_then(|b| b.hi.map(|hi| judge::refine(b.lo, hi)))
+            .and_then(|b| b.hi.map(|hi| crate::plan::ladder::refine(b.lo, hi)))
             .unwrap_or_default();
         if !second.is_empty() && !interrupted {
             let (more, end) = run_ladder(&mut reactor, addr, plan, &second, 2, None, &mut tokens)?;
             interrupted = end == RunEnd::Interrupted;
             cases.extend(more);
-            bracket = judge::bracket(&idle_results(&cases));
+            bracket = judge::bracket(&judge::idle_results(&cases));
         }
     }
 
@@ -430,8 +440,8 @@ fn run_ladder(
         .iter()
         .map(|spec| {
             let near = reports.get(&spec.token);
-            let case = judge_idle(spec, near, far_of(&fars, &spec.token), plan.wait);
-            cut_short(case, near, interrupted)
+            let case = judge::idle_case(spec.which(), near, far_of(&fars, &spec.token), plan.wait);
+            judge::cut_short(case, near, interrupted)
         })
         .collect();
     Ok((cases, end))
@@ -513,19 +523,6 @@ fn ask_far(addr: SocketAddr, question: &str, wait: Duration) -> Result<FarView, 
     }
 }
 
-/// A case of a batch that was interrupted: `interrupted` unless what it saw
-/// stands without the rest of the wait.
-fn cut_short(case: PathCase, near: Option<&Report>, interrupted: bool) -> PathCase {
-    if !interrupted || !judge::unfinished(case.result, near.map(|r| r.verdict)) {
-        return case;
-    }
-    PathCase {
-        result: PathResult::Interrupted,
-        note: "interrupted before the test finished: not judged".into(),
-        ..case
-    }
-}
-
 /// The far end's answer about `token`.
 fn far_of<'a>(
     fars: &'a HashMap<String, Result<FarView, FarMissing>>,
@@ -536,158 +533,6 @@ fn far_of<'a>(
         Some(Err(missing)) => Err(*missing),
         None => Err(FarMissing::NoAnswer),
     }
-}
-
-/// The first event's time that matches.
-fn first_t(report: &Report, f: impl Fn(&crate::report::Event) -> bool) -> Option<u64> {
-    report.events.iter().find(|e| f(e)).map(|e| e.t_us)
-}
-
-/// Bytes of successful events of `kind` at or after `from`.
-fn bytes_after(report: &Report, kind: EventKind, from: u64) -> u64 {
-    report
-        .events
-        .iter()
-        .filter(|e| e.kind == kind && e.t_us >= from && e.errno.is_none())
-        .filter_map(|e| e.bytes)
-        .sum()
-}
-
-fn verdict_word(verdict: Verdict) -> String {
-    match verdict {
-        Verdict::Fin => "fin".into(),
-        Verdict::Rst => "rst".into(),
-        Verdict::Open => "nothing".into(),
-        other => other.name().into(),
-    }
-}
-
-/// Judges one ending test from the near end's report and the far end's.
-fn judge_ending(spec: &Spec, near: Option<&Report>, far: Result<&FarView, FarMissing>) -> PathCase {
-    let fail = |why: &str| {
-        model::case(
-            spec.test,
-            spec.direction,
-            &spec.token,
-            PathResult::Failed,
-            why.into(),
-        )
-    };
-    let Some(near) = near else {
-        return fail("no report from the near end (interrupted?)");
-    };
-    let far = match far {
-        Ok(far) => far,
-        Err(missing) => return fail(missing.words()),
-    };
-    // The far end's own ending (its --timeout, a stop) is not the test's.
-    if let Some(why) = far.ended_by.filter(|w| *w != FarEnding::Test) {
-        return PathCase {
-            far: Some(far.clone()),
-            ..fail(&format!(
-                "the far end ended the connection itself ({}): not the path's doing",
-                why.words()
-            ))
-        };
-    }
-    let greeting_t = first_t(near, |e| {
-        e.kind == EventKind::Send && e.bytes.is_some_and(|b| b > 0)
-    });
-    let ack_t = first_t(near, |e| {
-        e.kind == EventKind::Recv && e.bytes.is_some_and(|b| b > 0)
-    });
-    let (sent, arrived, extra, after_fin) = match spec.direction {
-        Direction::NearToFar => {
-            let Some(acted) = near.close_t_us.filter(|_| near.close.is_some()) else {
-                return fail("the near end never got to end the connection");
-            };
-            let sent = match near.close {
-                Some(CloseMode::Rst) => "rst",
-                Some(CloseMode::RstUnread) if near.verdict == Verdict::Rst => "rst",
-                _ => "fin",
-            };
-            // Both ends count from the greeting: the far end from its arrival, the
-            // near end from its sending, so its one-way trip is the baseline.
-            let extra = far
-                .arrived_us
-                .zip(greeting_t)
-                .map(|(far_us, sent_t)| far_us.saturating_sub(acted.saturating_sub(sent_t)));
-            let after_fin = (spec.test == PathTest::Half).then(|| AfterFin {
-                sent: far.sent_after_peer_end,
-                arrived: bytes_after(near, EventKind::Recv, acted),
-            });
-            (sent.to_owned(), far.arrived.clone(), extra, after_fin)
-        }
-        Direction::FarToNear => {
-            let Some(sent) = far.sent.clone() else {
-                return fail("the far end did not end the connection");
-            };
-            let end_t = first_t(near, |e| {
-                (e.kind == EventKind::Recv && (e.bytes == Some(0) || e.errno.is_some()))
-                    || (matches!(e.kind, EventKind::SoError | EventKind::Send) && e.errno.is_some())
-            });
-            // The far end ended this long after its answer to the greeting; the
-            // answer's own trip is the baseline.
-            let extra = match (end_t, ack_t, far.sent_us) {
-                (Some(end), Some(ack), Some(far_us)) => {
-                    Some(end.saturating_sub(ack).saturating_sub(far_us))
-                }
-                _ => None,
-            };
-            let after_fin = (spec.test == PathTest::Half).then(|| AfterFin {
-                sent: end_t.map_or(0, |t| bytes_after(near, EventKind::Send, t)),
-                arrived: far.bytes_after_own_end,
-            });
-            (sent, verdict_word(near.verdict), extra, after_fin)
-        }
-    };
-    let (result, note) = judge::fidelity(&sent, &arrived, extra, after_fin);
-    PathCase {
-        sent,
-        arrived,
-        extra_us: extra,
-        after_fin,
-        far: Some(far.clone()),
-        ..model::case(spec.test, spec.direction, &spec.token, result, note)
-    }
-}
-
-/// Judges one idle connection.
-fn judge_idle(
-    spec: &Spec,
-    near: Option<&Report>,
-    far: Result<&FarView, FarMissing>,
-    wait: Duration,
-) -> PathCase {
-    let (idle, ladder) = spec.idle.unwrap_or_default();
-    let (result, note) = match near {
-        Some(near) => judge::idle(near.verdict, far, wait),
-        None => (
-            PathResult::Failed,
-            "no report from the near end (interrupted?)".into(),
-        ),
-    };
-    let arrived = match far {
-        Ok(f) if f.bytes_after_greeting > 0 => "data",
-        _ => "nothing",
-    };
-    PathCase {
-        sent: "data".into(),
-        arrived: arrived.into(),
-        idle_us: Some(micros(idle)),
-        ladder: Some(ladder),
-        far: far.ok().cloned(),
-        ..model::case(spec.test, spec.direction, &spec.token, result, note)
-    }
-}
-
-/// Each idle case's period and result.
-fn idle_results(cases: &[PathCase]) -> Vec<(Duration, PathResult)> {
-    cases
-        .iter()
-        .filter(|c| c.ladder != Some(3))
-        .filter_map(|c| c.idle_us.map(|us| (Duration::from_micros(us), c.result)))
-        .collect()
 }
 
 #[cfg(test)]

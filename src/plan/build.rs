@@ -241,7 +241,7 @@ pub fn path_plan(args: PathArgs) -> Result<PathPlan, Failure> {
         ));
     }
     if ladder.is_empty() {
-        ladder = crate::report::path::judge::first_ladder(args.max_idle);
+        ladder = super::ladder::first_ladder(args.max_idle);
     }
     ladder.sort();
     ladder.dedup();

@@ -12,6 +12,7 @@ pub use crate::report::Format;
 use crate::vocab::{CloseMode, PathTest, Setting, Verdict};
 
 pub mod build;
+pub mod ladder;
 pub mod parse;
 
 pub use build::build;

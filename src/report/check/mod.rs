@@ -7,9 +7,6 @@ use serde::Serialize;
 use super::{SCHEMA, SideSample, fmt_us};
 use crate::vocab::CloseMode;
 
-pub mod judge;
-pub mod remote;
-
 /// What the program did after tcpbye ended its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -266,51 +263,6 @@ pub fn not_judged(mode: CloseMode, why: String) -> CheckCase {
         settings: None,
         settings_from: None,
     }
-}
-
-/// The expectation misses, in words (empty: all met).
-pub fn misses(
-    cases: &[CheckCase],
-    limits: &crate::plan::NoticeLimits,
-    no_leak: bool,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for case in cases {
-        if no_leak && case.reaction == Reaction::Leaked {
-            out.push(format!("{}: leaked ({})", case.mode, case.evidence));
-        }
-        let Some(limit) = limits.limit(case.mode) else {
-            continue;
-        };
-        let limit_us = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
-        match (case.reaction, case.noticed_after_us) {
-            (Reaction::NotJudged, _) if !limits.names(case.mode) => {}
-            (r, Some(us)) if r.noticed() && us <= limit_us => {}
-            (r, Some(us)) if r.noticed() => out.push(format!(
-                "{}: noticed after {}, expected within {}",
-                case.mode,
-                fmt_us(us),
-                fmt_us(limit_us)
-            )),
-            (r, _) => out.push(format!(
-                "{}: {}, expected noticed within {}",
-                case.mode,
-                r.name(),
-                fmt_us(limit_us)
-            )),
-        }
-    }
-    // A limit for every mode met only because nothing could be judged is no pass.
-    if limits.every.is_some()
-        && let Some(first) = cases.first()
-        && cases.iter().all(|c| c.reaction == Reaction::NotJudged)
-    {
-        out.push(format!(
-            "--expect-noticed-within: no ending could be judged ({})",
-            first.evidence
-        ));
-    }
-    out
 }
 
 /// The matrix: one row per mode with its reaction and timings, and under each

@@ -7,8 +7,6 @@ use serde::{Deserialize, Serialize};
 use super::{SCHEMA, fmt_us};
 use crate::vocab::{Direction, PathTest};
 
-pub mod judge;
-
 /// What the far end (`serve`) saw of one test connection: the answer to a
 /// control connection's `REPORT` question. Times are µs from the arrival of the
 /// connection's greeting at the far end.
@@ -334,7 +332,7 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
             run.cases.len()
         ));
     }
-    if let Some(line) = judge::bracket_words(s) {
+    if let Some(line) = bracket_words(s) {
         lines.push(line);
     }
     if let Some(advice) = &s.advice {
@@ -385,6 +383,38 @@ pub fn case(
         note,
         far: None,
     }
+}
+
+/// The bracket in words, for the table.
+pub fn bracket_words(s: &PathSummary) -> Option<String> {
+    let lo = s.idle_timeout_min_us?;
+    Some(match (s.idle_timeout_max_us, s.idle_behaviour) {
+        (None, _) if lo >= s.max_idle_us => format!(
+            "no idle timeout up to --max-idle {}: the longest idle period tried ({}) was delivered",
+            fmt_us(s.max_idle_us),
+            fmt_us(lo)
+        ),
+        // Longer steps failed (or never ran): nothing is said of them.
+        (None, _) => format!(
+            "no idle timeout up to {}, the longest idle period judged; none longer, up to \
+             --max-idle {}, was judged",
+            fmt_us(lo),
+            fmt_us(s.max_idle_us)
+        ),
+        (Some(hi), behaviour) => {
+            let after = match behaviour {
+                Some(PathResult::Reset) => "the path answers with an RST",
+                Some(PathResult::Closed) => "the path closes the connection with a FIN",
+                Some(PathResult::BlackHoled) => "the path drops silently",
+                _ => "the connection fails",
+            };
+            format!(
+                "idle timeout between {} and {}; after it {after}",
+                fmt_us(lo),
+                fmt_us(hi)
+            )
+        }
+    })
 }
 
 #[cfg(test)]

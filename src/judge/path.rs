@@ -4,25 +4,17 @@
 
 use std::time::Duration;
 
-use super::{
+use crate::report::path::{
     AfterFin, FarEnding, FarMissing, FarView, KeepaliveAdvice, PathCase, PathResult, PathSummary,
 };
-use crate::report::{fmt_us, micros};
-use crate::vocab::{PathTest, Verdict};
+use crate::report::{Event, EventKind, Report, fmt_us, micros};
+use crate::vocab::{CloseMode, Direction, PathTest, Verdict};
 
 /// An ending that arrives this much later than data takes is `delayed`. Far
 /// above loopback's tens of µs and a proxy's own scheduling, far below a
 /// retransmission timeout (200 ms at least on Linux): a path that holds an
 /// ending back until some timer fires shows up, one that forwards it does not.
 pub const DELAY_LIMIT_US: u64 = 100_000;
-/// The first ladder has at most this many steps…
-pub const LADDER_STEPS: usize = 8;
-/// …none shorter than this (shorter idle periods say nothing about a middlebox).
-pub const LADDER_FLOOR: Duration = Duration::from_secs(1);
-/// The refining ladder: this many steps evenly between the last survivor and the first failure…
-pub const REFINE_STEPS: u32 = 4;
-/// …unless the two are already this close.
-pub const REFINE_RESOLUTION: Duration = Duration::from_millis(200);
 
 /// `fin`/`rst` in capitals, for "RST arrived as FIN".
 fn loud(what: &str) -> String {
@@ -147,35 +139,6 @@ pub fn unfinished(result: PathResult, near: Option<Verdict>) -> bool {
     }
 }
 
-/// The first ladder: `max`, `max/2`, `max/4`, … while not below [`LADDER_FLOOR`],
-/// at most [`LADDER_STEPS`], shortest first. Doubling steps find a timeout of any
-/// size with few connections; the refining ladder then narrows it.
-pub fn first_ladder(max: Duration) -> Vec<Duration> {
-    let mut steps = vec![max];
-    let mut step = max;
-    while steps.len() < LADDER_STEPS {
-        step /= 2;
-        if step < LADDER_FLOOR {
-            break;
-        }
-        steps.push(step);
-    }
-    steps.reverse();
-    steps
-}
-
-/// The refining ladder: [`REFINE_STEPS`] steps evenly between `lo` (survived) and
-/// `hi` (failed), none when they are already within [`REFINE_RESOLUTION`].
-pub fn refine(lo: Duration, hi: Duration) -> Vec<Duration> {
-    if hi <= lo || hi - lo <= REFINE_RESOLUTION {
-        return Vec::new();
-    }
-    let gap = hi - lo;
-    (1..=REFINE_STEPS)
-        .map(|i| lo + gap * i / (REFINE_STEPS + 1))
-        .collect()
-}
-
 /// What the idle cases say together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bracket {
@@ -268,38 +231,6 @@ pub fn advice(b: &Bracket) -> Option<(KeepaliveAdvice, String)> {
     Some((ka, text))
 }
 
-/// The bracket in words, for the table.
-pub fn bracket_words(s: &PathSummary) -> Option<String> {
-    let lo = s.idle_timeout_min_us?;
-    Some(match (s.idle_timeout_max_us, s.idle_behaviour) {
-        (None, _) if lo >= s.max_idle_us => format!(
-            "no idle timeout up to --max-idle {}: the longest idle period tried ({}) was delivered",
-            fmt_us(s.max_idle_us),
-            fmt_us(lo)
-        ),
-        // Longer steps failed (or never ran): nothing is said of them.
-        (None, _) => format!(
-            "no idle timeout up to {}, the longest idle period judged; none longer, up to \
-             --max-idle {}, was judged",
-            fmt_us(lo),
-            fmt_us(s.max_idle_us)
-        ),
-        (Some(hi), behaviour) => {
-            let after = match behaviour {
-                Some(PathResult::Reset) => "the path answers with an RST",
-                Some(PathResult::Closed) => "the path closes the connection with a FIN",
-                Some(PathResult::BlackHoled) => "the path drops silently",
-                _ => "the connection fails",
-            };
-            format!(
-                "idle timeout between {} and {}; after it {after}",
-                fmt_us(lo),
-                fmt_us(hi)
-            )
-        }
-    })
-}
-
 /// The expectation misses, in words (empty: all met).
 pub fn misses(
     cases: &[PathCase],
@@ -343,6 +274,185 @@ pub fn misses(
         }
     }
     out
+}
+
+/// Which test a connection was: its token, direction and test, and for `idle`
+/// its idle period and the ladder it was on.
+#[derive(Debug, Clone, Copy)]
+pub struct Which<'a> {
+    pub token: &'a str,
+    pub direction: Direction,
+    pub test: PathTest,
+    pub idle: Option<(Duration, u32)>,
+}
+
+/// A case of a batch that was interrupted: `interrupted` unless what it saw
+/// stands without the rest of the wait.
+pub fn cut_short(case: PathCase, near: Option<&Report>, interrupted: bool) -> PathCase {
+    if !interrupted || !unfinished(case.result, near.map(|r| r.verdict)) {
+        return case;
+    }
+    PathCase {
+        result: PathResult::Interrupted,
+        note: "interrupted before the test finished: not judged".into(),
+        ..case
+    }
+}
+
+/// The first event's time that matches.
+fn first_t(report: &Report, f: impl Fn(&Event) -> bool) -> Option<u64> {
+    report.events.iter().find(|e| f(e)).map(|e| e.t_us)
+}
+
+/// Bytes of successful events of `kind` at or after `from`.
+fn bytes_after(report: &Report, kind: EventKind, from: u64) -> u64 {
+    report
+        .events
+        .iter()
+        .filter(|e| e.kind == kind && e.t_us >= from && e.errno.is_none())
+        .filter_map(|e| e.bytes)
+        .sum()
+}
+
+fn verdict_word(verdict: Verdict) -> String {
+    match verdict {
+        Verdict::Fin => "fin".into(),
+        Verdict::Rst => "rst".into(),
+        Verdict::Open => "nothing".into(),
+        other => other.name().into(),
+    }
+}
+
+/// Judges one ending test from the near end's report and the far end's.
+pub fn ending(
+    spec: Which<'_>,
+    near: Option<&Report>,
+    far: Result<&FarView, FarMissing>,
+) -> PathCase {
+    let fail = |why: &str| {
+        crate::report::path::case(
+            spec.test,
+            spec.direction,
+            spec.token,
+            PathResult::Failed,
+            why.into(),
+        )
+    };
+    let Some(near) = near else {
+        return fail("no report from the near end (interrupted?)");
+    };
+    let far = match far {
+        Ok(far) => far,
+        Err(missing) => return fail(missing.words()),
+    };
+    // The far end's own ending (its --timeout, a stop) is not the test's.
+    if let Some(why) = far.ended_by.filter(|w| *w != FarEnding::Test) {
+        return PathCase {
+            far: Some(far.clone()),
+            ..fail(&format!(
+                "the far end ended the connection itself ({}): not the path's doing",
+                why.words()
+            ))
+        };
+    }
+    let greeting_t = first_t(near, |e| {
+        e.kind == EventKind::Send && e.bytes.is_some_and(|b| b > 0)
+    });
+    let ack_t = first_t(near, |e| {
+        e.kind == EventKind::Recv && e.bytes.is_some_and(|b| b > 0)
+    });
+    let (sent, arrived, extra, after_fin) = match spec.direction {
+        Direction::NearToFar => {
+            let Some(acted) = near.close_t_us.filter(|_| near.close.is_some()) else {
+                return fail("the near end never got to end the connection");
+            };
+            let sent = match near.close {
+                Some(CloseMode::Rst) => "rst",
+                Some(CloseMode::RstUnread) if near.verdict == Verdict::Rst => "rst",
+                _ => "fin",
+            };
+            // Both ends count from the greeting: the far end from its arrival, the
+            // near end from its sending, so its one-way trip is the baseline.
+            let extra = far
+                .arrived_us
+                .zip(greeting_t)
+                .map(|(far_us, sent_t)| far_us.saturating_sub(acted.saturating_sub(sent_t)));
+            let after_fin = (spec.test == PathTest::Half).then(|| AfterFin {
+                sent: far.sent_after_peer_end,
+                arrived: bytes_after(near, EventKind::Recv, acted),
+            });
+            (sent.to_owned(), far.arrived.clone(), extra, after_fin)
+        }
+        Direction::FarToNear => {
+            let Some(sent) = far.sent.clone() else {
+                return fail("the far end did not end the connection");
+            };
+            let end_t = first_t(near, |e| {
+                (e.kind == EventKind::Recv && (e.bytes == Some(0) || e.errno.is_some()))
+                    || (matches!(e.kind, EventKind::SoError | EventKind::Send) && e.errno.is_some())
+            });
+            // The far end ended this long after its answer to the greeting; the
+            // answer's own trip is the baseline.
+            let extra = match (end_t, ack_t, far.sent_us) {
+                (Some(end), Some(ack), Some(far_us)) => {
+                    Some(end.saturating_sub(ack).saturating_sub(far_us))
+                }
+                _ => None,
+            };
+            let after_fin = (spec.test == PathTest::Half).then(|| AfterFin {
+                sent: end_t.map_or(0, |t| bytes_after(near, EventKind::Send, t)),
+                arrived: far.bytes_after_own_end,
+            });
+            (sent, verdict_word(near.verdict), extra, after_fin)
+        }
+    };
+    let (result, note) = fidelity(&sent, &arrived, extra, after_fin);
+    PathCase {
+        sent,
+        arrived,
+        extra_us: extra,
+        after_fin,
+        far: Some(far.clone()),
+        ..crate::report::path::case(spec.test, spec.direction, spec.token, result, note)
+    }
+}
+
+/// Judges one idle connection.
+pub fn idle_case(
+    spec: Which<'_>,
+    near: Option<&Report>,
+    far: Result<&FarView, FarMissing>,
+    wait: Duration,
+) -> PathCase {
+    let (period, ladder) = spec.idle.unwrap_or_default();
+    let (result, note) = match near {
+        Some(near) => idle(near.verdict, far, wait),
+        None => (
+            PathResult::Failed,
+            "no report from the near end (interrupted?)".into(),
+        ),
+    };
+    let arrived = match far {
+        Ok(f) if f.bytes_after_greeting > 0 => "data",
+        _ => "nothing",
+    };
+    PathCase {
+        sent: "data".into(),
+        arrived: arrived.into(),
+        idle_us: Some(micros(period)),
+        ladder: Some(ladder),
+        far: far.ok().cloned(),
+        ..crate::report::path::case(spec.test, spec.direction, spec.token, result, note)
+    }
+}
+
+/// Each idle case's period and result.
+pub fn idle_results(cases: &[PathCase]) -> Vec<(Duration, PathResult)> {
+    cases
+        .iter()
+        .filter(|c| c.ladder != Some(3))
+        .filter_map(|c| c.idle_us.map(|us| (Duration::from_micros(us), c.result)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -494,19 +604,6 @@ mod tests {
         ] {
             assert_eq!(unfinished(result, near), cut, "{result:?} {near:?}");
         }
-    }
-
-    #[test]
-    fn ladders() {
-        assert_eq!(first_ladder(s(8.0)), vec![s(1.0), s(2.0), s(4.0), s(8.0)]);
-        let long = first_ladder(s(600.0));
-        assert_eq!(long.len(), LADDER_STEPS);
-        assert_eq!(long[0], s(4.6875));
-        assert_eq!(long[7], s(600.0));
-        assert_eq!(first_ladder(s(0.5)), vec![s(0.5)]);
-        assert_eq!(refine(s(2.0), s(4.0)), vec![s(2.4), s(2.8), s(3.2), s(3.6)]);
-        assert!(refine(s(2.0), s(2.1)).is_empty());
-        assert!(refine(s(4.0), s(2.0)).is_empty());
     }
 
     #[test]

@@ -3,24 +3,14 @@
 //! the wire, captured on tcpbye's side (even while `drop` discards it at
 //! tcpbye's socket), and what tcpbye's own socket sees.
 
-use super::judge::{advice, fmt_secs};
-use super::{CheckCase, Reaction, SettingsFrom, not_judged, saw};
+use super::words::{Remote, advice, fmt_secs};
+use crate::report::check::{CheckCase, Reaction, SettingsFrom, not_judged, saw};
 use crate::report::{EventKind, Packet, Report, SCHEMA, fmt_us};
 use crate::sys::TcpState;
 use crate::vocab::CloseMode;
 
 /// Linux's default `tcp_keepalive_probes`: another host's own count is not visible.
 const DEFAULT_PROBES: u64 = 9;
-
-/// How a program on another host is seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Remote {
-    /// Its segments were captured (CAP_NET_RAW).
-    pub captured: bool,
-    /// `--wait`: what happens after it answers tcpbye's own end of the watch
-    /// (the socket a `drop`/`hang` held is closed then), not the ending.
-    pub wait_us: u64,
-}
 
 /// Judges one mode of a remote program from the wire and tcpbye's own socket;
 /// `action` is when tcpbye acted, on the connection's clock.

@@ -2,8 +2,8 @@
 //! through sock_diag, tcpbye's own socket after its action, descriptors still
 //! held) turned into the program's reaction, its timing and a prediction.
 
-use super::remote::Remote;
-use super::{
+use super::words::{Remote, advice, fmt_secs};
+use crate::report::check::{
     CheckCase, Descriptor, KeepaliveSysctls, ProgramSettings, Reaction, SettingsFrom, not_judged,
     saw,
 };
@@ -528,88 +528,53 @@ fn predict(
     }
 }
 
-pub(super) fn fmt_secs(us: u64) -> String {
-    let s = us / 1_000_000;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        fmt_us(us)
+/// The expectation misses, in words (empty: all met).
+pub fn misses(
+    cases: &[CheckCase],
+    limits: &crate::plan::NoticeLimits,
+    no_leak: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for case in cases {
+        if no_leak && case.reaction == Reaction::Leaked {
+            out.push(format!("{}: leaked ({})", case.mode, case.evidence));
+        }
+        let Some(limit) = limits.limit(case.mode) else {
+            continue;
+        };
+        let limit_us = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
+        match (case.reaction, case.noticed_after_us) {
+            (Reaction::NotJudged, _) if !limits.names(case.mode) => {}
+            (r, Some(us)) if r.noticed() && us <= limit_us => {}
+            (r, Some(us)) if r.noticed() => out.push(format!(
+                "{}: noticed after {}, expected within {}",
+                case.mode,
+                fmt_us(us),
+                fmt_us(limit_us)
+            )),
+            (r, _) => out.push(format!(
+                "{}: {}, expected noticed within {}",
+                case.mode,
+                r.name(),
+                fmt_us(limit_us)
+            )),
+        }
     }
-}
-
-/// What the advice suggests for a silent peer: keepalive idle, interval, count.
-const ADVISED_KEEPALIVE: (u64, u64, u64) = (30, 5, 3);
-/// A prediction within this is already quick: the advice is to watch longer.
-const QUICK_ENOUGH_US: u64 = 45_000_000;
-
-/// One line on how to close the gap. It never suggests a value slower than the
-/// one in effect: a program whose own keepalive already notices within
-/// [`QUICK_ENOUGH_US`] is told to watch longer, and each suggested setting is at
-/// most the program's own.
-pub(super) fn advice(
-    mode: CloseMode,
-    reaction: Reaction,
-    keepalive: bool,
-    would: Option<u64>,
-    settings: Option<&ProgramSettings>,
-    descriptor: &Option<Descriptor>,
-) -> Option<String> {
-    if reaction == Reaction::Unnoticed
-        && matches!(mode, CloseMode::Drop | CloseMode::Reboot)
-        && keepalive
-        && let Some(would) = would.filter(|w| *w <= QUICK_ENOUGH_US)
+    // A limit for every mode met only because nothing could be judged is no pass.
+    if limits.every.is_some()
+        && let Some(first) = cases.first()
+        && cases.iter().all(|c| c.reaction == Reaction::NotJudged)
     {
-        let own = settings
-            .and_then(|s| s.keepalive)
-            .map(|k| {
-                format!(
-                    " (TCP_KEEPIDLE={}s, TCP_KEEPINTVL={}s, TCP_KEEPCNT={})",
-                    k.idle_s, k.intvl_s, k.cnt
-                )
-            })
-            .unwrap_or_default();
-        return Some(format!(
-            "its own keepalive{own} notices ≈ {} after the ending, later than --wait: watch longer (--wait) to see it",
-            fmt_secs(would)
+        out.push(format!(
+            "--expect-noticed-within: no ending could be judged ({})",
+            first.evidence
         ));
     }
-    if let Some(k) = settings.and_then(|s| s.keepalive)
-        && reaction == Reaction::Unnoticed
-        && matches!(mode, CloseMode::Drop | CloseMode::Reboot)
-    {
-        let (idle, intvl, cnt) = ADVISED_KEEPALIVE;
-        let (idle, intvl, cnt) = (idle.min(k.idle_s), intvl.min(k.intvl_s), cnt.min(k.cnt));
-        return Some(format!(
-            "its keepalive (TCP_KEEPIDLE={}s, TCP_KEEPINTVL={}s, TCP_KEEPCNT={}: ≈{}) notices late: set TCP_KEEPIDLE={idle}s, TCP_KEEPINTVL={intvl}s, TCP_KEEPCNT={cnt} (≈{}s), plus TCP_USER_TIMEOUT=30s for data in flight",
-            k.idle_s,
-            k.intvl_s,
-            k.cnt,
-            fmt_secs(k.gives_up_after_us()),
-            idle + intvl * cnt
-        ));
-    }
-    match reaction {
-        Reaction::Leaked if descriptor.as_ref().is_some_and(|d| d.held_at_end) => Some(
-            "close the socket when recv()/send() fails (ECONNRESET, ETIMEDOUT, EPIPE): the kernel freed the connection, the descriptor is the program's to close".into(),
-        ),
-        Reaction::Leaked => Some(
-            "close the socket when recv() returns 0 (EOF) or epoll reports EPOLLRDHUP: a CLOSE_WAIT socket is never freed by the kernel".into(),
-        ),
-        Reaction::Unnoticed => Some(match mode {
-            CloseMode::Hang => "keepalive cannot see a hung peer: add an application heartbeat (e.g. a ping every 10s, give up after 3 misses), or TCP_USER_TIMEOUT=30s for data it sends".into(),
-            CloseMode::Drop | CloseMode::Reboot if keepalive => "its keepalive notices only late: lower TCP_KEEPIDLE (e.g. 30s) with TCP_KEEPINTVL=5s, TCP_KEEPCNT=3 (≈45s), plus TCP_USER_TIMEOUT=30s for data in flight".into(),
-            CloseMode::Drop | CloseMode::Reboot => "enable SO_KEEPALIVE with TCP_KEEPIDLE=30s, TCP_KEEPINTVL=5s, TCP_KEEPCNT=3 (≈45s), plus TCP_USER_TIMEOUT=30s for data in flight, or an application heartbeat".into(),
-            _ => "read the socket (epoll EPOLLRDHUP/EPOLLIN) and close it at EOF or error".into(),
-        }),
-        _ => None,
-    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::misses;
     use super::*;
     use crate::report::{Afterlife, AfterlifeEnd, Event, EventKind, PeerSide, Role};
     use crate::sys::DiagTimer;
@@ -830,7 +795,7 @@ mod tests {
 
     #[test]
     fn the_programs_own_keepalive_beats_the_sysctls_and_is_never_advised_slower() {
-        use super::super::KeepaliveSettings;
+        use crate::report::check::KeepaliveSettings;
         let own = |idle_s, intvl_s, cnt| ProgramSettings {
             pid: 42,
             fd: 7,
