@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::plan::parse as plan;
-use crate::plan::{Heartbeat, KeepAlive, Target};
+use crate::values::parse;
+use crate::values::{Heartbeat, KeepAlive, Target};
 use crate::vocab::{CheckEnding, CloseMode, PathTest, Setting, Verdict};
 
 /// Shows how TCP connections end: what one side observes when the other side
@@ -58,7 +58,7 @@ pub struct ServeArgs {
     /// Where to listen: HOST:PORT, [V6]:PORT, :PORT or PORT [default: 127.0.0.1:7007]
     ///
     /// Loopback unless asked: `tcpbye serve 0.0.0.0:7007` listens on all IPv4 interfaces.
-    #[arg(value_name = "ADDR", value_parser = plan::parse_addr)]
+    #[arg(value_name = "ADDR", value_parser = parse::parse_addr)]
     pub addr: Option<Target>,
 
     #[command(flatten)]
@@ -98,19 +98,19 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
     /// Server to connect to: HOST:PORT, [V6]:PORT, :PORT or PORT [default: 127.0.0.1:7007]
-    #[arg(value_name = "ADDR", value_parser = plan::parse_addr)]
+    #[arg(value_name = "ADDR", value_parser = parse::parse_addr)]
     pub addr: Option<Target>,
 
     #[command(flatten)]
     pub family: FamilyArgs,
 
     /// Give up on connect() after DUR and report `connect-timeout`
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse::parse_duration)]
     pub connect_timeout: Duration,
 
     /// Retry a refused connect every 20ms for up to DUR, e.g. `--retry 5s` right after
     /// starting `tcpbye serve` in the background
-    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse::parse_duration)]
     pub retry: Option<Duration>,
 
     /// Make N connections in turn and print one summary instead of N reports, e.g. `--count 1000`
@@ -122,7 +122,7 @@ pub struct ConnectArgs {
     pub concurrency: u32,
 
     /// With --count: start at most R connections per second, e.g. `--rate 500`
-    #[arg(long, value_name = "R", value_parser = plan::parse_rate)]
+    #[arg(long, value_name = "R", value_parser = parse::parse_rate)]
     pub rate: Option<f64>,
 
     #[command(flatten)]
@@ -158,15 +158,15 @@ pub struct EndArgs {
     pub close: Option<CloseMode>,
 
     /// Wait DUR after the connection is up before closing, e.g. `--after 500ms`
-    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse::parse_duration)]
     pub after: Duration,
 
     /// Send BYTES of data as soon as the connection is up, e.g. `--send 4k`
-    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = plan::parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse::parse_bytes)]
     pub send: usize,
 
     /// How long `drop`/`hang` stay silent before the socket is released [default: until --timeout]
-    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse::parse_duration)]
     pub hold: Option<Duration>,
 
     /// After the peer's FIN or RST, do not send the two probe writes that show what a writer meets
@@ -178,7 +178,7 @@ pub struct EndArgs {
     pub no_peer_side: bool,
 
     /// After closing, follow this side's socket (FIN_WAIT1/2, TIME_WAIT) for at most DUR
-    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse::parse_duration)]
     pub linger_watch: Duration,
 }
 
@@ -187,26 +187,26 @@ pub struct EndArgs {
 #[command(next_help_heading = "Detection")]
 pub struct DetectArgs {
     /// SO_KEEPALIVE with IDLE,INTVL,CNT in whole seconds, e.g. `--keepalive 1s,1s,3`
-    #[arg(long, value_name = "IDLE,INTVL,CNT", value_parser = plan::parse_keepalive)]
+    #[arg(long, value_name = "IDLE,INTVL,CNT", value_parser = parse::parse_keepalive)]
     pub keepalive: Option<KeepAlive>,
 
     /// TCP_USER_TIMEOUT: abort when sent data stays unacknowledged this long, e.g. `1500ms`
-    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse::parse_duration)]
     pub user_timeout: Option<Duration>,
 
     /// Application ping every INTERVAL; give up after MISSES silent intervals, e.g. `200ms,3`
     ///
     /// tcpbye answers pings when it is the other end; any bytes received count as a pong,
     /// so an echo server works too.
-    #[arg(long, value_name = "INTERVAL,MISSES", value_parser = plan::parse_heartbeat)]
+    #[arg(long, value_name = "INTERVAL,MISSES", value_parser = parse::parse_heartbeat)]
     pub heartbeat: Option<Heartbeat>,
 
     /// Send a little data every DUR so that retransmission timeouts apply, e.g. `200ms`
-    #[arg(long, value_name = "DUR", value_parser = plan::parse_period)]
+    #[arg(long, value_name = "DUR", value_parser = parse::parse_period)]
     pub send_every: Option<Duration>,
 
     /// Stop observing after DUR and report `open` [default: no limit]
-    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse::parse_duration)]
     pub timeout: Option<Duration>,
 }
 
@@ -225,7 +225,7 @@ pub struct OutputArgs {
     pub expect: Vec<Verdict>,
 
     /// Exit 1 unless every connection's end was detected within DUR, e.g. `--expect-within 5s`
-    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse::parse_duration)]
     pub expect_within: Option<Duration>,
 
     /// Draw each connection's ending as a ladder diagram: both ends, one time axis
@@ -253,7 +253,7 @@ pub struct OutputArgs {
 pub struct CheckArgs {
     /// The server under test: HOST:PORT, [V6]:PORT, :PORT or PORT (a program on this host);
     /// with --listen, the address to listen on for the client under test
-    #[arg(value_name = "ADDR", value_parser = plan::parse_addr)]
+    #[arg(value_name = "ADDR", value_parser = parse::parse_addr)]
     pub addr: Target,
 
     /// The program under test is a client: listen on ADDR, end each connection it
@@ -269,15 +269,15 @@ pub struct CheckArgs {
 
     /// Send STRING first and wait (up to 2s) for the answer's first bytes before ending,
     /// e.g. `--request 'PING\r\n'` (escapes: \r \n \t \0 \\ \xHH)
-    #[arg(long, value_name = "STRING", value_parser = plan::parse_escapes)]
-    pub request: Option<crate::plan::Request>,
+    #[arg(long, value_name = "STRING", value_parser = parse::parse_escapes)]
+    pub request: Option<crate::values::Request>,
 
     /// Send BYTES of filler first (after --request) and wait (up to 2s) for an answer, e.g. `--send 1k`
-    #[arg(long, value_name = "BYTES", value_parser = plan::parse_bytes)]
+    #[arg(long, value_name = "BYTES", value_parser = parse::parse_bytes)]
     pub send: Option<usize>,
 
     /// Watch the program for DUR after ending each connection, e.g. `--wait 3s`
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse::parse_duration)]
     pub wait: Duration,
 
     /// JSON Lines: one `check-case` object per mode, then one `check-summary`
@@ -289,8 +289,8 @@ pub struct CheckArgs {
     pub brief: bool,
 
     /// Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`
-    #[arg(long, value_name = "DUR|MODE=DUR,...", value_parser = plan::parse_notice_limits)]
-    pub expect_noticed_within: Option<crate::plan::NoticeLimits>,
+    #[arg(long, value_name = "DUR|MODE=DUR,...", value_parser = parse::parse_notice_limits)]
+    pub expect_noticed_within: Option<crate::values::NoticeLimits>,
 
     /// Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket's descriptor, still held at the end
     #[arg(long)]
@@ -305,7 +305,7 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 pub struct PathArgs {
     /// Where `tcpbye serve` runs, through the path: HOST:PORT, [V6]:PORT, :PORT or PORT
-    #[arg(value_name = "ADDR", value_parser = plan::parse_addr)]
+    #[arg(value_name = "ADDR", value_parser = parse::parse_addr)]
     pub addr: Target,
 
     /// Tests to run, comma-separated, e.g. `--tests fin,rst` [default: all]
@@ -314,15 +314,15 @@ pub struct PathArgs {
 
     /// How long an ending, an answer from the far end, or an ACK of data sent after an
     /// idle period may take before it counts as lost
-    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse::parse_duration)]
     pub wait: Duration,
 
     /// The longest idle period tried: the first ladder doubles up to it, e.g. `--max-idle 8s`
-    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = plan::parse_period)]
+    #[arg(long, value_name = "DUR", default_value = "10m", value_parser = parse::parse_period)]
     pub max_idle: Duration,
 
     /// The first ladder's idle periods instead of the doubling one, e.g. `--idle-ladder 1s,2s,4s`
-    #[arg(long, value_name = "DUR,DUR,...", value_delimiter = ',', value_parser = plan::parse_period)]
+    #[arg(long, value_name = "DUR,DUR,...", value_delimiter = ',', value_parser = parse::parse_period)]
     pub idle_ladder: Vec<Duration>,
 
     /// JSON Lines: one `path-case` object per test, then one `path-summary`
@@ -334,7 +334,7 @@ pub struct PathArgs {
     pub expect_faithful: bool,
 
     /// Exit 1 unless an idle period of at least DUR survived (and none shorter failed), e.g. `5m`
-    #[arg(long, value_name = "DUR", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse::parse_duration)]
     pub expect_idle_over: Option<Duration>,
 
     /// Once an idle timeout is found, confirm the advice: one more connection with the

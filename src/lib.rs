@@ -18,6 +18,7 @@ pub mod judge;
 pub mod plan;
 pub mod report;
 pub mod sys;
+pub mod values;
 pub mod vocab;
 
 pub use error::{Capability, ExitCode, Failure};
