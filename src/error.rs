@@ -18,6 +18,41 @@ pub enum ExitCode {
     Interrupted = 130,
 }
 
+/// How a run went, as a driver tells it; [`Outcome::exit_code`] is the one place
+/// that turns it into the process's exit code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// A signal (SIGINT, SIGTERM, SIGHUP) cut the run short, after what it had was printed.
+    pub interrupted: bool,
+    /// A measurement tcpbye could not make (a `path` test without the far end's account).
+    pub failed: bool,
+    /// An expectation (`--expect…`) was not met; its misses were told.
+    pub missed: bool,
+}
+
+impl Outcome {
+    /// A run that did what it was asked, with nothing to expect.
+    pub const DONE: Self = Self {
+        interrupted: false,
+        failed: false,
+        missed: false,
+    };
+
+    /// Interrupted before anything else; a measurement that failed before a
+    /// verdict (a failed test can also miss an expectation); then the verdict.
+    pub fn exit_code(self) -> ExitCode {
+        if self.interrupted {
+            ExitCode::Interrupted
+        } else if self.failed {
+            ExitCode::Runtime
+        } else if self.missed {
+            ExitCode::ExpectationMissed
+        } else {
+            ExitCode::Ok
+        }
+    }
+}
+
 /// A capability some features need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capability {
@@ -90,6 +125,25 @@ pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_outcome_one_exit_code() {
+        let code = |interrupted, failed, missed| {
+            Outcome {
+                interrupted,
+                failed,
+                missed,
+            }
+            .exit_code()
+        };
+        assert_eq!(Outcome::DONE.exit_code(), ExitCode::Ok);
+        assert_eq!(code(false, false, true), ExitCode::ExpectationMissed);
+        // A measurement that failed outranks a missed expectation it caused…
+        assert_eq!(code(false, true, true), ExitCode::Runtime);
+        // …and an interruption outranks both: what was printed is partial.
+        assert_eq!(code(true, true, true), ExitCode::Interrupted);
+        assert_eq!(code(true, false, false), ExitCode::Interrupted);
+    }
 
     #[test]
     fn privileged_port_hint() {

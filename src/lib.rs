@@ -25,5 +25,6 @@ pub use error::{Capability, ExitCode, Failure};
 
 /// Runs a parsed command line; the exit code says how it went.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
-    app::run(plan::build(cli.command, plan::Privileges::detect())?)
+    let outcome = app::run(plan::build(cli.command, plan::Privileges::detect())?)?;
+    Ok(outcome.exit_code())
 }

@@ -14,7 +14,7 @@ use socket2::Socket;
 
 use super::print;
 use crate::engine::{Emit, Flow, Reactor};
-use crate::error::ExitCode;
+use crate::error::Outcome;
 use crate::plan::{BenchPlan, EndPlan};
 use crate::report::bench::{BenchResult, Churn, FinChurn, Hostile, Idle, Latency};
 use crate::report::{Percentiles, Role, micros};
@@ -31,10 +31,10 @@ const RSS_SAFETY_KIB: u64 = 1024 * 1024;
 const SLOW_EVERY: Duration = Duration::from_millis(200);
 
 /// Runs `tcpbye bench` and prints its table.
-pub fn bench(plan: &BenchPlan) -> anyhow::Result<ExitCode> {
+pub fn bench(plan: &BenchPlan) -> anyhow::Result<Outcome> {
     let result = run(plan, &mut |step| print::tell!("bench: {step}"))?;
     print::bench(&result, plan.format)?;
-    Ok(ExitCode::Ok)
+    Ok(Outcome::DONE)
 }
 
 /// The binary whose `connect` and `serve` are measured: `--exe`, else this one.

@@ -12,7 +12,7 @@ use crate::engine::capture::Filter;
 use crate::engine::side;
 use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
-use crate::error::{Capability, ExitCode, Failure};
+use crate::error::{Capability, Failure, Outcome};
 use crate::judge::Remote;
 use crate::judge::check as judge;
 use crate::plan::{CheckPlan, EndPlan, Family, History};
@@ -41,7 +41,7 @@ const FD_POLL: Duration = Duration::from_millis(20);
 const HOLDER_POLL: Duration = Duration::from_millis(1);
 
 /// Runs `tcpbye check` (or `check --listen`) and prints the matrix.
-pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
+pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let addr = *super::serve::resolve(&plan.addr, Family::Any)?
         .first()
@@ -334,12 +334,10 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<ExitCode> {
     };
     let result = CheckResult { cases, summary };
     print::check(&result, plan.format)?;
-    Ok(if end == RunEnd::Interrupted {
-        ExitCode::Interrupted
-    } else if result.summary.misses.is_empty() {
-        ExitCode::Ok
-    } else {
-        ExitCode::ExpectationMissed
+    Ok(Outcome {
+        interrupted: end == RunEnd::Interrupted,
+        missed: !result.summary.misses.is_empty(),
+        ..Outcome::DONE
     })
 }
 

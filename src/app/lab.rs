@@ -10,7 +10,7 @@ use socket2::Socket;
 
 use super::print::{self, Progress};
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
-use crate::error::ExitCode;
+use crate::error::Outcome;
 use crate::plan::{EndPlan, LabPlan};
 use crate::report::lab::{self as matrix, LabSummary, LabTiming, Matrix};
 use crate::report::{Report, Role, SCHEMA};
@@ -25,15 +25,14 @@ const STAGGER: Duration = Duration::from_millis(2);
 const OBSERVE: Duration = Duration::from_secs(5);
 
 /// Runs `tcpbye lab` and prints the matrix.
-pub fn lab(plan: &LabPlan) -> anyhow::Result<ExitCode> {
+pub fn lab(plan: &LabPlan) -> anyhow::Result<Outcome> {
     let mut status = print::StatusLine::new();
     let (matrix, interrupted) = run(plan, &mut |p| status.show(&p))?;
     status.clear();
     print::matrix(&matrix, plan.format)?;
-    Ok(if interrupted {
-        ExitCode::Interrupted
-    } else {
-        ExitCode::Ok
+    Ok(Outcome {
+        interrupted,
+        ..Outcome::DONE
     })
 }
 

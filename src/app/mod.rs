@@ -14,19 +14,19 @@ pub mod print;
 mod serve;
 
 use crate::cli;
-use crate::error::ExitCode;
+use crate::error::Outcome;
 use crate::plan::Plan;
 
 /// Runs a validated plan with its driver.
-pub fn run(plan: Plan) -> anyhow::Result<ExitCode> {
+pub fn run(plan: Plan) -> anyhow::Result<Outcome> {
     match plan {
         Plan::Completions(shell) => {
             print::write_stdout(&cli::completions(shell))?;
-            Ok(ExitCode::Ok)
+            Ok(Outcome::DONE)
         }
         Plan::Man => {
             print::write_stdout(&cli::man_page()?)?;
-            Ok(ExitCode::Ok)
+            Ok(Outcome::DONE)
         }
         #[cfg(target_os = "linux")]
         Plan::Serve(plan) => serve::serve(plan),

@@ -11,7 +11,7 @@ use anyhow::Context;
 use super::print::{self, tell};
 use crate::engine::path::{self as protocol};
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
-use crate::error::{ExitCode, Failure};
+use crate::error::{Failure, Outcome};
 use crate::judge::path as judge;
 use crate::plan::{Detection, EndPlan, Family, KeepAlive, PathPlan};
 use crate::report::micros;
@@ -58,7 +58,7 @@ impl Spec {
 }
 
 /// Runs `tcpbye path` and prints the tables or JSON Lines.
-pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
+pub fn path(plan: &PathPlan) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let addr = super::serve::resolve(&plan.addr, Family::Any)?[0];
     hello(addr, plan.wait)?;
@@ -185,8 +185,8 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
         plan.expect_faithful,
         plan.expect_idle_over,
     );
-    for miss in &summary.misses {
-        tell!("expectation not met: {miss}");
+    for what in &summary.misses {
+        print::miss(what);
     }
     let missed = !summary.misses.is_empty();
     let failed = summary.failed;
@@ -200,14 +200,10 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<ExitCode> {
     print::path(&PathRun { cases, summary }, plan.format)?;
     // A failed test is a measurement tcpbye could not make: that is exit 3, not
     // a verdict on the path (1), even where an expectation missed because of it.
-    Ok(if interrupted {
-        ExitCode::Interrupted
-    } else if failed > 0 {
-        ExitCode::Runtime
-    } else if missed {
-        ExitCode::ExpectationMissed
-    } else {
-        ExitCode::Ok
+    Ok(Outcome {
+        interrupted,
+        failed: failed > 0,
+        missed,
     })
 }
 

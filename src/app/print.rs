@@ -6,7 +6,7 @@ use std::io::{self, IsTerminal, Write};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::error::ExitCode;
+use crate::error::Outcome;
 use crate::plan::{Format, OutputPlan};
 pub use crate::report::progress::Progress;
 use crate::report::{Report, Summary, bench::BenchResult, json, lab::Matrix, ladder, table};
@@ -133,7 +133,7 @@ impl Printer {
         if let Some(reason) = &miss {
             self.misses_told += 1;
             if self.misses_told <= MISSES_TOLD {
-                tell!("expectation not met: {reason}");
+                self::miss(reason);
             }
         }
         let json = self.plan.format == Format::Json;
@@ -162,7 +162,7 @@ impl Printer {
     }
 
     /// Prints the summary (always in JSON; in a table when there was more than one report).
-    pub fn finish(&mut self, interrupted: bool) -> io::Result<ExitCode> {
+    pub fn finish(&mut self, interrupted: bool) -> io::Result<Outcome> {
         self.summary.interrupted = interrupted;
         self.summary.finish(self.started.elapsed());
         if self.misses_told > MISSES_TOLD {
@@ -178,12 +178,10 @@ impl Printer {
                 write_human(table::render_summary(&self.summary, self.tty, self.width))?;
             }
         }
-        Ok(if interrupted {
-            ExitCode::Interrupted
-        } else if self.summary.expect_met {
-            ExitCode::Ok
-        } else {
-            ExitCode::ExpectationMissed
+        Ok(Outcome {
+            interrupted,
+            missed: !self.summary.expect_met,
+            ..Outcome::DONE
         })
     }
 }
@@ -285,11 +283,17 @@ pub fn matrix(matrix: &Matrix, format: Format) -> io::Result<bool> {
     write_stdout(text.as_bytes())
 }
 
+/// Tells one expectation that was not met, on stderr: the one wording every
+/// command uses.
+pub fn miss(what: &str) {
+    tell!("expectation not met: {what}");
+}
+
 /// Prints the `check` matrix: cases and summary as JSON Lines, the table, or one
 /// line per mode; each expectation missed in one line on stderr.
 pub fn check(result: &crate::report::check::CheckResult, format: Format) -> io::Result<bool> {
-    for miss in &result.summary.misses {
-        tell!("expectation not met: {miss}");
+    for what in &result.summary.misses {
+        miss(what);
     }
     let width = terminal_width(io::stdout().is_terminal());
     let text = if format == Format::Json {

@@ -9,11 +9,11 @@ use super::print::{Printer, StatusLine, tell};
 use crate::engine::capture::Filter;
 use crate::engine::timers::later;
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
-use crate::error::{Capability, ExitCode, Failure};
+use crate::error::{Capability, Failure, Outcome};
 use crate::plan::{ConnectPlan, Family, OutputPlan, ServePlan, Target};
 use crate::vocab::Verdict;
 
-pub fn serve(plan: ServePlan) -> anyhow::Result<ExitCode> {
+pub fn serve(plan: ServePlan) -> anyhow::Result<Outcome> {
     raise_fd_limit(plan.max_conns.unwrap_or(10_000));
     // A host name listens on its first address (of the family asked for).
     let addr = resolve(&plan.addr, plan.family)?[0];
@@ -106,7 +106,7 @@ const FIRST_WAIT_TICK_MIN: Duration = Duration::from_millis(10);
 /// How long `--retry` waits between refused connects.
 const RETRY_EVERY: Duration = Duration::from_millis(20);
 
-pub fn connect(plan: ConnectPlan) -> anyhow::Result<ExitCode> {
+pub fn connect(plan: ConnectPlan) -> anyhow::Result<Outcome> {
     let churn = plan.count > 1;
     if churn {
         raise_fd_limit(plan.concurrency);

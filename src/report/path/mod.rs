@@ -349,9 +349,6 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
         )),
         _ => {}
     }
-    for miss in &s.misses {
-        lines.push(format!("expectation not met: {miss}"));
-    }
     for line in lines {
         out.push_str(&super::wrap(&line, width.max(40)));
         out.push('\n');
