@@ -3,9 +3,10 @@
 //!
 //! Data flows one way: [`cli`] (clap types) → [`plan`] (validated; the one place
 //! arguments become plans) → [`app`] (a driver per command; `app::print` is the
-//! only writer) → `engine` (sockets, loop, observer; never prints) → [`report`]
-//! (the model, which is the JSON contract, and one renderer per format). [`vocab`]
-//! (names both sides share) and [`sys`] (all unsafe, all libc) sit at the bottom.
+//! only writer) → `engine` (sockets, loop, observer; never prints) → [`judge`]
+//! (what the facts mean) → [`report`] (the model, which is the JSON contract, and
+//! one renderer per format). [`vocab`] (names both sides share), [`values`] (the
+//! command line's values) and [`sys`] (all unsafe, all libc) sit at the bottom.
 
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
