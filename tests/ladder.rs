@@ -11,8 +11,8 @@ mod common;
 
 use tcpbye::report::ladder::{MAX_WIDTH, MIN_WIDTH, render};
 use tcpbye::report::{
-    Afterlife, AfterlifeEnd, Closer, DetectedBy, DetectedFrom, Event, EventKind, Packet, PeerSide,
-    Report, Role, SCHEMA, SideSample, Verdict,
+    Afterlife, AfterlifeEnd, Closer, DetectedBy, DetectedFrom, Event, EventKind, Packet,
+    PacketNote, PeerSide, Report, Role, SCHEMA, SideSample, TcpFlag, Verdict,
 };
 use tcpbye::sys::{DiagTimer, DiagTimerKind, TcpState};
 use tcpbye::vocab::CloseMode;
@@ -106,11 +106,14 @@ fn packet(
     Packet {
         t_us,
         outgoing,
-        flags: flags.to_vec(),
+        flags: flags
+            .iter()
+            .map(|f| TcpFlag::from_name(f).expect("a flag name"))
+            .collect(),
         seq,
         ack,
         len,
-        note,
+        note: note.map(|n| PacketNote::from_name(n).expect("a note name")),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::report::check::{
     CheckCase, Descriptor, KeepaliveSysctls, ProgramSettings, Reaction, SettingsFrom, not_judged,
     saw,
 };
-use crate::report::{Report, SCHEMA, SideSample, Verdict, fmt_us};
+use crate::report::{Report, SCHEMA, SideSample, TcpFlag, Verdict, fmt_us};
 use crate::sys::{DiagTimerKind, TcpState};
 use crate::vocab::CloseMode;
 
@@ -167,7 +167,7 @@ pub fn judge(
                 // and the program's FIN then answers that.
                 (action..action.saturating_add(wait_us)).contains(&p.t_us)
                     && !p.outgoing
-                    && p.flags.contains(&"FIN")
+                    && p.flags.contains(&TcpFlag::Fin)
             })
             .map(|p| p.t_us)
     });

@@ -5,7 +5,7 @@
 
 use super::words::{Remote, advice, fmt_secs};
 use crate::report::check::{CheckCase, Reaction, SettingsFrom, not_judged, saw};
-use crate::report::{EventKind, Packet, Report, SCHEMA, fmt_us};
+use crate::report::{EventKind, Packet, PacketNote, Report, SCHEMA, TcpFlag, fmt_us};
 use crate::sys::TcpState;
 use crate::vocab::CloseMode;
 
@@ -35,27 +35,27 @@ pub fn judge(mode: CloseMode, report: &Report, action: u64, remote: Remote) -> C
     let until = action.saturating_add(remote.wait_us);
     let within = |t: u64| (action..until).contains(&t);
     let since: Vec<&Packet> = packets.iter().filter(|p| within(p.t_us)).collect();
-    let inbound = |flag: &str| {
+    let inbound = |flag: TcpFlag| {
         since
             .iter()
             .find(|p| !p.outgoing && p.flags.contains(&flag))
             .map(|p| p.t_us)
     };
-    let wire_fin = inbound("FIN");
-    let wire_rst = inbound("RST");
-    let noted = |notes: &[&str]| -> Vec<u64> {
+    let wire_fin = inbound(TcpFlag::Fin);
+    let wire_rst = inbound(TcpFlag::Rst);
+    let noted = |notes: &[PacketNote]| -> Vec<u64> {
         since
             .iter()
             .filter(|p| !p.outgoing && p.note.is_some_and(|n| notes.contains(&n)))
             .map(|p| p.t_us)
             .collect()
     };
-    let probes = noted(&["keepalive"]);
-    let retransmissions = noted(&["retransmission", "tail-loss-probe"]);
+    let probes = noted(&[PacketNote::Keepalive]);
+    let retransmissions = noted(&[PacketNote::Retransmission, PacketNote::TailLossProbe]);
     // After `reboot`, whatever it sends meets tcpbye's kernel's RST.
     let answered = since
         .iter()
-        .find(|p| p.outgoing && p.flags.contains(&"RST"))
+        .find(|p| p.outgoing && p.flags.contains(&TcpFlag::Rst))
         .map(|p| p.t_us)
         .filter(|_| mode == CloseMode::Reboot);
     let own = |state: TcpState| {
@@ -225,14 +225,14 @@ fn predict(
 fn fin_acked_on_wire(since: &[&Packet]) -> Option<u64> {
     let fin = since
         .iter()
-        .find(|p| p.outgoing && p.flags.contains(&"FIN"))?;
+        .find(|p| p.outgoing && p.flags.contains(&TcpFlag::Fin))?;
     let end = fin.seq.wrapping_add(fin.len).wrapping_add(1);
     since
         .iter()
         .find(|p| {
             !p.outgoing
                 && p.t_us >= fin.t_us
-                && p.flags.contains(&"ACK")
+                && p.flags.contains(&TcpFlag::Ack)
                 && p.ack.wrapping_sub(end) < (1 << 31)
         })
         .map(|p| p.t_us)

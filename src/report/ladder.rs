@@ -419,12 +419,17 @@ fn afterlife_end(
 /// A captured segment as an arrow. Its flags, length and what it is go on the arrow;
 /// when that is too long for the lane, what it is goes in the sender's column instead.
 fn segment(packet: &Packet) -> Row {
-    let mut label = packet.flags.join("|");
+    let mut label = packet
+        .flags
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join("|");
     if packet.len > 0 {
         label.push_str(&format!(" len {}", packet.len));
     }
     let mut aside = String::new();
-    if let Some(note) = packet.note {
+    if let Some(note) = packet.note.map(super::PacketNote::name) {
         if label.chars().count() + 1 + note.chars().count() <= LABEL_W {
             label.push(' ');
             label.push_str(note);

@@ -187,6 +187,74 @@ pub struct Afterlife {
     pub watched_us: u64,
 }
 
+/// A TCP flag set on a captured segment; in JSON its name, `"FIN"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TcpFlag {
+    Syn,
+    Fin,
+    Rst,
+    Psh,
+    Ack,
+}
+
+impl TcpFlag {
+    /// Every flag a report names, in the order a segment lists them.
+    pub const ALL: [TcpFlag; 5] = [Self::Syn, Self::Fin, Self::Rst, Self::Psh, Self::Ack];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Syn => "SYN",
+            Self::Fin => "FIN",
+            Self::Rst => "RST",
+            Self::Psh => "PSH",
+            Self::Ack => "ACK",
+        }
+    }
+
+    /// The flag named `name` (`"FIN"`), if a report names it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// What the kernel was doing when it sent a captured segment; in JSON kebab-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PacketNote {
+    /// A keepalive probe: one byte, or none, below what was already sent.
+    Keepalive,
+    /// A probe of a closed receive window (the persist timer).
+    ZeroWindowProbe,
+    /// The loss-probe timer re-sending the last segment (RFC 8985).
+    TailLossProbe,
+    /// Data, SYN or FIN sent again.
+    Retransmission,
+}
+
+impl PacketNote {
+    pub const ALL: [PacketNote; 4] = [
+        Self::Keepalive,
+        Self::ZeroWindowProbe,
+        Self::TailLossProbe,
+        Self::Retransmission,
+    ];
+
+    /// The note named `name` (`"keepalive"`), if a report names it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Keepalive => "keepalive",
+            Self::ZeroWindowProbe => "zero-window-probe",
+            Self::TailLossProbe => "tail-loss-probe",
+            Self::Retransmission => "retransmission",
+        }
+    }
+}
+
 /// One captured TCP segment of the connection (`--pcap`), on the report's clock.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Packet {
@@ -194,14 +262,14 @@ pub struct Packet {
     /// Sent by this side (else by the other end).
     pub outgoing: bool,
     /// TCP flags present, e.g. `["FIN", "ACK"]`.
-    pub flags: Vec<&'static str>,
+    pub flags: Vec<TcpFlag>,
     pub seq: u32,
     pub ack: u32,
     /// Payload bytes.
     pub len: u32,
     /// Which kernel mechanism sent the segment, when tcpbye can tell: `keepalive`,
     /// `zero-window-probe`, `tail-loss-probe`, `retransmission` (see `capture::Classifier`).
-    pub note: Option<&'static str>,
+    pub note: Option<PacketNote>,
 }
 
 /// One report: one connection, from one side.

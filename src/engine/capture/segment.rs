@@ -6,13 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{NetSlice, SlicedPacket, TcpOptionElement, TransportSlice};
 
-use crate::report::Packet;
+use crate::report::{Packet, PacketNote, TcpFlag};
 
 /// `packets[].note`: what the kernel was doing when it sent the segment.
-pub const KEEPALIVE: &str = "keepalive";
-pub const ZERO_WINDOW_PROBE: &str = "zero-window-probe";
-pub const TAIL_LOSS_PROBE: &str = "tail-loss-probe";
-pub const RETRANSMISSION: &str = "retransmission";
+pub const KEEPALIVE: PacketNote = PacketNote::Keepalive;
+pub const ZERO_WINDOW_PROBE: PacketNote = PacketNote::ZeroWindowProbe;
+pub const TAIL_LOSS_PROBE: PacketNote = PacketNote::TailLossProbe;
+pub const RETRANSMISSION: PacketNote = PacketNote::Retransmission;
 
 /// One direction of a connection, as its captured segments (both ways) show it.
 #[derive(Debug, Default)]
@@ -50,14 +50,14 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    pub fn classify(&mut self, seg: &Wire) -> Option<&'static str> {
+    pub fn classify(&mut self, seg: &Wire) -> Option<PacketNote> {
         let p = &seg.packet;
-        let has = |flag: &str| p.flags.contains(&flag);
-        if has("RST") {
+        let has = |flag: TcpFlag| p.flags.contains(&flag);
+        if has(TcpFlag::Rst) {
             return None;
         }
         // What the segment tells about the other direction: its acknowledgment and window.
-        if has("ACK") {
+        if has(TcpFlag::Ack) {
             let back = self.flows.entry((seg.dst, seg.src)).or_default();
             if back.acked.is_none_or(|acked| before(acked, p.ack)) {
                 back.acked = Some(p.ack);
@@ -69,10 +69,10 @@ impl Classifier {
             back.zero_window = seg.window == 0;
         }
         let flow = self.flows.entry((seg.src, seg.dst)).or_default();
-        if has("SYN") {
+        if has(TcpFlag::Syn) {
             flow.no_sack = !seg.sack_permitted;
         }
-        let syn_fin = u32::from(has("SYN")) + u32::from(has("FIN"));
+        let syn_fin = u32::from(has(TcpFlag::Syn)) + u32::from(has(TcpFlag::Fin));
         let end = p.seq.wrapping_add(p.len + syn_fin);
         let note = flow.high.and_then(|high| {
             let probe = p.len <= 1 && syn_fin == 0;
@@ -86,7 +86,7 @@ impl Classifier {
                 Some(ZERO_WINDOW_PROBE)
             } else if (p.len > 0 || syn_fin > 0) && before(p.seq, high) {
                 let tail_probe = end == high
-                    && !has("SYN")
+                    && !has(TcpFlag::Syn)
                     && !flow.retransmitted
                     && flow.recovery_until.is_none()
                     && !flow.no_sack;
@@ -145,11 +145,11 @@ pub fn parse(data: &[u8]) -> Option<Wire> {
     };
     let mut flags = Vec::new();
     for (set, name) in [
-        (tcp.syn(), "SYN"),
-        (tcp.fin(), "FIN"),
-        (tcp.rst(), "RST"),
-        (tcp.psh(), "PSH"),
-        (tcp.ack(), "ACK"),
+        (tcp.syn(), TcpFlag::Syn),
+        (tcp.fin(), TcpFlag::Fin),
+        (tcp.rst(), TcpFlag::Rst),
+        (tcp.psh(), TcpFlag::Psh),
+        (tcp.ack(), TcpFlag::Ack),
     ] {
         if set {
             flags.push(name);
@@ -191,7 +191,10 @@ mod tests {
             packet: Packet {
                 t_us: 0,
                 outgoing: false,
-                flags: flags.to_vec(),
+                flags: flags
+                    .iter()
+                    .map(|f| TcpFlag::from_name(f).expect("a flag name"))
+                    .collect(),
                 seq,
                 ack,
                 len,
@@ -203,7 +206,7 @@ mod tests {
     }
 
     /// The notes a classifier gives `segments`, in order.
-    fn notes(segments: &[Wire]) -> Vec<Option<&'static str>> {
+    fn notes(segments: &[Wire]) -> Vec<Option<PacketNote>> {
         let mut c = Classifier::default();
         segments.iter().map(|s| c.classify(s)).collect()
     }

@@ -12,7 +12,7 @@ use crate::engine::predict::{self, Anchors, KernelTcp};
 use crate::engine::timers::{TimerKind, later};
 use crate::plan::History;
 use crate::report::progress::{InFlight, Progress, Watch};
-use crate::report::{EventKind, Packet};
+use crate::report::{EventKind, Packet, TcpFlag};
 use crate::sys::{self, CaState, TcpInfo, TcpState};
 
 /// How often the other end's socket is read at most while this side's state holds.
@@ -46,7 +46,11 @@ impl Conn {
         if !outgoing && !incoming {
             return false;
         }
-        let ends = seg.packet.flags.iter().any(|f| matches!(*f, "FIN" | "RST"));
+        let ends = seg
+            .packet
+            .flags
+            .iter()
+            .any(|f| matches!(f, TcpFlag::Fin | TcpFlag::Rst));
         if incoming && ends && self.peer_end_packet.is_none() {
             self.peer_end_packet = Some(seg.at);
         }
