@@ -15,7 +15,7 @@ use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{Capability, Failure, Outcome};
 use crate::judge::Remote;
 use crate::judge::check as judge;
-use crate::plan::{CheckPlan, EndPlan, Family, History};
+use crate::plan::{CheckPlan, EndPlan, Family, History, recipe};
 use crate::report::check::{
     self as model, CheckResult, CheckSummary, Descriptor, KeepaliveSysctls, ProgramSettings,
     Reaction,
@@ -74,21 +74,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
     if captured {
         reactor.capture(None, Filter { addr })?;
     }
-    let end_plan = |mode: CloseMode| EndPlan {
-        send: plan.send,
-        request: plan.request.clone(),
-        close: mode,
-        after,
-        close_on_answer: answer,
-        hold: matches!(mode, CloseMode::Drop | CloseMode::Hang).then_some(plan.wait),
-        probe: false,
-        timeout: Some(after + plan.wait),
-        peer_side: true,
-        linger_watch: plan.wait,
-        follow_peer: true,
-        keep_vanished: true,
-        ..EndPlan::default()
-    };
+    let end_plan = |mode: CloseMode| recipe::check_case(plan, mode, after, answer);
     if !plan.left_out.is_empty() {
         print::tell!("{}", left_out_line(&plan.left_out));
     }

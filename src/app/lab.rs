@@ -11,7 +11,7 @@ use socket2::Socket;
 use super::print::{self, Progress};
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::Outcome;
-use crate::plan::{EndPlan, LabPlan};
+use crate::plan::{LabPlan, recipe};
 use crate::report::lab::{self as matrix, LabSummary, LabTiming, Matrix};
 use crate::report::{Report, Role, SCHEMA};
 use crate::sys;
@@ -108,21 +108,11 @@ fn run(plan: &LabPlan, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<(Ma
                     .and_then(|a| a.as_socket())
                     .context("getsockname")?;
                 cases.insert(key, (mode, setting));
-                let closer = EndPlan {
-                    close: mode,
-                    // Staggered, so no two closers act in the same loop iteration:
-                    // each observer's wake-up is timed alone.
-                    after: AFTER + STAGGER * cases.len() as u32,
-                    probe: false,
-                    timeout: Some(OBSERVE + Duration::from_secs(1)),
-                    ..EndPlan::default()
-                };
-                let observer = EndPlan {
-                    send: if mode == CloseMode::RstUnread { 64 } else { 0 },
-                    detection: setting.detection(),
-                    timeout: Some(OBSERVE),
-                    ..EndPlan::default()
-                };
+                // Staggered, so no two closers act in the same loop iteration:
+                // each observer's wake-up is timed alone.
+                let after = AFTER + STAGGER * cases.len() as u32;
+                let closer = recipe::lab_closer(mode, after, OBSERVE);
+                let observer = recipe::lab_observer(mode, setting, OBSERVE);
                 reactor.add_pair((client, closer), (accepted, observer))?;
             }
         }

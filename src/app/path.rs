@@ -13,18 +13,11 @@ use crate::engine::path::{self as protocol};
 use crate::engine::{Emit, Flow, Reactor, RunEnd};
 use crate::error::{Failure, Outcome};
 use crate::judge::path as judge;
-use crate::plan::{Detection, EndPlan, Family, KeepAlive, PathPlan};
+use crate::plan::{EndPlan, Family, KeepAlive, PathPlan, recipe};
 use crate::report::micros;
 use crate::report::path::{self as model, FarMissing, FarView, PathCase, PathResult, PathRun};
 use crate::report::{Report, SCHEMA};
-use crate::vocab::{CloseMode, Direction, PathTest};
-
-/// How often the near end sends a little data while the far end waits to end a
-/// `rst-unread` test (its close needs data left unread).
-const UNREAD_FEED: Duration = Duration::from_millis(50);
-
-/// How long an idle connection is watched beyond its send and `--wait`.
-const IDLE_MARGIN: Duration = Duration::from_secs(1);
+use crate::vocab::{Direction, PathTest};
 
 /// How often a question is asked while the far end answers `path-busy` (all its
 /// control slots taken), and the first pause between tries (doubling after each):
@@ -79,7 +72,12 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<Outcome> {
             .iter()
             .map(|&test| {
                 let token = tokens.next()?;
-                let plan = ending_plan(direction, test, &token, plan.wait);
+                let plan = recipe::path_ending(
+                    direction,
+                    test,
+                    protocol::greeting(&token, direction, test),
+                    plan.wait,
+                );
                 Ok(Spec {
                     token,
                     direction,
@@ -316,73 +314,6 @@ impl Tokens {
     }
 }
 
-/// The near end's plan for one ending test. The near end acts only after the far
-/// end's answer to the greeting arrived: by then the far end has read the
-/// greeting, so an RST cannot destroy it unread.
-fn ending_plan(direction: Direction, test: PathTest, token: &str, wait: Duration) -> EndPlan {
-    let request = protocol::greeting(token, direction, test);
-    let mode = test.mode().unwrap_or(CloseMode::Fin);
-    match direction {
-        // `rst-unread` needs the answer left unread: it acts once it is there (or
-        // after 1s without it, with a FIN, and says so).
-        Direction::NearToFar if mode == CloseMode::RstUnread => EndPlan {
-            request,
-            close: mode,
-            probe: false,
-            timeout: Some(wait * 2),
-            ..EndPlan::default()
-        },
-        Direction::NearToFar => EndPlan {
-            request,
-            close: mode,
-            after: wait,
-            close_on_answer: true,
-            probe: false,
-            // `half` reads on after its FIN, until the far end's data and FIN.
-            timeout: Some(wait * 2),
-            ..EndPlan::default()
-        },
-        // The far end ends; the near end observes. After a half-close it sends a
-        // little data (the probe writes); for `rst-unread` it keeps sending a
-        // little so that the far end has data to leave unread.
-        Direction::FarToNear => EndPlan {
-            request,
-            close: CloseMode::None,
-            probe: mode == CloseMode::Half,
-            detection: Detection {
-                send_every: (mode == CloseMode::RstUnread).then_some(UNREAD_FEED),
-                ..Detection::default()
-            },
-            timeout: Some(wait),
-            ..EndPlan::default()
-        },
-    }
-}
-
-/// The near end's plan for one idle connection: keepalive off, quiet for
-/// `idle`, then a little data; TCP_USER_TIMEOUT (`wait`) ends a connection whose
-/// data is never acknowledged (black-holed) instead of retransmitting for 15 min.
-/// `keepalive`: the advice being confirmed (else keepalive stays off).
-fn idle_plan(token: &str, idle: Duration, wait: Duration, keepalive: Option<KeepAlive>) -> EndPlan {
-    EndPlan {
-        request: protocol::greeting(token, Direction::NearToFar, PathTest::Idle),
-        close: CloseMode::None,
-        probe: false,
-        detection: Detection {
-            send_every: Some(idle),
-            user_timeout: Some(wait),
-            keepalive,
-            ..Detection::default()
-        },
-        // Time for the ACK, or for the user timeout (the kernel's retransmission
-        // timer is clamped to it, so it fires about `wait` after the send). Steps
-        // shorter than that send again every `idle`: each send still follows an
-        // idle period of `idle`.
-        timeout: Some(idle + wait + IDLE_MARGIN),
-        ..EndPlan::default()
-    }
-}
-
 /// Runs one idle ladder: a connection per step, all at once.
 fn run_ladder(
     reactor: &mut Reactor,
@@ -413,13 +344,18 @@ fn run_ladder(
             .map(|d| print_us(*d))
             .collect::<Vec<_>>()
             .join(", "),
-        print_us(longest + plan.wait + IDLE_MARGIN)
+        print_us(longest + plan.wait + recipe::IDLE_MARGIN)
     );
     let specs = steps
         .iter()
         .map(|&idle| {
             let token = tokens.next()?;
-            let plan = idle_plan(&token, idle, plan.wait, keepalive);
+            let plan = recipe::path_idle(
+                protocol::greeting(&token, Direction::NearToFar, PathTest::Idle),
+                idle,
+                plan.wait,
+                keepalive,
+            );
             Ok(Spec {
                 token,
                 direction: Direction::NearToFar,

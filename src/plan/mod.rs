@@ -11,6 +11,7 @@ use crate::vocab::{CloseMode, PathTest, Setting, Verdict};
 
 pub mod build;
 pub mod ladder;
+pub mod recipe;
 
 pub use crate::values::{
     DEFAULT_HOST, DEFAULT_PORT, Heartbeat, KeepAlive, NoticeLimits, Request, Target,
