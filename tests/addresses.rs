@@ -2,11 +2,11 @@
 //! name is resolved when the command runs (a failed lookup is a runtime error) and
 //! each of its addresses is tried in turn, as curl does.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn ambiguous_ipv6_and_urls_are_usage_errors_with_the_right_hint() {

@@ -2,11 +2,9 @@
 //! sock_diag (`peer_side`), this side's socket after its close (`afterlife`), and
 //! the packets (`--pcap`, root only). Real sockets on 127.0.0.1, ephemeral ports.
 
-mod common;
-
 use serde_json::Value;
 
-use common::{Cmd, Proc, require_root, run, serve, tool_missing, unprivileged, within};
+use crate::common::{Cmd, Proc, require_root, run, serve, tool_missing, unprivileged, within};
 
 /// The states in a `peer_side` or `afterlife` list (`gone` for null).
 fn side_states(list: &Value) -> Vec<String> {

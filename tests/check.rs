@@ -2,12 +2,12 @@
 //! redis-server, socat) and a deliberately leaking server: each test asserts the
 //! reaction that program's real behaviour implies.
 
-mod common;
+use crate::common;
 
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Cmd, Finished, Proc, golden, is_root, require_root, require_tool, within};
+use crate::common::{Cmd, Finished, Proc, golden, is_root, require_root, require_tool, within};
 use serde_json::Value;
 
 /// A server under test: killed when dropped.
@@ -374,7 +374,7 @@ fn the_matrix_for_people_matches_its_golden_file() {
     let text = mask_number_after(&text, "by pid ", "<pid>");
     golden(
         "check-leaker.txt",
-        "TCPBYE_REGENERATE=1 cargo test --test check the_matrix",
+        "TCPBYE_REGENERATE=1 cargo test --test tests check::the_matrix",
         &common::stable_human(&text),
     );
 }

@@ -5,12 +5,12 @@
 //!
 //! Every tcpbye child has a `--timeout` and a deadline; nothing waits by sleeping.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 
-use common::{
+use crate::common::{
     Finished, accept, addr_field, close_with_fin, close_with_rst, events, first_end_wakeup,
     flag_set, flags, kind, outcome, outcomes_after, plain_connect, plain_listener, position,
     read_exactly, run, serve, spawn, states, timeline, u64_field,

@@ -1,12 +1,12 @@
 //! The shell snippets that the README and docs/ci.md give for CI, run as written
 //! (with a free port in place of a fixed one): a recipe a user copies must work.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::path::Path;
 
-use common::{BIN, Cmd};
+use crate::common::{BIN, Cmd};
 
 /// The first ```sh block after `heading` in `file` (relative to the package).
 fn snippet(file: &str, heading: &str) -> String {

@@ -11,7 +11,7 @@
 //! steps of those deadline-bounded polls. Every tcpbye that observes has a
 //! `--timeout`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{
+use crate::common::{
     Cmd, Netns, POLL, Proc, SOCKET_WAIT, Stdout, privilege_missing, require_root, require_tool,
     within,
 };

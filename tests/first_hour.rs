@@ -5,13 +5,13 @@
 //! Every child runs under the harness's deadline and is killed and reaped when its
 //! guard drops; a child that would run on is sent SIGTERM after a short grace.
 
-mod common;
+use crate::common;
 
 use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 /// How long a child whose flags it accepted may run before it is sent SIGTERM.

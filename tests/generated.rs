@@ -1,22 +1,20 @@
 //! The man page and shell completions are generated from the clap definition and
 //! checked in (`docs/`, `completions/`). This test regenerates each file with the
 //! built binary and fails when the checked-in copy has drifted;
-//! `TCPBYE_REGENERATE=1 cargo test --test generated` rewrites them all instead.
+//! `TCPBYE_REGENERATE=1 cargo test --test tests generated::` rewrites them all instead.
 //!
 //! It also checks that every long flag of `serve`, `connect` and `lab` has help text,
 //! since that text is what the man page and completions are made of.
-
-mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, ValueEnum};
 
-use common::Cmd;
+use crate::common::Cmd;
 
 /// The one command that refreshes every generated file.
-const REFRESH: &str = "TCPBYE_REGENERATE=1 cargo test --test generated";
+const REFRESH: &str = "TCPBYE_REGENERATE=1 cargo test --test tests generated::";
 
 /// A checked-in file and the `tcpbye` arguments that print its content.
 struct Generated {

@@ -6,17 +6,15 @@
 //!
 //! What changes from run to run (durations, ports, rates, most TCP_INFO numbers) is
 //! masked by `common::stable_human`, which keeps the words, the rows and the columns:
-//! a change of a renderer fails here. `TCPBYE_REGENERATE=1 cargo test --test golden`
+//! a change of a renderer fails here. `TCPBYE_REGENERATE=1 cargo test --test tests golden::`
 //! rewrites the files instead.
-
-mod common;
 
 use std::time::Duration;
 
-use common::{Cmd, POLL, golden, mask_text, run, serve, stable_human, within};
+use crate::common::{Cmd, POLL, golden, mask_text, run, serve, stable_human, within};
 
 /// The one command that rewrites every golden file of this test.
-const REFRESH: &str = "TCPBYE_REGENERATE=1 cargo test --test golden";
+const REFRESH: &str = "TCPBYE_REGENERATE=1 cargo test --test tests golden::";
 
 /// `tcpbye serve --once SERVE_ARGS` (human output) observing
 /// `tcpbye connect --close MODE`.

@@ -2,13 +2,13 @@
 //! scans and clients that come and go, and what tcpbye still guarantees then —
 //! every command ends by itself, and what it keeps stays bounded.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{Cmd, Proc, close_with_fin, close_with_rst, plain_connect, within};
+use crate::common::{Cmd, Proc, close_with_fin, close_with_rst, plain_connect, within};
 
 /// `check --listen ARGS --json`, listening on an ephemeral loopback port.
 fn check_listen(args: &[&str], deadline: Duration) -> (Proc, SocketAddr) {

@@ -1,14 +1,14 @@
 //! `tcpbye lab`, the main job: the whole matrix on loopback, as this user and
 //! (when root) as an unprivileged user, asserting what each row observed.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{require_root, run, unprivileged};
+use crate::common::{require_root, run, unprivileged};
 
 /// Rows by (mode, setting), and the summary.
 fn matrix(stdout: &str) -> (HashMap<(String, String), Value>, Value) {

@@ -4,10 +4,10 @@
 //! Serialize only, so they are built here rather than parsed).
 //!
 //! Each rendering is compared with a golden file under `tests/golden/`;
-//! `TCPBYE_REGENERATE=1 cargo test --test ladder` rewrites them instead. The tests also
+//! `TCPBYE_REGENERATE=1 cargo test --test tests ladder::` rewrites them instead. The tests also
 //! check the diagram's shape directly, so that they fail for more than drift.
 
-mod common;
+use crate::common;
 
 use tcpbye::report::ladder::{MAX_WIDTH, MIN_WIDTH, render};
 use tcpbye::report::{
@@ -18,7 +18,7 @@ use tcpbye::sys::{DiagTimer, DiagTimerKind, TcpState};
 use tcpbye::vocab::CloseMode;
 
 /// The one command that rewrites every golden file of this test.
-const REFRESH: &str = "TCPBYE_REGENERATE=1 cargo test --test ladder";
+const REFRESH: &str = "TCPBYE_REGENERATE=1 cargo test --test tests ladder::";
 
 // ---------------------------------------------------------------------------------
 // Building reports

@@ -4,11 +4,11 @@
 //! gives one line per connection (and `check --brief` one per mode); ASCII where
 //! the locale is not UTF-8, and no control sequences on a dumb terminal.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{Cmd, require_tool, run, serve, within};
+use crate::common::{Cmd, require_tool, run, serve, within};
 
 /// Every line of `text` that ends in a space or a tab.
 fn trailing_spaces(text: &str) -> Vec<&str> {

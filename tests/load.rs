@@ -1,11 +1,11 @@
 //! Thousands of connections ending together: every one of them is reported.
 
-mod common;
+use crate::common;
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// How many connections end at once.
 const CONNECTIONS: usize = 10_000;

@@ -25,14 +25,14 @@
 
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::topology::{MID_FAR, NEAR, Side, Topology, processes_in};
-use common::{Finished, require_root, require_tool};
+use crate::common::topology::{MID_FAR, NEAR, Side, Topology, processes_in};
+use crate::common::{Finished, require_root, require_tool};
 
 /// Returns from the test, loudly, unless it runs as root and every listed program
 /// (with the argument that makes it print its version) works.

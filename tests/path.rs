@@ -13,13 +13,13 @@
 //! hold every slot without a question, a second greeting with a used token, and
 //! a far end of another protocol version.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{Cmd, Proc, SOCKET_WAIT, require_tool, serve};
+use crate::common::{Cmd, Proc, SOCKET_WAIT, require_tool, serve};
 use serde_json::Value;
 
 /// Long enough for a `path` run of a few seconds on a loaded machine.

@@ -23,14 +23,12 @@
 
 #![cfg(target_os = "linux")]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::topology::Topology;
-use common::{Finished, require_root, require_tool};
+use crate::common::topology::Topology;
+use crate::common::{Finished, require_root, require_tool};
 
 /// Returns from the test, loudly, unless it runs as root and every listed program
 /// (with the argument that makes it print its version) works.

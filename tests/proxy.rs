@@ -13,14 +13,14 @@
 
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Cmd, Finished, Proc, require_tool};
+use crate::common::{Cmd, Finished, Proc, require_tool};
 
 /// What every test may spend at most, start to end.
 const BUDGET: Duration = Duration::from_secs(9);

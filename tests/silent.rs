@@ -9,13 +9,13 @@
 //! provoked retransmission timeouts cannot inflate another test's RTO), and nothing
 //! left on the host.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Netns, Proc, require_root};
+use crate::common::{Netns, Proc, require_root};
 
 /// Returns from the test, loudly, unless it runs as root.
 macro_rules! require_root {

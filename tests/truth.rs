@@ -11,8 +11,6 @@
 
 #![cfg(target_os = "linux")]
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -23,7 +21,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use common::*;
+use crate::common::*;
 
 /// A pcap file path of this test, removed when dropped.
 struct TempFile(PathBuf);

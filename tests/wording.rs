@@ -2,12 +2,12 @@
 //! detection time is measured from, one wording for a missed expectation in every
 //! command, and where a refused loopback connect would have found its server.
 
-mod common;
+use crate::common;
 
 use std::net::{TcpListener, ToSocketAddrs};
 use std::time::Duration;
 
-use common::{Cmd, require_root, run, serve};
+use crate::common::{Cmd, require_root, run, serve};
 
 /// A keepalive timeout is this side's kernel giving up on a silent peer, not a
 /// close by the peer: in the table and in `--brief`.
