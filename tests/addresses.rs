@@ -47,7 +47,7 @@ fn with_hosts(hosts: &str, args: &[&str]) -> Finished {
 
 #[test]
 fn each_address_of_a_name_is_tried_in_turn_and_minus_4_6_choose() {
-    let test = "each_address_of_a_name_is_tried_in_turn_and_minus_4_6_choose";
+    let test = common::test_name!();
     if !require_root(test, "a private /etc/hosts needs a mount namespace (root)") {
         return;
     }

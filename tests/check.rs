@@ -157,7 +157,7 @@ s.serve_forever()
 
 #[test]
 fn a_short_keepalive_ends_drop_and_reboot_in_the_programs_kernel() {
-    let test = "a_short_keepalive_ends_drop_and_reboot_in_the_programs_kernel";
+    let test = common::test_name!();
     if !require_root(test, "drop and reboot need CAP_NET_ADMIN") {
         return;
     }
@@ -206,7 +206,7 @@ fn a_short_keepalive_ends_drop_and_reboot_in_the_programs_kernel() {
 
 #[test]
 fn python_socketserver_notices_every_ending_it_can_see_and_passes() {
-    let test = "python_socketserver_notices_every_ending_it_can_see_and_passes";
+    let test = common::test_name!();
     let Some(server) = python(test, SOCKETSERVER) else {
         return;
     };
@@ -272,7 +272,7 @@ fn python_socketserver_notices_every_ending_it_can_see_and_passes() {
 
 #[test]
 fn a_server_that_never_reads_or_closes_is_leaked_and_fails_expect_no_leak() {
-    let test = "a_server_that_never_reads_or_closes_is_leaked_and_fails_expect_no_leak";
+    let test = common::test_name!();
     let Some(server) = python(test, LEAKER) else {
         return;
     };
@@ -357,7 +357,7 @@ fn mask_number_after(text: &str, marker: &str, mask: &str) -> String {
 /// The matrix for people, against the leaker: reactions, evidence, advice, summary.
 #[test]
 fn the_matrix_for_people_matches_its_golden_file() {
-    let test = "the_matrix_for_people_matches_its_golden_file";
+    let test = common::test_name!();
     let Some(server) = python(test, LEAKER) else {
         return;
     };
@@ -381,7 +381,7 @@ fn the_matrix_for_people_matches_its_golden_file() {
 
 #[test]
 fn redis_keepalive_300_surfaces_as_a_keepalive_prediction() {
-    let test = "redis_keepalive_300_surfaces_as_a_keepalive_prediction";
+    let test = common::test_name!();
     let Some(server) = redis(test, &[]) else {
         return;
     };
@@ -459,7 +459,7 @@ fn redis_keepalive_300_surfaces_as_a_keepalive_prediction() {
 /// enough measures the kernel giving up when the prediction said.
 #[test]
 fn redis_own_keepalive_is_read_from_its_socket_and_predicts_the_measured_time() {
-    let test = "redis_own_keepalive_is_read_from_its_socket_and_predicts_the_measured_time";
+    let test = common::test_name!();
     if !require_root(test, "drop needs CAP_NET_ADMIN") {
         return;
     }
@@ -540,7 +540,7 @@ while True:
 /// time its own log gives.
 #[test]
 fn a_slow_closer_is_watched_for_the_whole_wait() {
-    let test = "a_slow_closer_is_watched_for_the_whole_wait";
+    let test = common::test_name!();
     if !require_root(test, "another process's /proc/PID/fd is read as root") {
         return;
     }
@@ -590,7 +590,7 @@ fn a_slow_closer_is_watched_for_the_whole_wait() {
 /// the FIN shows it closed, at the time the capture gives.
 #[test]
 fn redis_idle_timeout_after_reboot_is_its_own_close_seen_on_the_wire() {
-    let test = "redis_idle_timeout_after_reboot_is_its_own_close_seen_on_the_wire";
+    let test = common::test_name!();
     if !require_root(test, "reboot needs CAP_NET_ADMIN, the capture CAP_NET_RAW") {
         return;
     }
@@ -623,7 +623,7 @@ fn redis_idle_timeout_after_reboot_is_its_own_close_seen_on_the_wire() {
 
 #[test]
 fn socat_closes_at_eof_and_has_no_keepalive() {
-    let test = "socat_closes_at_eof_and_has_no_keepalive";
+    let test = common::test_name!();
     if !require_tool(test, "socat", &["-V"], "socat not installed") {
         return;
     }
@@ -738,7 +738,7 @@ fn redis_clients_become(addr: &str, want: usize) -> usize {
 
 #[test]
 fn silent_endings_the_program_never_noticed_are_reset_after_the_wait() {
-    let test = "silent_endings_the_program_never_noticed_are_reset_after_the_wait";
+    let test = common::test_name!();
     if !require_root(test, "drop and reboot need CAP_NET_ADMIN") {
         return;
     }
@@ -791,7 +791,7 @@ fn silent_endings_the_program_never_noticed_are_reset_after_the_wait() {
 
 #[test]
 fn unprivileged_check_says_which_endings_it_left_out() {
-    let test = "unprivileged_check_says_which_endings_it_left_out";
+    let test = common::test_name!();
     if !require_root(test, "dropping to an unprivileged user needs root") {
         return;
     }
@@ -821,7 +821,7 @@ fn unprivileged_check_says_which_endings_it_left_out() {
 
 #[test]
 fn drop_and_reboot_without_net_admin_exit_4() {
-    let test = "drop_and_reboot_without_net_admin_exit_4";
+    let test = common::test_name!();
     if !require_root(test, "dropping to an unprivileged user needs root") {
         return;
     }
@@ -845,7 +845,7 @@ fn a_refused_connection_is_a_runtime_failure() {
 
 #[test]
 fn another_users_descriptor_is_not_judged_without_root() {
-    let test = "another_users_descriptor_is_not_judged_without_root";
+    let test = common::test_name!();
     if !require_root(test, "dropping to an unprivileged user needs root") {
         return;
     }
@@ -892,7 +892,7 @@ fn check_listen(args: &[&str], deadline: Duration) -> (Proc, String) {
 
 #[test]
 fn a_redis_replica_notices_every_ending_and_reconnects() {
-    let test = "a_redis_replica_notices_every_ending_and_reconnects";
+    let test = common::test_name!();
     if !require_tool(
         test,
         "redis-server",
@@ -979,7 +979,7 @@ fn a_redis_replica_notices_every_ending_and_reconnects() {
 
 #[test]
 fn a_client_that_does_not_reconnect_leaves_the_later_modes_unjudged() {
-    let test = "a_client_that_does_not_reconnect_leaves_the_later_modes_unjudged";
+    let test = common::test_name!();
     if !require_tool(test, "socat", &["-V"], "socat not installed") {
         return;
     }
@@ -1051,7 +1051,7 @@ fn nginx(port: u16, options: &str) -> (Server, std::path::PathBuf) {
 /// passing on nothing. With a request first, nginx is judged as usual.
 #[test]
 fn nginx_with_deferred_accept_is_not_judged_before_it_accepts() {
-    let test = "nginx_with_deferred_accept_is_not_judged_before_it_accepts";
+    let test = common::test_name!();
     if !require_tool(test, "nginx", &["-v"], "nginx not installed") {
         return;
     }
@@ -1106,7 +1106,7 @@ fn nginx_with_deferred_accept_is_not_judged_before_it_accepts() {
 
 #[test]
 fn nginx_closes_every_idle_connection_after_its_keepalive_timeout() {
-    let test = "nginx_closes_every_idle_connection_after_its_keepalive_timeout";
+    let test = common::test_name!();
     if !require_tool(test, "nginx", &["-v"], "nginx not installed") {
         return;
     }
@@ -1195,7 +1195,7 @@ fn remote_python(test: &str, script: &str) -> Option<(common::topology::Topology
 
 #[test]
 fn a_program_on_another_host_is_judged_from_the_wire() {
-    let test = "a_program_on_another_host_is_judged_from_the_wire";
+    let test = common::test_name!();
     if !require_root(
         test,
         "network namespaces, capture, drop and reboot need root",
@@ -1269,7 +1269,7 @@ fn a_program_on_another_host_is_judged_from_the_wire() {
 
 #[test]
 fn a_leaking_program_on_another_host_is_caught_by_the_ack_of_the_fin() {
-    let test = "a_leaking_program_on_another_host_is_caught_by_the_ack_of_the_fin";
+    let test = common::test_name!();
     let Some((topology, _server, addr)) = remote_python(test, LEAKER) else {
         return;
     };
@@ -1302,7 +1302,7 @@ fn a_leaking_program_on_another_host_is_caught_by_the_ack_of_the_fin() {
 
 #[test]
 fn without_cap_net_raw_a_remote_programs_silent_endings_cannot_be_judged() {
-    let test = "without_cap_net_raw_a_remote_programs_silent_endings_cannot_be_judged";
+    let test = common::test_name!();
     let Some((topology, _server, addr)) = remote_python(test, SOCKETSERVER) else {
         return;
     };

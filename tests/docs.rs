@@ -168,7 +168,7 @@ fn workdir(name: &str) -> (std::path::PathBuf, String) {
 /// passes, and passes again in the same directory: its files are overwritten.
 #[test]
 fn ci_mds_churn_recipe_passes_twice_in_a_row() {
-    let test = "ci_mds_churn_recipe_passes_twice_in_a_row";
+    let test = common::test_name!();
     if !common::require_root(test, "the recipe's --pcap needs CAP_NET_RAW")
         || !common::require_tool(test, "jq", &["--version"], "jq not installed")
         || !common::require_tool(test, "ss", &["-V"], "ss (iproute2) not installed")
@@ -199,7 +199,7 @@ fn ci_mds_churn_recipe_passes_twice_in_a_row() {
 /// Every `jq -es` check in ci.md fails on an empty file (a run that wrote nothing).
 #[test]
 fn ci_mds_jq_checks_fail_on_empty_input() {
-    let test = "ci_mds_jq_checks_fail_on_empty_input";
+    let test = common::test_name!();
     if !common::require_tool(test, "jq", &["--version"], "jq not installed") {
         return;
     }
@@ -291,7 +291,7 @@ fn pair_script(snippet: &str) -> String {
 /// and they can be run again.
 #[test]
 fn the_guides_snippets_run_as_written_and_again() {
-    let test = "the_guides_snippets_run_as_written_and_again";
+    let test = common::test_name!();
     let lab = snippet("docs/guide.md", "## The whole picture: `tcpbye lab`");
     let template = snippet("docs/guide.md", "## How the two-process excerpts were made")
         .replace(" [DETECTION FLAGS]", " --keepalive 1s,1s,2")

@@ -430,7 +430,7 @@ fn connect_with_pcap(path: &std::path::Path, extra: &[&str]) -> Finished {
 
 #[test]
 fn pcap_never_writes_through_a_symlink_nor_over_a_file_without_force() {
-    let test = "pcap_never_writes_through_a_symlink_nor_over_a_file_without_force";
+    let test = common::test_name!();
     if !require_root(test, "--pcap needs CAP_NET_RAW (root)") {
         return;
     }
@@ -465,7 +465,7 @@ fn pcap_never_writes_through_a_symlink_nor_over_a_file_without_force() {
 
 #[test]
 fn a_pcap_write_error_says_write() {
-    let test = "a_pcap_write_error_says_write";
+    let test = common::test_name!();
     if !require_root(test, "--pcap needs CAP_NET_RAW (root)") {
         return;
     }

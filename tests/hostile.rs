@@ -179,7 +179,7 @@ fn serve_once_with_a_timeout_still_reports_a_client_that_came() {
 /// reader with SIGINT and SIGTERM already blocked): refused at once.
 #[test]
 fn pcap_to_a_fifo_is_refused_at_once() {
-    let test = "pcap_to_a_fifo_is_refused_at_once";
+    let test = common::test_name!();
     if !common::require_root(test, "--pcap needs CAP_NET_RAW") {
         return;
     }

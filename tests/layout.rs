@@ -230,7 +230,7 @@ fn fits(what: &str, cols: usize, raw: &str) {
 
 #[test]
 fn lab_check_bench_and_help_fit_80_and_100_column_terminals() {
-    let test = "lab_check_bench_and_help_fit_80_and_100_column_terminals";
+    let test = common::test_name!();
     // The program under test for `check`: a tcpbye serve, which notices each ending.
     let (_server, addr) = serve(&["127.0.0.1:0", "--timeout", "10s"]);
     let addr = addr.to_string();
@@ -280,7 +280,7 @@ fn lab_check_bench_and_help_fit_80_and_100_column_terminals() {
 
 #[test]
 fn serve_and_connect_reports_fit_80_and_100_column_terminals() {
-    let test = "serve_and_connect_reports_fit_80_and_100_column_terminals";
+    let test = common::test_name!();
     for cols in [80, 100] {
         for extra in [
             &[][..],
@@ -328,7 +328,7 @@ fn serve_and_connect_reports_fit_80_and_100_column_terminals() {
 /// stays one line in a pipe (for grep).
 #[test]
 fn long_stderr_lines_fit_the_terminal() {
-    let test = "long_stderr_lines_fit_the_terminal";
+    let test = common::test_name!();
     let (_server, addr) = serve(&["127.0.0.1:0", "--once", "--timeout", "5s"]);
     let addr = addr.to_string();
     // An expectation missed: a line of well over 80 columns.
@@ -449,7 +449,7 @@ fn ascii_when_the_locale_is_not_utf8() {
 
 #[test]
 fn box_drawing_falls_back_to_ascii_on_a_terminal() {
-    let test = "box_drawing_falls_back_to_ascii_on_a_terminal";
+    let test = common::test_name!();
     let (server, addr) = serve(&["127.0.0.1:0", "--timeout", "10s"]);
     let addr = addr.to_string();
     for (locale, boxes) in [("C.UTF-8", true), ("C", false)] {
@@ -472,7 +472,7 @@ fn box_drawing_falls_back_to_ascii_on_a_terminal() {
 
 #[test]
 fn a_dumb_terminal_gets_plain_progress_lines() {
-    let test = "a_dumb_terminal_gets_plain_progress_lines";
+    let test = common::test_name!();
     for (term, erases) in [("xterm", true), ("dumb", false)] {
         let Some(cmd) = in_terminal(
             test,

@@ -33,7 +33,7 @@ fn enough_descriptors(test: &str, wanted: u64) -> bool {
 
 #[test]
 fn ten_thousand_connections_reset_at_once_are_each_reported() {
-    let test = "ten_thousand_connections_reset_at_once_are_each_reported";
+    let test = common::test_name!();
     // This process holds one end of each connection, serve the other.
     let wanted = CONNECTIONS as u64 + 200;
     if !enough_descriptors(test, wanted) {
@@ -95,7 +95,7 @@ fn ten_thousand_connections_reset_at_once_are_each_reported() {
 
 #[test]
 fn a_full_accept_queue_is_told() {
-    let test = "a_full_accept_queue_is_told";
+    let test = common::test_name!();
     let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
         .ok()
         .and_then(|s| s.trim().parse().ok())

@@ -13,7 +13,7 @@ use crate::common::{Cmd, require_root, run, serve};
 /// close by the peer: in the table and in `--brief`.
 #[test]
 fn a_keepalive_timeout_is_not_called_a_close_by_the_peer() {
-    let test = "a_keepalive_timeout_is_not_called_a_close_by_the_peer";
+    let test = common::test_name!();
     if !require_root(test, "connect --close drop needs CAP_NET_ADMIN") {
         return;
     }
@@ -66,7 +66,7 @@ fn a_keepalive_timeout_is_not_called_a_close_by_the_peer() {
 /// `--brief` times a detection from the captured FIN as the table does.
 #[test]
 fn brief_says_a_detection_is_timed_from_the_captured_packet() {
-    let test = "brief_says_a_detection_is_timed_from_the_captured_packet";
+    let test = common::test_name!();
     if !require_root(test, "--pcap needs CAP_NET_RAW") {
         return;
     }
@@ -150,7 +150,7 @@ fn every_command_words_a_missed_expectation_alike() {
 /// Refused on 127.0.0.1 while the server listens on [::1] only: the error says where.
 #[test]
 fn a_refused_ipv4_loopback_connect_points_at_the_ipv6_listener() {
-    let test = "a_refused_ipv4_loopback_connect_points_at_the_ipv6_listener";
+    let test = common::test_name!();
     let Ok(listener) = TcpListener::bind("[::1]:0") else {
         common::skip(test, "no IPv6 loopback");
         return;

@@ -53,6 +53,21 @@ pub fn left(deadline: Instant) -> Duration {
 // ---------------------------------------------------------------------------
 // Skips
 
+/// The name of the test function it is written in, for [`skip`], [`require_root`]
+/// and friends: `require_root(test_name!(), "…")` says which test did not run.
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        fn name_of<T>(_: T) -> &'static str {
+            std::any::type_name::<T>()
+        }
+        let path = name_of(here);
+        let path = path.strip_suffix("::here").unwrap_or(path);
+        path.rsplit("::").next().unwrap_or(path)
+    }};
+}
+pub(crate) use test_name;
+
 /// Set to `1` (CI, as root): a privileged test that cannot run fails instead of skipping.
 pub const REQUIRE_PRIVILEGED: &str = "TCPBYE_TEST_REQUIRE_PRIVILEGED";
 
@@ -1344,4 +1359,12 @@ pub fn close_with_rst(stream: TcpStream) {
     let sock = socket2::Socket::from(stream);
     sock.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
     drop(sock);
+}
+
+#[test]
+fn test_name_is_the_name_of_the_function_it_is_in() {
+    assert_eq!(
+        test_name!(),
+        "test_name_is_the_name_of_the_function_it_is_in"
+    );
 }
