@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::report::path::{
-    AfterFin, FarEnding, FarMissing, FarView, KeepaliveAdvice, PathCase, PathResult, PathSummary,
+    AfterFin, Ending, FarEnding, FarMissing, FarView, KeepaliveAdvice, PathCase, PathResult,
+    PathSummary,
 };
 use crate::report::{Event, EventKind, Report, fmt_us, micros};
 use crate::vocab::{CloseMode, Direction, PathTest, Verdict};
@@ -17,18 +18,18 @@ use crate::vocab::{CloseMode, Direction, PathTest, Verdict};
 pub const DELAY_LIMIT_US: u64 = 100_000;
 
 /// `fin`/`rst` in capitals, for "RST arrived as FIN".
-fn loud(what: &str) -> String {
-    what.to_uppercase()
+fn loud(what: Ending) -> String {
+    what.name().to_uppercase()
 }
 
 /// Judges one ending: `sent` by one end, `arrived` at the other.
 pub fn fidelity(
-    sent: &str,
-    arrived: &str,
+    sent: Ending,
+    arrived: Ending,
     extra_us: Option<u64>,
     after_fin: Option<AfterFin>,
 ) -> (PathResult, String) {
-    if arrived == "nothing" {
+    if arrived == Ending::Nothing {
         return (
             PathResult::Lost,
             format!("{} sent, nothing arrived within --wait", loud(sent)),
@@ -93,7 +94,7 @@ pub fn idle(
             PathResult::Failed,
             format!(
                 "the far end ended the connection itself ({why}; it sent {}): not the path's doing",
-                loud(sent)
+                loud(*sent)
             ),
         );
     }
@@ -314,15 +315,6 @@ fn bytes_after(report: &Report, kind: EventKind, from: u64) -> u64 {
         .sum()
 }
 
-fn verdict_word(verdict: Verdict) -> String {
-    match verdict {
-        Verdict::Fin => "fin".into(),
-        Verdict::Rst => "rst".into(),
-        Verdict::Open => "nothing".into(),
-        other => other.name().into(),
-    }
-}
-
 /// Judges one ending test from the near end's report and the far end's.
 pub fn ending(
     spec: Which<'_>,
@@ -366,11 +358,10 @@ pub fn ending(
             let Some(acted) = near.close_t_us.filter(|_| near.close.is_some()) else {
                 return fail("the near end never got to end the connection");
             };
-            let sent = match near.close {
-                Some(CloseMode::Rst) => "rst",
-                Some(CloseMode::RstUnread) if near.verdict == Verdict::Rst => "rst",
-                _ => "fin",
-            };
+            let sent = Ending::sent_by(
+                near.close.unwrap_or(CloseMode::Fin),
+                near.verdict == Verdict::Rst,
+            );
             // Both ends count from the greeting: the far end from its arrival, the
             // near end from its sending, so its one-way trip is the baseline.
             let extra = far
@@ -381,10 +372,10 @@ pub fn ending(
                 sent: far.sent_after_peer_end,
                 arrived: bytes_after(near, EventKind::Recv, acted),
             });
-            (sent.to_owned(), far.arrived.clone(), extra, after_fin)
+            (sent, far.arrived, extra, after_fin)
         }
         Direction::FarToNear => {
-            let Some(sent) = far.sent.clone() else {
+            let Some(sent) = far.sent else {
                 return fail("the far end did not end the connection");
             };
             let end_t = first_t(near, |e| {
@@ -403,13 +394,13 @@ pub fn ending(
                 sent: end_t.map_or(0, |t| bytes_after(near, EventKind::Send, t)),
                 arrived: far.bytes_after_own_end,
             });
-            (sent, verdict_word(near.verdict), extra, after_fin)
+            (sent, Ending::of_verdict(near.verdict), extra, after_fin)
         }
     };
-    let (result, note) = fidelity(&sent, &arrived, extra, after_fin);
+    let (result, note) = fidelity(sent, arrived, extra, after_fin);
     PathCase {
-        sent,
-        arrived,
+        sent: Some(sent),
+        arrived: Some(arrived),
         extra_us: extra,
         after_fin,
         far: Some(far.clone()),
@@ -433,12 +424,12 @@ pub fn idle_case(
         ),
     };
     let arrived = match far {
-        Ok(f) if f.bytes_after_greeting > 0 => "data",
-        _ => "nothing",
+        Ok(f) if f.bytes_after_greeting > 0 => Ending::Data,
+        _ => Ending::Nothing,
     };
     PathCase {
-        sent: "data".into(),
-        arrived: arrived.into(),
+        sent: Some(Ending::Data),
+        arrived: Some(arrived),
         idle_us: Some(micros(period)),
         ladder: Some(ladder),
         far: far.ok().cloned(),
@@ -506,6 +497,7 @@ mod tests {
             ),
         ];
         for (sent, arrived, extra, after, want, words) in cases {
+            let (sent, arrived) = (Ending::from_name(sent), Ending::from_name(arrived));
             let (got, note) = fidelity(sent, arrived, extra, after);
             assert_eq!(got, want, "{sent} → {arrived}: {note}");
             assert!(note.contains(words), "{note:?} lacks {words:?}");
@@ -518,9 +510,9 @@ mod tests {
             token: "t".into(),
             test: "near-to-far idle".into(),
             open: sent.is_none(),
-            arrived: "nothing".into(),
+            arrived: Ending::Nothing,
             arrived_us: None,
-            sent: sent.map(|(s, _)| s.to_owned()),
+            sent: sent.map(|(s, _)| Ending::from_name(s)),
             sent_us: sent.map(|_| 1_500_000),
             ended_by: sent.map(|(_, why)| why),
             bytes_after_greeting: got,

@@ -14,7 +14,7 @@ use crate::engine::timers::TimerKind;
 use crate::plan::EndPlan;
 use crate::report::EventKind;
 use crate::report::micros;
-use crate::report::path::{FarEnding, FarView};
+use crate::report::path::{Ending, FarEnding, FarView};
 use crate::vocab::{CloseMode, Direction, PathTest, Verdict};
 
 /// A connection whose first bytes look like a greeting (boxed in [`Conn`]: an
@@ -32,7 +32,7 @@ pub(super) struct Far {
     refused: Option<String>,
     /// The far end closed a test connection itself, not as the test asked and
     /// before the near end's ending: when, what its close sent, and why.
-    own_close: Option<(Instant, &'static str, FarEnding)>,
+    own_close: Option<(Instant, Ending, FarEnding)>,
 }
 
 /// The test a greeting named.
@@ -184,7 +184,7 @@ impl Conn {
             .and_then(|s| crate::sys::unread_bytes(s.as_fd()).ok())
             .unwrap_or(0);
         if let Some(far) = self.far.as_deref_mut() {
-            let sent = if unread > 0 { "rst" } else { "fin" };
+            let sent = if unread > 0 { Ending::Rst } else { Ending::Fin };
             far.own_close.get_or_insert((now, sent, why));
         }
     }
@@ -204,11 +204,7 @@ impl Conn {
         let own = self
             .action
             .map(|(at, mode)| {
-                let sent = match mode {
-                    CloseMode::Rst => "rst",
-                    CloseMode::RstUnread if self.verdict == Some(Verdict::Rst) => "rst",
-                    _ => "fin",
-                };
+                let sent = Ending::sent_by(mode, self.verdict == Some(Verdict::Rst));
                 (at, sent, FarEnding::Test)
             })
             .or_else(|| self.far.as_deref()?.own_close);
@@ -217,10 +213,8 @@ impl Conn {
             .detected_at
             .filter(|at| own.is_none_or(|(acted, _, _)| *at != acted));
         let arrived = match (peer_end, self.verdict) {
-            (Some(_), Some(Verdict::Fin)) => "fin".to_owned(),
-            (Some(_), Some(Verdict::Rst)) => "rst".to_owned(),
-            (Some(_), Some(other)) => other.name().to_owned(),
-            _ => "nothing".to_owned(),
+            (Some(_), Some(verdict)) => Ending::of_verdict(verdict),
+            _ => Ending::Nothing,
         };
         let after = |from: Option<Instant>, kind: EventKind| -> u64 {
             let Some(from) = from.map(t_us) else { return 0 };
@@ -239,7 +233,7 @@ impl Conn {
             open: self.phase != Phase::Done,
             arrived,
             arrived_us: peer_end.map(since),
-            sent: own.map(|(_, sent, _)| sent.to_owned()),
+            sent: own.map(|(_, sent, _)| sent),
             sent_us: own.map(|(at, _, _)| since(at)),
             ended_by: own.map(|(_, _, why)| why),
             bytes_after_greeting: got,

@@ -5,7 +5,94 @@
 use serde::{Deserialize, Serialize};
 
 use super::{SCHEMA, fmt_us};
-use crate::vocab::{Direction, PathTest};
+use crate::vocab::{CloseMode, Direction, PathTest, Verdict};
+
+/// What one end of a `path` test sent, or saw arrive: an ending, data, or nothing.
+/// In JSON its name: `fin`, `rst`, `data`, `nothing`, or the verdict of another
+/// end (`timeout`, …); a name this version does not know reads as `unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Fin,
+    Rst,
+    /// The `idle` test's data.
+    Data,
+    Nothing,
+    /// The connection ended some other way (its verdict).
+    Ended(Verdict),
+    Unknown,
+}
+
+impl Ending {
+    /// What a connection that ended with `verdict` saw arrive (`open`: nothing).
+    pub fn of_verdict(verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Fin => Self::Fin,
+            Verdict::Rst => Self::Rst,
+            Verdict::Open => Self::Nothing,
+            other => Self::Ended(other),
+        }
+    }
+
+    /// What a closer sent: an RST for `rst`, and for `rst-unread` when its close
+    /// found data unread (`reset`); otherwise a FIN.
+    pub fn sent_by(mode: CloseMode, reset: bool) -> Self {
+        match mode {
+            CloseMode::Rst => Self::Rst,
+            CloseMode::RstUnread if reset => Self::Rst,
+            _ => Self::Fin,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fin => "fin",
+            Self::Rst => "rst",
+            Self::Data => "data",
+            Self::Nothing => "nothing",
+            Self::Ended(verdict) => verdict.name(),
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "fin" => Self::Fin,
+            "rst" => Self::Rst,
+            "data" => Self::Data,
+            "nothing" => Self::Nothing,
+            other => Verdict::ALL
+                .into_iter()
+                .find(|v| v.name() == other)
+                .map_or(Self::Unknown, Self::of_verdict),
+        }
+    }
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn name_or_dash<S: serde::Serializer>(
+    ending: &Option<Ending>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(ending.map_or("-", Ending::name))
+}
+
+impl Serialize for Ending {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Ending {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Ok(Self::from_name(&name))
+    }
+}
 
 /// What the far end (`serve`) saw of one test connection: the answer to a
 /// control connection's `REPORT` question. Times are µs from the arrival of the
@@ -20,10 +107,10 @@ pub struct FarView {
     /// The connection is still open at the far end.
     pub open: bool,
     /// What arrived from the near end: `fin`, `rst`, `nothing` (or another verdict).
-    pub arrived: String,
+    pub arrived: Ending,
     pub arrived_us: Option<u64>,
     /// What the far end itself sent to end the connection: `fin`, `rst`, or null.
-    pub sent: Option<String>,
+    pub sent: Option<Ending>,
     pub sent_us: Option<u64>,
     /// Why the far end sent `sent`; null when it did not end the connection.
     #[serde(default)]
@@ -161,10 +248,14 @@ pub struct PathCase {
     pub test: PathTest,
     pub direction: Direction,
     pub token: String,
-    /// What the acting end sent: `fin`, `rst` (`data` for idle cases).
-    pub sent: String,
-    /// What arrived at the other end: `fin`, `rst`, `nothing` (`data` for idle cases).
-    pub arrived: String,
+    /// What the acting end sent: `fin`, `rst` (`data` for idle cases); `-` in
+    /// JSON when the test failed before that was known.
+    #[serde(serialize_with = "name_or_dash")]
+    pub sent: Option<Ending>,
+    /// What arrived at the other end: `fin`, `rst`, `nothing` (`data` for idle
+    /// cases); `-` when not known.
+    #[serde(serialize_with = "name_or_dash")]
+    pub arrived: Option<Ending>,
     pub result: PathResult,
     /// How much later the ending arrived than data takes on this path (µs), when
     /// measured: the far end's time from the greeting to the ending minus the near
@@ -261,8 +352,8 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
             t.add_row(vec![
                 c.test.to_string(),
                 c.direction.to_string(),
-                c.sent.clone(),
-                c.arrived.clone(),
+                c.sent.map_or_else(dash, |e| e.name().to_owned()),
+                c.arrived.map_or_else(dash, |e| e.name().to_owned()),
                 c.result.name().to_owned(),
                 c.extra_us.map_or_else(dash, fmt_us),
                 c.note.clone(),
@@ -370,8 +461,8 @@ pub fn case(
         test,
         direction,
         token: token.to_owned(),
-        sent: dash(),
-        arrived: dash(),
+        sent: None,
+        arrived: None,
         result,
         extra_us: None,
         after_fin: None,
@@ -431,5 +522,40 @@ mod tests {
         let own = older.replace(r#""sent":null"#, r#""sent":"fin","ended_by":"timeout""#);
         let view: FarView = serde_json::from_str(&own).expect("answer");
         assert_eq!(view.ended_by, Some(FarEnding::Timeout));
+        assert_eq!(view.arrived, Ending::Fin);
+        assert_eq!(view.sent, Some(Ending::Fin));
+    }
+
+    #[test]
+    fn endings_keep_their_names_in_json() {
+        for (ending, name) in [
+            (Ending::Fin, "fin"),
+            (Ending::Rst, "rst"),
+            (Ending::Data, "data"),
+            (Ending::Nothing, "nothing"),
+            (Ending::Ended(Verdict::Timeout), "timeout"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&ending).unwrap(),
+                format!("\"{name}\"")
+            );
+            assert_eq!(Ending::from_name(name), ending);
+        }
+        // A newer far end's word is read, not refused.
+        assert_eq!(Ending::from_name("teleported"), Ending::Unknown);
+        assert_eq!(Ending::of_verdict(Verdict::Open), Ending::Nothing);
+        assert_eq!(Ending::sent_by(CloseMode::RstUnread, false), Ending::Fin);
+        assert_eq!(Ending::sent_by(CloseMode::RstUnread, true), Ending::Rst);
+        // A case that failed before anything was sent says `-`, as before.
+        let failed = case(
+            PathTest::Fin,
+            Direction::NearToFar,
+            "t",
+            PathResult::Failed,
+            String::new(),
+        );
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json["sent"], "-");
+        assert_eq!(json["arrived"], "-");
     }
 }
