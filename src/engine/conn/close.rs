@@ -28,7 +28,7 @@ impl Conn {
         let now = ctx.now;
         match mode {
             CloseMode::Fin | CloseMode::Half => self.read_all(ctx),
-            CloseMode::RstUnread if self.phase == Phase::Open && self.unread() == 0 => {
+            CloseMode::RstUnread if self.phase == Phase::Open && self.unread(ctx.os) == 0 => {
                 self.phase = Phase::AwaitUnread;
                 self.timeline
                     .note(now, "rst-unread: waiting up to 1s for data to leave unread");
@@ -40,7 +40,7 @@ impl Conn {
                 let in_flight = self
                     .sock
                     .as_ref()
-                    .and_then(|s| sys::unacked_bytes(s.as_fd()).ok())
+                    .and_then(|s| ctx.os.unacked_bytes(s.as_fd()).ok())
                     .unwrap_or(0);
                 if in_flight > 0 && now < deadline {
                     self.phase = Phase::AwaitQuiet;
@@ -57,14 +57,14 @@ impl Conn {
         // the state it was in when this side acted is on record.
         if self.plan.follow_peer {
             self.last_peer_read = None;
-            self.sample(now, true);
+            self.sample(ctx.os, now, true);
         } else {
-            self.sample_once(now);
+            self.sample_once(ctx.os, now);
         }
         let Some(sock) = self.sock.take() else { return };
         // `fin` too: data that arrived after the last read turns its close into an RST.
         let unread = match mode {
-            CloseMode::RstUnread | CloseMode::Fin => sys::unread_bytes(sock.as_fd()).unwrap_or(0),
+            CloseMode::RstUnread | CloseMode::Fin => ctx.os.unread_bytes(sock.as_fd()).unwrap_or(0),
             _ => 0,
         };
         if matches!(mode, CloseMode::Drop | CloseMode::Hang) {
@@ -140,9 +140,9 @@ impl Conn {
             self.phase = Phase::Done;
             return;
         };
-        let found = track.read(t_us, local, self.peer);
+        let found = track.read(ctx.os, t_us, local, self.peer);
         // The other end goes on too: its CLOSE_WAIT, LAST_ACK, or its end.
-        let peer = self.peer_track.read(t_us, self.peer, local);
+        let peer = self.peer_track.read(ctx.os, t_us, self.peer, local);
         let watch_over = now.saturating_duration_since(*started) >= self.plan.linger_watch;
         let own_end = side::afterlife_end(found.as_ref(), watch_over);
         // `follow_peer`: this side's end is noted, and the watch goes on until the

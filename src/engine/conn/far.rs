@@ -15,6 +15,7 @@ use crate::plan::EndPlan;
 use crate::report::EventKind;
 use crate::report::micros;
 use crate::report::path::{FarEnding, FarView};
+use crate::sys::Kernel;
 use crate::vocab::{CloseMode, Direction, PathTest, Verdict};
 
 /// A connection whose first bytes look like a greeting (boxed in [`Conn`]: an
@@ -173,7 +174,7 @@ impl Conn {
     /// the near end ended it and not as the test asked: what its close() sends
     /// (an RST when data is left unread, else a FIN) is kept for the report, so
     /// that `path` never takes it for the path's doing.
-    pub(super) fn far_closing(&mut self, now: Instant, why: FarEnding) {
+    pub(super) fn far_closing(&mut self, os: &dyn Kernel, now: Instant, why: FarEnding) {
         let tagged = self.far.as_deref().is_some_and(|f| f.tag.is_some());
         if !tagged || self.action.is_some() || self.verdict.is_some() {
             return;
@@ -181,7 +182,7 @@ impl Conn {
         let unread = self
             .sock
             .as_ref()
-            .and_then(|s| crate::sys::unread_bytes(s.as_fd()).ok())
+            .and_then(|s| os.unread_bytes(s.as_fd()).ok())
             .unwrap_or(0);
         if let Some(far) = self.far.as_deref_mut() {
             let sent = if unread > 0 { "rst" } else { "fin" };

@@ -11,7 +11,7 @@ use socket2::Socket;
 use super::{Conn, Ctx, Verdict};
 use crate::engine::timers::{TimerKind, later};
 use crate::report::{EventKind, Role};
-use crate::sys;
+use crate::sys::{self, Kernel};
 
 /// The heartbeat request and answer. Any bytes received count as a pong, so an
 /// echo server answers too.
@@ -294,7 +294,7 @@ impl Conn {
         // (the probe sends after it).
         if self.verdict.is_none()
             && self.first_unacked.is_none()
-            && sys::unacked_bytes(sock.as_fd()).unwrap_or(0) == 0
+            && ctx.os.unacked_bytes(sock.as_fd()).unwrap_or(0) == 0
         {
             self.first_unacked = Some(now);
         }
@@ -337,10 +337,10 @@ impl Conn {
     }
 
     /// Bytes received and unread on this socket.
-    pub(super) fn unread(&self) -> usize {
+    pub(super) fn unread(&self, os: &dyn Kernel) -> usize {
         self.sock
             .as_ref()
-            .and_then(|s| sys::unread_bytes(s.as_fd()).ok())
+            .and_then(|s| os.unread_bytes(s.as_fd()).ok())
             .unwrap_or(0)
     }
 }

@@ -15,7 +15,7 @@ use super::timeline::Timeline;
 use super::timers::{TimerKind, Timers, later};
 use crate::plan::EndPlan;
 use crate::report::{AfterlifeEnd, DetectedBy, EventKind, Packet, Role};
-use crate::sys::{self, TcpInfo, TcpState};
+use crate::sys::{self, Kernel, TcpInfo, TcpState};
 use crate::vocab::{CloseMode, Verdict};
 
 mod close;
@@ -52,6 +52,8 @@ pub struct Ctx<'a> {
     pub tokens: &'a mut crate::engine::path::Ledger,
     pub token: u64,
     pub now: Instant,
+    /// What the observer reads from the kernel (a fake in unit tests).
+    pub os: &'a dyn Kernel,
     pub buf: &'a mut [u8],
     pub sample_every: Duration,
     /// Set when the read budget ran out: the reactor comes back without waiting.
@@ -291,8 +293,8 @@ impl Conn {
                 .note(now, format!("detection settings not applied: {e}"));
         }
         match info {
-            Some(info) => self.record_sample(now, info, true),
-            None => self.sample(now, true),
+            Some(info) => self.record_sample(ctx.os, now, info, true),
+            None => self.sample(ctx.os, now, true),
         };
         let plan = Arc::clone(&self.plan);
         if plan.follow_peer {
@@ -376,7 +378,7 @@ impl Conn {
                 self.detect_errno(now, &err);
             }
         }
-        if self.phase == Phase::AwaitUnread && self.unread() > 0 {
+        if self.phase == Phase::AwaitUnread && self.unread(ctx.os) > 0 {
             self.act(ctx, CloseMode::RstUnread);
         }
         if self.plan.close_on_answer
@@ -386,7 +388,7 @@ impl Conn {
         {
             self.act(ctx, self.plan.close);
         }
-        self.sample_once(now);
+        self.sample_once(ctx.os, now);
         self.after_detection(ctx);
     }
 
@@ -422,18 +424,18 @@ impl Conn {
                 self.end_hold(now);
             }
             TimerKind::Timeout if self.verdict.is_none() => {
-                self.far_closing(now, crate::report::path::FarEnding::Timeout);
+                self.far_closing(ctx.os, now, crate::report::path::FarEnding::Timeout);
                 self.timeline.push(now, EventKind::Timeout, |e| {
                     e.detail = Some("nothing detected before --timeout".into());
                 });
-                self.sample(now, true);
+                self.sample(ctx.os, now, true);
                 self.verdict = Some(Verdict::Open);
                 self.finish(now);
             }
             // A sample timer replaced by an earlier one (see `stir`) does nothing.
             TimerKind::Sample if self.next_sample.is_some_and(|at| now < at) => {}
             TimerKind::Sample if self.sock.is_some() => {
-                let news = self.sample(now, false);
+                let news = self.sample(ctx.os, now, false);
                 self.quiet = if !news && self.can_rest() {
                     (self.quiet + 1).min(sample::QUIET_DOUBLINGS)
                 } else {
@@ -453,7 +455,7 @@ impl Conn {
                 self.send_probe(ctx);
                 self.recv_once(ctx);
                 let _ = self.read_so_error(now);
-                self.sample(now, true);
+                self.sample(ctx.os, now, true);
                 self.finish(now);
             }
             _ => {}
@@ -581,7 +583,7 @@ impl Conn {
             && matches!(self.verdict, Some(Verdict::Fin | Verdict::Rst))
             && self.sock.is_some();
         if !probe {
-            self.sample_once(now);
+            self.sample_once(ctx.os, now);
             self.finish(now);
             if self.action.is_some() {
                 self.start_afterlife(ctx);
@@ -649,15 +651,15 @@ impl Conn {
     }
 
     /// Ends the observation now (Ctrl-C, or `lab` ending a holder).
-    pub fn abort(&mut self, now: Instant, why: &str) {
+    pub fn abort(&mut self, os: &dyn Kernel, now: Instant, why: &str) {
         if self.phase == Phase::Holding {
             self.end_hold(now);
             return;
         }
         if self.verdict.is_none() {
-            self.far_closing(now, crate::report::path::FarEnding::Stopped);
+            self.far_closing(os, now, crate::report::path::FarEnding::Stopped);
             self.timeline.note(now, why);
-            self.sample(now, true);
+            self.sample(os, now, true);
             self.verdict = Some(Verdict::Open);
         }
         self.finish(now);

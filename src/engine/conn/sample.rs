@@ -13,7 +13,7 @@ use crate::engine::timers::{TimerKind, later};
 use crate::plan::History;
 use crate::report::progress::{InFlight, Progress, Watch};
 use crate::report::{EventKind, Packet};
-use crate::sys::{self, CaState, TcpInfo, TcpState};
+use crate::sys::{CaState, Kernel, TcpInfo, TcpState};
 
 /// How often the other end's socket is read at most while this side's state holds.
 const PEER_READ_EVERY: Duration = Duration::from_millis(10);
@@ -119,24 +119,30 @@ impl Conn {
     /// Reads TCP_INFO; records state changes, and the snapshot when `always` or
     /// when a counter worth watching moved. Returns whether the state or a
     /// watched counter changed.
-    pub(super) fn sample(&mut self, now: Instant, always: bool) -> bool {
+    pub(super) fn sample(&mut self, os: &dyn Kernel, now: Instant, always: bool) -> bool {
         let Some(sock) = &self.sock else { return false };
-        let Ok(info) = sys::tcp_info(sock.as_fd()) else {
+        let Ok(info) = os.tcp_info(sock.as_fd()) else {
             return false;
         };
-        self.record_sample(now, info, always)
+        self.record_sample(os, now, info, always)
     }
 
     /// A snapshot at `now`, unless one was taken at this same instant and this side
     /// has sent or received nothing since (it would read the same).
-    pub(super) fn sample_once(&mut self, now: Instant) {
+    pub(super) fn sample_once(&mut self, os: &dyn Kernel, now: Instant) {
         if self.info_at != Some(now) {
-            self.sample(now, true);
+            self.sample(os, now, true);
         }
     }
 
     /// Records a TCP_INFO reading; returns whether the state or a watched counter changed.
-    pub(super) fn record_sample(&mut self, now: Instant, info: TcpInfo, always: bool) -> bool {
+    pub(super) fn record_sample(
+        &mut self,
+        os: &dyn Kernel,
+        now: Instant,
+        info: TcpInfo,
+        always: bool,
+    ) -> bool {
         self.info_at = Some(now);
         // The other end's socket (the mirrored 4-tuple) is read through netlink: at
         // each change of this side's state, else at most every PEER_READ_EVERY, so a
@@ -147,7 +153,7 @@ impl Conn {
                 .is_none_or(|at| now.saturating_duration_since(at) >= PEER_READ_EVERY);
         if let Some(local) = self.local.filter(|_| self.plan.peer_side && due) {
             let t_us = self.timeline.t_us(now);
-            self.peer_track.read(t_us, self.peer, local);
+            self.peer_track.read(os, t_us, self.peer, local);
             self.last_peer_read = Some(now);
         }
         if self.verdict.is_none() {

@@ -21,6 +21,7 @@ use super::timers::{RESERVED_FROM, TimerKind, Timers, later};
 use crate::plan::{EndPlan, PcapFile};
 use crate::report::progress::Progress;
 use crate::report::{EventKind, Report, Role};
+use crate::sys::{Kernel, Linux};
 use crate::vocab::CloseMode;
 
 mod churn;
@@ -132,6 +133,8 @@ pub struct Reactor {
     listener: Option<Listener>,
     signals: Option<SignalFd>,
     kernel: KernelTcp,
+    /// What connections read from the kernel (a fake in unit tests).
+    os: &'static dyn Kernel,
     buf: Vec<u8>,
     again: Vec<u64>,
     progress: bool,
@@ -170,6 +173,7 @@ impl Reactor {
             listener: None,
             signals: None,
             kernel: KernelTcp::read(),
+            os: &Linux,
             buf: vec![0; 64 * 1024],
             again: Vec::new(),
             tick: None,
@@ -392,6 +396,7 @@ impl Reactor {
             tokens: &mut self.book.tokens,
             token,
             now: Instant::now(),
+            os: self.os,
             buf: &mut self.buf,
             sample_every,
             again: false,
@@ -551,6 +556,7 @@ impl Reactor {
             tokens: &mut self.book.tokens,
             token,
             now,
+            os: self.os,
             buf: &mut self.buf,
             sample_every,
             again: false,
@@ -697,7 +703,7 @@ impl Reactor {
         sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
     ) -> anyhow::Result<()> {
         for conn in self.conns.values_mut() {
-            conn.abort(now, "interrupted (SIGINT/SIGTERM/SIGHUP)");
+            conn.abort(self.os, now, "interrupted (SIGINT/SIGTERM/SIGHUP)");
         }
         self.done = self.conns.keys().copied().collect();
         self.controls.clear();
@@ -711,7 +717,7 @@ impl Reactor {
     fn shutdown_all(&mut self) {
         let now = Instant::now();
         for conn in self.conns.values_mut() {
-            conn.abort(now, "tcpbye is exiting");
+            conn.abort(self.os, now, "tcpbye is exiting");
         }
         self.conns.clear();
         self.by_tuple.clear();
