@@ -19,7 +19,7 @@ pub(super) const UNREAD_GRACE: Duration = Duration::from_secs(1);
 /// How often a closed socket is read again while following it.
 const AFTERLIFE_POLL: Duration = Duration::from_millis(5);
 /// How long `drop` waits for in-flight data to be acknowledged first.
-const QUIET_GRACE: Duration = Duration::from_secs(2);
+pub(super) const QUIET_GRACE: Duration = Duration::from_secs(2);
 const QUIET_POLL: Duration = Duration::from_millis(5);
 
 impl Conn {

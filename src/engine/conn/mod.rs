@@ -23,6 +23,8 @@ mod far;
 mod io;
 mod outcome;
 mod sample;
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
