@@ -67,7 +67,7 @@ impl Conn {
             CloseMode::RstUnread | CloseMode::Fin => ctx.os.unread_bytes(sock.as_fd()).unwrap_or(0),
             _ => 0,
         };
-        if matches!(mode, CloseMode::Drop | CloseMode::Hang) {
+        if mode.holds_socket() {
             // A vanished or hung peer sees nothing more: stop watching its socket.
             let _ = ctx.epoll.delete(sock.as_fd());
         }

@@ -211,6 +211,20 @@ fn half_keeps_reading_after_its_shutdown() {
     assert_eq!(close_detail(&c), "shutdown(SHUT_WR): FIN, still reading");
 }
 
+#[test]
+fn hang_holds_its_socket_unwatched_until_the_hold_ends() {
+    let mut rig = Rig::new();
+    let start = Instant::now();
+    let (mut c, _other) = closer(&mut rig, CloseMode::Hang, start);
+    c.on_timer(&mut rig.ctx(start), TimerKind::Close);
+    assert!(c.is_holding());
+    assert!(c.sock.is_some(), "a hung process keeps its socket");
+    assert!(c.interest().is_none(), "a holder is not watched");
+    c.end_hold(start + ms(20));
+    assert!(c.is_done() && c.sock.is_none());
+    assert_eq!(c.verdict, Some(Verdict::Open));
+}
+
 /// Runs the connection's sample timers one after another, each when it is due:
 /// the intervals between them, and `quiet` after each.
 fn sample_gaps(rig: &mut Rig, c: &mut Conn, n: usize) -> Vec<(Duration, u32)> {
