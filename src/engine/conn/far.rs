@@ -125,7 +125,7 @@ impl Conn {
                 ..EndPlan::default()
             });
             self.timeline.note(ctx.now, note);
-            self.out.extend_from_slice(path::USED);
+            self.queue.push(path::USED);
             self.flush(ctx);
             ctx.at(ctx.now, TimerKind::Close);
             return;
@@ -147,14 +147,14 @@ impl Conn {
             local_addr: old.local_addr,
             ..EndPlan::default()
         });
-        self.fill_left = 0;
+        self.queue.fill(0);
         if let Some(sock) = &self.sock {
             // Errors leave the socket as it was: serve applied no keepalive then.
             let _ = sock.set_keepalive(false);
             let _ = sock.set_tcp_user_timeout(None);
         }
         self.timeline.note(ctx.now, note);
-        self.out.extend_from_slice(path::ACK);
+        self.queue.push(path::ACK);
         self.flush(ctx);
         if close != CloseMode::None {
             ctx.at(ctx.now, TimerKind::Close);

@@ -10,6 +10,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollFlags};
 use socket2::{Socket, TcpKeepalive};
 
+use self::parts::{Heartbeat, SendQueue};
 use super::side::SideTrack;
 use super::timeline::Timeline;
 use super::timers::{TimerKind, Timers, later};
@@ -22,6 +23,7 @@ mod close;
 mod far;
 mod io;
 mod outcome;
+mod parts;
 mod sample;
 #[cfg(test)]
 mod tests;
@@ -102,13 +104,8 @@ pub struct Conn {
     rto_time_base: u32,
     bytes_sent: u64,
     bytes_received: u64,
-    /// Bytes queued for sending: pongs first, then `fill_left` bytes of FILL.
-    out: Vec<u8>,
-    fill_left: usize,
-    fill_pos: usize,
-    ping_match: usize,
-    rx_since_tick: bool,
-    hb_misses: u32,
+    queue: SendQueue,
+    heartbeat: Heartbeat,
     last_state: Option<TcpState>,
     last_info: Option<TcpInfo>,
     /// When `last_info` was read, until this side next sends or receives: a reading
@@ -210,12 +207,8 @@ impl Conn {
             rto_time_base: 0,
             bytes_sent: 0,
             bytes_received: 0,
-            out: Vec::new(),
-            fill_left: 0,
-            fill_pos: 0,
-            ping_match: 0,
-            rx_since_tick: false,
-            hb_misses: 0,
+            queue: SendQueue::default(),
+            heartbeat: Heartbeat::default(),
             last_state: None,
             last_info: None,
             info_at: None,
@@ -312,8 +305,8 @@ impl Conn {
             self.send_ping(ctx);
             ctx.at(later(now, hb.interval), TimerKind::Heartbeat);
         }
-        self.out.extend_from_slice(&plan.request);
-        self.fill_left = plan.send;
+        self.queue.push(&plan.request);
+        self.queue.fill(plan.send);
         self.flush(ctx);
         self.after_detection(ctx);
         if plan.close != CloseMode::None {

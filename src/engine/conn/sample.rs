@@ -93,8 +93,7 @@ impl Conn {
         self.plan.detection.is_empty()
             && self.phase == Phase::Open
             && self.verdict.is_none()
-            && self.out.is_empty()
-            && self.fill_left == 0
+            && self.queue.is_empty()
             && self.last_info.as_ref().is_some_and(|i| {
                 i.state == TcpState::Established
                     && (i.unacked, i.retransmits, i.probes, i.backoff) == (0, 0, 0, 0)
@@ -218,7 +217,7 @@ impl Conn {
                     backoff: i.backoff,
                     rto_us: i.rto,
                 }),
-            heartbeat_misses: d.heartbeat.map(|hb| (self.hb_misses, hb.misses)),
+            heartbeat_misses: d.heartbeat.map(|hb| (self.heartbeat.misses(), hb.misses)),
             predicted: predict::predict(d, kernel, self.anchors())
                 .map(|p| (p.verdict, p.at.saturating_duration_since(start))),
             timeout: self.plan.timeout,

@@ -491,11 +491,11 @@ fn missed_heartbeats_end_the_connection_and_a_pong_forgives() {
     let (mut c, _other) = conn(plan, start);
     c.begin(&mut rig.ctx(start), EventKind::Connect);
     c.on_timer(&mut rig.ctx(start + ms(100)), TimerKind::Heartbeat);
-    assert_eq!((c.hb_misses, c.verdict), (1, None));
+    assert_eq!((c.heartbeat.misses(), c.verdict), (1, None));
     // Something arrived in the next interval: the count starts over.
-    c.rx_since_tick = true;
+    c.heartbeat.hear(b"pong");
     c.on_timer(&mut rig.ctx(start + ms(200)), TimerKind::Heartbeat);
-    assert_eq!((c.hb_misses, c.verdict), (0, None));
+    assert_eq!((c.heartbeat.misses(), c.verdict), (0, None));
     c.on_timer(&mut rig.ctx(start + ms(300)), TimerKind::Heartbeat);
     assert_eq!(c.verdict, None);
     c.on_timer(&mut rig.ctx(start + ms(400)), TimerKind::Heartbeat);
@@ -544,13 +544,17 @@ fn a_greeting_turns_a_connection_into_the_test_it_names() {
     let (mut c, other) = far_end(&mut rig, start);
     rig.due_by(start + ms(1));
     // As if serve's own data were still to be sent.
-    c.fill_left = 1 << 30;
+    c.queue.fill(1 << 30);
     let line = path::greeting("tok-1", Direction::FarToNear, PathTest::Rst);
     assert!(!greet(&mut rig, &mut c, start + ms(2), &line));
     assert_eq!(c.path_token(), Some("tok-1"));
     assert_eq!(c.plan.close, CloseMode::Rst);
     assert!(!c.plan.probe && !c.plan.path_greetings);
-    assert_eq!(c.fill_left, 0, "serve's own data is not sent on a test");
+    assert_eq!(
+        c.queue.fill_left(),
+        0,
+        "serve's own data is not sent on a test"
+    );
     // The test's ending is due at once, not after serve's minute.
     assert!(rig.due_by(start + ms(2)).contains(&TimerKind::Close));
     assert_eq!(first_bytes(&other, path::ACK.len()), path::ACK);
