@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use socket2::{SockFilter, Socket};
 
 use super::{Conn, Ctx, Phase, Verdict};
-use crate::engine::side::{self, SideTrack};
+use crate::engine::side;
 use crate::engine::timers::{TimerKind, later};
 use crate::report::{AfterlifeEnd, EventKind};
 use crate::sys::{self, TcpState};
@@ -125,7 +125,7 @@ impl Conn {
             self.plan.peer_side && !self.plan.linger_watch.is_zero() && self.local.is_some();
         if follow {
             self.phase = Phase::Afterlife;
-            self.own_track = Some(Box::new((SideTrack::own(), ctx.now)));
+            self.afterlife.begin(ctx.now);
             ctx.at(ctx.now, TimerKind::Afterlife);
         } else {
             self.phase = Phase::Done;
@@ -135,15 +135,14 @@ impl Conn {
     pub(super) fn afterlife_tick(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let t_us = self.timeline.t_us(now);
-        let (Some(local), Some((track, started))) = (self.local, self.own_track.as_deref_mut())
-        else {
+        let (Some(local), Some((track, started))) = (self.local, self.afterlife.track()) else {
             self.phase = Phase::Done;
             return;
         };
         let found = track.read(ctx.os, t_us, local, self.peer);
         // The other end goes on too: its CLOSE_WAIT, LAST_ACK, or its end.
         let peer = self.peer_track.read(ctx.os, t_us, self.peer, local);
-        let watch_over = now.saturating_duration_since(*started) >= self.plan.linger_watch;
+        let watch_over = now.saturating_duration_since(started) >= self.plan.linger_watch;
         let own_end = side::afterlife_end(found.as_ref(), watch_over);
         // `follow_peer`: this side's end is noted, and the watch goes on until the
         // other end's socket is gone or in TIME_WAIT (or the watch is over). An
@@ -152,21 +151,21 @@ impl Conn {
         let hidden = self.peer_track.is_hidden();
         let end = if self.plan.follow_peer && (!hidden || self.packets.is_some()) {
             if let Some(end) = own_end {
-                self.afterlife_end = Some(end);
+                self.afterlife.set_end(end);
             }
             // Never on the first reading: while a socket turns into its TIME_WAIT
             // minisocket a lookup can miss it, so "gone" is read a second time.
-            let second = now.saturating_duration_since(*started) >= AFTERLIFE_POLL;
+            let second = now.saturating_duration_since(started) >= AFTERLIFE_POLL;
             let peer_over = second && !hidden && peer.is_none_or(|d| d.state == TcpState::TimeWait);
             (peer_over || watch_over)
-                .then(|| self.afterlife_end.or(own_end))
+                .then(|| self.afterlife.end().or(own_end))
                 .map(|end| end.unwrap_or(AfterlifeEnd::WatchEnded))
         } else {
             own_end
         };
         match end {
             Some(end) => {
-                self.afterlife_end = Some(end);
+                self.afterlife.set_end(end);
                 self.phase = Phase::Done;
             }
             None => ctx.at(later(now, AFTERLIFE_POLL), TimerKind::Afterlife),

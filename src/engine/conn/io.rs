@@ -76,7 +76,7 @@ impl Conn {
         while let Some(sock) = &self.sock {
             let result = recv(sock, ctx.buf);
             if !matches!(&result, Err(e) if e.kind() == ErrorKind::WouldBlock) {
-                self.info_at = None;
+                self.sampler.touched();
             }
             match result {
                 Ok(0) => {
@@ -137,7 +137,7 @@ impl Conn {
     pub(super) fn recv_once(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let Some(sock) = &self.sock else { return };
-        self.info_at = None;
+        self.sampler.touched();
         match recv(sock, ctx.buf) {
             Ok(n) => {
                 self.bytes_received += n as u64;
@@ -216,7 +216,7 @@ impl Conn {
             }
         }
         if sent > 0 || failure.is_some() {
-            self.info_at = None;
+            self.sampler.touched();
             self.stir(ctx);
         }
         if sent > 0 {
@@ -250,7 +250,7 @@ impl Conn {
         if self.sock.is_none() {
             return;
         }
-        self.info_at = None;
+        self.sampler.touched();
         self.stir(ctx);
         let Some(sock) = &self.sock else { return };
         // The anchor of predictions, which matter only until the end is detected

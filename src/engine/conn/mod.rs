@@ -10,13 +10,13 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollFlags};
 use socket2::{Socket, TcpKeepalive};
 
-use self::parts::{Heartbeat, SendQueue};
+use self::parts::{Afterlife, Heartbeat, Sampler, SendQueue};
 use super::side::SideTrack;
 use super::timeline::Timeline;
 use super::timers::{TimerKind, Timers, later};
 use crate::plan::EndPlan;
-use crate::report::{AfterlifeEnd, DetectedBy, EventKind, Packet, Role};
-use crate::sys::{self, Kernel, TcpInfo, TcpState};
+use crate::report::{DetectedBy, EventKind, Packet, Role};
+use crate::sys::{self, Kernel, TcpInfo};
 use crate::vocab::{CloseMode, Verdict};
 
 mod close;
@@ -106,28 +106,15 @@ pub struct Conn {
     bytes_received: u64,
     queue: SendQueue,
     heartbeat: Heartbeat,
-    last_state: Option<TcpState>,
-    last_info: Option<TcpInfo>,
-    /// When `last_info` was read, until this side next sends or receives: a reading
-    /// at that same instant would repeat it.
-    info_at: Option<Instant>,
-    /// Samples in a row that found nothing new on a connection at rest: each
-    /// doubles the sampling interval, up to [`sample::QUIET_DOUBLINGS`].
-    quiet: u32,
-    /// When the sample timer in force is due; an earlier-armed one that comes
-    /// due later than it was replaced and is ignored.
-    next_sample: Option<Instant>,
+    sampler: Sampler,
     quiet_deadline: Option<Instant>,
     /// Whether EPOLLOUT is in the registered interest.
     out_registered: bool,
     /// The other end's socket, through sock_diag, and when it was last read.
     peer_track: SideTrack,
     last_peer_read: Option<Instant>,
-    /// This side's socket after its close: the readings, and when following began.
-    /// Boxed: only a closer that follows its socket has one, and every connection
-    /// held open (10,000 idle ones in `serve`) would carry its size.
-    own_track: Option<Box<(SideTrack, Instant)>>,
-    afterlife_end: Option<AfterlifeEnd>,
+    /// This side's socket after its close.
+    afterlife: Afterlife,
     /// Captured segments (`--pcap`), when capturing, and how many did not fit.
     packets: Option<Vec<Packet>>,
     packets_dropped: u64,
@@ -209,17 +196,12 @@ impl Conn {
             bytes_received: 0,
             queue: SendQueue::default(),
             heartbeat: Heartbeat::default(),
-            last_state: None,
-            last_info: None,
-            info_at: None,
-            quiet: 0,
-            next_sample: None,
+            sampler: Sampler::default(),
             quiet_deadline: None,
             out_registered: false,
             peer_track: SideTrack::default(),
             last_peer_read: None,
-            own_track: None,
-            afterlife_end: None,
+            afterlife: Afterlife::default(),
             packets: None,
             packets_dropped: 0,
             far: None,
@@ -350,7 +332,7 @@ impl Conn {
         let now = ctx.now;
         self.record_wakeup(now, flags);
         // Sampled below; the interval starts over from the next sample on.
-        self.quiet = 0;
+        self.sampler.start_over();
         match self.phase {
             Phase::Connecting => return self.finish_connect(ctx),
             Phase::Holding | Phase::Done => return,
@@ -428,14 +410,11 @@ impl Conn {
                 self.finish(now);
             }
             // A sample timer replaced by an earlier one (see `stir`) does nothing.
-            TimerKind::Sample if self.next_sample.is_some_and(|at| now < at) => {}
+            TimerKind::Sample if self.sampler.is_replaced(now) => {}
             TimerKind::Sample if self.sock.is_some() => {
                 let news = self.sample(ctx.os, now, false);
-                self.quiet = if !news && self.can_rest() {
-                    (self.quiet + 1).min(sample::QUIET_DOUBLINGS)
-                } else {
-                    0
-                };
+                let can_rest = self.can_rest();
+                self.sampler.sampled(news, can_rest);
                 self.schedule_sample(ctx);
             }
             TimerKind::SendEvery if self.is_live() => {
@@ -540,8 +519,8 @@ impl Conn {
     fn timeout_cause(&self) -> DetectedBy {
         let d = &self.plan.detection;
         let in_flight = self
-            .last_info
-            .as_ref()
+            .sampler
+            .last_info()
             .is_some_and(|i| i.unacked > 0 || i.backoff > 0);
         if d.user_timeout.is_some() {
             DetectedBy::UserTimeout
@@ -592,7 +571,7 @@ impl Conn {
             let _ = self.read_so_error(now);
         }
         self.send_probe(ctx);
-        let rtt = self.last_info.as_ref().map_or(0, |i| i.rtt);
+        let rtt = self.sampler.last_info().map_or(0, |i| i.rtt);
         let gap = Duration::from_micros(u64::from(rtt) * 4)
             .clamp(Duration::from_millis(20), Duration::from_millis(500));
         ctx.at(later(now, gap), TimerKind::Probe);
@@ -658,8 +637,6 @@ impl Conn {
             self.verdict = Some(Verdict::Open);
         }
         self.finish(now);
-        if self.afterlife_end.is_none() && self.own_track.is_some() {
-            self.afterlife_end = Some(AfterlifeEnd::WatchEnded);
-        }
+        self.afterlife.stop();
     }
 }

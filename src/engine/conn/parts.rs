@@ -1,6 +1,13 @@
 //! The observer's owned parts, each with private fields: only its own methods
 //! change it, whatever file of the connection asks.
 
+use std::time::{Duration, Instant};
+
+use crate::engine::side::SideTrack;
+use crate::engine::timers::later;
+use crate::report::{self, AfterlifeEnd};
+use crate::sys::{TcpInfo, TcpState};
+
 /// The heartbeat request. Any bytes received count as a pong, so an echo
 /// server answers too.
 pub(super) const PING: &[u8] = b"tcpbye-ping\n";
@@ -138,6 +145,177 @@ impl Heartbeat {
     /// Intervals in a row without a sign of life so far.
     pub(super) fn misses(&self) -> u32 {
         self.misses
+    }
+}
+
+/// Most doublings of the sampling interval of a connection on which nothing can
+/// change without an epoll wake-up (see `Conn::can_rest`).
+pub(super) const QUIET_DOUBLINGS: u32 = 10;
+
+/// This side's TCP_INFO readings: the last one, when it was taken, and the
+/// pace of the next.
+#[derive(Debug, Default)]
+pub(super) struct Sampler {
+    last_state: Option<TcpState>,
+    last_info: Option<TcpInfo>,
+    /// When `last_info` was read, until this side next sends or receives: a reading
+    /// at that same instant would repeat it.
+    info_at: Option<Instant>,
+    /// Samples in a row that found nothing new on a connection at rest: each
+    /// doubles the sampling interval, up to [`QUIET_DOUBLINGS`].
+    quiet: u32,
+    /// When the sample timer in force is due; an earlier-armed one that comes
+    /// due later than it was replaced and is ignored.
+    next_sample: Option<Instant>,
+}
+
+impl Sampler {
+    /// The last reading.
+    pub(super) fn last_info(&self) -> Option<&TcpInfo> {
+        self.last_info.as_ref()
+    }
+
+    /// The state of the last reading.
+    pub(super) fn last_state(&self) -> Option<TcpState> {
+        self.last_state
+    }
+
+    /// Whether a reading at `now` would repeat the last one.
+    pub(super) fn has_read_at(&self, now: Instant) -> bool {
+        self.info_at == Some(now)
+    }
+
+    /// This side sent or received: a reading now may differ from the last.
+    pub(super) fn touched(&mut self) {
+        self.info_at = None;
+    }
+
+    /// Whether `info` shows a new state, and whether a watched counter moved.
+    pub(super) fn news(&self, info: &TcpInfo) -> (bool, bool) {
+        let new_state = self.last_state != Some(info.state);
+        let moved = self.last_info.as_ref().is_none_or(|last| {
+            (
+                last.retransmits,
+                last.probes,
+                last.backoff,
+                last.unacked,
+                last.total_retrans,
+            ) != (
+                info.retransmits,
+                info.probes,
+                info.backoff,
+                info.unacked,
+                info.total_retrans,
+            )
+        });
+        (new_state, moved)
+    }
+
+    /// Keeps `info`, read at `now`, as the last reading.
+    pub(super) fn keep(&mut self, now: Instant, info: TcpInfo) {
+        self.info_at = Some(now);
+        self.last_state = Some(info.state);
+        self.last_info = Some(info);
+    }
+
+    /// Samples in a row that found nothing new at rest.
+    #[cfg(test)]
+    pub(super) fn quiet(&self) -> u32 {
+        self.quiet
+    }
+
+    /// The interval to the next sample: `every`, doubled per quiet sample.
+    pub(super) fn interval(&self, every: Duration) -> Duration {
+        every.saturating_mul(1u32 << self.quiet.min(QUIET_DOUBLINGS))
+    }
+
+    /// A sample found `news` or not, on a connection that `can_rest` or not:
+    /// the interval doubles once more, or is back to its pace.
+    pub(super) fn sampled(&mut self, news: bool, can_rest: bool) {
+        self.quiet = if !news && can_rest {
+            (self.quiet + 1).min(QUIET_DOUBLINGS)
+        } else {
+            0
+        };
+    }
+
+    /// Something happened on the socket: back to the normal pace. Returns whether
+    /// the sample timer in force comes later than `every` from `now` (re-arm it).
+    pub(super) fn wake(&mut self, now: Instant, every: Duration) -> bool {
+        if self.quiet == 0 {
+            return false;
+        }
+        self.quiet = 0;
+        self.next_sample.is_some_and(|at| at > later(now, every))
+    }
+
+    /// Back to the normal pace from the next sample on.
+    pub(super) fn start_over(&mut self) {
+        self.quiet = 0;
+    }
+
+    /// The sample timer in force is due at `at`.
+    pub(super) fn armed(&mut self, at: Instant) {
+        self.next_sample = Some(at);
+    }
+
+    /// Whether a sample timer firing at `now` was replaced by one due later.
+    pub(super) fn is_replaced(&self, now: Instant) -> bool {
+        self.next_sample.is_some_and(|at| now < at)
+    }
+
+    /// When the sample timer in force is due.
+    #[cfg(test)]
+    pub(super) fn next_sample(&self) -> Option<Instant> {
+        self.next_sample
+    }
+}
+
+/// This side's socket after its close (`--linger-watch`): its readings through
+/// sock_diag, when following began, and how it ended. Boxed: only a closer that
+/// follows its socket has one, and every connection held open (10,000 idle ones
+/// in `serve`) would carry its size.
+#[derive(Debug, Default)]
+pub(super) struct Afterlife {
+    track: Option<Box<(SideTrack, Instant)>>,
+    end: Option<AfterlifeEnd>,
+}
+
+impl Afterlife {
+    /// Starts following this side's closed socket at `now`.
+    pub(super) fn begin(&mut self, now: Instant) {
+        self.track = Some(Box::new((SideTrack::own(), now)));
+    }
+
+    /// The track being followed, and when following began.
+    pub(super) fn track(&mut self) -> Option<(&mut SideTrack, Instant)> {
+        self.track.as_deref_mut().map(|(track, at)| (track, *at))
+    }
+
+    /// How following ended, once it has.
+    pub(super) fn end(&self) -> Option<AfterlifeEnd> {
+        self.end
+    }
+
+    pub(super) fn set_end(&mut self, end: AfterlifeEnd) {
+        self.end = Some(end);
+    }
+
+    /// The observation stopped while following: the watch ended there.
+    pub(super) fn stop(&mut self) {
+        if self.end.is_none() && self.track.is_some() {
+            self.end = Some(AfterlifeEnd::WatchEnded);
+        }
+    }
+
+    /// The report's account, when the socket was followed to an end.
+    pub(super) fn into_report(self, end: Instant) -> Option<report::Afterlife> {
+        let (track, started) = *self.track?;
+        Some(report::Afterlife {
+            states: track.into_samples(),
+            ended: self.end?,
+            watched_us: report::micros(end.saturating_duration_since(started)),
+        })
     }
 }
 

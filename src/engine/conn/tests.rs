@@ -10,7 +10,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollFlags};
 use socket2::Socket;
 
 use super::close::{QUIET_GRACE, UNREAD_GRACE};
-use super::sample::QUIET_DOUBLINGS;
+use super::parts::QUIET_DOUBLINGS;
 use super::{Conn, Ctx, Phase};
 use crate::engine::path::{self, Ledger, VERSION};
 use crate::engine::predict::KernelTcp;
@@ -230,10 +230,10 @@ fn hang_holds_its_socket_unwatched_until_the_hold_ends() {
 fn sample_gaps(rig: &mut Rig, c: &mut Conn, n: usize) -> Vec<(Duration, u32)> {
     let mut gaps = Vec::new();
     for _ in 0..n {
-        let now = c.next_sample.expect("a sample timer is armed");
+        let now = c.sampler.next_sample().expect("a sample timer is armed");
         c.on_timer(&mut rig.ctx(now), TimerKind::Sample);
-        let next = c.next_sample.unwrap();
-        gaps.push((next - now, c.quiet));
+        let next = c.sampler.next_sample().unwrap();
+        gaps.push((next - now, c.sampler.quiet()));
     }
     gaps
 }
@@ -294,10 +294,10 @@ fn a_wake_up_sets_sampling_back_to_its_pace() {
     let (mut c, _other) = conn(EndPlan::default(), start);
     c.begin(&mut rig.ctx(start), EventKind::Connect);
     sample_gaps(&mut rig, &mut c, 4);
-    assert_eq!(c.quiet, 4);
-    let now = c.next_sample.unwrap() - ms(1);
+    assert_eq!(c.sampler.quiet(), 4);
+    let now = c.sampler.next_sample().unwrap() - ms(1);
     c.on_ready(&mut rig.ctx(now), EpollFlags::EPOLLIN);
-    assert_eq!(c.quiet, 0);
+    assert_eq!(c.sampler.quiet(), 0);
 }
 
 #[test]
@@ -306,7 +306,7 @@ fn a_replaced_sample_timer_reads_nothing() {
     let start = Instant::now();
     let (mut c, _other) = conn(EndPlan::default(), start);
     c.begin(&mut rig.ctx(start), EventKind::Connect);
-    let due = c.next_sample.unwrap();
+    let due = c.sampler.next_sample().unwrap();
     let reads = rig.os.info_reads.get();
     c.on_timer(&mut rig.ctx(due - ms(1)), TimerKind::Sample);
     assert_eq!(
