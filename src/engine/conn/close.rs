@@ -28,8 +28,8 @@ impl Conn {
         let now = ctx.now;
         match mode {
             CloseMode::Fin | CloseMode::Half => self.read_all(ctx),
-            CloseMode::RstUnread if self.phase == Phase::Open && self.unread(ctx.os) == 0 => {
-                self.phase = Phase::AwaitUnread;
+            CloseMode::RstUnread if self.phase() == Phase::Open && self.unread(ctx.os) == 0 => {
+                self.enter(Phase::AwaitUnread);
                 self.timeline
                     .note(now, "rst-unread: waiting up to 1s for data to leave unread");
                 ctx.at(later(now, UNREAD_GRACE), TimerKind::Grace);
@@ -43,14 +43,14 @@ impl Conn {
                     .and_then(|s| ctx.os.unacked_bytes(s.as_fd()).ok())
                     .unwrap_or(0);
                 if in_flight > 0 && now < deadline {
-                    self.phase = Phase::AwaitQuiet;
+                    self.enter(Phase::AwaitQuiet);
                     ctx.at(later(now, QUIET_POLL), TimerKind::Grace);
                     return;
                 }
             }
             _ => {}
         }
-        if self.verdict.is_some() || self.phase == Phase::Done {
+        if self.verdict().is_some() || self.phase() == Phase::Done {
             return;
         }
         // `check` (follow_peer): the other end is read right before the action, so
@@ -81,7 +81,7 @@ impl Conn {
                 });
                 self.action = Some((now, mode));
                 self.note_acted(now, mode);
-                self.verdict = Some(match mode {
+                self.conclude(match mode {
                     CloseMode::Rst => Verdict::Rst,
                     CloseMode::RstUnread if unread > 0 => Verdict::Rst,
                     CloseMode::Reboot => Verdict::Open,
@@ -102,9 +102,9 @@ impl Conn {
                 self.note_acted(now, mode);
                 self.sock = Some(sock);
                 if mode == CloseMode::Half {
-                    self.phase = Phase::HalfClosed;
+                    self.enter(Phase::HalfClosed);
                 } else {
-                    self.phase = Phase::Holding;
+                    self.enter(Phase::Holding);
                     if let Some(hold) = self.plan.hold {
                         ctx.at(later(now, hold), TimerKind::HoldEnd);
                     }
@@ -113,7 +113,7 @@ impl Conn {
             Err(e) => {
                 self.timeline
                     .note(now, format!("{mode} on fd {fd} failed: {e}"));
-                self.verdict = Some(Verdict::Error);
+                self.conclude(Verdict::Error);
                 self.finish(now);
             }
         }
@@ -124,11 +124,11 @@ impl Conn {
         let follow =
             self.plan.peer_side && !self.plan.linger_watch.is_zero() && self.local.is_some();
         if follow {
-            self.phase = Phase::Afterlife;
+            self.enter(Phase::Afterlife);
             self.afterlife.begin(ctx.now);
             ctx.at(ctx.now, TimerKind::Afterlife);
         } else {
-            self.phase = Phase::Done;
+            self.enter(Phase::Done);
         }
     }
 
@@ -136,7 +136,7 @@ impl Conn {
         let now = ctx.now;
         let t_us = self.timeline.t_us(now);
         let (Some(local), Some((track, started))) = (self.local, self.afterlife.track()) else {
-            self.phase = Phase::Done;
+            self.enter(Phase::Done);
             return;
         };
         let found = track.read(ctx.os, t_us, local, self.peer);
@@ -166,7 +166,7 @@ impl Conn {
         match end {
             Some(end) => {
                 self.afterlife.set_end(end);
-                self.phase = Phase::Done;
+                self.enter(Phase::Done);
             }
             None => ctx.at(later(now, AFTERLIFE_POLL), TimerKind::Afterlife),
         }
@@ -187,8 +187,10 @@ impl Conn {
             "hold ended: socket closed".to_owned()
         };
         self.timeline.note(now, note);
-        self.verdict.get_or_insert(Verdict::Open);
-        self.phase = Phase::Done;
+        if self.verdict().is_none() {
+            self.conclude(Verdict::Open);
+        }
+        self.enter(Phase::Done);
     }
 }
 

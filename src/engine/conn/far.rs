@@ -166,7 +166,7 @@ impl Conn {
     pub fn take_control(&mut self) -> Option<(Socket, Vec<u8>)> {
         let rest = self.far.as_deref_mut()?.control.take()?;
         let sock = self.sock.take()?;
-        self.phase = Phase::Done;
+        self.enter(Phase::Done);
         Some((sock, rest))
     }
 
@@ -176,7 +176,7 @@ impl Conn {
     /// that `path` never takes it for the path's doing.
     pub(super) fn far_closing(&mut self, os: &dyn Kernel, now: Instant, why: FarEnding) {
         let tagged = self.far.as_deref().is_some_and(|f| f.tag.is_some());
-        if !tagged || self.action.is_some() || self.verdict.is_some() {
+        if !tagged || self.action.is_some() || self.verdict().is_some() {
             return;
         }
         let unread = self
@@ -207,7 +207,7 @@ impl Conn {
             .map(|(at, mode)| {
                 let sent = match mode {
                     CloseMode::Rst => "rst",
-                    CloseMode::RstUnread if self.verdict == Some(Verdict::Rst) => "rst",
+                    CloseMode::RstUnread if self.verdict() == Some(Verdict::Rst) => "rst",
                     _ => "fin",
                 };
                 (at, sent, FarEnding::Test)
@@ -217,7 +217,7 @@ impl Conn {
         let peer_end = self
             .detected_at
             .filter(|at| own.is_none_or(|(acted, _, _)| *at != acted));
-        let arrived = match (peer_end, self.verdict) {
+        let arrived = match (peer_end, self.verdict()) {
             (Some(_), Some(Verdict::Fin)) => "fin".to_owned(),
             (Some(_), Some(Verdict::Rst)) => "rst".to_owned(),
             (Some(_), Some(other)) => other.name().to_owned(),
@@ -237,7 +237,7 @@ impl Conn {
             kind: "path-far".into(),
             token: tag.token.clone(),
             test: format!("{} {}", tag.direction, tag.test),
-            open: self.phase != Phase::Done,
+            open: self.phase() != Phase::Done,
             arrived,
             arrived_us: peer_end.map(since),
             sent: own.map(|(_, sent, _)| sent.to_owned()),

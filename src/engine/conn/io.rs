@@ -128,7 +128,7 @@ impl Conn {
         }
         self.record_data(now, &mut data);
         self.follow_greeting(ctx);
-        if self.queue.has_answers() && self.verdict.is_none() {
+        if self.queue.has_answers() && self.verdict().is_none() {
             self.flush(ctx);
         }
     }
@@ -255,7 +255,7 @@ impl Conn {
         let Some(sock) = &self.sock else { return };
         // The anchor of predictions, which matter only until the end is detected
         // (the probe sends after it).
-        if self.verdict.is_none()
+        if self.verdict().is_none()
             && self.first_unacked.is_none()
             && ctx.os.unacked_bytes(sock.as_fd()).unwrap_or(0) == 0
         {

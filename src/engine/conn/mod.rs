@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollFlags};
 use socket2::{Socket, TcpKeepalive};
 
-use self::parts::{Afterlife, Heartbeat, Sampler, SendQueue};
+use self::parts::{Afterlife, Course, Heartbeat, Sampler, SendQueue};
 use super::side::SideTrack;
 use super::timeline::Timeline;
 use super::timers::{TimerKind, Timers, later};
@@ -79,9 +79,9 @@ pub struct Conn {
     role: Role,
     local: Option<SocketAddr>,
     peer: SocketAddr,
-    phase: Phase,
+    /// Where the connection stands and, once known, how it ended.
+    course: Course,
     timeline: Timeline,
-    verdict: Option<Verdict>,
     /// The peer's RST came after its FIN, before this side sent anything more.
     reset_after_fin: bool,
     detected_by: Option<DetectedBy>,
@@ -178,9 +178,8 @@ impl Conn {
             role,
             local,
             peer,
-            phase,
+            course: Course::new(phase),
             timeline: Timeline::new(start, history),
-            verdict: None,
             reset_after_fin: false,
             detected_by: None,
             detected_at: None,
@@ -210,6 +209,27 @@ impl Conn {
         }
     }
 
+    /// Where the connection stands.
+    fn phase(&self) -> Phase {
+        self.course.phase()
+    }
+
+    /// How the connection ended, once known.
+    fn verdict(&self) -> Option<Verdict> {
+        self.course.verdict()
+    }
+
+    /// Moves the connection to `phase`: the one place a phase changes.
+    fn enter(&mut self, phase: Phase) {
+        self.course.set_phase(phase);
+    }
+
+    /// The connection ended in `verdict` (also replacing an earlier one: a FIN
+    /// that an RST followed): the one place a verdict is set.
+    fn conclude(&mut self, verdict: Verdict) {
+        self.course.set_verdict(verdict);
+    }
+
     pub fn socket(&self) -> Option<&Socket> {
         self.sock.as_ref()
     }
@@ -217,17 +237,17 @@ impl Conn {
     /// The socket and the epoll interest it needs, while it is to be watched.
     pub fn interest(&self) -> Option<(&Socket, EpollFlags)> {
         let sock = self.sock.as_ref()?;
-        (!matches!(self.phase, Phase::Holding | Phase::Done))
+        (!matches!(self.phase(), Phase::Holding | Phase::Done))
             .then(|| (sock, io::interest(self.out_registered)))
     }
 
     pub fn is_done(&self) -> bool {
-        self.phase == Phase::Done
+        self.phase() == Phase::Done
     }
 
     /// Holding silently (`drop`/`hang`) with no end of its own: ends when the observer does.
     pub fn is_holding(&self) -> bool {
-        self.phase == Phase::Holding
+        self.phase() == Phase::Holding
     }
 
     /// The plan this connection follows.
@@ -299,7 +319,7 @@ impl Conn {
                 ctx.at(at, TimerKind::Close);
             }
         }
-        if self.sock.is_some() && self.phase != Phase::Done {
+        if self.sock.is_some() && self.phase() != Phase::Done {
             self.schedule_sample(ctx);
         }
     }
@@ -333,7 +353,7 @@ impl Conn {
         self.record_wakeup(now, flags);
         // Sampled below; the interval starts over from the next sample on.
         self.sampler.start_over();
-        match self.phase {
+        match self.phase() {
             Phase::Connecting => return self.finish_connect(ctx),
             Phase::Holding | Phase::Done => return,
             _ => {}
@@ -355,13 +375,13 @@ impl Conn {
                 self.detect_errno(now, &err);
             }
         }
-        if self.phase == Phase::AwaitUnread && self.unread(ctx.os) > 0 {
+        if self.phase() == Phase::AwaitUnread && self.unread(ctx.os) > 0 {
             self.act(ctx, CloseMode::RstUnread);
         }
         if self.plan.close_on_answer
-            && self.phase == Phase::Open
+            && self.phase() == Phase::Open
             && self.bytes_received > 0
-            && self.verdict.is_none()
+            && self.verdict().is_none()
         {
             self.act(ctx, self.plan.close);
         }
@@ -372,41 +392,41 @@ impl Conn {
     /// A timer fired.
     pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, kind: TimerKind) {
         let now = ctx.now;
-        if self.phase == Phase::Done {
+        if self.phase() == Phase::Done {
             return;
         }
         match kind {
-            TimerKind::Connect if self.phase == Phase::Connecting => {
+            TimerKind::Connect if self.phase() == Phase::Connecting => {
                 self.timeline.push(now, EventKind::Connect, |e| {
                     e.errno = Some("ETIMEDOUT".into());
                     e.detail = Some("no answer within --connect-timeout".into());
                 });
-                self.verdict = Some(Verdict::ConnectTimeout);
+                self.conclude(Verdict::ConnectTimeout);
                 self.finish(now);
             }
             // A `path` greeting may have replaced a plan whose close was due.
             TimerKind::Close
-                if self.phase == Phase::Open
-                    && self.verdict.is_none()
+                if self.phase() == Phase::Open
+                    && self.verdict().is_none()
                     && self.plan.close != CloseMode::None =>
             {
                 self.act(ctx, self.plan.close);
             }
-            TimerKind::Grace => match self.phase {
+            TimerKind::Grace => match self.phase() {
                 Phase::AwaitUnread => self.act(ctx, CloseMode::RstUnread),
                 Phase::AwaitQuiet => self.act(ctx, CloseMode::Drop),
                 _ => {}
             },
-            TimerKind::Timeout | TimerKind::HoldEnd if self.phase == Phase::Holding => {
+            TimerKind::Timeout | TimerKind::HoldEnd if self.phase() == Phase::Holding => {
                 self.end_hold(now);
             }
-            TimerKind::Timeout if self.verdict.is_none() => {
+            TimerKind::Timeout if self.verdict().is_none() => {
                 self.far_closing(ctx.os, now, crate::report::path::FarEnding::Timeout);
                 self.timeline.push(now, EventKind::Timeout, |e| {
                     e.detail = Some("nothing detected before --timeout".into());
                 });
                 self.sample(ctx.os, now, true);
-                self.verdict = Some(Verdict::Open);
+                self.conclude(Verdict::Open);
                 self.finish(now);
             }
             // A sample timer replaced by an earlier one (see `stir`) does nothing.
@@ -424,8 +444,8 @@ impl Conn {
                 }
             }
             TimerKind::Heartbeat if self.is_live() => self.heartbeat_tick(ctx),
-            TimerKind::Afterlife if self.phase == Phase::Afterlife => self.afterlife_tick(ctx),
-            TimerKind::Probe if self.phase == Phase::Probing => {
+            TimerKind::Afterlife if self.phase() == Phase::Afterlife => self.afterlife_tick(ctx),
+            TimerKind::Probe if self.phase() == Phase::Probing => {
                 self.send_probe(ctx);
                 self.recv_once(ctx);
                 let _ = self.read_so_error(now);
@@ -440,15 +460,15 @@ impl Conn {
     /// Open or half-closed and not yet ended: the states in which timers send.
     fn is_live(&self) -> bool {
         matches!(
-            self.phase,
+            self.phase(),
             Phase::Open | Phase::HalfClosed | Phase::AwaitUnread
-        ) && self.verdict.is_none()
+        ) && self.verdict().is_none()
     }
 
     /// Whether this side reads what arrives: a `rst-unread` closer never does.
     fn reads(&self) -> bool {
         !(self.plan.close == CloseMode::RstUnread
-            && matches!(self.phase, Phase::Open | Phase::AwaitUnread))
+            && matches!(self.phase(), Phase::Open | Phase::AwaitUnread))
     }
 
     /// connect() failed at once (before the loop saw it).
@@ -458,7 +478,7 @@ impl Conn {
 
     fn connect_error(&mut self, now: Instant, err: &Error) {
         let errno = sys::errno_name(err);
-        self.verdict = Some(match err.raw_os_error().map(Errno::from_raw) {
+        self.conclude(match err.raw_os_error().map(Errno::from_raw) {
             Some(Errno::ECONNREFUSED) => Verdict::Refused,
             Some(Errno::EHOSTUNREACH | Errno::ENETUNREACH) => Verdict::Unreachable,
             Some(Errno::ETIMEDOUT) => Verdict::ConnectTimeout,
@@ -500,7 +520,7 @@ impl Conn {
         if self.plan.local_addr || self.plan.peer_side || self.packets.is_some() {
             self.local = sock.local_addr().ok().and_then(|a| a.as_socket());
         }
-        self.phase = Phase::Open;
+        self.enter(Phase::Open);
         self.begin_with(ctx, EventKind::Connect, info);
     }
 
@@ -532,19 +552,19 @@ impl Conn {
     }
 
     fn detect(&mut self, now: Instant, verdict: Verdict, by: Option<DetectedBy>) {
-        if self.verdict.is_some() {
+        if self.verdict().is_some() {
             return;
         }
-        self.verdict = Some(verdict);
+        self.conclude(verdict);
         self.detected_by = by;
         self.detected_at = Some(now);
     }
 
     /// After the end was detected: probe (fin/rst from the peer) or finish.
     fn after_detection(&mut self, ctx: &mut Ctx<'_>) {
-        if self.verdict.is_none()
+        if self.verdict().is_none()
             || matches!(
-                self.phase,
+                self.phase(),
                 Phase::Probing | Phase::Done | Phase::Holding | Phase::Afterlife
             )
         {
@@ -554,7 +574,7 @@ impl Conn {
         let so_error_read = self.check_reset_after_fin(now);
         let probe = self.plan.probe
             && self.action.is_none()
-            && matches!(self.verdict, Some(Verdict::Fin | Verdict::Rst))
+            && matches!(self.verdict(), Some(Verdict::Fin | Verdict::Rst))
             && self.sock.is_some();
         if !probe {
             self.sample_once(ctx.os, now);
@@ -566,7 +586,7 @@ impl Conn {
         }
         // What a writer meets after the peer's FIN or RST: the first send, then a
         // second one after the peer has had time to answer.
-        self.phase = Phase::Probing;
+        self.enter(Phase::Probing);
         if !so_error_read {
             let _ = self.read_so_error(now);
         }
@@ -582,7 +602,7 @@ impl Conn {
     /// while recv() still reads the FIN as EOF. Then the peer's ending was a reset,
     /// and the verdict says so. Returns whether SO_ERROR was read.
     fn check_reset_after_fin(&mut self, now: Instant) -> bool {
-        if self.verdict != Some(Verdict::Fin) || self.action.is_some() || self.sock.is_none() {
+        if self.verdict() != Some(Verdict::Fin) || self.action.is_some() || self.sock.is_none() {
             return false;
         }
         let Some(err) = self.read_so_error(now) else {
@@ -600,7 +620,7 @@ impl Conn {
                      from the RST that followed it before this side sent anything"
                 ),
             );
-            self.verdict = Some(Verdict::Rst);
+            self.conclude(Verdict::Rst);
             self.reset_after_fin = true;
         }
         true
@@ -609,7 +629,7 @@ impl Conn {
     /// Closes the socket (if still open) and marks the connection done.
     fn finish(&mut self, now: Instant) {
         if let Some(sock) = self.sock.take() {
-            let detail = match (self.action, self.verdict) {
+            let detail = match (self.action, self.verdict()) {
                 (None, _) => "close(): the observer is done",
                 // This side acted (`half`) and then watched in vain: --timeout or Ctrl-C.
                 (Some(_), None | Some(Verdict::Open)) => {
@@ -621,20 +641,20 @@ impl Conn {
                 .push(now, EventKind::Close, |e| e.detail = Some(detail.into()));
             drop(sock);
         }
-        self.phase = Phase::Done;
+        self.enter(Phase::Done);
     }
 
     /// Ends the observation now (Ctrl-C, or `lab` ending a holder).
     pub fn abort(&mut self, os: &dyn Kernel, now: Instant, why: &str) {
-        if self.phase == Phase::Holding {
+        if self.phase() == Phase::Holding {
             self.end_hold(now);
             return;
         }
-        if self.verdict.is_none() {
+        if self.verdict().is_none() {
             self.far_closing(os, now, crate::report::path::FarEnding::Stopped);
             self.timeline.note(now, why);
             self.sample(os, now, true);
-            self.verdict = Some(Verdict::Open);
+            self.conclude(Verdict::Open);
         }
         self.finish(now);
         self.afterlife.stop();

@@ -11,7 +11,7 @@ impl Conn {
     /// The finished report.
     pub fn into_report(mut self, kernel: KernelTcp) -> Report {
         let end = Instant::now();
-        let verdict = self.verdict.unwrap_or(Verdict::Open);
+        let verdict = self.verdict().unwrap_or(Verdict::Open);
         let closer = match (self.action, self.peer_action) {
             (Some(_), _) => Some(Closer::Local),
             (None, Some(_)) => Some(Closer::Peer),

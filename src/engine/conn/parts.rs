@@ -7,6 +7,9 @@ use crate::engine::side::SideTrack;
 use crate::engine::timers::later;
 use crate::report::{self, AfterlifeEnd};
 use crate::sys::{TcpInfo, TcpState};
+use crate::vocab::Verdict;
+
+use super::Phase;
 
 /// The heartbeat request. Any bytes received count as a pong, so an echo
 /// server answers too.
@@ -145,6 +148,39 @@ impl Heartbeat {
     /// Intervals in a row without a sign of life so far.
     pub(super) fn misses(&self) -> u32 {
         self.misses
+    }
+}
+
+/// Where the connection stands and, once known, how it ended. Changed only
+/// through `Conn::enter` and `Conn::conclude`.
+#[derive(Debug)]
+pub(super) struct Course {
+    phase: Phase,
+    verdict: Option<Verdict>,
+}
+
+impl Course {
+    pub(super) fn new(phase: Phase) -> Self {
+        Self {
+            phase,
+            verdict: None,
+        }
+    }
+
+    pub(super) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub(super) fn verdict(&self) -> Option<Verdict> {
+        self.verdict
+    }
+
+    pub(super) fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+    }
+
+    pub(super) fn set_verdict(&mut self, verdict: Verdict) {
+        self.verdict = Some(verdict);
     }
 }
 

@@ -86,8 +86,8 @@ impl Conn {
     /// sampling may then back off.
     pub(super) fn can_rest(&self) -> bool {
         self.plan.detection.is_empty()
-            && self.phase == Phase::Open
-            && self.verdict.is_none()
+            && self.phase() == Phase::Open
+            && self.verdict().is_none()
             && self.queue.is_empty()
             && self.sampler.last_info().is_some_and(|i| {
                 i.state == TcpState::Established
@@ -143,7 +143,7 @@ impl Conn {
             self.peer_track.read(os, t_us, self.peer, local);
             self.last_peer_read = Some(now);
         }
-        if self.verdict.is_none() {
+        if self.verdict().is_none() {
             self.track_silence(now, &info);
         }
         let (new_state, moved) = self.sampler.news(&info);
@@ -164,7 +164,7 @@ impl Conn {
     pub fn progress(&self, now: Instant, kernel: KernelTcp) -> Option<Progress> {
         let start = self.timeline.start();
         let elapsed = now.saturating_duration_since(start);
-        match self.phase {
+        match self.phase() {
             Phase::Done | Phase::Probing | Phase::Connecting | Phase::Afterlife => return None,
             Phase::Holding => {
                 return Some(Progress::Holding {

@@ -123,16 +123,16 @@ fn drop_waits_until_nothing_is_in_flight() {
     let (mut c, _other) = closer(&mut rig, CloseMode::Drop, start);
     rig.os.unacked.set(1000);
     c.on_timer(&mut rig.ctx(start), TimerKind::Close);
-    assert_eq!(c.phase, Phase::AwaitQuiet);
+    assert_eq!(c.phase(), Phase::AwaitQuiet);
     assert!(c.action.is_none(), "dropped with data in flight");
     assert!(rig.due_by(start + ms(5)).contains(&TimerKind::Grace));
     c.on_timer(&mut rig.ctx(start + ms(5)), TimerKind::Grace);
-    assert_eq!(c.phase, Phase::AwaitQuiet);
+    assert_eq!(c.phase(), Phase::AwaitQuiet);
     rig.os.unacked.set(0);
     c.on_timer(&mut rig.ctx(start + ms(10)), TimerKind::Grace);
-    assert_eq!(c.phase, Phase::Holding);
+    assert_eq!(c.phase(), Phase::Holding);
     assert_eq!(c.action.map(|(_, m)| m), Some(CloseMode::Drop));
-    assert!(c.verdict.is_none(), "a holder has no verdict of its own");
+    assert!(c.verdict().is_none(), "a holder has no verdict of its own");
 }
 
 #[test]
@@ -142,10 +142,10 @@ fn drop_acts_anyway_once_its_grace_is_over() {
     let (mut c, _other) = closer(&mut rig, CloseMode::Drop, start);
     rig.os.unacked.set(1000);
     c.on_timer(&mut rig.ctx(start), TimerKind::Close);
-    assert_eq!(c.phase, Phase::AwaitQuiet);
+    assert_eq!(c.phase(), Phase::AwaitQuiet);
     let past = start + QUIET_GRACE + ms(1);
     c.on_timer(&mut rig.ctx(past), TimerKind::Grace);
-    assert_eq!(c.phase, Phase::Holding);
+    assert_eq!(c.phase(), Phase::Holding);
     assert_eq!(c.action.map(|(_, m)| m), Some(CloseMode::Drop));
 }
 
@@ -155,13 +155,13 @@ fn rst_unread_waits_for_data_to_leave_unread() {
     let start = Instant::now();
     let (mut c, _other) = closer(&mut rig, CloseMode::RstUnread, start);
     c.on_timer(&mut rig.ctx(start), TimerKind::Close);
-    assert_eq!(c.phase, Phase::AwaitUnread);
+    assert_eq!(c.phase(), Phase::AwaitUnread);
     assert!(c.action.is_none());
     assert!(rig.due_by(start + UNREAD_GRACE).contains(&TimerKind::Grace));
     rig.os.unread.set(7);
     c.on_ready(&mut rig.ctx(start + ms(3)), EpollFlags::EPOLLIN);
     assert_eq!(c.action.map(|(_, m)| m), Some(CloseMode::RstUnread));
-    assert_eq!(c.verdict, Some(Verdict::Rst));
+    assert_eq!(c.verdict(), Some(Verdict::Rst));
     assert_eq!(
         close_detail(&c),
         "close() with 7 bytes unread: Linux sends RST"
@@ -174,10 +174,10 @@ fn rst_unread_with_nothing_unread_after_its_grace_sends_a_fin() {
     let start = Instant::now();
     let (mut c, _other) = closer(&mut rig, CloseMode::RstUnread, start);
     c.on_timer(&mut rig.ctx(start), TimerKind::Close);
-    assert_eq!(c.phase, Phase::AwaitUnread);
+    assert_eq!(c.phase(), Phase::AwaitUnread);
     c.on_timer(&mut rig.ctx(start + UNREAD_GRACE), TimerKind::Grace);
     assert_eq!(c.action.map(|(_, m)| m), Some(CloseMode::RstUnread));
-    assert_eq!(c.verdict, Some(Verdict::Fin));
+    assert_eq!(c.verdict(), Some(Verdict::Fin));
     assert_eq!(
         close_detail(&c),
         "close() with nothing unread: Linux sends FIN"
@@ -206,8 +206,8 @@ fn half_keeps_reading_after_its_shutdown() {
     let start = Instant::now();
     let (mut c, _other) = closer(&mut rig, CloseMode::Half, start);
     c.on_timer(&mut rig.ctx(start), TimerKind::Close);
-    assert_eq!(c.phase, Phase::HalfClosed);
-    assert!(c.sock.is_some() && c.verdict.is_none());
+    assert_eq!(c.phase(), Phase::HalfClosed);
+    assert!(c.sock.is_some() && c.verdict().is_none());
     assert_eq!(close_detail(&c), "shutdown(SHUT_WR): FIN, still reading");
 }
 
@@ -222,7 +222,7 @@ fn hang_holds_its_socket_unwatched_until_the_hold_ends() {
     assert!(c.interest().is_none(), "a holder is not watched");
     c.end_hold(start + ms(20));
     assert!(c.is_done() && c.sock.is_none());
-    assert_eq!(c.verdict, Some(Verdict::Open));
+    assert_eq!(c.verdict(), Some(Verdict::Open));
 }
 
 /// Runs the connection's sample timers one after another, each when it is due:
@@ -361,7 +361,7 @@ fn an_etimedout_is_blamed_on_the_mechanism_that_was_running() {
             start + ms(9),
             &io::Error::from_raw_os_error(libc::ETIMEDOUT),
         );
-        assert_eq!(c.verdict, Some(Verdict::Timeout));
+        assert_eq!(c.verdict(), Some(Verdict::Timeout));
         assert_eq!(
             c.detected_by,
             Some(by),
@@ -384,10 +384,14 @@ fn an_errno_names_the_verdict_and_the_first_one_stays() {
     for (errno, verdict) in rows {
         let (mut c, _other) = conn(EndPlan::default(), start);
         c.detect_errno(start, &io::Error::from_raw_os_error(errno));
-        assert_eq!(c.verdict, Some(verdict), "errno {errno}");
+        assert_eq!(c.verdict(), Some(verdict), "errno {errno}");
         assert_eq!(c.detected_by, None);
         c.detect_errno(start, &io::Error::from_raw_os_error(libc::ETIMEDOUT));
-        assert_eq!(c.verdict, Some(verdict), "a later errno replaced the first");
+        assert_eq!(
+            c.verdict(),
+            Some(verdict),
+            "a later errno replaced the first"
+        );
     }
 }
 
@@ -405,7 +409,7 @@ fn a_failed_connect_names_its_verdict() {
         let peer = sock.peer_addr().unwrap().as_socket().unwrap();
         let mut c = Conn::connecting(sock, peer, Arc::new(EndPlan::default()), start, true);
         c.fail_connect(start, &io::Error::from_raw_os_error(errno));
-        assert_eq!(c.verdict, Some(verdict), "errno {errno}");
+        assert_eq!(c.verdict(), Some(verdict), "errno {errno}");
         assert!(c.is_done() && c.sock.is_none());
     }
 }
@@ -491,15 +495,15 @@ fn missed_heartbeats_end_the_connection_and_a_pong_forgives() {
     let (mut c, _other) = conn(plan, start);
     c.begin(&mut rig.ctx(start), EventKind::Connect);
     c.on_timer(&mut rig.ctx(start + ms(100)), TimerKind::Heartbeat);
-    assert_eq!((c.heartbeat.misses(), c.verdict), (1, None));
+    assert_eq!((c.heartbeat.misses(), c.verdict()), (1, None));
     // Something arrived in the next interval: the count starts over.
     c.heartbeat.hear(b"pong");
     c.on_timer(&mut rig.ctx(start + ms(200)), TimerKind::Heartbeat);
-    assert_eq!((c.heartbeat.misses(), c.verdict), (0, None));
+    assert_eq!((c.heartbeat.misses(), c.verdict()), (0, None));
     c.on_timer(&mut rig.ctx(start + ms(300)), TimerKind::Heartbeat);
-    assert_eq!(c.verdict, None);
+    assert_eq!(c.verdict(), None);
     c.on_timer(&mut rig.ctx(start + ms(400)), TimerKind::Heartbeat);
-    assert_eq!(c.verdict, Some(Verdict::Heartbeat));
+    assert_eq!(c.verdict(), Some(Verdict::Heartbeat));
     assert_eq!(c.detected_at, Some(start + ms(400)));
 }
 
