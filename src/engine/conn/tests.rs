@@ -16,8 +16,9 @@ use crate::engine::path::{self, Ledger, VERSION};
 use crate::engine::predict::KernelTcp;
 use crate::engine::timers::{TimerKind, Timers};
 use crate::plan::{Detection, EndPlan, Heartbeat, KeepAlive};
-use crate::report::{Closer, DetectedBy, DetectedFrom, EventKind, Role};
+use crate::report::{AfterlifeEnd, Closer, DetectedBy, DetectedFrom, EventKind, Role};
 use crate::sys::fake::FakeKernel;
+use crate::sys::{DiagSocket, TcpState};
 use crate::vocab::{CloseMode, Direction, PathTest, Verdict};
 
 const TOKEN: u64 = 7;
@@ -625,4 +626,96 @@ fn an_ordinary_first_line_is_not_a_greeting() {
     assert_eq!(c.plan.close, CloseMode::Fin);
     assert_eq!(c.plan.after, Duration::from_secs(60));
     assert!(c.take_control().is_none());
+}
+
+/// What sock_diag shows of a socket in `state`.
+fn diag(state: TcpState) -> DiagSocket {
+    let addr = "127.0.0.1:1".parse().unwrap();
+    DiagSocket {
+        local: addr,
+        remote: addr,
+        state,
+        timer: None,
+        recv_q: 0,
+        send_q: 0,
+        uid: 0,
+        inode: 0,
+        tcp_info: None,
+    }
+}
+
+/// A `fin` closer that follows its socket for `watch` after its close.
+fn follower(rig: &mut Rig, start: Instant, watch: Duration) -> (Conn, Socket) {
+    let plan = EndPlan {
+        close: CloseMode::Fin,
+        peer_side: true,
+        linger_watch: watch,
+        ..EndPlan::default()
+    };
+    let (mut c, other) = conn(plan, start);
+    c.begin(&mut rig.ctx(start), EventKind::Connect);
+    c.on_timer(&mut rig.ctx(start), TimerKind::Close);
+    assert_eq!(c.phase(), Phase::Afterlife);
+    (c, other)
+}
+
+#[test]
+fn a_closer_follows_its_socket_until_time_wait() {
+    let mut rig = Rig::new();
+    *rig.os.diag.borrow_mut() = Some(diag(TcpState::FinWait2));
+    let start = Instant::now();
+    let (mut c, _other) = follower(&mut rig, start, Duration::from_secs(1));
+    c.on_timer(&mut rig.ctx(start + ms(5)), TimerKind::Afterlife);
+    assert_eq!(c.phase(), Phase::Afterlife, "FIN_WAIT2 is no end");
+    assert!(rig.due_by(start + ms(10)).contains(&TimerKind::Afterlife));
+    *rig.os.diag.borrow_mut() = Some(diag(TcpState::TimeWait));
+    c.on_timer(&mut rig.ctx(start + ms(10)), TimerKind::Afterlife);
+    assert!(c.is_done());
+    let report = c.into_report(KernelTcp { retries2: 15 });
+    let afterlife = report.afterlife.expect("the watch is reported");
+    assert_eq!(afterlife.ended, AfterlifeEnd::TimeWait);
+    let states: Vec<_> = afterlife.states.iter().map(|s| s.state).collect();
+    assert_eq!(states, [Some(TcpState::FinWait2), Some(TcpState::TimeWait)]);
+}
+
+#[test]
+fn a_closers_watch_ends_when_the_socket_is_gone_or_time_is_up() {
+    let mut rig = Rig::new();
+    let start = Instant::now();
+    *rig.os.diag.borrow_mut() = Some(diag(TcpState::FinWait2));
+    let (mut gone, _a) = follower(&mut rig, start, Duration::from_secs(1));
+    *rig.os.diag.borrow_mut() = None;
+    gone.on_timer(&mut rig.ctx(start + ms(5)), TimerKind::Afterlife);
+    assert!(gone.is_done());
+    assert_eq!(gone.afterlife.end(), Some(AfterlifeEnd::Gone));
+
+    *rig.os.diag.borrow_mut() = Some(diag(TcpState::FinWait2));
+    let watch = ms(100);
+    let (mut held, _b) = follower(&mut rig, start, watch);
+    held.on_timer(&mut rig.ctx(start + watch - ms(1)), TimerKind::Afterlife);
+    assert!(!held.is_done());
+    held.on_timer(&mut rig.ctx(start + watch + ms(1)), TimerKind::Afterlife);
+    assert!(held.is_done());
+    assert_eq!(held.afterlife.end(), Some(AfterlifeEnd::WatchEnded));
+}
+
+#[test]
+fn the_other_end_is_read_at_each_state_change_else_at_most_every_10ms() {
+    let mut rig = Rig::new();
+    *rig.os.diag.borrow_mut() = Some(diag(TcpState::Established));
+    let start = Instant::now();
+    let plan = EndPlan {
+        peer_side: true,
+        ..EndPlan::default()
+    };
+    let (mut c, _other) = conn(plan, start);
+    c.begin(&mut rig.ctx(start), EventKind::Connect);
+    assert_eq!(rig.os.lookups.get(), 1);
+    c.sample(&rig.os, start + ms(1), false);
+    assert_eq!(rig.os.lookups.get(), 1, "read again within 10 ms");
+    c.sample(&rig.os, start + ms(10), false);
+    assert_eq!(rig.os.lookups.get(), 2);
+    rig.os.set_info(|i| i.state = TcpState::CloseWait);
+    c.sample(&rig.os, start + ms(11), false);
+    assert_eq!(rig.os.lookups.get(), 3, "a state change is read at once");
 }
