@@ -47,6 +47,19 @@ impl CloseMode {
         matches!(self, Self::Drop | Self::Reboot)
     }
 
+    /// Modes after which the closer sends nothing (drop, reboot, hang): no FIN
+    /// or RST announces the end, only a detection mechanism or the peer's own
+    /// send can notice it.
+    pub fn is_silent(self) -> bool {
+        matches!(self, Self::Drop | Self::Reboot | Self::Hang)
+    }
+
+    /// Silent modes whose socket stays open after the action (drop, hang): it
+    /// is held, unwatched, until the hold ends.
+    pub fn holds_socket(self) -> bool {
+        matches!(self, Self::Drop | Self::Hang)
+    }
+
     /// Every mode, in teaching order (`none` last).
     pub const ALL: [CloseMode; 8] = [
         Self::Fin,

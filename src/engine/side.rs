@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::report::{AfterlifeEnd, PeerSide, SideSample, fmt_us};
-use crate::sys::{self, DiagSocket, TcpInfo, TcpState};
+use crate::sys::{DiagSocket, Kernel, TcpInfo, TcpState};
 
 /// Most state readings kept per tracked socket.
 const MAX_SAMPLES: usize = 64;
@@ -42,11 +42,17 @@ impl SideTrack {
 
     /// Reads the socket `local`→`remote` and records it if its state changed.
     /// Returns what was read (`None`: no such socket).
-    pub fn read(&mut self, t_us: u64, local: SocketAddr, remote: SocketAddr) -> Option<DiagSocket> {
+    pub fn read(
+        &mut self,
+        os: &dyn Kernel,
+        t_us: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<DiagSocket> {
         if self.hidden.is_some() {
             return None;
         }
-        let found = match sys::lookup(local, remote) {
+        let found = match os.lookup(local, remote) {
             Ok(found) => found,
             Err(e) => {
                 self.hidden = Some(format!("sock_diag failed: {e}"));

@@ -11,6 +11,12 @@ pub use linux::*;
 mod sock_diag;
 #[cfg(target_os = "linux")]
 pub use sock_diag::{DiagSocket, lookup};
+#[cfg(target_os = "linux")]
+mod kernel;
+#[cfg(target_os = "linux")]
+pub use kernel::{Kernel, Linux};
+#[cfg(all(test, target_os = "linux"))]
+pub mod fake;
 
 mod tcp_info;
 pub use tcp_info::{CaState, TcpInfo, TcpState};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use socket2::{SockFilter, Socket};
 
 use super::{Conn, Ctx, Phase, Verdict};
-use crate::engine::side::{self, SideTrack};
+use crate::engine::side;
 use crate::engine::timers::{TimerKind, later};
 use crate::report::{AfterlifeEnd, EventKind};
 use crate::sys::{self, TcpState};
@@ -19,7 +19,7 @@ pub(super) const UNREAD_GRACE: Duration = Duration::from_secs(1);
 /// How often a closed socket is read again while following it.
 const AFTERLIFE_POLL: Duration = Duration::from_millis(5);
 /// How long `drop` waits for in-flight data to be acknowledged first.
-const QUIET_GRACE: Duration = Duration::from_secs(2);
+pub(super) const QUIET_GRACE: Duration = Duration::from_secs(2);
 const QUIET_POLL: Duration = Duration::from_millis(5);
 
 impl Conn {
@@ -28,8 +28,8 @@ impl Conn {
         let now = ctx.now;
         match mode {
             CloseMode::Fin | CloseMode::Half => self.read_all(ctx),
-            CloseMode::RstUnread if self.phase == Phase::Open && self.unread() == 0 => {
-                self.phase = Phase::AwaitUnread;
+            CloseMode::RstUnread if self.phase() == Phase::Open && self.unread(ctx.os) == 0 => {
+                self.enter(Phase::AwaitUnread);
                 self.timeline
                     .note(now, "rst-unread: waiting up to 1s for data to leave unread");
                 ctx.at(later(now, UNREAD_GRACE), TimerKind::Grace);
@@ -40,34 +40,34 @@ impl Conn {
                 let in_flight = self
                     .sock
                     .as_ref()
-                    .and_then(|s| sys::unacked_bytes(s.as_fd()).ok())
+                    .and_then(|s| ctx.os.unacked_bytes(s.as_fd()).ok())
                     .unwrap_or(0);
                 if in_flight > 0 && now < deadline {
-                    self.phase = Phase::AwaitQuiet;
+                    self.enter(Phase::AwaitQuiet);
                     ctx.at(later(now, QUIET_POLL), TimerKind::Grace);
                     return;
                 }
             }
             _ => {}
         }
-        if self.verdict.is_some() || self.phase == Phase::Done {
+        if self.verdict().is_some() || self.phase() == Phase::Done {
             return;
         }
         // `check` (follow_peer): the other end is read right before the action, so
         // the state it was in when this side acted is on record.
         if self.plan.follow_peer {
             self.last_peer_read = None;
-            self.sample(now, true);
+            self.sample(ctx.os, now, true);
         } else {
-            self.sample_once(now);
+            self.sample_once(ctx.os, now);
         }
         let Some(sock) = self.sock.take() else { return };
         // `fin` too: data that arrived after the last read turns its close into an RST.
         let unread = match mode {
-            CloseMode::RstUnread | CloseMode::Fin => sys::unread_bytes(sock.as_fd()).unwrap_or(0),
+            CloseMode::RstUnread | CloseMode::Fin => ctx.os.unread_bytes(sock.as_fd()).unwrap_or(0),
             _ => 0,
         };
-        if matches!(mode, CloseMode::Drop | CloseMode::Hang) {
+        if mode.holds_socket() {
             // A vanished or hung peer sees nothing more: stop watching its socket.
             let _ = ctx.epoll.delete(sock.as_fd());
         }
@@ -81,7 +81,7 @@ impl Conn {
                 });
                 self.action = Some((now, mode));
                 self.note_acted(now, mode);
-                self.verdict = Some(match mode {
+                self.conclude(match mode {
                     CloseMode::Rst => Verdict::Rst,
                     CloseMode::RstUnread if unread > 0 => Verdict::Rst,
                     CloseMode::Reboot => Verdict::Open,
@@ -102,9 +102,9 @@ impl Conn {
                 self.note_acted(now, mode);
                 self.sock = Some(sock);
                 if mode == CloseMode::Half {
-                    self.phase = Phase::HalfClosed;
+                    self.enter(Phase::HalfClosed);
                 } else {
-                    self.phase = Phase::Holding;
+                    self.enter(Phase::Holding);
                     if let Some(hold) = self.plan.hold {
                         ctx.at(later(now, hold), TimerKind::HoldEnd);
                     }
@@ -113,7 +113,7 @@ impl Conn {
             Err(e) => {
                 self.timeline
                     .note(now, format!("{mode} on fd {fd} failed: {e}"));
-                self.verdict = Some(Verdict::Error);
+                self.conclude(Verdict::Error);
                 self.finish(now);
             }
         }
@@ -124,26 +124,25 @@ impl Conn {
         let follow =
             self.plan.peer_side && !self.plan.linger_watch.is_zero() && self.local.is_some();
         if follow {
-            self.phase = Phase::Afterlife;
-            self.own_track = Some(Box::new((SideTrack::own(), ctx.now)));
+            self.enter(Phase::Afterlife);
+            self.afterlife.begin(ctx.now);
             ctx.at(ctx.now, TimerKind::Afterlife);
         } else {
-            self.phase = Phase::Done;
+            self.enter(Phase::Done);
         }
     }
 
     pub(super) fn afterlife_tick(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let t_us = self.timeline.t_us(now);
-        let (Some(local), Some((track, started))) = (self.local, self.own_track.as_deref_mut())
-        else {
-            self.phase = Phase::Done;
+        let (Some(local), Some((track, started))) = (self.local, self.afterlife.track()) else {
+            self.enter(Phase::Done);
             return;
         };
-        let found = track.read(t_us, local, self.peer);
+        let found = track.read(ctx.os, t_us, local, self.peer);
         // The other end goes on too: its CLOSE_WAIT, LAST_ACK, or its end.
-        let peer = self.peer_track.read(t_us, self.peer, local);
-        let watch_over = now.saturating_duration_since(*started) >= self.plan.linger_watch;
+        let peer = self.peer_track.read(ctx.os, t_us, self.peer, local);
+        let watch_over = now.saturating_duration_since(started) >= self.plan.linger_watch;
         let own_end = side::afterlife_end(found.as_ref(), watch_over);
         // `follow_peer`: this side's end is noted, and the watch goes on until the
         // other end's socket is gone or in TIME_WAIT (or the watch is over). An
@@ -152,22 +151,22 @@ impl Conn {
         let hidden = self.peer_track.is_hidden();
         let end = if self.plan.follow_peer && (!hidden || self.packets.is_some()) {
             if let Some(end) = own_end {
-                self.afterlife_end = Some(end);
+                self.afterlife.set_end(end);
             }
             // Never on the first reading: while a socket turns into its TIME_WAIT
             // minisocket a lookup can miss it, so "gone" is read a second time.
-            let second = now.saturating_duration_since(*started) >= AFTERLIFE_POLL;
+            let second = now.saturating_duration_since(started) >= AFTERLIFE_POLL;
             let peer_over = second && !hidden && peer.is_none_or(|d| d.state == TcpState::TimeWait);
             (peer_over || watch_over)
-                .then(|| self.afterlife_end.or(own_end))
+                .then(|| self.afterlife.end().or(own_end))
                 .map(|end| end.unwrap_or(AfterlifeEnd::WatchEnded))
         } else {
             own_end
         };
         match end {
             Some(end) => {
-                self.afterlife_end = Some(end);
-                self.phase = Phase::Done;
+                self.afterlife.set_end(end);
+                self.enter(Phase::Done);
             }
             None => ctx.at(later(now, AFTERLIFE_POLL), TimerKind::Afterlife),
         }
@@ -188,8 +187,10 @@ impl Conn {
             "hold ended: socket closed".to_owned()
         };
         self.timeline.note(now, note);
-        self.verdict.get_or_insert(Verdict::Open);
-        self.phase = Phase::Done;
+        if self.verdict().is_none() {
+            self.conclude(Verdict::Open);
+        }
+        self.enter(Phase::Done);
     }
 }
 

@@ -15,6 +15,7 @@ use crate::plan::EndPlan;
 use crate::report::EventKind;
 use crate::report::micros;
 use crate::report::path::{Ending, FarEnding, FarView};
+use crate::sys::Kernel;
 use crate::vocab::{CloseMode, Direction, PathTest, Verdict};
 
 /// A connection whose first bytes look like a greeting (boxed in [`Conn`]: an
@@ -124,7 +125,7 @@ impl Conn {
                 ..EndPlan::default()
             });
             self.timeline.note(ctx.now, note);
-            self.out.extend_from_slice(path::USED);
+            self.queue.push(path::USED);
             self.flush(ctx);
             ctx.at(ctx.now, TimerKind::Close);
             return;
@@ -146,14 +147,14 @@ impl Conn {
             local_addr: old.local_addr,
             ..EndPlan::default()
         });
-        self.fill_left = 0;
+        self.queue.fill(0);
         if let Some(sock) = &self.sock {
             // Errors leave the socket as it was: serve applied no keepalive then.
             let _ = sock.set_keepalive(false);
             let _ = sock.set_tcp_user_timeout(None);
         }
         self.timeline.note(ctx.now, note);
-        self.out.extend_from_slice(path::ACK);
+        self.queue.push(path::ACK);
         self.flush(ctx);
         if close != CloseMode::None {
             ctx.at(ctx.now, TimerKind::Close);
@@ -165,7 +166,7 @@ impl Conn {
     pub fn take_control(&mut self) -> Option<(Socket, Vec<u8>)> {
         let rest = self.far.as_deref_mut()?.control.take()?;
         let sock = self.sock.take()?;
-        self.phase = Phase::Done;
+        self.enter(Phase::Done);
         Some((sock, rest))
     }
 
@@ -173,15 +174,15 @@ impl Conn {
     /// the near end ended it and not as the test asked: what its close() sends
     /// (an RST when data is left unread, else a FIN) is kept for the report, so
     /// that `path` never takes it for the path's doing.
-    pub(super) fn far_closing(&mut self, now: Instant, why: FarEnding) {
+    pub(super) fn far_closing(&mut self, os: &dyn Kernel, now: Instant, why: FarEnding) {
         let tagged = self.far.as_deref().is_some_and(|f| f.tag.is_some());
-        if !tagged || self.action.is_some() || self.verdict.is_some() {
+        if !tagged || self.action.is_some() || self.verdict().is_some() {
             return;
         }
         let unread = self
             .sock
             .as_ref()
-            .and_then(|s| crate::sys::unread_bytes(s.as_fd()).ok())
+            .and_then(|s| os.unread_bytes(s.as_fd()).ok())
             .unwrap_or(0);
         if let Some(far) = self.far.as_deref_mut() {
             let sent = if unread > 0 { Ending::Rst } else { Ending::Fin };
@@ -204,7 +205,7 @@ impl Conn {
         let own = self
             .action
             .map(|(at, mode)| {
-                let sent = Ending::sent_by(mode, self.verdict == Some(Verdict::Rst));
+                let sent = Ending::sent_by(mode, self.verdict() == Some(Verdict::Rst));
                 (at, sent, FarEnding::Test)
             })
             .or_else(|| self.far.as_deref()?.own_close);
@@ -212,7 +213,7 @@ impl Conn {
         let peer_end = self
             .detected_at
             .filter(|at| own.is_none_or(|(acted, _, _)| *at != acted));
-        let arrived = match (peer_end, self.verdict) {
+        let arrived = match (peer_end, self.verdict()) {
             (Some(_), Some(verdict)) => Ending::of_verdict(verdict),
             _ => Ending::Nothing,
         };
@@ -230,7 +231,7 @@ impl Conn {
             kind: "path-far".into(),
             token: tag.token.clone(),
             test: format!("{} {}", tag.direction, tag.test),
-            open: self.phase != Phase::Done,
+            open: self.phase() != Phase::Done,
             arrived,
             arrived_us: peer_end.map(since),
             sent: own.map(|(_, sent, _)| sent),

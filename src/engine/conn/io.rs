@@ -8,28 +8,13 @@ use std::time::Instant;
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 use socket2::Socket;
 
+use super::parts::{FILL, PING};
 use super::{Conn, Ctx, Verdict};
 use crate::engine::timers::{TimerKind, later};
 use crate::report::{EventKind, Role};
-use crate::sys;
+use crate::sys::{self, Kernel};
 
-/// The heartbeat request and answer. Any bytes received count as a pong, so an
-/// echo server answers too.
-const PING: &[u8] = b"tcpbye-ping\n";
-const PONG: &[u8] = b"tcpbye-pong\n";
-/// The payload of `--send`, `--send-every` and the post-detection probe.
-const FILL: &[u8] = b"tcpbye-data-0123456789abcdefghijklmnopqrstuvwxyz\n";
 const PROBE: &[u8] = b"tcpbye-probe\n";
-/// FILL repeated, so `--send` writes up to 16 KiB per send() call.
-static FILL_BLOCK: [u8; 16 * 1024] = {
-    let mut block = [0u8; 16 * 1024];
-    let mut i = 0;
-    while i < block.len() {
-        block[i] = FILL[i % FILL.len()];
-        i += 1;
-    }
-    block
-};
 /// Most bytes read per wake-up before other connections get their turn.
 const READ_BUDGET: usize = 1 << 20;
 /// Interest while reading; `EPOLLOUT` is added only while data waits to be sent.
@@ -91,7 +76,7 @@ impl Conn {
         while let Some(sock) = &self.sock {
             let result = recv(sock, ctx.buf);
             if !matches!(&result, Err(e) if e.kind() == ErrorKind::WouldBlock) {
-                self.info_at = None;
+                self.sampler.touched();
             }
             match result {
                 Ok(0) => {
@@ -143,7 +128,7 @@ impl Conn {
         }
         self.record_data(now, &mut data);
         self.follow_greeting(ctx);
-        if !self.out.is_empty() && self.verdict.is_none() {
+        if self.queue.has_answers() && self.verdict().is_none() {
             self.flush(ctx);
         }
     }
@@ -152,7 +137,7 @@ impl Conn {
     pub(super) fn recv_once(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let Some(sock) = &self.sock else { return };
-        self.info_at = None;
+        self.sampler.touched();
         match recv(sock, ctx.buf) {
             Ok(n) => {
                 self.bytes_received += n as u64;
@@ -187,19 +172,8 @@ impl Conn {
     /// Counts received bytes and answers heartbeat pings found in them.
     pub(super) fn on_data(&mut self, bytes: &[u8]) {
         self.bytes_received += bytes.len() as u64;
-        self.rx_since_tick = true;
-        for &b in bytes {
-            if b == PING[self.ping_match] {
-                self.ping_match += 1;
-                if self.ping_match == PING.len() {
-                    self.ping_match = 0;
-                    if self.out.len() < 64 * PONG.len() {
-                        self.out.extend_from_slice(PONG);
-                    }
-                }
-            } else {
-                self.ping_match = usize::from(b == PING[0]);
-            }
+        for _ in 0..self.heartbeat.hear(bytes) {
+            self.queue.push_pong();
         }
     }
 
@@ -224,24 +198,14 @@ impl Conn {
         let mut sent = 0usize;
         let mut failure = None;
         while let Some(sock) = &self.sock {
-            let result = if !self.out.is_empty() {
-                send(sock, &self.out)
-            } else if self.fill_left > 0 {
-                let start = self.fill_pos % FILL.len();
-                let n = self.fill_left.min(FILL_BLOCK.len() - start);
-                send(sock, &FILL_BLOCK[start..start + n])
-            } else {
+            let Some(bytes) = self.queue.next() else {
                 break;
             };
+            let result = send(sock, bytes);
             match result {
                 Ok(n) => {
                     sent += n;
-                    if !self.out.is_empty() {
-                        self.out.drain(..n);
-                    } else {
-                        self.fill_left -= n;
-                        self.fill_pos += n;
-                    }
+                    self.queue.sent(n);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -252,7 +216,7 @@ impl Conn {
             }
         }
         if sent > 0 || failure.is_some() {
-            self.info_at = None;
+            self.sampler.touched();
             self.stir(ctx);
         }
         if sent > 0 {
@@ -265,10 +229,9 @@ impl Conn {
                 ev.errno = Some(sys::errno_name(&e))
             });
             self.detect_errno(now, &e);
-            self.out.clear();
-            self.fill_left = 0;
+            self.queue.clear();
         }
-        let want_out = !self.out.is_empty() || self.fill_left > 0;
+        let want_out = !self.queue.is_empty();
         if let Some(sock) = self
             .sock
             .as_ref()
@@ -287,14 +250,14 @@ impl Conn {
         if self.sock.is_none() {
             return;
         }
-        self.info_at = None;
+        self.sampler.touched();
         self.stir(ctx);
         let Some(sock) = &self.sock else { return };
         // The anchor of predictions, which matter only until the end is detected
         // (the probe sends after it).
-        if self.verdict.is_none()
+        if self.verdict().is_none()
             && self.first_unacked.is_none()
-            && sys::unacked_bytes(sock.as_fd()).unwrap_or(0) == 0
+            && ctx.os.unacked_bytes(sock.as_fd()).unwrap_or(0) == 0
         {
             self.first_unacked = Some(now);
         }
@@ -318,14 +281,8 @@ impl Conn {
             return;
         };
         let now = ctx.now;
-        if self.rx_since_tick {
-            self.hb_misses = 0;
-        } else {
-            self.hb_misses += 1;
-        }
-        self.rx_since_tick = false;
-        if self.hb_misses >= hb.misses {
-            let misses = self.hb_misses;
+        let misses = self.heartbeat.tick();
+        if misses >= hb.misses {
             self.timeline.push(now, EventKind::Note, |e| {
                 e.detail = Some(format!("{misses} heartbeat intervals without a pong"));
             });
@@ -337,10 +294,10 @@ impl Conn {
     }
 
     /// Bytes received and unread on this socket.
-    pub(super) fn unread(&self) -> usize {
+    pub(super) fn unread(&self, os: &dyn Kernel) -> usize {
         self.sock
             .as_ref()
-            .and_then(|s| sys::unread_bytes(s.as_fd()).ok())
+            .and_then(|s| os.unread_bytes(s.as_fd()).ok())
             .unwrap_or(0)
     }
 }

@@ -10,19 +10,23 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollFlags};
 use socket2::{Socket, TcpKeepalive};
 
+use self::parts::{Afterlife, Course, Heartbeat, Sampler, SendQueue};
 use super::side::SideTrack;
 use super::timeline::Timeline;
 use super::timers::{TimerKind, Timers, later};
 use crate::plan::EndPlan;
-use crate::report::{AfterlifeEnd, DetectedBy, EventKind, Packet, Role};
-use crate::sys::{self, TcpInfo, TcpState};
+use crate::report::{DetectedBy, EventKind, Packet, Role};
+use crate::sys::{self, Kernel, TcpInfo};
 use crate::vocab::{CloseMode, Verdict};
 
 mod close;
 mod far;
 mod io;
 mod outcome;
+mod parts;
 mod sample;
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -52,6 +56,8 @@ pub struct Ctx<'a> {
     pub tokens: &'a mut crate::engine::path::Ledger,
     pub token: u64,
     pub now: Instant,
+    /// What the observer reads from the kernel (a fake in unit tests).
+    pub os: &'a dyn Kernel,
     pub buf: &'a mut [u8],
     pub sample_every: Duration,
     /// Set when the read budget ran out: the reactor comes back without waiting.
@@ -73,9 +79,9 @@ pub struct Conn {
     role: Role,
     local: Option<SocketAddr>,
     peer: SocketAddr,
-    phase: Phase,
+    /// Where the connection stands and, once known, how it ended.
+    course: Course,
     timeline: Timeline,
-    verdict: Option<Verdict>,
     /// The peer's RST came after its FIN, before this side sent anything more.
     reset_after_fin: bool,
     detected_by: Option<DetectedBy>,
@@ -98,35 +104,17 @@ pub struct Conn {
     rto_time_base: u32,
     bytes_sent: u64,
     bytes_received: u64,
-    /// Bytes queued for sending: pongs first, then `fill_left` bytes of FILL.
-    out: Vec<u8>,
-    fill_left: usize,
-    fill_pos: usize,
-    ping_match: usize,
-    rx_since_tick: bool,
-    hb_misses: u32,
-    last_state: Option<TcpState>,
-    last_info: Option<TcpInfo>,
-    /// When `last_info` was read, until this side next sends or receives: a reading
-    /// at that same instant would repeat it.
-    info_at: Option<Instant>,
-    /// Samples in a row that found nothing new on a connection at rest: each
-    /// doubles the sampling interval, up to [`sample::QUIET_DOUBLINGS`].
-    quiet: u32,
-    /// When the sample timer in force is due; an earlier-armed one that comes
-    /// due later than it was replaced and is ignored.
-    next_sample: Option<Instant>,
+    queue: SendQueue,
+    heartbeat: Heartbeat,
+    sampler: Sampler,
     quiet_deadline: Option<Instant>,
     /// Whether EPOLLOUT is in the registered interest.
     out_registered: bool,
     /// The other end's socket, through sock_diag, and when it was last read.
     peer_track: SideTrack,
     last_peer_read: Option<Instant>,
-    /// This side's socket after its close: the readings, and when following began.
-    /// Boxed: only a closer that follows its socket has one, and every connection
-    /// held open (10,000 idle ones in `serve`) would carry its size.
-    own_track: Option<Box<(SideTrack, Instant)>>,
-    afterlife_end: Option<AfterlifeEnd>,
+    /// This side's socket after its close.
+    afterlife: Afterlife,
     /// Captured segments (`--pcap`), when capturing, and how many did not fit.
     packets: Option<Vec<Packet>>,
     packets_dropped: u64,
@@ -190,9 +178,8 @@ impl Conn {
             role,
             local,
             peer,
-            phase,
+            course: Course::new(phase),
             timeline: Timeline::new(start, history),
-            verdict: None,
             reset_after_fin: false,
             detected_by: None,
             detected_at: None,
@@ -206,29 +193,41 @@ impl Conn {
             rto_time_base: 0,
             bytes_sent: 0,
             bytes_received: 0,
-            out: Vec::new(),
-            fill_left: 0,
-            fill_pos: 0,
-            ping_match: 0,
-            rx_since_tick: false,
-            hb_misses: 0,
-            last_state: None,
-            last_info: None,
-            info_at: None,
-            quiet: 0,
-            next_sample: None,
+            queue: SendQueue::default(),
+            heartbeat: Heartbeat::default(),
+            sampler: Sampler::default(),
             quiet_deadline: None,
             out_registered: false,
             peer_track: SideTrack::default(),
             last_peer_read: None,
-            own_track: None,
-            afterlife_end: None,
+            afterlife: Afterlife::default(),
             packets: None,
             packets_dropped: 0,
             far: None,
             vanished: None,
             acted: None,
         }
+    }
+
+    /// Where the connection stands.
+    fn phase(&self) -> Phase {
+        self.course.phase()
+    }
+
+    /// How the connection ended, once known.
+    fn verdict(&self) -> Option<Verdict> {
+        self.course.verdict()
+    }
+
+    /// Moves the connection to `phase`: the one place a phase changes.
+    fn enter(&mut self, phase: Phase) {
+        self.course.set_phase(phase);
+    }
+
+    /// The connection ended in `verdict` (also replacing an earlier one: a FIN
+    /// that an RST followed): the one place a verdict is set.
+    fn conclude(&mut self, verdict: Verdict) {
+        self.course.set_verdict(verdict);
     }
 
     pub fn socket(&self) -> Option<&Socket> {
@@ -238,17 +237,17 @@ impl Conn {
     /// The socket and the epoll interest it needs, while it is to be watched.
     pub fn interest(&self) -> Option<(&Socket, EpollFlags)> {
         let sock = self.sock.as_ref()?;
-        (!matches!(self.phase, Phase::Holding | Phase::Done))
+        (!matches!(self.phase(), Phase::Holding | Phase::Done))
             .then(|| (sock, io::interest(self.out_registered)))
     }
 
     pub fn is_done(&self) -> bool {
-        self.phase == Phase::Done
+        self.phase() == Phase::Done
     }
 
     /// Holding silently (`drop`/`hang`) with no end of its own: ends when the observer does.
     pub fn is_holding(&self) -> bool {
-        self.phase == Phase::Holding
+        self.phase() == Phase::Holding
     }
 
     /// The plan this connection follows.
@@ -291,8 +290,8 @@ impl Conn {
                 .note(now, format!("detection settings not applied: {e}"));
         }
         match info {
-            Some(info) => self.record_sample(now, info, true),
-            None => self.sample(now, true),
+            Some(info) => self.record_sample(ctx.os, now, info, true),
+            None => self.sample(ctx.os, now, true),
         };
         let plan = Arc::clone(&self.plan);
         if plan.follow_peer {
@@ -308,8 +307,8 @@ impl Conn {
             self.send_ping(ctx);
             ctx.at(later(now, hb.interval), TimerKind::Heartbeat);
         }
-        self.out.extend_from_slice(&plan.request);
-        self.fill_left = plan.send;
+        self.queue.push(&plan.request);
+        self.queue.fill(plan.send);
         self.flush(ctx);
         self.after_detection(ctx);
         if plan.close != CloseMode::None {
@@ -320,7 +319,7 @@ impl Conn {
                 ctx.at(at, TimerKind::Close);
             }
         }
-        if self.sock.is_some() && self.phase != Phase::Done {
+        if self.sock.is_some() && self.phase() != Phase::Done {
             self.schedule_sample(ctx);
         }
     }
@@ -353,8 +352,8 @@ impl Conn {
         let now = ctx.now;
         self.record_wakeup(now, flags);
         // Sampled below; the interval starts over from the next sample on.
-        self.quiet = 0;
-        match self.phase {
+        self.sampler.start_over();
+        match self.phase() {
             Phase::Connecting => return self.finish_connect(ctx),
             Phase::Holding | Phase::Done => return,
             _ => {}
@@ -376,69 +375,66 @@ impl Conn {
                 self.detect_errno(now, &err);
             }
         }
-        if self.phase == Phase::AwaitUnread && self.unread() > 0 {
+        if self.phase() == Phase::AwaitUnread && self.unread(ctx.os) > 0 {
             self.act(ctx, CloseMode::RstUnread);
         }
         if self.plan.close_on_answer
-            && self.phase == Phase::Open
+            && self.phase() == Phase::Open
             && self.bytes_received > 0
-            && self.verdict.is_none()
+            && self.verdict().is_none()
         {
             self.act(ctx, self.plan.close);
         }
-        self.sample_once(now);
+        self.sample_once(ctx.os, now);
         self.after_detection(ctx);
     }
 
     /// A timer fired.
     pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, kind: TimerKind) {
         let now = ctx.now;
-        if self.phase == Phase::Done {
+        if self.phase() == Phase::Done {
             return;
         }
         match kind {
-            TimerKind::Connect if self.phase == Phase::Connecting => {
+            TimerKind::Connect if self.phase() == Phase::Connecting => {
                 self.timeline.push(now, EventKind::Connect, |e| {
                     e.errno = Some("ETIMEDOUT".into());
                     e.detail = Some("no answer within --connect-timeout".into());
                 });
-                self.verdict = Some(Verdict::ConnectTimeout);
+                self.conclude(Verdict::ConnectTimeout);
                 self.finish(now);
             }
             // A `path` greeting may have replaced a plan whose close was due.
             TimerKind::Close
-                if self.phase == Phase::Open
-                    && self.verdict.is_none()
+                if self.phase() == Phase::Open
+                    && self.verdict().is_none()
                     && self.plan.close != CloseMode::None =>
             {
                 self.act(ctx, self.plan.close);
             }
-            TimerKind::Grace => match self.phase {
+            TimerKind::Grace => match self.phase() {
                 Phase::AwaitUnread => self.act(ctx, CloseMode::RstUnread),
                 Phase::AwaitQuiet => self.act(ctx, CloseMode::Drop),
                 _ => {}
             },
-            TimerKind::Timeout | TimerKind::HoldEnd if self.phase == Phase::Holding => {
+            TimerKind::Timeout | TimerKind::HoldEnd if self.phase() == Phase::Holding => {
                 self.end_hold(now);
             }
-            TimerKind::Timeout if self.verdict.is_none() => {
-                self.far_closing(now, crate::report::path::FarEnding::Timeout);
+            TimerKind::Timeout if self.verdict().is_none() => {
+                self.far_closing(ctx.os, now, crate::report::path::FarEnding::Timeout);
                 self.timeline.push(now, EventKind::Timeout, |e| {
                     e.detail = Some("nothing detected before --timeout".into());
                 });
-                self.sample(now, true);
-                self.verdict = Some(Verdict::Open);
+                self.sample(ctx.os, now, true);
+                self.conclude(Verdict::Open);
                 self.finish(now);
             }
             // A sample timer replaced by an earlier one (see `stir`) does nothing.
-            TimerKind::Sample if self.next_sample.is_some_and(|at| now < at) => {}
+            TimerKind::Sample if self.sampler.is_replaced(now) => {}
             TimerKind::Sample if self.sock.is_some() => {
-                let news = self.sample(now, false);
-                self.quiet = if !news && self.can_rest() {
-                    (self.quiet + 1).min(sample::QUIET_DOUBLINGS)
-                } else {
-                    0
-                };
+                let news = self.sample(ctx.os, now, false);
+                let can_rest = self.can_rest();
+                self.sampler.sampled(news, can_rest);
                 self.schedule_sample(ctx);
             }
             TimerKind::SendEvery if self.is_live() => {
@@ -448,12 +444,12 @@ impl Conn {
                 }
             }
             TimerKind::Heartbeat if self.is_live() => self.heartbeat_tick(ctx),
-            TimerKind::Afterlife if self.phase == Phase::Afterlife => self.afterlife_tick(ctx),
-            TimerKind::Probe if self.phase == Phase::Probing => {
+            TimerKind::Afterlife if self.phase() == Phase::Afterlife => self.afterlife_tick(ctx),
+            TimerKind::Probe if self.phase() == Phase::Probing => {
                 self.send_probe(ctx);
                 self.recv_once(ctx);
                 let _ = self.read_so_error(now);
-                self.sample(now, true);
+                self.sample(ctx.os, now, true);
                 self.finish(now);
             }
             _ => {}
@@ -464,15 +460,15 @@ impl Conn {
     /// Open or half-closed and not yet ended: the states in which timers send.
     fn is_live(&self) -> bool {
         matches!(
-            self.phase,
+            self.phase(),
             Phase::Open | Phase::HalfClosed | Phase::AwaitUnread
-        ) && self.verdict.is_none()
+        ) && self.verdict().is_none()
     }
 
     /// Whether this side reads what arrives: a `rst-unread` closer never does.
     fn reads(&self) -> bool {
         !(self.plan.close == CloseMode::RstUnread
-            && matches!(self.phase, Phase::Open | Phase::AwaitUnread))
+            && matches!(self.phase(), Phase::Open | Phase::AwaitUnread))
     }
 
     /// connect() failed at once (before the loop saw it).
@@ -482,7 +478,7 @@ impl Conn {
 
     fn connect_error(&mut self, now: Instant, err: &Error) {
         let errno = sys::errno_name(err);
-        self.verdict = Some(match err.raw_os_error().map(Errno::from_raw) {
+        self.conclude(match err.raw_os_error().map(Errno::from_raw) {
             Some(Errno::ECONNREFUSED) => Verdict::Refused,
             Some(Errno::EHOSTUNREACH | Errno::ENETUNREACH) => Verdict::Unreachable,
             Some(Errno::ETIMEDOUT) => Verdict::ConnectTimeout,
@@ -524,7 +520,7 @@ impl Conn {
         if self.plan.local_addr || self.plan.peer_side || self.packets.is_some() {
             self.local = sock.local_addr().ok().and_then(|a| a.as_socket());
         }
-        self.phase = Phase::Open;
+        self.enter(Phase::Open);
         self.begin_with(ctx, EventKind::Connect, info);
     }
 
@@ -543,8 +539,8 @@ impl Conn {
     fn timeout_cause(&self) -> DetectedBy {
         let d = &self.plan.detection;
         let in_flight = self
-            .last_info
-            .as_ref()
+            .sampler
+            .last_info()
             .is_some_and(|i| i.unacked > 0 || i.backoff > 0);
         if d.user_timeout.is_some() {
             DetectedBy::UserTimeout
@@ -556,19 +552,19 @@ impl Conn {
     }
 
     fn detect(&mut self, now: Instant, verdict: Verdict, by: Option<DetectedBy>) {
-        if self.verdict.is_some() {
+        if self.verdict().is_some() {
             return;
         }
-        self.verdict = Some(verdict);
+        self.conclude(verdict);
         self.detected_by = by;
         self.detected_at = Some(now);
     }
 
     /// After the end was detected: probe (fin/rst from the peer) or finish.
     fn after_detection(&mut self, ctx: &mut Ctx<'_>) {
-        if self.verdict.is_none()
+        if self.verdict().is_none()
             || matches!(
-                self.phase,
+                self.phase(),
                 Phase::Probing | Phase::Done | Phase::Holding | Phase::Afterlife
             )
         {
@@ -578,10 +574,10 @@ impl Conn {
         let so_error_read = self.check_reset_after_fin(now);
         let probe = self.plan.probe
             && self.action.is_none()
-            && matches!(self.verdict, Some(Verdict::Fin | Verdict::Rst))
+            && matches!(self.verdict(), Some(Verdict::Fin | Verdict::Rst))
             && self.sock.is_some();
         if !probe {
-            self.sample_once(now);
+            self.sample_once(ctx.os, now);
             self.finish(now);
             if self.action.is_some() {
                 self.start_afterlife(ctx);
@@ -590,12 +586,12 @@ impl Conn {
         }
         // What a writer meets after the peer's FIN or RST: the first send, then a
         // second one after the peer has had time to answer.
-        self.phase = Phase::Probing;
+        self.enter(Phase::Probing);
         if !so_error_read {
             let _ = self.read_so_error(now);
         }
         self.send_probe(ctx);
-        let rtt = self.last_info.as_ref().map_or(0, |i| i.rtt);
+        let rtt = self.sampler.last_info().map_or(0, |i| i.rtt);
         let gap = Duration::from_micros(u64::from(rtt) * 4)
             .clamp(Duration::from_millis(20), Duration::from_millis(500));
         ctx.at(later(now, gap), TimerKind::Probe);
@@ -606,7 +602,7 @@ impl Conn {
     /// while recv() still reads the FIN as EOF. Then the peer's ending was a reset,
     /// and the verdict says so. Returns whether SO_ERROR was read.
     fn check_reset_after_fin(&mut self, now: Instant) -> bool {
-        if self.verdict != Some(Verdict::Fin) || self.action.is_some() || self.sock.is_none() {
+        if self.verdict() != Some(Verdict::Fin) || self.action.is_some() || self.sock.is_none() {
             return false;
         }
         let Some(err) = self.read_so_error(now) else {
@@ -624,7 +620,7 @@ impl Conn {
                      from the RST that followed it before this side sent anything"
                 ),
             );
-            self.verdict = Some(Verdict::Rst);
+            self.conclude(Verdict::Rst);
             self.reset_after_fin = true;
         }
         true
@@ -633,7 +629,7 @@ impl Conn {
     /// Closes the socket (if still open) and marks the connection done.
     fn finish(&mut self, now: Instant) {
         if let Some(sock) = self.sock.take() {
-            let detail = match (self.action, self.verdict) {
+            let detail = match (self.action, self.verdict()) {
                 (None, _) => "close(): the observer is done",
                 // This side acted (`half`) and then watched in vain: --timeout or Ctrl-C.
                 (Some(_), None | Some(Verdict::Open)) => {
@@ -645,24 +641,22 @@ impl Conn {
                 .push(now, EventKind::Close, |e| e.detail = Some(detail.into()));
             drop(sock);
         }
-        self.phase = Phase::Done;
+        self.enter(Phase::Done);
     }
 
     /// Ends the observation now (Ctrl-C, or `lab` ending a holder).
-    pub fn abort(&mut self, now: Instant, why: &str) {
-        if self.phase == Phase::Holding {
+    pub fn abort(&mut self, os: &dyn Kernel, now: Instant, why: &str) {
+        if self.phase() == Phase::Holding {
             self.end_hold(now);
             return;
         }
-        if self.verdict.is_none() {
-            self.far_closing(now, crate::report::path::FarEnding::Stopped);
+        if self.verdict().is_none() {
+            self.far_closing(os, now, crate::report::path::FarEnding::Stopped);
             self.timeline.note(now, why);
-            self.sample(now, true);
-            self.verdict = Some(Verdict::Open);
+            self.sample(os, now, true);
+            self.conclude(Verdict::Open);
         }
         self.finish(now);
-        if self.afterlife_end.is_none() && self.own_track.is_some() {
-            self.afterlife_end = Some(AfterlifeEnd::WatchEnded);
-        }
+        self.afterlife.stop();
     }
 }

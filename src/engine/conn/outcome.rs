@@ -4,14 +4,14 @@ use std::time::Instant;
 
 use super::Conn;
 use crate::engine::predict::{self, KernelTcp};
-use crate::report::{Afterlife, Closer, DetectedFrom, Report, SCHEMA, Verdict, micros};
+use crate::report::{Closer, DetectedFrom, Report, SCHEMA, Verdict, micros};
 use crate::vocab::CloseMode;
 
 impl Conn {
     /// The finished report.
     pub fn into_report(mut self, kernel: KernelTcp) -> Report {
         let end = Instant::now();
-        let verdict = self.verdict.unwrap_or(Verdict::Open);
+        let verdict = self.verdict().unwrap_or(Verdict::Open);
         let closer = match (self.action, self.peer_action) {
             (Some(_), _) => Some(Closer::Local),
             (None, Some(_)) => Some(Closer::Peer),
@@ -67,14 +67,9 @@ impl Conn {
             .plan
             .peer_side
             .then(|| self.peer_track.into_peer_side());
-        let afterlife = match (self.own_track.map(|b| *b), self.action, self.afterlife_end) {
-            (Some((track, started)), Some(_), Some(ended)) => Some(Afterlife {
-                states: track.into_samples(),
-                ended,
-                watched_us: micros(end.saturating_duration_since(started)),
-            }),
-            _ => None,
-        };
+        let afterlife = self
+            .action
+            .and_then(|_| std::mem::take(&mut self.afterlife).into_report(end));
         let snapshots = std::mem::take(&mut self.timeline.snapshots);
         let (events_dropped, snapshots_dropped) = (
             self.timeline.events_dropped,

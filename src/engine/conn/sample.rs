@@ -13,7 +13,7 @@ use crate::engine::timers::{TimerKind, later};
 use crate::plan::History;
 use crate::report::progress::{InFlight, Progress, Watch};
 use crate::report::{EventKind, Packet, TcpFlag};
-use crate::sys::{self, CaState, TcpInfo, TcpState};
+use crate::sys::{CaState, Kernel, TcpInfo, TcpState};
 
 /// How often the other end's socket is read at most while this side's state holds.
 const PEER_READ_EVERY: Duration = Duration::from_millis(10);
@@ -23,9 +23,6 @@ const MAX_PACKETS: usize = 4096;
 const COMPACT_PACKETS: usize = 64;
 /// Longest a TCP_INFO sample waits so that other connections' samples share its wake-up.
 const SAMPLE_SLACK_MAX: Duration = Duration::from_millis(1024);
-/// Most doublings of the sampling interval of a connection on which nothing can
-/// change without an epoll wake-up (see [`Conn::can_rest`]).
-pub(super) const QUIET_DOUBLINGS: u32 = 10;
 
 impl Conn {
     /// Starts keeping captured segments for the report.
@@ -76,9 +73,7 @@ impl Conn {
     /// [`SAMPLE_SLACK_MAX`]) so that the samples of many connections share a
     /// wake-up instead of each costing one.
     pub(super) fn schedule_sample(&mut self, ctx: &mut Ctx<'_>) {
-        let every = ctx
-            .sample_every
-            .saturating_mul(1u32 << self.quiet.min(QUIET_DOUBLINGS));
+        let every = self.sampler.interval(ctx.sample_every);
         let quarter_ms = (every / 4).min(SAMPLE_SLACK_MAX).as_millis() as u64;
         let slack = match quarter_ms {
             0 => Duration::ZERO,
@@ -87,7 +82,7 @@ impl Conn {
         let at = ctx
             .timers
             .at_coarse(later(ctx.now, every), slack, ctx.token, TimerKind::Sample);
-        self.next_sample = Some(at);
+        self.sampler.armed(at);
     }
 
     /// Nothing on this socket can change without an epoll wake-up: no detection
@@ -95,11 +90,10 @@ impl Conn {
     /// sampling may then back off.
     pub(super) fn can_rest(&self) -> bool {
         self.plan.detection.is_empty()
-            && self.phase == Phase::Open
-            && self.verdict.is_none()
-            && self.out.is_empty()
-            && self.fill_left == 0
-            && self.last_info.as_ref().is_some_and(|i| {
+            && self.phase() == Phase::Open
+            && self.verdict().is_none()
+            && self.queue.is_empty()
+            && self.sampler.last_info().is_some_and(|i| {
                 i.state == TcpState::Established
                     && (i.unacked, i.retransmits, i.probes, i.backoff) == (0, 0, 0, 0)
                     && i.notsent_bytes.unwrap_or(0) == 0
@@ -108,13 +102,7 @@ impl Conn {
 
     /// This side sent something: sampling is back to its normal pace at once.
     pub(super) fn stir(&mut self, ctx: &mut Ctx<'_>) {
-        if self.quiet == 0 {
-            return;
-        }
-        self.quiet = 0;
-        let due_later = self
-            .next_sample
-            .is_some_and(|at| at > later(ctx.now, ctx.sample_every));
+        let due_later = self.sampler.wake(ctx.now, ctx.sample_every);
         if due_later && self.sock.is_some() {
             self.schedule_sample(ctx);
         }
@@ -123,66 +111,55 @@ impl Conn {
     /// Reads TCP_INFO; records state changes, and the snapshot when `always` or
     /// when a counter worth watching moved. Returns whether the state or a
     /// watched counter changed.
-    pub(super) fn sample(&mut self, now: Instant, always: bool) -> bool {
+    pub(super) fn sample(&mut self, os: &dyn Kernel, now: Instant, always: bool) -> bool {
         let Some(sock) = &self.sock else { return false };
-        let Ok(info) = sys::tcp_info(sock.as_fd()) else {
+        let Ok(info) = os.tcp_info(sock.as_fd()) else {
             return false;
         };
-        self.record_sample(now, info, always)
+        self.record_sample(os, now, info, always)
     }
 
     /// A snapshot at `now`, unless one was taken at this same instant and this side
     /// has sent or received nothing since (it would read the same).
-    pub(super) fn sample_once(&mut self, now: Instant) {
-        if self.info_at != Some(now) {
-            self.sample(now, true);
+    pub(super) fn sample_once(&mut self, os: &dyn Kernel, now: Instant) {
+        if !self.sampler.has_read_at(now) {
+            self.sample(os, now, true);
         }
     }
 
     /// Records a TCP_INFO reading; returns whether the state or a watched counter changed.
-    pub(super) fn record_sample(&mut self, now: Instant, info: TcpInfo, always: bool) -> bool {
-        self.info_at = Some(now);
+    pub(super) fn record_sample(
+        &mut self,
+        os: &dyn Kernel,
+        now: Instant,
+        info: TcpInfo,
+        always: bool,
+    ) -> bool {
         // The other end's socket (the mirrored 4-tuple) is read through netlink: at
         // each change of this side's state, else at most every PEER_READ_EVERY, so a
         // stream of data wake-ups does not become a stream of sock_diag requests.
-        let due = self.last_state != Some(info.state)
+        let due = self.sampler.last_state() != Some(info.state)
             || self
                 .last_peer_read
                 .is_none_or(|at| now.saturating_duration_since(at) >= PEER_READ_EVERY);
         if let Some(local) = self.local.filter(|_| self.plan.peer_side && due) {
             let t_us = self.timeline.t_us(now);
-            self.peer_track.read(t_us, self.peer, local);
+            self.peer_track.read(os, t_us, self.peer, local);
             self.last_peer_read = Some(now);
         }
-        if self.verdict.is_none() {
+        if self.verdict().is_none() {
             self.track_silence(now, &info);
         }
-        let new_state = self.last_state != Some(info.state);
+        let (new_state, moved) = self.sampler.news(&info);
         if new_state {
             let state = info.state;
             self.timeline
                 .push(now, EventKind::State, |e| e.state = Some(state));
-            self.last_state = Some(state);
         }
-        let moved = self.last_info.as_ref().is_none_or(|last| {
-            (
-                last.retransmits,
-                last.probes,
-                last.backoff,
-                last.unacked,
-                last.total_retrans,
-            ) != (
-                info.retransmits,
-                info.probes,
-                info.backoff,
-                info.unacked,
-                info.total_retrans,
-            )
-        });
         if always || moved {
             self.timeline.snapshot(now, info.clone());
         }
-        self.last_info = Some(info);
+        self.sampler.keep(now, info);
         new_state || moved
     }
 
@@ -191,7 +168,7 @@ impl Conn {
     pub fn progress(&self, now: Instant, kernel: KernelTcp) -> Option<Progress> {
         let start = self.timeline.start();
         let elapsed = now.saturating_duration_since(start);
-        match self.phase {
+        match self.phase() {
             Phase::Done | Phase::Probing | Phase::Connecting | Phase::Afterlife => return None,
             Phase::Holding => {
                 return Some(Progress::Holding {
@@ -203,7 +180,7 @@ impl Conn {
             _ => {}
         }
         let d = &self.plan.detection;
-        let info = self.last_info.as_ref();
+        let info = self.sampler.last_info();
         Some(Progress::Observing(Watch {
             peer: self.peer,
             elapsed,
@@ -216,7 +193,7 @@ impl Conn {
                     backoff: i.backoff,
                     rto_us: i.rto,
                 }),
-            heartbeat_misses: d.heartbeat.map(|hb| (self.hb_misses, hb.misses)),
+            heartbeat_misses: d.heartbeat.map(|hb| (self.heartbeat.misses(), hb.misses)),
             predicted: predict::predict(d, kernel, self.anchors())
                 .map(|p| (p.verdict, p.at.saturating_duration_since(start))),
             timeout: self.plan.timeout,
@@ -230,8 +207,8 @@ impl Conn {
             first_unacked: self.first_unacked,
             first_rto: self.first_rto,
             rto: Duration::from_micros(
-                self.last_info
-                    .as_ref()
+                self.sampler
+                    .last_info()
                     .map_or(200_000, |i| u64::from(i.rto)),
             ),
         }

@@ -68,7 +68,9 @@ impl Reactor {
         let in_progress = matches!(&result, Err(e) if sys::is_in_progress(e));
         let established = match &result {
             Ok(()) => None,
-            Err(_) if in_progress => sys::tcp_info(sock.as_fd())
+            Err(_) if in_progress => self
+                .os
+                .tcp_info(sock.as_fd())
                 .ok()
                 .filter(|i| i.state == TcpState::Established),
             Err(_) => None,

@@ -110,7 +110,7 @@ impl Reactor {
         // A listener's TCP_INFO holds its accept queue's length and limit: a full
         // queue means handshakes that the clients believe complete are being dropped.
         if let Some(listener) = &self.listener
-            && let Ok(info) = sys::tcp_info(listener.sock.as_fd())
+            && let Ok(info) = self.os.tcp_info(listener.sock.as_fd())
             && info.sacked > 0
             && info.unacked >= info.sacked
         {

@@ -21,6 +21,7 @@ use super::timers::{RESERVED_FROM, TimerKind, Timers, later};
 use crate::plan::{EndPlan, PcapFile};
 use crate::report::progress::Progress;
 use crate::report::{EventKind, Report, Role};
+use crate::sys::{Kernel, Linux};
 use crate::vocab::CloseMode;
 
 mod churn;
@@ -132,6 +133,8 @@ pub struct Reactor {
     listener: Option<Listener>,
     signals: Option<SignalFd>,
     kernel: KernelTcp,
+    /// What connections read from the kernel (a fake in unit tests).
+    os: &'static dyn Kernel,
     buf: Vec<u8>,
     again: Vec<u64>,
     progress: bool,
@@ -170,6 +173,7 @@ impl Reactor {
             listener: None,
             signals: None,
             kernel: KernelTcp::read(),
+            os: &Linux,
             buf: vec![0; 64 * 1024],
             again: Vec::new(),
             tick: None,
@@ -392,6 +396,7 @@ impl Reactor {
             tokens: &mut self.book.tokens,
             token,
             now: Instant::now(),
+            os: self.os,
             buf: &mut self.buf,
             sample_every,
             again: false,
@@ -551,6 +556,7 @@ impl Reactor {
             tokens: &mut self.book.tokens,
             token,
             now,
+            os: self.os,
             buf: &mut self.buf,
             sample_every,
             again: false,
@@ -697,7 +703,7 @@ impl Reactor {
         sink: &mut dyn FnMut(Emit) -> anyhow::Result<Flow>,
     ) -> anyhow::Result<()> {
         for conn in self.conns.values_mut() {
-            conn.abort(now, "interrupted (SIGINT/SIGTERM/SIGHUP)");
+            conn.abort(self.os, now, "interrupted (SIGINT/SIGTERM/SIGHUP)");
         }
         self.done = self.conns.keys().copied().collect();
         self.controls.clear();
@@ -711,7 +717,7 @@ impl Reactor {
     fn shutdown_all(&mut self) {
         let now = Instant::now();
         for conn in self.conns.values_mut() {
-            conn.abort(now, "tcpbye is exiting");
+            conn.abort(self.os, now, "tcpbye is exiting");
         }
         self.conns.clear();
         self.by_tuple.clear();
@@ -750,5 +756,145 @@ mod tests {
         reactor.trim();
         assert!(!reactor.timers.has(1), "stale timers were not purged");
         assert!(reactor.timers.has(TOKEN_TICK), "the tick was purged");
+    }
+
+    /// A connected loopback pair: (connecting end, accepted end).
+    fn pair() -> (Socket, Socket) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        (Socket::from(a), Socket::from(b))
+    }
+
+    fn observer(timeout: Duration) -> EndPlan {
+        EndPlan {
+            timeout: Some(timeout),
+            ..EndPlan::default()
+        }
+    }
+
+    /// The same bug in a running loop: every turn trims, and the tick still
+    /// reaches the caller, who stops the loop long before the connections' timeout.
+    #[test]
+    fn the_tick_reaches_the_caller_through_purges_in_a_running_loop() {
+        let mut reactor = Reactor::new().unwrap();
+        let (a, b) = pair();
+        let timeout = Duration::from_secs(5);
+        reactor
+            .add_pair((a, observer(timeout)), (b, observer(timeout)))
+            .unwrap();
+        let later_on = Instant::now() + Duration::from_secs(100);
+        for token in 1000..3000 {
+            reactor.timers.at(later_on, token, TimerKind::Sample);
+        }
+        reactor.tick_every(Duration::from_millis(20));
+        let started = Instant::now();
+        let mut ticks = 0;
+        let end = reactor
+            .run(&mut |emit| {
+                Ok(match emit {
+                    Emit::Tick(_) => {
+                        ticks += 1;
+                        Flow::Stop
+                    }
+                    _ => Flow::Continue,
+                })
+            })
+            .unwrap();
+        assert_eq!(end, RunEnd::Finished);
+        assert_eq!(ticks, 1, "the loop ended without a tick");
+        assert!(
+            started.elapsed() < timeout,
+            "the loop ran until the timeout"
+        );
+        assert!(!reactor.timers.has(1000), "stale timers were not purged");
+    }
+
+    /// A `lab` pair: the closer's FIN is reported by both ends, the observer's
+    /// detection timed from the closer's action.
+    #[test]
+    fn a_pair_reports_the_closers_fin_at_both_ends() {
+        let mut reactor = Reactor::new().unwrap();
+        let (a, b) = pair();
+        let closer = EndPlan {
+            close: CloseMode::Fin,
+            ..EndPlan::default()
+        };
+        reactor
+            .add_pair((a, closer), (b, observer(Duration::from_secs(5))))
+            .unwrap();
+        let mut reports = Vec::new();
+        let end = reactor
+            .run(&mut |emit| {
+                if let Emit::Report(report) = emit {
+                    reports.push(report);
+                }
+                Ok(Flow::Continue)
+            })
+            .unwrap();
+        assert_eq!(end, RunEnd::Finished);
+        assert_eq!(reports.len(), 2);
+        let by_role = |role| reports.iter().find(|r| r.role == role).unwrap();
+        let (closer, observer) = (by_role(Role::Connect), by_role(Role::Serve));
+        assert_eq!(closer.closer, Some(crate::report::Closer::Local));
+        assert_eq!(closer.close, Some(CloseMode::Fin));
+        assert_eq!(observer.closer, Some(crate::report::Closer::Peer));
+        assert_eq!(observer.verdict, crate::vocab::Verdict::Fin);
+        assert_eq!(
+            observer.detected_from,
+            Some(crate::report::DetectedFrom::Close)
+        );
+        assert!(
+            observer.detected_after_us.is_some_and(|us| us < 5_000_000),
+            "{:?}",
+            observer.detected_after_us
+        );
+    }
+
+    /// TCP_INFO sampling shares a budget of [`SAMPLES_PER_SEC`] among all
+    /// connections, never faster than [`SAMPLE_MIN`] each.
+    #[test]
+    fn sampling_is_spread_over_all_connections() {
+        let mut reactor = Reactor::new().unwrap();
+        assert_eq!(reactor.sample_every(), SAMPLE_MIN);
+        for _ in 0..10 {
+            let (a, b) = pair();
+            let timeout = Duration::from_secs(60);
+            reactor
+                .add_pair((a, observer(timeout)), (b, observer(timeout)))
+                .unwrap();
+        }
+        // 21 shares (20 connections and the next one) of 100 samples a second.
+        assert_eq!(reactor.sample_every(), Duration::from_millis(210));
+    }
+
+    /// Every connection reads the kernel through the loop's [`Kernel`]: a
+    /// scripted one is what its samples see.
+    #[test]
+    fn connections_read_the_kernel_the_loop_lends_them() {
+        let fake: &'static crate::sys::fake::FakeKernel =
+            Box::leak(Box::new(crate::sys::fake::FakeKernel::established()));
+        fake.set_info(|i| i.rtt = 123_456);
+        let mut reactor = Reactor::new().unwrap();
+        reactor.os = fake;
+        let (a, b) = pair();
+        let short = Duration::from_millis(1);
+        reactor
+            .add_pair((a, observer(short)), (b, observer(short)))
+            .unwrap();
+        let mut reports = Vec::new();
+        reactor
+            .run(&mut |emit| {
+                if let Emit::Report(report) = emit {
+                    reports.push(report);
+                }
+                Ok(Flow::Continue)
+            })
+            .unwrap();
+        assert_eq!(reports.len(), 2);
+        assert!(fake.info_reads.get() >= 2);
+        for report in reports {
+            assert_eq!(report.tcp_info.map(|i| i.rtt), Some(123_456));
+        }
     }
 }
