@@ -275,7 +275,7 @@ fn pair_script(snippet: &str) -> String {
     assert!(serve.starts_with("tcpbye serve "), "{serve}");
     let serve = serve.split(" #").next().unwrap_or(serve).trim_end();
     let mut script = format!(
-        "{serve} > serve.out 2> serve.err &\nserve_pid=$!\n{}\n",
+        "rm -f serve.err\n{serve} > serve.out 2> serve.err &\nserve_pid=$!\n{}\n",
         read_port_lines()
     );
     for line in lines {
@@ -347,7 +347,7 @@ fn the_guides_path_snippet_runs_on_loopback() {
         .expect("a command")
         .to_owned();
     let script = format!(
-        "{serve_line} > serve.out 2> serve.err &\nserve_pid=$!\n{}\n\
+        "rm -f serve.err\n{serve_line} > serve.out 2> serve.err &\nserve_pid=$!\n{}\n\
          {} --json > path.jsonl\nkill $serve_pid\n",
         read_port_lines(),
         path_line.replace("PORT", "$PORT")

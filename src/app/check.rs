@@ -53,12 +53,11 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
     // A program on another host (or in another network namespace) is judged from
     // what arrives from it: its segments are captured when the privilege allows.
     let remote_target = !plan.listen && !is_local(addr);
-    if let Some(mode) = plan.modes.iter().find(|m| {
-        matches!(m, CloseMode::Drop | CloseMode::Reboot | CloseMode::Hang)
-            && remote_target
-            && plan.modes_given
-            && !plan.capture
-    }) {
+    if let Some(mode) = plan
+        .modes
+        .iter()
+        .find(|m| m.is_silent() && remote_target && plan.modes_given && !plan.capture)
+    {
         return Err(Failure::Privilege {
             what: format!(
                 "check --modes {mode} of a program on another host (its packets are the evidence)"

@@ -194,7 +194,7 @@ pub fn judge(
         evidence.push(format!("wire: its FIN +{}", fmt_us(after(t))));
     }
 
-    let silent = matches!(mode, CloseMode::Drop | CloseMode::Reboot | CloseMode::Hang);
+    let silent = mode.is_silent();
     let (reaction, noticed) = if let Some(t) =
         fin_at.filter(|_| !silent || peer_fin.is_some() || wire_fin.is_some())
     {

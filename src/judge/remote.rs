@@ -21,7 +21,7 @@ pub fn judge(mode: CloseMode, report: &Report, action: u64, remote: Remote) -> C
             "after an RST its socket is gone at once; whether the program lets go of the descriptor cannot be seen from another host".into(),
         );
     }
-    let silent = matches!(mode, CloseMode::Drop | CloseMode::Reboot | CloseMode::Hang);
+    let silent = mode.is_silent();
     if silent && !remote.captured {
         return not_judged(
             mode,

@@ -146,7 +146,7 @@ fn end_plan(
             capability: Capability::NetAdmin,
         });
     }
-    if end.hold.is_some() && !matches!(close, CloseMode::Drop | CloseMode::Hang) {
+    if end.hold.is_some() && !close.holds_socket() {
         return Err(Failure::Usage(format!(
             "--hold applies to --close drop and --close hang, not --close {close}"
         )));

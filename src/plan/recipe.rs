@@ -24,7 +24,7 @@ pub fn check_case(plan: &CheckPlan, mode: CloseMode, after: Duration, answer: bo
         close: mode,
         after,
         close_on_answer: answer,
-        hold: matches!(mode, CloseMode::Drop | CloseMode::Hang).then_some(plan.wait),
+        hold: mode.holds_socket().then_some(plan.wait),
         probe: false,
         timeout: Some(after + plan.wait),
         peer_side: true,
