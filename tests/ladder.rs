@@ -148,6 +148,7 @@ fn report(role: Role, local: &str, peer: &str, verdict: Verdict) -> Report {
         afterlife: None,
         packets: None,
         packets_dropped: 0,
+        unread_at_close: 0,
     }
 }
 

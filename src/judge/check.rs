@@ -58,16 +58,13 @@ pub fn judge(
         return not_judged(mode, why);
     };
     // A `fin` whose close found data unread went out as an RST (tcpbye's, not the program's).
-    if let Some(detail) = report.events.iter().find_map(|e| {
-        (e.kind == crate::report::EventKind::Close)
-            .then_some(e.detail.as_deref())
-            .flatten()
-            .filter(|d| d.contains("unread") && d.contains("RST"))
-    }) && mode == CloseMode::Fin
-    {
+    if mode == CloseMode::Fin && report.unread_at_close > 0 {
         return not_judged(
             mode,
-            format!("tcpbye's own close became an RST, not a FIN: {detail}"),
+            format!(
+                "tcpbye's own close became an RST, not a FIN: close() with {} bytes unread (arrived since the last read): Linux sends RST",
+                report.unread_at_close
+            ),
         );
     }
     if let Some(remote) = remote {
@@ -637,6 +634,7 @@ mod tests {
             }),
             packets: None,
             packets_dropped: 0,
+            unread_at_close: 0,
         }
     }
 
@@ -846,6 +844,21 @@ mod tests {
             advice.contains("set TCP_KEEPIDLE=30s, TCP_KEEPINTVL=1s, TCP_KEEPCNT=2"),
             "{advice}"
         );
+    }
+
+    #[test]
+    fn a_fin_that_found_data_unread_was_an_rst_and_is_not_judged_as_a_fin() {
+        let established = at(500, Some(Established), 0, 7);
+        let mut r = report(CloseMode::Fin, vec![established], Vec::new());
+        r.unread_at_close = 5;
+        let c = judge(CloseMode::Fin, &r, None, None, KA.into(), None);
+        assert_eq!(c.reaction, Reaction::NotJudged);
+        assert!(c.evidence.contains("became an RST"), "{}", c.evidence);
+        assert!(c.evidence.contains("5 bytes unread"), "{}", c.evidence);
+        // `rst-unread` means to: its reaction is judged.
+        r.close = Some(CloseMode::RstUnread);
+        let c = judge(CloseMode::RstUnread, &r, None, None, KA.into(), None);
+        assert_ne!(c.reaction, Reaction::NotJudged);
     }
 
     #[test]

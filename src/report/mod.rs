@@ -321,6 +321,10 @@ pub struct Report {
     pub packets: Option<Vec<Packet>>,
     /// Captured segments left out of `packets` to keep a report bounded.
     pub packets_dropped: u64,
+    /// Bytes this side's close found unread: its `fin` or `rst-unread` then went
+    /// out as an RST. Not in JSON (the close event's `detail` says it).
+    #[serde(skip)]
+    pub unread_at_close: usize,
 }
 
 impl Report {

@@ -80,6 +80,7 @@ impl Conn {
                     e.detail = Some(describe(mode, unread));
                 });
                 self.action = Some((now, mode));
+                self.unread_at_close = unread;
                 self.note_acted(now, mode);
                 self.conclude(match mode {
                     CloseMode::Rst => Verdict::Rst,

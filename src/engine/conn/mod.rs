@@ -118,6 +118,8 @@ pub struct Conn {
     /// Captured segments (`--pcap`), when capturing, and how many did not fit.
     packets: Option<Vec<Packet>>,
     packets_dropped: u64,
+    /// Bytes this side's close found unread (its FIN became an RST).
+    unread_at_close: usize,
     /// `serve`: first bytes that look like a `path` greeting, and the test it named.
     far: Option<Box<far::Far>>,
     /// `keep_vanished`: where the connection stood when its socket vanished.
@@ -203,6 +205,7 @@ impl Conn {
             afterlife: Afterlife::default(),
             packets: None,
             packets_dropped: 0,
+            unread_at_close: 0,
             far: None,
             vanished: None,
             acted: None,

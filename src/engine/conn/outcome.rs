@@ -106,6 +106,7 @@ impl Conn {
             afterlife,
             packets: self.packets,
             packets_dropped: self.packets_dropped,
+            unread_at_close: self.unread_at_close,
         }
     }
 }
