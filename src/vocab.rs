@@ -2,6 +2,8 @@
 //! ([`CloseMode`]), how its end was seen ([`Verdict`], [`DetectedBy`]), and the
 //! observer's detection presets of `lab` ([`Setting`]). Depends on nothing else here.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 /// How the closing end ends the connection.
@@ -265,14 +267,68 @@ impl Setting {
         }
     }
 
-    pub fn summary(self) -> &'static str {
+    /// The values this setting gives the observer: the one source for its plan
+    /// (`plan::Setting::detection`) and for its flags in words ([`Setting::summary`]).
+    pub fn preset(self) -> Preset {
+        let ms = Duration::from_millis;
         match self {
-            Self::None => "plain reads only",
-            Self::Keepalive => "--keepalive 1s,1s,2",
-            Self::UserTimeout => "--user-timeout 1500ms --send-every 200ms",
-            Self::Heartbeat => "--heartbeat 200ms,3",
+            Self::None => Preset::default(),
+            Self::Keepalive => Preset {
+                keepalive: Some((ms(1000), ms(1000), 2)),
+                ..Preset::default()
+            },
+            Self::UserTimeout => Preset {
+                user_timeout: Some(ms(1500)),
+                send_every: Some(ms(200)),
+                ..Preset::default()
+            },
+            Self::Heartbeat => Preset {
+                heartbeat: Some((ms(200), 3)),
+                ..Preset::default()
+            },
         }
     }
+
+    /// The setting as the flags that give it, e.g. `--keepalive 1s,1s,2`.
+    pub fn summary(self) -> String {
+        let p = self.preset();
+        let d = |d: Duration| {
+            if d.subsec_millis() == 0 {
+                format!("{}s", d.as_secs())
+            } else {
+                format!("{}ms", d.as_millis())
+            }
+        };
+        let mut flags = Vec::new();
+        if let Some((idle, intvl, cnt)) = p.keepalive {
+            flags.push(format!("--keepalive {},{},{cnt}", d(idle), d(intvl)));
+        }
+        if let Some(t) = p.user_timeout {
+            flags.push(format!("--user-timeout {}", d(t)));
+        }
+        if let Some(t) = p.send_every {
+            flags.push(format!("--send-every {}", d(t)));
+        }
+        if let Some((every, misses)) = p.heartbeat {
+            flags.push(format!("--heartbeat {},{misses}", d(every)));
+        }
+        if flags.is_empty() {
+            "plain reads only".to_owned()
+        } else {
+            flags.join(" ")
+        }
+    }
+}
+
+/// The values of a `lab` detection setting, as [`Setting::preset`] gives them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Preset {
+    /// Keepalive idle, interval and probe count.
+    pub keepalive: Option<(Duration, Duration, u32)>,
+    pub user_timeout: Option<Duration>,
+    pub send_every: Option<Duration>,
+    /// Heartbeat interval and misses.
+    pub heartbeat: Option<(Duration, u32)>,
 }
 
 /// One test of `path`: an ending sent through the path, or an idle period.
@@ -373,5 +429,24 @@ impl Direction {
 impl std::fmt::Display for Direction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_lab_setting_reads_as_the_flags_that_give_it() {
+        let words: Vec<String> = Setting::ALL.iter().map(|s| s.summary()).collect();
+        assert_eq!(
+            words,
+            [
+                "plain reads only",
+                "--keepalive 1s,1s,2",
+                "--user-timeout 1500ms --send-every 200ms",
+                "--heartbeat 200ms,3",
+            ]
+        );
     }
 }

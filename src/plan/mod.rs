@@ -317,28 +317,18 @@ impl Privileges {
 impl Setting {
     /// The observer's settings for this row.
     pub fn detection(self) -> Detection {
-        match self {
-            Self::None => Detection::default(),
-            Self::Keepalive => Detection {
-                keepalive: Some(KeepAlive {
-                    idle: Duration::from_secs(1),
-                    interval: Duration::from_secs(1),
-                    count: 2,
-                }),
-                ..Detection::default()
-            },
-            Self::UserTimeout => Detection {
-                user_timeout: Some(Duration::from_millis(1500)),
-                send_every: Some(Duration::from_millis(200)),
-                ..Detection::default()
-            },
-            Self::Heartbeat => Detection {
-                heartbeat: Some(Heartbeat {
-                    interval: Duration::from_millis(200),
-                    misses: 3,
-                }),
-                ..Detection::default()
-            },
+        let p = self.preset();
+        Detection {
+            keepalive: p.keepalive.map(|(idle, interval, count)| KeepAlive {
+                idle,
+                interval,
+                count,
+            }),
+            user_timeout: p.user_timeout,
+            heartbeat: p
+                .heartbeat
+                .map(|(interval, misses)| Heartbeat { interval, misses }),
+            send_every: p.send_every,
         }
     }
 }

@@ -16,7 +16,7 @@ pub struct Row {
     pub kind: &'static str,
     pub mode: CloseMode,
     pub setting: Setting,
-    pub setting_flags: &'static str,
+    pub setting_flags: String,
     /// `ran`, or why the case could not run here.
     pub status: String,
     pub runs: u32,
