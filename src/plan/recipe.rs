@@ -113,6 +113,32 @@ pub fn path_idle(
     }
 }
 
+/// `serve`: a connection whose greeting named a `path` test; it ends in `close`
+/// (or observes, probing after a FIN when `probe`), and keeps the listener's
+/// timeout, sock_diag following and address reading.
+pub fn far_test(close: CloseMode, probe: bool, listener: &EndPlan) -> EndPlan {
+    EndPlan {
+        close,
+        probe,
+        timeout: listener.timeout,
+        peer_side: listener.peer_side,
+        linger_watch: listener.linger_watch,
+        local_addr: listener.local_addr,
+        ..EndPlan::default()
+    }
+}
+
+/// `serve`: a test greeting whose token was used before: refused, closed with a FIN.
+pub fn far_refused(listener: &EndPlan) -> EndPlan {
+    EndPlan {
+        close: CloseMode::Fin,
+        probe: false,
+        timeout: listener.timeout,
+        local_addr: listener.local_addr,
+        ..EndPlan::default()
+    }
+}
+
 /// `lab`: the closer of one case, acting `after` the connection is up and
 /// watched for `observe` and a second more.
 pub fn lab_closer(mode: CloseMode, after: Duration, observe: Duration) -> EndPlan {

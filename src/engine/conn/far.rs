@@ -11,7 +11,7 @@ use socket2::Socket;
 use super::{Conn, Ctx, Phase};
 use crate::engine::path::{self, FarTask, Greeting, Ledger};
 use crate::engine::timers::TimerKind;
-use crate::plan::EndPlan;
+use crate::plan::recipe;
 use crate::report::EventKind;
 use crate::report::micros;
 use crate::report::path::{Ending, FarEnding, FarView};
@@ -117,13 +117,7 @@ impl Conn {
             // Another connection greeted with this token: this one may not take
             // over its report. Say so and end it.
             let note = format!("path test {token}: refused: another connection used this token");
-            self.plan = Arc::new(EndPlan {
-                close: CloseMode::Fin,
-                probe: false,
-                timeout: self.plan.timeout,
-                local_addr: self.plan.local_addr,
-                ..EndPlan::default()
-            });
+            self.plan = Arc::new(recipe::far_refused(&self.plan));
             self.timeline.note(ctx.now, note);
             self.queue.push(path::USED);
             self.flush(ctx);
@@ -138,15 +132,7 @@ impl Conn {
             FarTask::End(mode) => (mode, false),
             FarTask::Observe { data_after_fin } => (CloseMode::None, data_after_fin),
         };
-        self.plan = Arc::new(EndPlan {
-            close,
-            probe,
-            timeout: old.timeout,
-            peer_side: old.peer_side,
-            linger_watch: old.linger_watch,
-            local_addr: old.local_addr,
-            ..EndPlan::default()
-        });
+        self.plan = Arc::new(recipe::far_test(close, probe, old));
         self.queue.fill(0);
         if let Some(sock) = &self.sock {
             // Errors leave the socket as it was: serve applied no keepalive then.
