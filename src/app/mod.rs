@@ -13,19 +13,14 @@ pub mod print;
 #[cfg(target_os = "linux")]
 mod serve;
 
-use crate::cli;
 use crate::error::Outcome;
 use crate::plan::Plan;
 
 /// Runs a validated plan with its driver.
 pub fn run(plan: Plan) -> anyhow::Result<Outcome> {
     match plan {
-        Plan::Completions(shell) => {
-            print::write_stdout(&cli::completions(shell))?;
-            Ok(Outcome::DONE)
-        }
-        Plan::Man => {
-            print::write_stdout(&cli::man_page()?)?;
+        Plan::Text(text) => {
+            print::write_stdout(&text)?;
             Ok(Outcome::DONE)
         }
         #[cfg(target_os = "linux")]

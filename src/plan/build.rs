@@ -24,8 +24,10 @@ pub fn build(command: Command, privileges: Privileges) -> Result<Plan, Failure> 
         Command::Bench(args) => Plan::Bench(bench_plan(args)),
         Command::Check(args) => Plan::Check(check_plan(args, privileges)?),
         Command::Path(args) => Plan::Path(path_plan(args)?),
-        Command::Completions { shell } => Plan::Completions(shell),
-        Command::Man => Plan::Man,
+        Command::Completions { shell } => Plan::Text(crate::cli::completions(shell)),
+        Command::Man => Plan::Text(
+            crate::cli::man_page().map_err(|e| Failure::Runtime(format!("the man page: {e}")))?,
+        ),
     })
 }
 

@@ -285,8 +285,9 @@ pub enum Plan {
     Bench(BenchPlan),
     Check(CheckPlan),
     Path(PathPlan),
-    Completions(clap_complete::Shell),
-    Man,
+    /// Text generated from the command line's definition (completions, the man
+    /// page), to print as it is.
+    Text(Vec<u8>),
 }
 
 /// What the process is allowed to do; injected so plan building is testable without root.
