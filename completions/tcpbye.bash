@@ -79,7 +79,7 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__check)
-            opts="-h -V --listen --modes --request --send --wait --json --brief --expect-noticed-within --expect-no-leak --leave-open --help --version"
+            opts="-h -V --listen --modes --request --send --wait --wait-silent --json --brief --expect-noticed-within --expect-no-leak --leave-open --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -98,6 +98,10 @@ _tcpbye() {
                     return 0
                     ;;
                 --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait-silent)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

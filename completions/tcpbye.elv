@@ -111,6 +111,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand --request 'Send STRING first and wait (up to 2s) for the answer''s first bytes before ending, e.g. `--request ''PING\r\n''` (escapes: \r \n \t \0 \\ \xHH)'
             cand --send 'Send BYTES of filler first (after --request) and wait (up to 2s) for an answer, e.g. `--send 1k`'
             cand --wait 'Watch the program for DUR after ending each connection, e.g. `--wait 3s`'
+            cand --wait-silent 'Watch the silent endings (drop, reboot, hang) for DUR instead of --wait, to find a timeout of the program''s own, e.g. `--wait 3s --wait-silent 2m`'
             cand --expect-noticed-within 'Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`'
             cand --listen 'The program under test is a client: listen on ADDR, end each connection it makes in the next mode (once its first bytes arrive, or after 2s), and see whether and when it connects again'
             cand --json 'JSON Lines: one `check-case` object per mode, then one `check-summary`'

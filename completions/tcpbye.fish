@@ -142,6 +142,7 @@ hang\t'tcpbye hangs: its kernel ACKs, nothing is read or written'"
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l request -d 'Send STRING first and wait (up to 2s) for the answer\'s first bytes before ending, e.g. `--request \'PING\\r\\n\'` (escapes: \\r \\n \\t \\0 \\\\ \\xHH)' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l send -d 'Send BYTES of filler first (after --request) and wait (up to 2s) for an answer, e.g. `--send 1k`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l wait -d 'Watch the program for DUR after ending each connection, e.g. `--wait 3s`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l wait-silent -d 'Watch the silent endings (drop, reboot, hang) for DUR instead of --wait, to find a timeout of the program\'s own, e.g. `--wait 3s --wait-silent 2m`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l expect-noticed-within -d 'Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l listen -d 'The program under test is a client: listen on ADDR, end each connection it makes in the next mode (once its first bytes arrive, or after 2s), and see whether and when it connects again'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l json -d 'JSON Lines: one `check-case` object per mode, then one `check-summary`'

@@ -280,6 +280,11 @@ pub struct CheckArgs {
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse::parse_duration)]
     pub wait: Duration,
 
+    /// Watch the silent endings (drop, reboot, hang) for DUR instead of --wait, to
+    /// find a timeout of the program's own, e.g. `--wait 3s --wait-silent 2m`
+    #[arg(long, value_name = "DUR", value_parser = parse::parse_duration)]
+    pub wait_silent: Option<Duration>,
+
     /// JSON Lines: one `check-case` object per mode, then one `check-summary`
     #[arg(long)]
     pub json: bool,

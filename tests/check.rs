@@ -621,6 +621,58 @@ fn redis_idle_timeout_after_reboot_is_its_own_close_seen_on_the_wire() {
     );
 }
 
+/// redis with `--timeout 2` and no TCP keepalive: no kernel mechanism notices a
+/// pulled cable, only its own idle timeout. Watched for `--wait 1s`, the row says
+/// so and that none fired within the wait; with `--wait-silent 4s` the same run
+/// finds it: closed after about 2 s, named an application timeout.
+#[test]
+fn wait_silent_finds_the_programs_own_timeout() {
+    let test = common::test_name!();
+    if !require_root(test, "drop needs CAP_NET_ADMIN") {
+        return;
+    }
+    let Some(server) = redis(test, &["--timeout", "2", "--tcp-keepalive", "0"]) else {
+        return;
+    };
+    let run = |extra: &[&str]| {
+        let mut argv = vec![
+            server.addr.as_str(),
+            "--modes",
+            "drop,rst",
+            "--request",
+            "PING\\r\\n",
+            "--wait",
+            "1s",
+            "--json",
+        ];
+        argv.extend_from_slice(extra);
+        check(&argv)
+    };
+    let short = run(&[]);
+    short.expect_code(0);
+    let drop = case(&short.objects("check-case"), "drop").clone();
+    assert_eq!(drop["reaction"], "unnoticed", "{}", short.dump());
+    let p = drop["prediction"].as_str().unwrap_or("");
+    assert!(p.starts_with("no kernel mechanism will notice"), "{p}");
+    assert!(p.ends_with("none fired within 1.000s"), "{p}");
+    let long = run(&["--wait-silent", "4s"]);
+    long.expect_code(0);
+    let drop = case(&long.objects("check-case"), "drop").clone();
+    assert_eq!(drop["reaction"], "closed", "{}", long.dump());
+    let noticed = drop["noticed_after_us"].as_u64().expect("noticed");
+    assert!(
+        (1_000_000..3_500_000).contains(&noticed),
+        "redis --timeout 2 closed it +{noticed}µs"
+    );
+    let evidence = drop["evidence"].as_str().unwrap_or("");
+    assert!(evidence.contains("an application timeout"), "{evidence}");
+    let summary = &long.objects("check-summary")[0];
+    assert_eq!(summary["wait_us"], 1_000_000);
+    assert_eq!(summary["wait_silent_us"], 4_000_000);
+    // rst is not silent: it was still watched for --wait only.
+    assert_eq!(reaction(&long.objects("check-case"), "rst"), "closed");
+}
+
 #[test]
 fn socat_closes_at_eof_and_has_no_keepalive() {
     let test = common::test_name!();

@@ -108,7 +108,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
     let watch_until = if plan.listen {
         listen_deadline(started, plan)
     } else {
-        Instant::now() + after + plan.wait
+        Instant::now() + after + plan.longest_wait()
     };
     let watcher = std::thread::spawn(move || watch_descriptors(&rx));
     let mut reports: BTreeMap<usize, Report> = BTreeMap::new();
@@ -145,7 +145,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
                             let action = starts.get(&mode).map(|start| {
                                 *start + Duration::from_micros(report.close_t_us.unwrap_or(0))
                             });
-                            let until = later(action.unwrap_or_else(Instant::now), plan.wait);
+                            let until =
+                                later(action.unwrap_or_else(Instant::now), plan.wait_for(mode));
                             let _ = tx.send(Watch::Vanished { mode, inode, until });
                             vanished_modes.insert(mode);
                         }
@@ -186,7 +187,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
                 close,
                 peer_inode,
             } => {
-                let until = later(at, plan.wait);
+                let until = later(at, plan.wait_for(close));
                 let _ = tx.send(Watch::Acted {
                     mode: close,
                     inode: peer_inode,
@@ -229,10 +230,10 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
         return Err(Failure::Runtime(format!("check: connect {addr}: {}", report.verdict)).into());
     }
     let sysctls = KeepaliveSysctls::read();
-    let known = |settings| judge::Known {
+    let known = |settings, mode| judge::Known {
         sysctls,
         settings,
-        wait_us: micros(plan.wait),
+        wait_us: micros(plan.wait_for(mode)),
     };
     // tcpbye's address of each case's connection: what a vanished socket is known by.
     let mode_of: HashMap<SocketAddr, CloseMode> = reports
@@ -269,11 +270,11 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
                 let last = latest.remove(&mode).flatten();
                 let remote = (!is_local(report.peer)).then_some(Remote {
                     captured,
-                    wait_us: micros(plan.wait),
+                    wait_us: micros(plan.wait_for(mode)),
                 });
                 let own = settings.get(&mode).copied();
                 let mut case =
-                    judge::judge(mode, &report, descriptor, last, known(own), remote);
+                    judge::judge(mode, &report, descriptor, last, known(own, mode), remote);
                 if plan.listen {
                     judge::reconnected(&mut case, reconnects.get(&mode).copied());
                 }
@@ -284,7 +285,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
                 "no connection came for it: the client did not connect again within --wait of the previous ending".into(),
             ),
             None => match unmatched.next() {
-                Some(report) => judge::judge(mode, &report, None, None, known(None), None),
+                Some(report) => judge::judge(mode, &report, None, None, known(None, mode), None),
                 None => model::not_judged(mode, "no report (interrupted)".into()),
             },
         })
@@ -301,6 +302,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
         program: if plan.listen { "client" } else { "server" },
         target: target.to_string(),
         wait_us: micros(plan.wait),
+        wait_silent_us: plan.wait_silent.map(micros),
         elapsed_us: micros(started.elapsed()),
         cases: cases.len(),
         noticed: count(&|r| r.noticed()),
@@ -390,7 +392,7 @@ impl Listening {
 fn listen_deadline(start: Instant, plan: &CheckPlan) -> Instant {
     later(
         start,
-        FIRST_CONNECTION + (ANSWER_WAIT + plan.wait * 2) * plan.modes.len() as u32,
+        FIRST_CONNECTION + (ANSWER_WAIT + plan.longest_wait() * 2) * plan.modes.len() as u32,
     )
 }
 
@@ -554,7 +556,7 @@ fn listen_flow(
         .flatten()
         .max();
     match last_end {
-        Some(last) if now < later(last, plan.wait) => Flow::Continue,
+        Some(last) if now < later(last, plan.longest_wait()) => Flow::Continue,
         Some(_) => Flow::Stop,
         None => Flow::Continue,
     }

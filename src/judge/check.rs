@@ -297,7 +297,15 @@ pub fn judge(
         keepalive,
         probing,
         last.as_ref().or(states.last()),
+        wait_us,
     );
+    // A silent ending noticed with no kernel timer armed: the program's own timer.
+    if mode.is_silent() && reaction == Reaction::Closed && keepalive.is_none() {
+        evidence.push(format!(
+            "an application timeout: it closed +{} with no keepalive timer armed",
+            fmt_us(noticed.unwrap_or(0))
+        ));
+    }
     let advice = advice(
         mode,
         reaction,
@@ -436,6 +444,7 @@ fn predict(
     keepalive: Option<Keepalive>,
     probing: Probing,
     last: Option<&SideSample>,
+    wait_us: u64,
 ) -> (Option<u64>, String) {
     if reaction.noticed() {
         return (noticed, "noticed".into());
@@ -463,7 +472,16 @@ fn predict(
             fmt_us(k.read_at_us)
         )
     };
-    let never = "never: no keepalive timer, no unacknowledged data (sock_diag)".to_owned();
+    // What no kernel mechanism will do, an application's own timer may (an idle
+    // timeout, a heartbeat): invisible from outside, so only the wait can tell.
+    let waited = if wait_us == u64::MAX {
+        String::new()
+    } else {
+        format!(", and none fired within {}", fmt_us(wait_us))
+    };
+    let never = format!(
+        "no kernel mechanism will notice: no keepalive timer, no unacknowledged data (sock_diag); only an application timeout can{waited}"
+    );
     match mode {
         CloseMode::Drop => match keepalive {
             Some(k) => {
@@ -504,8 +522,9 @@ fn predict(
             ),
             None => (
                 None,
-                "never until it sends: no keepalive timer, no unacknowledged data (sock_diag)"
-                    .into(),
+                format!(
+                    "not until it sends: no keepalive timer, no unacknowledged data (sock_diag); only an application timeout or its own next write can{waited}"
+                ),
             ),
         },
         CloseMode::Hang => match keepalive {
@@ -518,7 +537,9 @@ fn predict(
             ),
             None => (
                 None,
-                "never: no keepalive timer (it would not help: a hung peer's kernel answers), no heartbeat seen (sock_diag)".into(),
+                format!(
+                    "no kernel mechanism will notice: no keepalive timer (it would not help: a hung peer's kernel answers), no heartbeat seen (sock_diag); only an application timeout can{waited}"
+                ),
             ),
         },
         _ => (None, "unknown".into()),
@@ -777,7 +798,24 @@ mod tests {
         );
         let c = judge(CloseMode::Drop, &r, None, None, KA.into(), None);
         assert_eq!(c.would_notice_after_us, None);
-        assert!(c.prediction.starts_with("never: no keepalive timer"));
+        assert!(
+            c.prediction
+                .starts_with("no kernel mechanism will notice: no keepalive timer"),
+            "{}",
+            c.prediction
+        );
+        // An application timer may: the wait says whether one fired.
+        let waited = Known {
+            wait_us: 3_000_000,
+            ..Known::from(KA)
+        };
+        let c = judge(CloseMode::Drop, &r, None, None, waited, None);
+        assert!(
+            c.prediction
+                .ends_with("only an application timeout can, and none fired within 3.000s"),
+            "{}",
+            c.prediction
+        );
         // Its kernel ended it, and it let go of the descriptor.
         let r = report(
             CloseMode::Drop,

@@ -314,8 +314,10 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         }
         (modes, Vec::new())
     };
-    if args.wait.is_zero() {
-        return Err(Failure::Usage("--wait must be more than 0s".into()));
+    if args.wait.is_zero() || args.wait_silent.is_some_and(|w| w.is_zero()) {
+        return Err(Failure::Usage(
+            "--wait and --wait-silent must be more than 0s".into(),
+        ));
     }
     let limits = args.expect_noticed_within.unwrap_or_default();
     if let Some((mode, _)) = limits.per_mode.iter().find(|(m, _)| !modes.contains(m)) {
@@ -330,6 +332,7 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         request: args.request.map(|r| r.0).unwrap_or_default(),
         send: args.send.unwrap_or(0),
         wait: args.wait,
+        wait_silent: args.wait_silent,
         format: if args.json {
             Format::Json
         } else if args.brief {

@@ -240,6 +240,8 @@ pub struct CheckPlan {
     pub send: usize,
     /// How long the program is watched after tcpbye's action.
     pub wait: Duration,
+    /// `--wait-silent`: how long the silent endings (drop, reboot, hang) are watched.
+    pub wait_silent: Option<Duration>,
     pub format: Format,
     pub expect_noticed: NoticeLimits,
     pub expect_no_leak: bool,
@@ -254,6 +256,22 @@ pub struct CheckPlan {
     /// `--leave-open`: the silent endings the program never noticed stay open
     /// after the wait instead of being reset.
     pub leave_open: bool,
+}
+
+impl CheckPlan {
+    /// How long the program is watched after `mode`: `--wait-silent` for a silent
+    /// ending when given, else `--wait`.
+    pub fn wait_for(&self, mode: CloseMode) -> Duration {
+        match self.wait_silent {
+            Some(silent) if mode.is_silent() => silent,
+            _ => self.wait,
+        }
+    }
+
+    /// The longest any case is watched.
+    pub fn longest_wait(&self) -> Duration {
+        self.wait.max(self.wait_silent.unwrap_or(Duration::ZERO))
+    }
 }
 
 /// `tcpbye path`: the far end is a `tcpbye serve` at `addr`, through the path.

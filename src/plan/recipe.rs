@@ -18,17 +18,18 @@ pub const IDLE_MARGIN: Duration = Duration::from_secs(1);
 /// `--wait`, and follows the program's socket for as long; where a `drop` or
 /// `reboot` left the connection is kept, to reset it for the program later.
 pub fn check_case(plan: &CheckPlan, mode: CloseMode, after: Duration, answer: bool) -> EndPlan {
+    let wait = plan.wait_for(mode);
     EndPlan {
         send: plan.send,
         request: plan.request.clone(),
         close: mode,
         after,
         close_on_answer: answer,
-        hold: mode.holds_socket().then_some(plan.wait),
+        hold: mode.holds_socket().then_some(wait),
         probe: false,
-        timeout: Some(after + plan.wait),
+        timeout: Some(after + wait),
         peer_side: true,
-        linger_watch: plan.wait,
+        linger_watch: wait,
         follow_peer: true,
         keep_vanished: true,
         ..EndPlan::default()

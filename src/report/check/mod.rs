@@ -200,6 +200,8 @@ pub struct CheckSummary {
     /// The server's address, or the address `check --listen` listened on.
     pub target: String,
     pub wait_us: u64,
+    /// `--wait-silent`: how long the silent endings were watched; null without it.
+    pub wait_silent_us: Option<u64>,
     pub elapsed_us: u64,
     pub cases: usize,
     pub noticed: usize,
@@ -345,12 +347,16 @@ fn summary_line(s: &CheckSummary) -> String {
         String::new()
     };
     format!(
-        "{}{}: {} modes in {}, watched {} after each ending: {} noticed{reconnected}, {} leaked, {} unnoticed, {} not judged",
+        "{}{}: {} modes in {}, watched {}{} after each ending: {} noticed{reconnected}, {} leaked, {} unnoticed, {} not judged",
         if client { "clients of " } else { "" },
         s.target,
         s.cases,
         fmt_us(s.elapsed_us),
         fmt_us(s.wait_us),
+        s.wait_silent_us.map_or(String::new(), |w| format!(
+            " ({} the silent ones)",
+            fmt_us(w)
+        )),
         s.noticed,
         s.leaked,
         s.unnoticed,
