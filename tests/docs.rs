@@ -75,14 +75,7 @@ fn ci_mds_first_recipe_waits_for_serve_and_passes() {
         "docs/ci.md",
         "Wait for that line, then take the port from it:",
     );
-    let work = std::env::temp_dir().join(format!("tcpbye-ci-md-{}", std::process::id()));
-    std::fs::create_dir_all(&work).expect("temp dir");
-    let bin_dir = Path::new(BIN).parent().expect("the binary's directory");
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let (work, path) = workdir("ci-md");
     let script = format!("cd '{}'\n{script}", work.display());
     let out = Cmd::program("bash", &["-euc", &script])
         .env("PATH", &path)
