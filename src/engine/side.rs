@@ -4,12 +4,14 @@
 use std::net::SocketAddr;
 
 use crate::report::{AfterlifeEnd, PeerSide, SideSample, fmt_us};
-use crate::sys::{DiagSocket, Kernel, TcpInfo, TcpState};
+use crate::sys::{DiagSocket, DiagTimerKind, Kernel, TcpInfo, TcpState};
 
 /// Most state readings kept per tracked socket.
 const MAX_SAMPLES: usize = 64;
 /// Lookups that must find nothing, before any found the socket, to call it not local.
 const EARLY_MISSES: u32 = 3;
+/// A keepalive timer this far from where its countdown should be was re-armed.
+const KEEPALIVE_REARM_MS: u64 = 1000;
 
 /// The state changes of one socket as sock_diag shows them.
 #[derive(Debug, Default)]
@@ -93,10 +95,25 @@ impl SideTrack {
             let timer = s.timer.filter(|_| timer_kinds).map(|t| t.kind);
             (s.state, s.inode == 0, eof_unread, timer)
         };
+        // And a keepalive timer re-armed to another expiry than its countdown
+        // explains: the program set its own TCP_KEEPIDLE after accept() (read
+        // between its SO_KEEPALIVE and its TCP_KEEPIDLE, the timer shows the
+        // sysctl's 7200 s first), which the prediction must not miss.
+        let rearmed = |last: &SideSample| {
+            let (Some(was), Some(now)) = (last.timer, sample.timer) else {
+                return false;
+            };
+            let elapsed_ms = sample.t_us.saturating_sub(last.t_us) / 1000;
+            let expected = u64::from(was.expires_ms).saturating_sub(elapsed_ms);
+            timer_kinds
+                && was.kind == DiagTimerKind::KeepAlive
+                && now.kind == DiagTimerKind::KeepAlive
+                && expected.abs_diff(u64::from(now.expires_ms)) > KEEPALIVE_REARM_MS
+        };
         let changed = self
             .samples
             .last()
-            .is_none_or(|last| key(last) != key(&sample));
+            .is_none_or(|last| key(last) != key(&sample) || rearmed(last));
         if changed && self.samples.len() < MAX_SAMPLES {
             self.samples.push(sample);
         }
@@ -181,6 +198,41 @@ pub fn sample(t_us: u64, found: Option<&DiagSocket>) -> SideSample {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::DiagTimer;
+
+    fn established(keepalive_ms: u32) -> DiagSocket {
+        let addr: SocketAddr = "127.0.0.1:7".parse().expect("address");
+        DiagSocket {
+            local: addr,
+            remote: addr,
+            state: TcpState::Established,
+            timer: Some(DiagTimer {
+                kind: DiagTimerKind::KeepAlive,
+                expires_ms: keepalive_ms,
+                retransmits: 0,
+            }),
+            recv_q: 0,
+            send_q: 0,
+            uid: 0,
+            inode: 7,
+            tcp_info: None,
+        }
+    }
+
+    #[test]
+    fn a_keepalive_timer_set_again_by_the_program_is_recorded() {
+        let mut track = SideTrack::default();
+        track.watch_timer_kinds();
+        // Read between its SO_KEEPALIVE and its TCP_KEEPIDLE: the sysctl's 7200 s.
+        track.record(35, Some(&established(7_200_000)));
+        // A countdown as expected: nothing new.
+        track.record(500_035, Some(&established(7_199_500)));
+        // Then its own 300 s: a reading of its own, which the prediction uses.
+        track.record(1_000_035, Some(&established(299_000)));
+        let samples = track.into_samples();
+        assert_eq!(samples.len(), 2, "{samples:?}");
+        assert_eq!(samples[1].timer.map(|t| t.expires_ms), Some(299_000));
+    }
 
     #[test]
     fn an_end_gone_before_the_first_look_says_so() {
