@@ -538,12 +538,22 @@ mod tests {
         let server_inode = inode(&pair.server);
         drop(pair.client);
 
-        let orphan = eventually("client FIN_WAIT2", client, in_state(TcpState::FinWait2)).unwrap();
+        let fin_timeout_ms = tcp_fin_timeout_s() * 1000;
+        // The swap to a timewait minisocket follows the FIN's ACK, but a lookup can
+        // still meet the full socket in FIN_WAIT2 for a moment before it: wait for
+        // the socket this test is about.
+        let minisocket = fin_timeout_ms <= 60_000;
+        let orphan = eventually("client FIN_WAIT2", client, |seen| {
+            seen.as_ref().is_some_and(|s| {
+                s.state == TcpState::FinWait2
+                    && (!minisocket || s.timer.is_some_and(|t| t.kind == DiagTimerKind::TimeWait))
+            })
+        })
+        .unwrap();
         assert_eq!(orphan.inode, 0, "no file descriptor any more");
         let timer = orphan.timer.expect("an orphan in FIN_WAIT2 has a timer");
-        let fin_timeout_ms = tcp_fin_timeout_s() * 1000;
         assert!(timer.expires_ms <= fin_timeout_ms, "{timer:?}");
-        if fin_timeout_ms <= 60_000 {
+        if minisocket {
             // Linux (tcp_rcv_state_process / __tcp_close) swaps an orphan whose FIN
             // was acked for a timewait minisocket in sub-state FIN_WAIT2 right away,
             // when tcp_fin_timeout ≤ TCP_TIMEWAIT_LEN: a timewait timer, no tcp_info.
