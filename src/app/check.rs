@@ -37,6 +37,8 @@ const FIRST_CONNECTION: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_millis(50);
 /// How often a dead socket's descriptor is looked for under /proc.
 const FD_POLL: Duration = Duration::from_millis(20);
+/// How long a socket the program accepted is looked for under /proc (each [`HOLDER_POLL`]).
+const SEEK: Duration = Duration::from_millis(500);
 /// How often a descriptor known from before tcpbye's action is read again.
 const HOLDER_POLL: Duration = Duration::from_millis(1);
 
@@ -78,6 +80,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
         print::tell!("{}", left_out_line(&plan.left_out));
     }
     let mut starts: HashMap<CloseMode, Instant> = HashMap::new();
+    let mut holder_pids: Vec<u32> = Vec::new();
     let target = if plan.listen {
         // Connections beyond the modes (the client reconnecting after the last
         // one) are held open, unjudged, until the check ends.
@@ -97,6 +100,9 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
         print::tell!("listening on {local}");
         local
     } else {
+        // The processes holding the server's listener: where its connections'
+        // descriptors are looked for first.
+        holder_pids = listener_holders(addr);
         for &mode in &plan.modes {
             starts.insert(mode, Instant::now());
             reactor.connect(addr, end_plan(mode), CONNECT_TIMEOUT)?;
@@ -110,7 +116,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
     } else {
         Instant::now() + after + plan.longest_wait()
     };
-    let watcher = std::thread::spawn(move || watch_descriptors(&rx));
+    let hints = holder_pids.clone();
+    let watcher = std::thread::spawn(move || watch_descriptors(&rx, hints));
     let mut reports: BTreeMap<usize, Report> = BTreeMap::new();
     // Connections that ended before tcpbye acted (not with --listen: there they
     // are part of no mode, and only counted).
@@ -192,6 +199,15 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
                     mode: close,
                     inode: peer_inode,
                     until,
+                });
+            }
+            // The program accepted: its descriptor is found now, before tcpbye
+            // acts, so that its release is timed by one readlink from the start.
+            Emit::PeerKnown { close, peer_inode } => {
+                let _ = tx.send(Watch::Known {
+                    mode: close,
+                    inode: peer_inode,
+                    holder: find_holder(peer_inode, &mut holder_pids),
                 });
             }
             Emit::Progress(_) => {}
@@ -606,30 +622,78 @@ fn own_settings(inode: u32) -> Option<ProgramSettings> {
     Some(ProgramSettings::from_socket(pid, fd, read))
 }
 
+/// The processes holding a listening socket that accepts connections to `addr`.
+fn listener_holders(addr: SocketAddr) -> Vec<u32> {
+    let inodes: HashSet<u32> = crate::sys::listeners(addr.port())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| {
+            let ip = l.local.ip().to_canonical();
+            ip.is_unspecified() || ip == addr.ip().to_canonical()
+        })
+        .map(|l| l.inode)
+        .collect();
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let mut pids: Vec<u32> = holders(&inodes, None).into_values().flatten().collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// The children of every thread of process `pid` (`/proc/PID/task/*/children`).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// The first process and descriptor number found holding socket `inode`.
 fn first_holder(inode: u32) -> Option<(u32, i32)> {
-    let wanted = format!("socket:[{inode}]");
     let procs = std::fs::read_dir("/proc").ok()?;
     let own = std::process::id();
     procs
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
         .filter(|pid| *pid != own)
-        .find_map(|pid| {
-            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-            fds.flatten().find_map(|fd| {
-                let link = std::fs::read_link(fd.path()).ok()?;
-                (link.to_str() == Some(wanted.as_str()))
-                    .then(|| {
-                        fd.file_name()
-                            .to_str()?
-                            .parse::<i32>()
-                            .ok()
-                            .map(|n| (pid, n))
-                    })
-                    .flatten()
-            })
-        })
+        .find_map(|pid| descriptor_of(pid, inode))
+}
+
+/// The holder of socket `inode`, looking first at the processes in `known`
+/// (those that held the program's earlier sockets: one fd table instead of all
+/// of /proc), then everywhere; a new holder joins `known`.
+fn find_holder(inode: u32, known: &mut Vec<u32>) -> Option<(u32, i32)> {
+    let found = known
+        .iter()
+        .find_map(|pid| descriptor_of(*pid, inode))
+        .or_else(|| first_holder(inode))?;
+    if !known.contains(&found.0) {
+        known.push(found.0);
+    }
+    Some(found)
+}
+
+/// The descriptor number by which process `pid` holds socket `inode`.
+fn descriptor_of(pid: u32, inode: u32) -> Option<(u32, i32)> {
+    let wanted = format!("socket:[{inode}]");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    fds.flatten().find_map(|fd| {
+        let link = std::fs::read_link(fd.path()).ok()?;
+        (link.to_str() == Some(wanted.as_str()))
+            .then(|| fd.file_name().to_str()?.parse::<i32>().ok())
+            .flatten()
+            .map(|n| (pid, n))
+    })
 }
 
 /// Whether `addr`'s IP is an address of this host (in this network namespace):
@@ -646,6 +710,12 @@ struct Fate {
     /// The descriptor itself, when known from before tcpbye's action: `/proc/PID/fd/N`.
     holder: Option<(u32, i32)>,
     released_at: Option<Instant>,
+    /// Until when its descriptor is looked for, from the program's accept().
+    seek_until: Option<Instant>,
+    /// When it was last looked for under all of /proc.
+    sought_everywhere: Option<Instant>,
+    /// The last look that still found it held: its release came after.
+    held_at: Option<Instant>,
     /// The end of its case's wait: it is watched until then.
     until: Option<Instant>,
     /// Looked for at least once.
@@ -655,22 +725,47 @@ struct Fate {
 impl Fate {
     fn descriptor(&self, action: Option<Instant>) -> Descriptor {
         let since = |at: Instant| action.map_or(0, |a| micros(at.saturating_duration_since(a)));
+        // Released between the last look that found it (or the action) and the
+        // first that did not.
+        let resolution = self.released_at.map(|released| {
+            let from = match (self.held_at, action) {
+                (Some(held), Some(a)) => held.max(a),
+                (held, a) => held.or(a).unwrap_or(released),
+            };
+            micros(released.saturating_duration_since(from))
+        });
         Descriptor {
             inode: self.inode,
             pids: self.pids.clone(),
             released_after_us: self.released_at.map(since),
+            released_resolution_us: resolution,
             held_at_end: self.released_at.is_none() && !self.pids.is_empty(),
         }
     }
 
     fn watched(&self, now: Instant) -> bool {
-        self.released_at.is_none() && (!self.looked || self.until.is_some_and(|u| now < u))
+        self.released_at.is_none()
+            && (!self.looked || self.seeking(now) || self.until.is_some_and(|u| now < u))
+    }
+
+    /// Its descriptor is still being looked for, since the program accepted.
+    fn seeking(&self, now: Instant) -> bool {
+        self.holder.is_none()
+            && self.released_at.is_none()
+            && self.seek_until.is_some_and(|u| now < u)
     }
 }
 
 /// What the watcher is told of a case's socket.
 #[derive(Debug)]
 enum Watch {
+    /// The program accepted the connection: its descriptor is looked for now,
+    /// before tcpbye acts, and watched once it has.
+    Known {
+        mode: CloseMode,
+        inode: u32,
+        holder: Option<(u32, i32)>,
+    },
     /// tcpbye just acted on the connection; the program's socket has this inode.
     /// Its descriptor is found now and watched on its own until `until`.
     Acted {
@@ -692,7 +787,10 @@ enum Watch {
 /// others are looked for under /proc/*/fd every [`FD_POLL`]; each until its case's
 /// wait is over (at least once). Returns once the sender is dropped and every
 /// descriptor is released or its wait served.
-fn watch_descriptors(rx: &Receiver<Watch>) -> HashMap<CloseMode, Fate> {
+///
+/// `holder_pids`: processes likely to hold the program's sockets (the server's
+/// listener), looked at first; each process found holding one joins them.
+fn watch_descriptors(rx: &Receiver<Watch>, mut holder_pids: Vec<u32>) -> HashMap<CloseMode, Fate> {
     let mut fates: HashMap<CloseMode, Fate> = HashMap::new();
     let mut sender = true;
     loop {
@@ -701,7 +799,7 @@ fn watch_descriptors(rx: &Receiver<Watch>) -> HashMap<CloseMode, Fate> {
         if !sender && pending.is_empty() {
             return fates;
         }
-        let wait = if pending.iter().any(|f| f.holder.is_some()) {
+        let wait = if pending.iter().any(|f| f.holder.is_some() || f.seeking(now)) {
             HOLDER_POLL
         } else if !pending.is_empty() {
             FD_POLL
@@ -722,6 +820,34 @@ fn watch_descriptors(rx: &Receiver<Watch>) -> HashMap<CloseMode, Fate> {
             None
         };
         match message {
+            Some(Watch::Known {
+                mode,
+                inode,
+                holder,
+            }) => {
+                fates.insert(
+                    mode,
+                    Fate {
+                        inode,
+                        pids: holder.map(|(pid, _)| pid).into_iter().collect(),
+                        holder,
+                        held_at: holder.map(|_| Instant::now()),
+                        seek_until: holder.is_none().then(|| later(Instant::now(), SEEK)),
+                        looked: holder.is_some(),
+                        ..Fate::default()
+                    },
+                );
+            }
+            Some(Watch::Acted { mode, inode, until })
+                if fates.get(&mode).is_some_and(|f| {
+                    f.inode == inode && (f.holder.is_some() || f.seek_until.is_some())
+                }) =>
+            {
+                // Found (or being looked for) since before the action: watched from now.
+                if let Some(fate) = fates.get_mut(&mode) {
+                    fate.until = Some(until);
+                }
+            }
             Some(Watch::Acted { mode, inode, until }) => {
                 let holder = first_holder(inode);
                 fates.insert(
@@ -749,6 +875,28 @@ fn watch_descriptors(rx: &Receiver<Watch>) -> HashMap<CloseMode, Fate> {
             None => {}
         }
         let now = Instant::now();
+        // Sockets the program accepted: their descriptor, in the fd tables of the
+        // processes that held earlier ones first, then anywhere.
+        for fate in fates.values_mut().filter(|f| f.seeking(now)) {
+            // The known processes each round, all of /proc every FD_POLL.
+            let everywhere = fate
+                .sought_everywhere
+                .is_none_or(|at| now >= later(at, FD_POLL));
+            let found = if everywhere {
+                fate.sought_everywhere = Some(now);
+                find_holder(fate.inode, &mut holder_pids)
+            } else {
+                holder_pids
+                    .iter()
+                    .find_map(|pid| descriptor_of(*pid, fate.inode))
+            };
+            if let Some(holder) = found {
+                fate.holder = Some(holder);
+                fate.pids = vec![holder.0];
+                fate.held_at = Some(Instant::now());
+                fate.seek_until = None;
+            }
+        }
         // Known descriptors: one readlink each.
         for fate in fates.values_mut().filter(|f| f.watched(now)) {
             let Some((pid, fd)) = fate.holder else {
@@ -757,10 +905,15 @@ fn watch_descriptors(rx: &Receiver<Watch>) -> HashMap<CloseMode, Fate> {
             let wanted = format!("socket:[{}]", fate.inode);
             let held = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
                 .is_ok_and(|link| link.to_str() == Some(wanted.as_str()));
-            if !held {
-                // That descriptor is gone; another process (a fork) may hold one too.
+            if held {
+                fate.held_at = Some(Instant::now());
+            } else {
+                // That descriptor is gone; another process may hold one too: a
+                // child that inherited it, or one of the program's other processes.
                 let at = Instant::now();
-                let others = holders(&HashSet::from([fate.inode]), None);
+                let mut near = children(pid);
+                near.extend(holder_pids.iter().copied());
+                let others = holders(&HashSet::from([fate.inode]), Some(&near));
                 match others.get(&fate.inode) {
                     Some(pids) => {
                         fate.holder = None;
@@ -772,7 +925,7 @@ fn watch_descriptors(rx: &Receiver<Watch>) -> HashMap<CloseMode, Fate> {
         }
         let open: Vec<&mut Fate> = fates
             .values_mut()
-            .filter(|f| f.holder.is_none() && f.watched(now))
+            .filter(|f| f.holder.is_none() && !f.seeking(now) && f.watched(now))
             .collect();
         if open.is_empty() {
             continue;
@@ -789,6 +942,7 @@ fn watch_descriptors(rx: &Receiver<Watch>) -> HashMap<CloseMode, Fate> {
             fate.looked = true;
             match holders.get(&fate.inode) {
                 Some(pids) => {
+                    fate.held_at = Some(at);
                     for pid in pids {
                         if !fate.pids.contains(pid) {
                             fate.pids.push(*pid);

@@ -408,7 +408,11 @@ fn run_specs(
                 }
             }
             Emit::Notice(text) => tell!("{text}"),
-            Emit::Progress(_) | Emit::Accepted { .. } | Emit::Tick(_) | Emit::Acted { .. } => {}
+            Emit::Progress(_)
+            | Emit::Accepted { .. }
+            | Emit::Tick(_)
+            | Emit::Acted { .. }
+            | Emit::PeerKnown { .. } => {}
         }
         Ok(Flow::Continue)
     })?;

@@ -72,7 +72,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<Outcome> {
                 tell!("{text}");
                 Flow::Continue
             }
-            Emit::Acted { .. } => Flow::Continue,
+            Emit::Acted { .. } | Emit::PeerKnown { .. } => Flow::Continue,
             Emit::Progress(line) => {
                 status.show(&line);
                 Flow::Continue
@@ -182,7 +182,10 @@ pub fn connect(plan: ConnectPlan) -> anyhow::Result<Outcome> {
                     status.clear();
                     tell!("{text}");
                 }
-                Emit::Accepted { .. } | Emit::Tick(_) | Emit::Acted { .. } => {}
+                Emit::Accepted { .. }
+                | Emit::Tick(_)
+                | Emit::Acted { .. }
+                | Emit::PeerKnown { .. } => {}
             }
             Ok(Flow::Continue)
         })?;

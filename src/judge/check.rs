@@ -713,6 +713,7 @@ mod tests {
             inode: 7,
             pids: vec![42],
             released_after_us: Some(900),
+            released_resolution_us: None,
             held_at_end: false,
         };
         let c = judge(CloseMode::Fin, &reset, Some(gone), None, KA.into(), None);
@@ -731,6 +732,7 @@ mod tests {
             inode: 7,
             pids: vec![42],
             released_after_us: None,
+            released_resolution_us: None,
             held_at_end: true,
         };
         let c = judge(CloseMode::Rst, &r, Some(held), None, KA.into(), None);
@@ -741,6 +743,7 @@ mod tests {
             inode: 7,
             pids: vec![42],
             released_after_us: Some(30_000),
+            released_resolution_us: None,
             held_at_end: false,
         };
         let c = judge(CloseMode::Rst, &r, Some(released), None, KA.into(), None);

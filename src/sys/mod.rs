@@ -10,7 +10,7 @@ pub use linux::*;
 #[cfg(target_os = "linux")]
 mod sock_diag;
 #[cfg(target_os = "linux")]
-pub use sock_diag::{DiagSocket, lookup};
+pub use sock_diag::{DiagSocket, listeners, lookup};
 #[cfg(target_os = "linux")]
 mod kernel;
 #[cfg(target_os = "linux")]

@@ -43,6 +43,9 @@ const NLMSG_HEADER_LEN: usize = 16;
 /// Sequence number of our requests; each lookup has a socket of its own.
 const SEQUENCE: u32 = 1;
 
+/// `TCP_LISTEN` in the kernel's state numbering (a bit of `idiag_states`).
+const TCP_LISTEN: u32 = 10;
+
 /// Every bit of `idiag_states`: all TCP states (including `NEW_SYN_RECV`).
 const ALL_STATES: u32 = u32::MAX;
 
@@ -97,6 +100,19 @@ pub fn lookup(local: SocketAddr, remote: SocketAddr) -> io::Result<Option<DiagSo
     }
 }
 
+/// The listening sockets on `port`, both families (an IPv6 listener also
+/// serves IPv4 peers): one dump of the sockets in `LISTEN`.
+pub fn listeners(port: u16) -> io::Result<Vec<DiagSocket>> {
+    let mut found = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        let mut request = request(family, Tuple::any().socket_id(family));
+        request.states = StateFlags::from_bits_retain(1 << TCP_LISTEN);
+        let sockets = transact(&request, true).map_err(context("dump the listening sockets"))?;
+        found.extend(sockets.into_iter().filter(|s| s.local.port() == port));
+    }
+    Ok(found)
+}
+
 /// A 4-tuple with v4-mapped addresses turned into IPv4 ones.
 #[derive(Debug, Clone, Copy)]
 struct Tuple {
@@ -105,6 +121,15 @@ struct Tuple {
 }
 
 impl Tuple {
+    /// Any address, any port (a dump's socket id filters nothing).
+    fn any() -> Self {
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        Self {
+            local: any,
+            remote: any,
+        }
+    }
+
     fn new(local: SocketAddr, remote: SocketAddr) -> Self {
         Self {
             local: canonical(local),

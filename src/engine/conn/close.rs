@@ -21,11 +21,28 @@ const AFTERLIFE_POLL: Duration = Duration::from_millis(5);
 /// How long `drop` waits for in-flight data to be acknowledged first.
 pub(super) const QUIET_GRACE: Duration = Duration::from_secs(2);
 const QUIET_POLL: Duration = Duration::from_millis(5);
+/// How long `check`'s action waits for the driver to hear of the other end's socket.
+const PEER_FIRST: Duration = Duration::from_millis(1);
 
 impl Conn {
     /// This side's close action.
     pub(super) fn act(&mut self, ctx: &mut Ctx<'_>, mode: CloseMode) {
         let now = ctx.now;
+        // `check` (follow_peer): the driver hears of the other end's socket before
+        // the action, in a round of its own, so that it can find the program's
+        // descriptor while the program still holds it.
+        if self.plan.follow_peer && !self.peer_first {
+            self.peer_first = true;
+            self.last_peer_read = None;
+            self.sample(ctx.os, now, true);
+            // Read now, not at its first reading: a program blocked in accept()
+            // has its socket's inode before its descriptor.
+            if let Some(inode) = self.peer_track.last_inode() {
+                self.peer_known = Some(inode);
+                ctx.at(later(now, PEER_FIRST), TimerKind::Close);
+                return;
+            }
+        }
         match mode {
             CloseMode::Fin | CloseMode::Half => self.read_all(ctx),
             CloseMode::RstUnread if self.phase() == Phase::Open && self.unread(ctx.os) == 0 => {
@@ -289,6 +306,15 @@ impl Conn {
         {
             self.acted = Some((at, mode, inode));
         }
+    }
+
+    /// `follow_peer`: the other end's socket inode and this connection's close
+    /// mode, once, read when the action was first due (which then waits a round),
+    /// so that its holder can be found beforehand.
+    pub fn take_peer_known(&mut self) -> Option<(CloseMode, u32)> {
+        let inode = self.peer_known.filter(|i| *i != 0)?;
+        self.peer_known = Some(0);
+        Some((self.plan.close, inode))
     }
 
     /// The action not yet told to the driver (`follow_peer`), once.

@@ -127,6 +127,12 @@ pub struct Conn {
     /// `follow_peer`: this side's action not yet told to the driver — when, how,
     /// and the other end's socket inode read right before it.
     acted: Option<(Instant, CloseMode, u32)>,
+    /// `follow_peer`: the other end's socket inode, read when the action was
+    /// first due, until the driver is told of it (`Some(0)` once told).
+    peer_known: Option<u32>,
+    /// `follow_peer`: the action has given the driver its round to hear of the
+    /// other end's socket.
+    peer_first: bool,
 }
 
 impl Conn {
@@ -209,6 +215,8 @@ impl Conn {
             far: None,
             vanished: None,
             acted: None,
+            peer_known: None,
+            peer_first: false,
         }
     }
 

@@ -72,6 +72,10 @@ pub enum Emit {
         close: CloseMode,
         peer_inode: u32,
     },
+    /// A connection that follows the other end first read the other end's socket
+    /// with a file (the program accepted it): that socket's inode, told once,
+    /// before the action when the program accepted in time.
+    PeerKnown { close: CloseMode, peer_inode: u32 },
 }
 
 /// Whether the caller wants the loop to go on.
@@ -565,6 +569,9 @@ impl Reactor {
         f(conn, &mut ctx);
         if ctx.again {
             self.again.push(token);
+        }
+        if let Some((close, peer_inode)) = conn.take_peer_known() {
+            self.acted.push(Emit::PeerKnown { close, peer_inode });
         }
         if let Some((at, close, peer_inode)) = conn.take_acted() {
             self.acted.push(Emit::Acted {

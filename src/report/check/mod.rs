@@ -63,6 +63,10 @@ pub struct Descriptor {
     pub pids: Vec<u32>,
     /// µs from tcpbye's action to the first look that no longer found it.
     pub released_after_us: Option<u64>,
+    /// µs between the last look that still found it (or the action) and the
+    /// first that did not: the release came within that span before
+    /// `released_after_us`.
+    pub released_resolution_us: Option<u64>,
     /// Still held at the last look, at the end of the wait.
     pub held_at_end: bool,
 }
