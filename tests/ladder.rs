@@ -82,6 +82,7 @@ fn sample(t_us: u64, state: Option<TcpState>, inode: u32) -> SideSample {
         recv_q: 0,
         send_q: 0,
         inode,
+        prev_t_us: None,
     }
 }
 

@@ -40,7 +40,7 @@ const FD_POLL: Duration = Duration::from_millis(20);
 /// How long a socket the program accepted is looked for under /proc (each [`HOLDER_POLL`]).
 const SEEK: Duration = Duration::from_millis(500);
 /// How often a descriptor known from before tcpbye's action is read again.
-const HOLDER_POLL: Duration = Duration::from_millis(1);
+const HOLDER_POLL: Duration = Duration::from_micros(250);
 
 /// Runs `tcpbye check` (or `check --listen`) and prints the matrix.
 pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
@@ -714,6 +714,8 @@ struct Fate {
     seek_until: Option<Instant>,
     /// When it was last looked for under all of /proc.
     sought_everywhere: Option<Instant>,
+    /// Found before tcpbye's action, which has not come yet.
+    before_action: bool,
     /// The last look that still found it held: its release came after.
     held_at: Option<Instant>,
     /// The end of its case's wait: it is watched until then.
@@ -744,8 +746,13 @@ impl Fate {
     }
 
     fn watched(&self, now: Instant) -> bool {
-        self.released_at.is_none()
-            && (!self.looked || self.seeking(now) || self.until.is_some_and(|u| now < u))
+        let until = match self.until {
+            Some(until) => now < until,
+            // Found before the action: read from then on, so that a release
+            // right after the action is bracketed by a look right before it.
+            None => self.before_action && self.holder.is_some(),
+        };
+        self.released_at.is_none() && (!self.looked || self.seeking(now) || until)
     }
 
     /// Its descriptor is still being looked for, since the program accepted.
@@ -811,7 +818,11 @@ fn watch_descriptors(rx: &Receiver<Watch>, mut holder_pids: Vec<u32>) -> HashMap
                 Ok(message) => Some(message),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
+                    // No action comes any more.
                     sender = false;
+                    for fate in fates.values_mut() {
+                        fate.before_action = false;
+                    }
                     None
                 }
             }
@@ -834,6 +845,7 @@ fn watch_descriptors(rx: &Receiver<Watch>, mut holder_pids: Vec<u32>) -> HashMap
                         held_at: holder.map(|_| Instant::now()),
                         seek_until: holder.is_none().then(|| later(Instant::now(), SEEK)),
                         looked: holder.is_some(),
+                        before_action: true,
                         ..Fate::default()
                     },
                 );
@@ -846,6 +858,7 @@ fn watch_descriptors(rx: &Receiver<Watch>, mut holder_pids: Vec<u32>) -> HashMap
                 // Found (or being looked for) since before the action: watched from now.
                 if let Some(fate) = fates.get_mut(&mode) {
                     fate.until = Some(until);
+                    fate.before_action = false;
                 }
             }
             Some(Watch::Acted { mode, inode, until }) => {

@@ -28,6 +28,8 @@ pub struct SideTrack {
     /// When the first of those looked (µs on the report's clock), and whether the
     /// socket looked for is on a loopback address, where it can only be local.
     first_miss: Option<(u64, bool)>,
+    /// µs of the last reading, recorded or not.
+    last_read_us: Option<u64>,
     /// Also record a change of the pending timer's kind (`check`: a keepalive set
     /// after accept() shows only in a later reading).
     timer_kinds: bool,
@@ -80,7 +82,8 @@ impl SideTrack {
     }
 
     fn record(&mut self, t_us: u64, found: Option<&DiagSocket>) {
-        let sample = sample(t_us, found);
+        let mut sample = sample(t_us, found);
+        sample.prev_t_us = self.last_read_us.replace(t_us);
         if let Some(d) = found {
             self.uid = Some(d.uid);
             if d.tcp_info.is_some() {
@@ -192,6 +195,7 @@ pub fn sample(t_us: u64, found: Option<&DiagSocket>) -> SideSample {
         recv_q: found.map_or(0, |d| d.recv_q),
         send_q: found.map_or(0, |d| d.send_q),
         inode: found.map_or(0, |d| d.inode),
+        prev_t_us: None,
     }
 }
 

@@ -4,8 +4,8 @@
 
 use super::words::{Remote, advice, fmt_secs};
 use crate::report::check::{
-    CheckCase, Descriptor, KeepaliveSysctls, ProgramSettings, Reaction, SettingsFrom, not_judged,
-    saw,
+    CheckCase, Descriptor, KeepaliveSysctls, ProgramSettings, Reaction, Resolution, SettingsFrom,
+    TimedBy, not_judged, saw,
 };
 use crate::report::{Report, SCHEMA, SideSample, TcpFlag, Verdict, fmt_us};
 use crate::sys::{DiagTimerKind, TcpState};
@@ -84,6 +84,20 @@ pub fn judge(
         );
     };
     let after = |t: u64| t.saturating_sub(action);
+    // A reading of the program's socket: what it shows came after the reading
+    // before it (or the action).
+    let read = |s: &SideSample| Timed {
+        at: s.t_us,
+        res: s
+            .t_us
+            .saturating_sub(s.prev_t_us.unwrap_or(action).max(action)),
+        by: TimedBy::SockDiag,
+    };
+    let on_own_socket = |at: u64| Timed {
+        at,
+        res: 1,
+        by: TimedBy::TcpbyeSocket,
+    };
     let states = &peer.states;
     // Only a connection the program had accepted when tcpbye acted can show its
     // reaction: the reading right before the action must show its socket with a
@@ -112,7 +126,7 @@ pub fn judge(
         })
         .collect();
     let last_state = states.last();
-    let vanished = later.iter().find(|s| s.state.is_none()).map(|s| s.t_us);
+    let vanished = later.iter().find(|s| s.state.is_none()).map(|s| read(s));
 
     // The program's FIN: its socket past CLOSE_WAIT, or without a file, or
     // tcpbye's own socket answered it (TIME_WAIT after fin, EOF after half).
@@ -129,12 +143,12 @@ pub fn judge(
             s.state.is_some_and(|st| fin_states.contains(&st))
                 || (s.state.is_some() && s.inode == 0)
         })
-        .map(|s| s.t_us);
+        .map(|s| read(s));
     let own_time_wait = report.afterlife.as_ref().and_then(|a| {
         a.states
             .iter()
             .find(|s| s.state == Some(TcpState::TimeWait))
-            .map(|s| s.t_us)
+            .map(read)
     });
     let eof_read_here = report
         .events
@@ -142,7 +156,7 @@ pub fn judge(
         .find(|e| {
             e.t_us >= action && e.kind == crate::report::EventKind::Recv && e.bytes == Some(0)
         })
-        .map(|e| e.t_us);
+        .map(|e| on_own_socket(e.t_us));
     let reset_read_here = report
         .events
         .iter()
@@ -151,54 +165,70 @@ pub fn judge(
                 && e.kind == crate::report::EventKind::Recv
                 && e.errno.as_deref().is_some_and(|n| n == "ECONNRESET")
         })
-        .map(|e| e.t_us);
+        .map(|e| on_own_socket(e.t_us));
     // Its FIN on the wire, when tcpbye captured (root): after `reboot` its socket
     // can vanish within microseconds of its own close (tcpbye's kernel answers the
     // FIN with an RST), too fast for any sock_diag reading.
     let captured = report.packets.as_deref();
-    let wire_fin = captured.and_then(|packets| {
-        packets
-            .iter()
-            .find(|p| {
-                // Within the wait: after it tcpbye closes a held socket itself,
-                // and the program's FIN then answers that.
-                (action..action.saturating_add(wait_us)).contains(&p.t_us)
-                    && !p.outgoing
-                    && p.flags.contains(&TcpFlag::Fin)
-            })
-            .map(|p| p.t_us)
+    // Within the wait: after it tcpbye closes a held socket itself, and the
+    // program's FIN then answers that.
+    let on_wire = |outgoing: bool, flag: TcpFlag| {
+        captured.and_then(|packets| {
+            packets
+                .iter()
+                .find(|p| {
+                    (action..action.saturating_add(wait_us)).contains(&p.t_us)
+                        && p.outgoing == outgoing
+                        && p.flags.contains(&flag)
+                })
+                .map(|p| Timed {
+                    at: p.t_us,
+                    res: 1,
+                    by: TimedBy::Wire,
+                })
+        })
+    };
+    let wire_fin = on_wire(false, TcpFlag::Fin);
+    // The packet times the close when it was captured; else the earliest reading.
+    let fin_at = wire_fin.or_else(|| {
+        [peer_fin, own_time_wait, eof_read_here]
+            .into_iter()
+            .flatten()
+            .min_by_key(|t| t.at)
     });
-    let fin_at = [peer_fin, own_time_wait, eof_read_here, wire_fin]
-        .into_iter()
-        .flatten()
-        .min();
     let read_eof = later
         .iter()
         .find(|s| s.state == Some(TcpState::CloseWait) && s.recv_q == 0)
-        .map(|s| after(s.t_us));
+        .map(|s| read(s));
 
     let mut evidence = vec![describe_states(&later, action)];
     if let Some(t) = own_time_wait {
-        evidence.push(format!("tcpbye's socket TIME_WAIT +{}", fmt_us(after(t))));
+        evidence.push(format!(
+            "tcpbye's socket TIME_WAIT +{}",
+            fmt_us(after(t.at))
+        ));
     }
     if let Some(t) = eof_read_here {
-        evidence.push(format!("tcpbye read EOF +{}", fmt_us(after(t))));
+        evidence.push(format!("tcpbye read EOF +{}", fmt_us(after(t.at))));
     }
     if let Some(t) = reset_read_here {
-        evidence.push(format!("tcpbye read ECONNRESET +{}", fmt_us(after(t))));
+        evidence.push(format!("tcpbye read ECONNRESET +{}", fmt_us(after(t.at))));
     }
     if let Some(t) = wire_fin {
-        evidence.push(format!("wire: its FIN +{}", fmt_us(after(t))));
+        evidence.push(format!("wire: its FIN +{}", fmt_us(after(t.at))));
     }
 
     let silent = mode.is_silent();
     let (reaction, noticed) = if let Some(t) =
         fin_at.filter(|_| !silent || peer_fin.is_some() || wire_fin.is_some())
     {
-        (Reaction::Closed, Some(after(t)))
+        (Reaction::Closed, Some(t))
     } else if let Some(t) = reset_read_here.filter(|_| mode == CloseMode::Half) {
-        (Reaction::Reset, Some(after(t)))
-    } else if let Some(t) = vanished {
+        (Reaction::Reset, Some(t))
+    } else if let Some(gone) = vanished {
+        // Its RST on the wire times it (its own abort, or its kernel giving up);
+        // after `reboot`, tcpbye's kernel's RST answering its segment.
+        let t = on_wire(mode == CloseMode::Reboot, TcpFlag::Rst).unwrap_or(gone);
         // The socket left the tables: what became of the descriptor decides.
         match &descriptor {
             Some(d) if d.held_at_end => {
@@ -230,7 +260,17 @@ pub fn judge(
                 match mode {
                     // Our RST removed its socket at once; its reaction is letting go.
                     CloseMode::Rst => match released {
-                        Some(r) => (Reaction::Closed, Some(r)),
+                        Some(r) => (
+                            Reaction::Closed,
+                            Some(Timed {
+                                at: action + r,
+                                res: descriptor
+                                    .as_ref()
+                                    .and_then(|d| d.released_resolution_us)
+                                    .unwrap_or(r),
+                                by: TimedBy::Descriptor,
+                            }),
+                        ),
                         None => {
                             evidence.push(
                                 "its descriptor could not be looked up (another user's /proc/PID/fd needs root)".into(),
@@ -244,16 +284,16 @@ pub fn judge(
                         evidence.push(
                             "its kernel gave up, or it closed and its FIN met an RST: the two look alike without a capture (CAP_NET_RAW)".into(),
                         );
-                        (Reaction::KernelGaveUp, Some(after(t)))
+                        (Reaction::KernelGaveUp, Some(t))
                     }
                     CloseMode::Drop | CloseMode::Reboot | CloseMode::Hang => {
-                        (Reaction::KernelGaveUp, Some(after(t)))
+                        (Reaction::KernelGaveUp, Some(t))
                     }
                     _ => {
                         evidence.push(
                             "gone without a FIN: an RST, its own or tcpbye's kernel's answer to data it wrote after the close".into(),
                         );
-                        (Reaction::Reset, Some(after(t)))
+                        (Reaction::Reset, Some(t))
                     }
                 }
             }
@@ -290,10 +330,11 @@ pub fn judge(
             from: SettingsFrom::Sysctls,
         },
     };
+    let noticed_us = noticed.map(|t| after(t.at));
     let (would, prediction) = predict(
         mode,
         reaction,
-        noticed,
+        noticed_us,
         keepalive,
         probing,
         last.as_ref().or(states.last()),
@@ -303,7 +344,7 @@ pub fn judge(
     if mode.is_silent() && reaction == Reaction::Closed && keepalive.is_none() {
         evidence.push(format!(
             "an application timeout: it closed +{} with no keepalive timer armed",
-            fmt_us(noticed.unwrap_or(0))
+            fmt_us(noticed_us.unwrap_or(0))
         ));
     }
     let advice = advice(
@@ -322,10 +363,18 @@ pub fn judge(
         mode,
         saw: saw(mode),
         reaction,
-        noticed_after_us: noticed,
-        read_eof_after_us: read_eof,
+        noticed_after_us: noticed_us,
+        noticed_by: noticed.map(|t| t.by),
+        read_eof_after_us: read_eof.map(|t| after(t.at)),
         reconnected_after_us: None,
         would_notice_after_us: would,
+        resolution_us: Resolution {
+            noticed: noticed.map(|t| t.res),
+            read_eof: read_eof.map(|t| t.res),
+            reconnected: None,
+            // Noticed: as exact as that; predicted: from a timer read in ms.
+            would_notice: would.map(|_| noticed.map_or(PREDICTION_RESOLUTION_US, |t| t.res)),
+        },
         prediction,
         evidence: evidence.join("; "),
         advice,
@@ -335,6 +384,18 @@ pub fn judge(
         settings,
         settings_from,
     }
+}
+
+/// sock_diag gives a timer's expiry in ms: a prediction from it is no finer.
+const PREDICTION_RESOLUTION_US: u64 = 1_000;
+
+/// A moment on the connection's clock, what it was read from, and the span
+/// before it in which the moment lies.
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    at: u64,
+    res: u64,
+    by: TimedBy,
 }
 
 /// How keepalive probes a silent peer: every `intvl_s`, `count` times, and where
@@ -354,10 +415,15 @@ pub fn reconnected(case: &mut CheckCase, after_us: Option<u64>) {
     let Some(after) = after_us else {
         return;
     };
+    case.resolution_us.reconnected = Some(1);
     if case.reaction.noticed() {
         // Its new connection proves it had noticed by then, whatever the readings' pace.
         case.reaction = Reaction::Reconnected;
-        case.noticed_after_us = case.noticed_after_us.map(|n| n.min(after));
+        if case.noticed_after_us.is_some_and(|n| n > after) {
+            case.noticed_after_us = Some(after);
+            case.noticed_by = Some(TimedBy::Reconnect);
+            case.resolution_us.noticed = Some(after);
+        }
         case.prediction = "noticed".into();
     } else if matches!(case.reaction, Reaction::Unnoticed | Reaction::Leaked) {
         case.evidence.push_str(&format!(
@@ -612,6 +678,7 @@ mod tests {
             recv_q,
             send_q: 0,
             inode,
+            prev_t_us: None,
         }
     }
 

@@ -4,7 +4,9 @@
 //! tcpbye's socket), and what tcpbye's own socket sees.
 
 use super::words::{Remote, advice, fmt_secs};
-use crate::report::check::{CheckCase, Reaction, SettingsFrom, not_judged, saw};
+use crate::report::check::{
+    CheckCase, Reaction, Resolution, SettingsFrom, TimedBy, not_judged, saw,
+};
 use crate::report::{EventKind, Packet, PacketNote, Report, SCHEMA, TcpFlag, fmt_us};
 use crate::sys::TcpState;
 use crate::vocab::CloseMode;
@@ -154,9 +156,23 @@ pub fn judge(mode: CloseMode, report: &Report, action: u64, remote: Remote) -> C
         saw: saw(mode),
         reaction,
         noticed_after_us: noticed,
+        noticed_by: noticed
+            .map(|n| timed_by(action + n, report, &[wire_fin, wire_rst, answered]).0),
         read_eof_after_us: None,
         reconnected_after_us: None,
         would_notice_after_us: would,
+        resolution_us: Resolution {
+            noticed: noticed
+                .map(|n| timed_by(action + n, report, &[wire_fin, wire_rst, answered]).1),
+            would_notice: would.map(|w| {
+                if Some(w) == noticed {
+                    timed_by(action + w, report, &[wire_fin, wire_rst, answered]).1
+                } else {
+                    1_000
+                }
+            }),
+            ..Resolution::default()
+        },
         prediction,
         evidence: evidence.join("; "),
         advice: advice(mode, reaction, !probes.is_empty(), would, None, &None),
@@ -249,5 +265,25 @@ fn times(ts: &[u64], action: u64) -> String {
         format!("{} (+{more} more)", shown.join(", "))
     } else {
         shown.join(", ")
+    }
+}
+
+/// What a time of the program's reaction was read from, and its resolution in
+/// µs: a captured segment or tcpbye's own socket (1 µs), or a sock_diag reading
+/// of tcpbye's socket (since the reading before it).
+fn timed_by(at: u64, report: &Report, wire: &[Option<u64>]) -> (TimedBy, u64) {
+    if wire.contains(&Some(at)) {
+        return (TimedBy::Wire, 1);
+    }
+    let reading = report
+        .afterlife
+        .as_ref()
+        .and_then(|a| a.states.iter().find(|s| s.t_us == at));
+    match reading {
+        Some(s) => (
+            TimedBy::SockDiag,
+            at.saturating_sub(s.prev_t_us.unwrap_or(at)),
+        ),
+        None => (TimedBy::TcpbyeSocket, 1),
     }
 }

@@ -150,6 +150,9 @@ pub struct SideSample {
     pub send_q: u32,
     /// 0 when no file descriptor refers to the socket (orphan or TIME_WAIT).
     pub inode: u32,
+    /// µs of the reading before this one, which still read as the one before
+    /// in the list: what this reading shows came after it. Null for the first.
+    pub prev_t_us: Option<u64>,
 }
 
 /// The other end of the connection, read through sock_diag when it is a socket
@@ -474,9 +477,51 @@ pub fn fmt_us(us: u64) -> String {
     }
 }
 
+/// A time printed no more exactly than it is known: as [`fmt_us`] when its
+/// resolution (the span before it in which the moment lies) is finer than
+/// what that prints, else as the span, `4.1–6.2ms`, or `≤6.2ms` from 0.
+pub fn fmt_within(us: u64, resolution: Option<u64>) -> String {
+    let printed_step = match us {
+        0..1_000 => 1,
+        1_000..1_000_000 => 100,
+        _ => 1_000,
+    };
+    let Some(res) = resolution.filter(|r| *r > printed_step) else {
+        return fmt_us(us);
+    };
+    let high = fmt_us(us);
+    match us.checked_sub(res).filter(|low| *low > 0) {
+        None => format!("≤{high}"),
+        Some(low) => {
+            let low = fmt_us(low);
+            let unit = |s: &str| {
+                s.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.')
+                    .to_owned()
+            };
+            if unit(&low) == unit(&high) {
+                format!("{}–{high}", low.trim_end_matches(unit(&low).as_str()))
+            } else {
+                format!("{low}–{high}")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_is_printed_as_exactly_as_it_is_known() {
+        assert_eq!(fmt_within(6_167, Some(1)), "6.2ms");
+        assert_eq!(fmt_within(6_167, None), "6.2ms");
+        assert_eq!(fmt_within(6_167, Some(100)), "6.2ms");
+        assert_eq!(fmt_within(6_167, Some(2_000)), "4.2–6.2ms");
+        assert_eq!(fmt_within(6_167, Some(6_167)), "≤6.2ms");
+        assert_eq!(fmt_within(304_000, Some(303_660)), "340µs–304.0ms");
+        assert_eq!(fmt_within(184, Some(184)), "≤184µs");
+        assert_eq!(fmt_within(2_500_000, Some(1_000)), "2.500s");
+    }
 
     #[test]
     fn tidy_and_wrap() {

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{SCHEMA, SideSample, fmt_us};
+use super::{SCHEMA, SideSample, fmt_us, fmt_within};
 use crate::vocab::CloseMode;
 
 /// What the program did after tcpbye ended its connection.
@@ -108,6 +108,8 @@ pub struct CheckCase {
     pub reaction: Reaction,
     /// µs from tcpbye's action to the program's reaction (closed, reset, kernel-gave-up).
     pub noticed_after_us: Option<u64>,
+    /// What `noticed_after_us` was read from; null when not noticed.
+    pub noticed_by: Option<TimedBy>,
     /// µs from tcpbye's action until the program read the EOF (`recv_q` 1→0 in
     /// CLOSE_WAIT), when that was seen apart from its close.
     pub read_eof_after_us: Option<u64>,
@@ -116,6 +118,9 @@ pub struct CheckCase {
     pub reconnected_after_us: Option<u64>,
     /// µs from tcpbye's action until the program would notice; null = never or unknown.
     pub would_notice_after_us: Option<u64>,
+    /// How exactly each of those times is known: the moment lies within this
+    /// many µs before the time given (null with the time).
+    pub resolution_us: Resolution,
     /// The prediction in words, with what it rests on.
     pub prediction: String,
     /// What the judgement rests on.
@@ -133,6 +138,47 @@ pub struct CheckCase {
     /// Where the prediction's keepalive interval and count came from; null when
     /// no prediction needed them.
     pub settings_from: Option<SettingsFrom>,
+}
+
+/// What a time was read from, which says how exact it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimedBy {
+    /// A captured segment: the kernel's timestamp of the packet (1 µs).
+    Wire,
+    /// tcpbye's own socket: when its event loop read the EOF, the error or the
+    /// new connection (1 µs; its wake-up latency comes on top).
+    TcpbyeSocket,
+    /// A sock_diag reading of the program's socket: between the reading before
+    /// (or the action) and this one.
+    SockDiag,
+    /// A look at the program's descriptor (`/proc/PID/fd/N`): between the last
+    /// look that still found it (or the action) and the first that did not.
+    Descriptor,
+    /// Its next connection (`check --listen`): it had noticed by then.
+    Reconnect,
+}
+
+impl TimedBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Wire => "wire",
+            Self::TcpbyeSocket => "tcpbye-socket",
+            Self::SockDiag => "sock_diag",
+            Self::Descriptor => "descriptor",
+            Self::Reconnect => "reconnect",
+        }
+    }
+}
+
+/// The resolution of each of a case's times, in µs: the moment lies between the
+/// time minus this and the time. Null where the time is null.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Resolution {
+    pub noticed: Option<u64>,
+    pub read_eof: Option<u64>,
+    pub reconnected: Option<u64>,
+    pub would_notice: Option<u64>,
 }
 
 /// The program's own socket options (`SO_KEEPALIVE`, `TCP_KEEPIDLE/INTVL/CNT`,
@@ -257,9 +303,11 @@ pub fn not_judged(mode: CloseMode, why: String) -> CheckCase {
         saw: saw(mode),
         reaction: Reaction::NotJudged,
         noticed_after_us: None,
+        noticed_by: None,
         read_eof_after_us: None,
         reconnected_after_us: None,
         would_notice_after_us: None,
+        resolution_us: Resolution::default(),
         prediction: "-".into(),
         evidence: why,
         advice: None,
@@ -281,16 +329,15 @@ pub fn render(result: &CheckResult, width: usize) -> String {
         header.push("reconnected");
     }
     let mut t = super::table::Columns::new(&header);
-    let dash = || "-".to_owned();
     for c in &result.cases {
         let mut row = vec![
             c.mode.to_string(),
             c.reaction.name().to_owned(),
-            c.noticed_after_us.map_or_else(dash, fmt_us),
-            c.read_eof_after_us.map_or_else(dash, fmt_us),
+            timed(c.noticed_after_us, c.resolution_us.noticed),
+            timed(c.read_eof_after_us, c.resolution_us.read_eof),
         ];
         if client {
-            row.push(c.reconnected_after_us.map_or_else(dash, fmt_us));
+            row.push(timed(c.reconnected_after_us, c.resolution_us.reconnected));
         }
         let mut under = vec![format!("saw: {}", c.saw)];
         if !matches!(c.prediction.as_str(), "-" | "noticed") {
@@ -318,14 +365,21 @@ pub fn brief(result: &CheckResult, width: usize) -> String {
     let mut out = String::new();
     for c in &result.cases {
         let mut line = format!("{:<mode_width$}  {}", c.mode.name(), c.reaction.name());
+        let res = c.resolution_us;
         if let Some(us) = c.noticed_after_us {
-            line.push_str(&format!(" after {}", fmt_us(us)));
+            line.push_str(&format!(" after {}", fmt_within(us, res.noticed)));
         }
         if let Some(us) = c.read_eof_after_us {
-            line.push_str(&format!(", read EOF after {}", fmt_us(us)));
+            line.push_str(&format!(
+                ", read EOF after {}",
+                fmt_within(us, res.read_eof)
+            ));
         }
         if client && let Some(us) = c.reconnected_after_us {
-            line.push_str(&format!(", reconnected after {}", fmt_us(us)));
+            line.push_str(&format!(
+                ", reconnected after {}",
+                fmt_within(us, res.reconnected)
+            ));
         }
         if !c.reaction.noticed() {
             match c.would_notice_after_us {
@@ -340,6 +394,11 @@ pub fn brief(result: &CheckResult, width: usize) -> String {
     out.push_str(&super::wrap(&summary_line(&result.summary), width));
     out.push('\n');
     out
+}
+
+/// A table cell: the time as exactly as it is known, or `-`.
+fn timed(us: Option<u64>, resolution: Option<u64>) -> String {
+    us.map_or_else(|| "-".to_owned(), |us| fmt_within(us, resolution))
 }
 
 /// What was watched, and how many modes the program noticed.
