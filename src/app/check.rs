@@ -926,11 +926,14 @@ fn watch_descriptors(rx: &Receiver<Watch>, mut holder_pids: Vec<u32>) -> HashMap
                 let at = Instant::now();
                 let mut near = children(pid);
                 near.extend(holder_pids.iter().copied());
-                let others = holders(&HashSet::from([fate.inode]), Some(&near));
-                match others.get(&fate.inode) {
-                    Some(pids) => {
-                        fate.holder = None;
-                        fate.pids.clone_from(pids);
+                match near.iter().find_map(|p| descriptor_of(*p, fate.inode)) {
+                    // Held on there: that descriptor is read from now on.
+                    Some(other) => {
+                        fate.holder = Some(other);
+                        if !fate.pids.contains(&other.0) {
+                            fate.pids.push(other.0);
+                        }
+                        fate.held_at = Some(Instant::now());
                     }
                     None => fate.released_at = Some(at),
                 }
