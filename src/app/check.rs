@@ -81,6 +81,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
     }
     let mut starts: HashMap<CloseMode, Instant> = HashMap::new();
     let mut holder_pids: Vec<u32> = Vec::new();
+    // The program's process and its name, per case, found while it held the socket.
+    let mut programs: HashMap<CloseMode, (u32, Option<String>)> = HashMap::new();
     let target = if plan.listen {
         // Connections beyond the modes (the client reconnecting after the last
         // one) are held open, unjudged, until the check ends.
@@ -204,10 +206,14 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
             // The program accepted: its descriptor is found now, before tcpbye
             // acts, so that its release is timed by one readlink from the start.
             Emit::PeerKnown { close, peer_inode } => {
+                let holder = find_holder(peer_inode, &mut holder_pids);
+                if let Some((pid, _)) = holder {
+                    programs.insert(close, (pid, comm(pid)));
+                }
                 let _ = tx.send(Watch::Known {
                     mode: close,
                     inode: peer_inode,
-                    holder: find_holder(peer_inode, &mut holder_pids),
+                    holder,
                 });
             }
             Emit::Progress(_) => {}
@@ -294,6 +300,13 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
                 if plan.listen {
                     judge::reconnected(&mut case, reconnects.get(&mode).copied());
                 }
+                case.tcpbye_addr = report.local;
+                case.program_addr = Some(report.peer);
+                let (pid, name) = programs.remove(&mode).unzip();
+                case.pid = pid
+                    .or(own.map(|s| s.pid))
+                    .or_else(|| fates.get(&mode).and_then(|f| f.pids.first().copied()));
+                case.comm = name.flatten().or_else(|| case.pid.and_then(comm));
                 case
             }
             None if plan.listen && end != RunEnd::Interrupted => model::not_judged(
@@ -642,6 +655,12 @@ fn listener_holders(addr: SocketAddr) -> Vec<u32> {
     pids
 }
 
+/// A process's name, as `ps` shows it (`/proc/PID/comm`).
+fn comm(pid: u32) -> Option<String> {
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(name.trim_end().to_owned()).filter(|n| !n.is_empty())
+}
+
 /// The children of every thread of process `pid` (`/proc/PID/task/*/children`).
 fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -669,18 +688,30 @@ fn first_holder(inode: u32) -> Option<(u32, i32)> {
         .find_map(|pid| descriptor_of(pid, inode))
 }
 
-/// The holder of socket `inode`, looking first at the processes in `known`
-/// (those that held the program's earlier sockets: one fd table instead of all
-/// of /proc), then everywhere; a new holder joins `known`.
+/// The holder of socket `inode`, looking first near the processes in `known`
+/// (see [`near_holder`]), then everywhere; a new holder joins `known`.
 fn find_holder(inode: u32, known: &mut Vec<u32>) -> Option<(u32, i32)> {
-    let found = known
-        .iter()
-        .find_map(|pid| descriptor_of(*pid, inode))
-        .or_else(|| first_holder(inode))?;
+    let found = near_holder(inode, known).or_else(|| first_holder(inode))?;
     if !known.contains(&found.0) {
         known.push(found.0);
     }
     Some(found)
+}
+
+/// The holder of socket `inode` among the processes in `known` (those that
+/// held the program's listener or earlier sockets) and their children (a
+/// forking server's child inherits the socket its parent accepted): a few fd
+/// tables instead of all of /proc.
+fn near_holder(inode: u32, known: &[u32]) -> Option<(u32, i32)> {
+    known
+        .iter()
+        .find_map(|pid| descriptor_of(*pid, inode))
+        .or_else(|| {
+            known
+                .iter()
+                .flat_map(|pid| children(*pid))
+                .find_map(|pid| descriptor_of(pid, inode))
+        })
 }
 
 /// The descriptor number by which process `pid` holds socket `inode`.
@@ -899,9 +930,7 @@ fn watch_descriptors(rx: &Receiver<Watch>, mut holder_pids: Vec<u32>) -> HashMap
                 fate.sought_everywhere = Some(now);
                 find_holder(fate.inode, &mut holder_pids)
             } else {
-                holder_pids
-                    .iter()
-                    .find_map(|pid| descriptor_of(*pid, fate.inode))
+                near_holder(fate.inode, &holder_pids)
             };
             if let Some(holder) = found {
                 fate.holder = Some(holder);

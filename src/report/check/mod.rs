@@ -2,6 +2,8 @@
 //! model (`check-case`, `check-summary` in docs/json.md) and the matrix for
 //! people. The judgement that turns a report into a case is in [`judge`].
 
+use std::net::SocketAddr;
+
 use serde::Serialize;
 
 use super::{SCHEMA, SideSample, fmt_us, fmt_within};
@@ -103,6 +105,14 @@ pub struct CheckCase {
     pub schema: u32,
     pub kind: &'static str,
     pub mode: CloseMode,
+    /// The program's process (the one holding its socket) and its name
+    /// (`/proc/PID/comm`), when found.
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// The connection: tcpbye's address and the program's, to match a row with
+    /// `ss`, a capture or the program's log.
+    pub tcpbye_addr: Option<SocketAddr>,
+    pub program_addr: Option<SocketAddr>,
     /// What the program could observe of this ending.
     pub saw: &'static str,
     pub reaction: Reaction,
@@ -300,6 +310,10 @@ pub fn not_judged(mode: CloseMode, why: String) -> CheckCase {
         schema: SCHEMA,
         kind: "check-case",
         mode,
+        pid: None,
+        comm: None,
+        tcpbye_addr: None,
+        program_addr: None,
         saw: saw(mode),
         reaction: Reaction::NotJudged,
         noticed_after_us: None,

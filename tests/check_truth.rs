@@ -1,0 +1,367 @@
+//! `tcpbye check`'s times beside a ground truth the test takes itself: a capture
+//! on loopback with tshark (the kernel's timestamp of each packet) and the
+//! program's own system calls with `strace -f -ttt`. Both clocks are the wall
+//! clock; tcpbye's action is placed on it from its connection's SYN, which
+//! leaves at the connection clock's zero.
+
+use crate::common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::common::{Cmd, Proc, require_root, require_tool, within};
+use serde_json::Value;
+
+/// One captured segment: wall-clock seconds, ports, FIN and RST.
+#[derive(Debug, Clone, Copy)]
+struct Seg {
+    t: f64,
+    src: u16,
+    dst: u16,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+}
+
+/// tshark capturing `tcp port PORT` on loopback into a file of the test's own.
+struct Capture {
+    proc: Proc,
+    file: PathBuf,
+}
+
+impl Capture {
+    fn start(dir: &Path, port: u16) -> Self {
+        let file = dir.join("truth.pcap");
+        let filter = format!("tcp port {port}");
+        let mut proc = Cmd::program(
+            "tshark",
+            &[
+                "-i",
+                "lo",
+                "-f",
+                &filter,
+                "-w",
+                file.to_str().expect("utf-8"),
+            ],
+        )
+        .deadline(Duration::from_secs(120))
+        .spawn();
+        proc.stderr_line(within(20), |l| l.contains("Capturing on"));
+        Self { proc, file }
+    }
+
+    /// Stops the capture and reads it back.
+    fn segments(self) -> Vec<Seg> {
+        self.proc.interrupt();
+        let _ = self.proc.finish_or_terminate(Duration::from_secs(10));
+        let out = Cmd::program(
+            "tshark",
+            &[
+                "-r",
+                self.file.to_str().expect("utf-8"),
+                "-T",
+                "fields",
+                "-e",
+                "frame.time_epoch",
+                "-e",
+                "tcp.srcport",
+                "-e",
+                "tcp.dstport",
+                "-e",
+                "tcp.flags.syn",
+                "-e",
+                "tcp.flags.fin",
+                "-e",
+                "tcp.flags.reset",
+            ],
+        )
+        .deadline(Duration::from_secs(30))
+        .run()
+        .output();
+        let flag = |f: &str| matches!(f, "1" | "True" | "true");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split('\t').collect();
+                Some(Seg {
+                    t: f.first()?.parse().ok()?,
+                    src: f.get(1)?.parse().ok()?,
+                    dst: f.get(2)?.parse().ok()?,
+                    syn: flag(f.get(3)?),
+                    fin: flag(f.get(4)?),
+                    rst: flag(f.get(5)?),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The case of `mode` in check's output.
+fn case<'a>(cases: &'a [Value], mode: &str) -> &'a Value {
+    cases
+        .iter()
+        .find(|c| c["mode"] == mode)
+        .unwrap_or_else(|| panic!("no case for {mode}: {cases:?}"))
+}
+
+/// tcpbye's port of a case (`tcpbye_addr`).
+fn tcpbye_port(case: &Value) -> u16 {
+    let addr = case["tcpbye_addr"].as_str().expect("tcpbye_addr");
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("a port")
+}
+
+/// µs as a float, for the comparisons' messages.
+fn us(v: &Value) -> f64 {
+    v.as_u64().unwrap_or_else(|| panic!("a time: {v}")) as f64
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind :0");
+    l.local_addr().expect("local addr").port()
+}
+
+fn wait_listening(proc: &mut Proc, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline && proc.exited().is_none(),
+            "nothing listens on {port}\n{}",
+            proc.dump()
+        );
+        std::thread::sleep(common::POLL);
+    }
+}
+
+/// Ends a program run under strace: the program itself is signalled (strace
+/// passes on no SIGINT), and strace exits with it.
+fn stop_traced(strace: Proc) {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", strace.pid())).expect("strace's tasks");
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let _ = strace.finish_or_terminate(Duration::from_secs(10));
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tcpbye-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// socat (forking: each connection is served by a child, which inherits the
+/// accepted socket) under `strace -f -ttt`, and a capture on loopback:
+/// - `fin`: socat's FIN follows tcpbye's; tcpbye times it by the packet, so its
+///   `noticed_after_us` is the gap between the two FINs in the test's capture
+///   (within 0.5 ms: the action is stamped just before tcpbye's close()).
+/// - `rst`: the child reads ECONNRESET and exits; tcpbye times the release of
+///   its descriptor, which strace places at the child's exit_group: the time
+///   lies within tcpbye's stated resolution of the truth, and never before it.
+#[test]
+fn socat_times_agree_with_a_capture_and_strace() {
+    let test = common::test_name!();
+    if !require_root(
+        test,
+        "the capture needs CAP_NET_RAW, the holder's /proc/PID/fd root",
+    ) || !require_tool(test, "socat", &["-V"], "socat not installed")
+        || !require_tool(test, "tshark", &["-v"], "tshark not installed")
+        || !require_tool(test, "strace", &["-V"], "strace not installed")
+    {
+        return;
+    }
+    let dir = scratch(test);
+    let port = free_port();
+    let capture = Capture::start(&dir, port);
+    let trace = dir.join("socat.strace");
+    let listen = format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork");
+    let mut socat = Cmd::program(
+        "strace",
+        &[
+            "-f",
+            "-ttt",
+            "-e",
+            "trace=read,close,exit_group",
+            "-o",
+            trace.to_str().expect("utf-8"),
+            "socat",
+            &listen,
+            "PIPE",
+        ],
+    )
+    .deadline(Duration::from_secs(60))
+    .spawn();
+    wait_listening(&mut socat, port);
+    let addr = format!("127.0.0.1:{port}");
+    let out = Cmd::tcpbye(&[
+        "check",
+        &addr,
+        "--modes",
+        "fin,rst",
+        "--request",
+        "hi\\n",
+        "--wait",
+        "1s",
+        "--json",
+    ])
+    .deadline(Duration::from_secs(30))
+    .run();
+    out.expect_code(0);
+    // Let strace write the children's last lines, then stop socat and the capture.
+    std::thread::sleep(Duration::from_millis(300));
+    stop_traced(socat);
+    let segments = capture.segments();
+    let cases = out.objects("check-case");
+    let dump = || format!("{}\ncapture: {segments:?}", out.dump());
+
+    let fin = case(&cases, "fin");
+    assert_eq!(fin["reaction"], "closed", "{}", dump());
+    assert_eq!(fin["noticed_by"], "wire", "{}", dump());
+    assert_eq!(fin["comm"], "socat", "{}", dump());
+    let p = tcpbye_port(fin);
+    let ours = segments
+        .iter()
+        .find(|s| s.src == p && s.fin)
+        .expect("tcpbye's FIN");
+    let theirs = segments
+        .iter()
+        .find(|s| s.dst == p && s.fin)
+        .expect("socat's FIN");
+    let truth = (theirs.t - ours.t) * 1e6;
+    let noticed = us(&fin["noticed_after_us"]);
+    assert!(
+        (noticed - truth).abs() <= 500.0,
+        "fin: tcpbye +{noticed}µs, capture: socat's FIN {truth:.0}µs after tcpbye's"
+    );
+
+    let rst = case(&cases, "rst");
+    assert_eq!(rst["reaction"], "closed", "{}", dump());
+    assert_eq!(rst["noticed_by"], "descriptor", "{}", dump());
+    let p = tcpbye_port(rst);
+    let reset = segments
+        .iter()
+        .find(|s| s.src == p && s.rst)
+        .expect("tcpbye's RST");
+    // The child that read ECONNRESET, and its exit.
+    let text = std::fs::read_to_string(&trace).expect("strace output");
+    let reader = text
+        .lines()
+        .find(|l| l.contains("ECONNRESET"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no ECONNRESET in strace:\n{text}"));
+    let exit: f64 = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{reader} ")))
+        .find(|l| l.contains("exit_group("))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no exit of {reader} in strace:\n{text}"));
+    let truth = (exit - reset.t) * 1e6;
+    let noticed = us(&rst["noticed_after_us"]);
+    let resolution = us(&rst["resolution_us"]["noticed"]);
+    // strace's stamp is the syscall's entry; the descriptor goes a little later,
+    // when the exiting process drops its files.
+    assert!(
+        noticed >= truth - 200.0 && noticed <= truth + resolution + 1_000.0,
+        "rst: tcpbye released +{noticed}µs (resolution {resolution}µs); strace: exit {truth:.0}µs after the RST\n{}",
+        dump()
+    );
+    assert!(
+        resolution <= 1_000.0,
+        "rst: a descriptor known before the action is read every 0.25 ms: {resolution}µs"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// redis with `--timeout 1` ends an idle client itself. After `drop` its FIN is
+/// the reaction; tcpbye times it by the packet. The truth: the same FIN in the
+/// test's capture, less the moment of tcpbye's action, placed on the wall clock
+/// from the connection's SYN (the connection clock's zero) and `action_t_us`.
+#[test]
+fn redis_idle_timeout_after_drop_agrees_with_the_capture() {
+    let test = common::test_name!();
+    if !require_root(test, "drop needs CAP_NET_ADMIN, the capture CAP_NET_RAW")
+        || !require_tool(
+            test,
+            "redis-server",
+            &["--version"],
+            "redis-server not installed",
+        )
+        || !require_tool(test, "tshark", &["-v"], "tshark not installed")
+    {
+        return;
+    }
+    let dir = scratch(test);
+    let port = free_port();
+    let capture = Capture::start(&dir, port);
+    let port_text = port.to_string();
+    let mut redis = Cmd::program(
+        "redis-server",
+        &[
+            "--port",
+            &port_text,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--timeout",
+            "1",
+            "--tcp-keepalive",
+            "0",
+        ],
+    )
+    .deadline(Duration::from_secs(60))
+    .spawn();
+    wait_listening(&mut redis, port);
+    let addr = format!("127.0.0.1:{port}");
+    let out = Cmd::tcpbye(&[
+        "check",
+        &addr,
+        "--modes",
+        "drop",
+        "--request",
+        "PING\\r\\n",
+        "--wait",
+        "4s",
+        "--json",
+    ])
+    .deadline(Duration::from_secs(30))
+    .run();
+    out.expect_code(0);
+    let segments = capture.segments();
+    let cases = out.objects("check-case");
+    let drop = case(&cases, "drop");
+    assert_eq!(drop["reaction"], "closed", "{}", out.dump());
+    assert_eq!(drop["noticed_by"], "wire", "{}", out.dump());
+    assert_eq!(drop["comm"], "redis-server", "{}", out.dump());
+    let p = tcpbye_port(drop);
+    let syn = segments
+        .iter()
+        .find(|s| s.src == p && s.syn)
+        .expect("tcpbye's SYN");
+    let fin = segments
+        .iter()
+        .find(|s| s.dst == p && s.fin)
+        .expect("redis's FIN");
+    let action = syn.t + us(&drop["action_t_us"]) / 1e6;
+    let truth = (fin.t - action) * 1e6;
+    let noticed = us(&drop["noticed_after_us"]);
+    assert!(
+        (noticed - truth).abs() <= 500.0,
+        "drop: tcpbye +{noticed}µs; capture: redis's FIN {truth:.0}µs after the action"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
