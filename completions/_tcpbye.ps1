@@ -114,6 +114,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             break
         }
         'tcpbye;check' {
+            [CompletionResult]::new('--wait-client', '--wait-client', [CompletionResultType]::ParameterName, 'With --listen: how long to wait for the client''s first connection before giving up (exit 3), e.g. `--wait-client 5m`')
             [CompletionResult]::new('--modes', '--modes', [CompletionResultType]::ParameterName, 'Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst` [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]')
             [CompletionResult]::new('--request', '--request', [CompletionResultType]::ParameterName, 'Send STRING first and wait (up to 2s) for the answer''s first bytes before ending, e.g. `--request ''PING\r\n''` (escapes: \r \n \t \0 \\ \xHH)')
             [CompletionResult]::new('--send', '--send', [CompletionResultType]::ParameterName, 'Send BYTES of filler first (after --request) and wait (up to 2s) for an answer, e.g. `--send 1k`')

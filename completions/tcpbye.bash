@@ -79,12 +79,16 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__check)
-            opts="-h -V --listen --modes --request --send --wait --wait-silent --json --brief --expect-noticed-within --expect-no-leak --leave-open --help --version"
+            opts="-h -V --listen --wait-client --modes --request --send --wait --wait-silent --json --brief --expect-noticed-within --expect-no-leak --leave-open --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --wait-client)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --modes)
                     COMPREPLY=($(compgen -W "fin half rst drop reboot hang" -- "${cur}"))
                     return 0

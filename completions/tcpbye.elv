@@ -107,6 +107,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand --version 'Print version'
         }
         &'tcpbye;check'= {
+            cand --wait-client 'With --listen: how long to wait for the client''s first connection before giving up (exit 3), e.g. `--wait-client 5m`'
             cand --modes 'Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst` [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]'
             cand --request 'Send STRING first and wait (up to 2s) for the answer''s first bytes before ending, e.g. `--request ''PING\r\n''` (escapes: \r \n \t \0 \\ \xHH)'
             cand --send 'Send BYTES of filler first (after --request) and wait (up to 2s) for an answer, e.g. `--send 1k`'

@@ -133,6 +133,7 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l runs -d 'Repetitio
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l json -d 'JSON Lines: one object per case, then one summary object'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s V -l version -d 'Print version'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l wait-client -d 'With --listen: how long to wait for the client\'s first connection before giving up (exit 3), e.g. `--wait-client 5m`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l modes -d 'Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst` [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]' -r -f -a "fin\t'tcpbye closes (FIN): does the program read EOF and close?'
 half\t'tcpbye shuts down its sending side (FIN) and keeps reading'
 rst\t'tcpbye resets (RST): does the program close after ECONNRESET?'

@@ -262,6 +262,11 @@ pub struct CheckArgs {
     #[arg(long)]
     pub listen: bool,
 
+    /// With --listen: how long to wait for the client's first connection
+    /// before giving up (exit 3), e.g. `--wait-client 5m`
+    #[arg(long, value_name = "DUR", default_value = "60s", requires = "listen", value_parser = parse::parse_duration)]
+    pub wait_client: Duration,
+
     /// Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst`
     /// [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]
     #[arg(long, value_name = "MODES", value_enum, value_delimiter = ',')]

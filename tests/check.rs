@@ -1064,6 +1064,103 @@ fn a_client_that_does_not_reconnect_leaves_the_later_modes_unjudged() {
     assert_eq!(summary["not_judged"], 1);
 }
 
+/// A client that reads until EOF or an error, closes, sleeps 0.3 s and connects
+/// again; it logs (monotonic seconds, on stderr) when each read ended, when it
+/// closed and when it connected: the ground truth for --listen's times.
+const RECONNECTING_CLIENT: &str = r#"
+import socket, sys, time
+port = int(sys.argv[1])
+log = lambda what: print(f"{what} {time.monotonic():.6f}", file=sys.stderr, flush=True)
+for _ in range(6):
+    try:
+        s = socket.create_connection(("127.0.0.1", port))
+    except OSError:
+        time.sleep(0.3)
+        continue
+    log("connected")
+    s.sendall(b"hi\n")
+    try:
+        while s.recv(4096):
+            pass
+        log("eof")
+    except OSError:
+        log("error")
+    s.close()
+    log("closed")
+    time.sleep(0.3)
+"#;
+
+/// `check --listen` after `rst`: the client's reaction is the release of its
+/// socket, timed from its descriptor, not its next connection 0.3 s later. The
+/// gap between the two times agrees with the gap the client logs between its
+/// close() and its next connect().
+#[test]
+fn a_reconnecting_client_is_timed_by_its_close_not_by_its_next_connection() {
+    let test = common::test_name!();
+    if !require_root(test, "another process's /proc/PID/fd is read as root") {
+        return;
+    }
+    if !require_tool(test, "python3", &["--version"], "python3 not installed") {
+        return;
+    }
+    let (check, addr) = check_listen(
+        &["--modes", "rst,fin", "--wait", "1s", "--json"],
+        Duration::from_secs(30),
+    );
+    let port = addr.rsplit_once(':').expect("HOST:PORT").1.to_owned();
+    let mut client = Cmd::program("python3", &["-c", RECONNECTING_CLIENT, &port])
+        .deadline(Duration::from_secs(30))
+        .spawn();
+    let out = check.finish();
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    let rst = case(&cases, "rst");
+    assert_eq!(rst["reaction"], "reconnected", "{}", out.dump());
+    assert_eq!(rst["noticed_by"], "descriptor", "{}", out.dump());
+    assert_eq!(rst["comm"], "python3", "{}", out.dump());
+    let noticed = rst["noticed_after_us"].as_u64().expect("noticed") as f64 / 1e6;
+    let again = rst["reconnected_after_us"].as_u64().expect("reconnected") as f64 / 1e6;
+    // The client's own account of the first connection (the rst one).
+    let mut at = |what: &str| -> f64 {
+        let line = client.stderr_line(within(10), |l| l.starts_with(what));
+        line[what.len()..].trim().parse().expect("seconds")
+    };
+    let error = at("error ");
+    let closed = at("closed ");
+    let connected = at("connected ");
+    assert!(
+        closed - error < 0.05,
+        "the client closed {:.3}s after the error",
+        closed - error
+    );
+    let truth = connected - closed;
+    assert!(
+        ((again - noticed) - truth).abs() < 0.02,
+        "tcpbye: released +{noticed:.4}s, reconnected +{again:.4}s; the client: connected {truth:.4}s after its close"
+    );
+    assert!(noticed < 0.1, "released +{noticed:.4}s");
+    client.signal(nix::sys::signal::Signal::SIGTERM);
+}
+
+/// `--wait-client` bounds the wait for the first client: none comes, exit 3
+/// with one line that names the flag.
+#[test]
+fn wait_client_bounds_the_wait_for_the_first_client() {
+    let started = Instant::now();
+    let out = check(&["--listen", "127.0.0.1:0", "--wait-client", "300ms"]);
+    out.expect_code(3);
+    let line = out.stderr.last().cloned().unwrap_or_default();
+    assert!(
+        line.starts_with("tcpbye: check --listen 127.0.0.1:")
+            && line.ends_with("no client connected within 300.0ms (--wait-client)"),
+        "{}",
+        out.dump()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{}", out.dump());
+    check(&["127.0.0.1:1", "--wait-client", "1s"])
+        .expect_usage_error("the following required arguments were not provided");
+}
+
 /// nginx on `port`, one process in the foreground, everything it writes under a
 /// directory of its own (returned, for removal): `return 200` for every request,
 /// `keepalive_timeout 1s`; `listen` takes `options` (e.g. ` deferred`).

@@ -31,8 +31,6 @@ const ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// socket still in the accept queue has no file, which would read as closed).
 const SETTLE: Duration = Duration::from_millis(200);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// `--listen`: how long the client's first connection is waited for.
-const FIRST_CONNECTION: Duration = Duration::from_secs(60);
 /// `--listen`: how often the driver looks whether the check is over.
 const TICK: Duration = Duration::from_millis(50);
 /// How often a dead socket's descriptor is looked for under /proc.
@@ -229,8 +227,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
 
     if plan.listen && listening.accepted == 0 && end != RunEnd::Interrupted {
         return Err(Failure::Runtime(format!(
-            "check --listen {target}: no client connected within {}s",
-            FIRST_CONNECTION.as_secs()
+            "check --listen {target}: no client connected within {} (--wait-client)",
+            crate::report::fmt_us(micros(plan.wait_client))
         ))
         .into());
     }
@@ -421,7 +419,7 @@ impl Listening {
 fn listen_deadline(start: Instant, plan: &CheckPlan) -> Instant {
     later(
         start,
-        FIRST_CONNECTION + (ANSWER_WAIT + plan.longest_wait() * 2) * plan.modes.len() as u32,
+        plan.wait_client + (ANSWER_WAIT + plan.longest_wait() * 2) * plan.modes.len() as u32,
     )
 }
 
@@ -543,7 +541,7 @@ fn end_orphans(
 /// connected again since), or when the client stops connecting: no connection
 /// for the next mode within `--wait` of the last ending (an action, or a
 /// connection the client ended before tcpbye acted), or none at all within
-/// [`FIRST_CONNECTION`] — and at [`listen_deadline`] in any case.
+/// `--wait-client` — and at [`listen_deadline`] in any case.
 fn listen_flow(
     now: Instant,
     started: Instant,
@@ -556,7 +554,7 @@ fn listen_flow(
         return Flow::Stop;
     }
     if listening.accepted == 0 {
-        return if now.saturating_duration_since(started) >= FIRST_CONNECTION {
+        return if now.saturating_duration_since(started) >= plan.wait_client {
             Flow::Stop
         } else {
             Flow::Continue

@@ -314,9 +314,12 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         }
         (modes, Vec::new())
     };
-    if args.wait.is_zero() || args.wait_silent.is_some_and(|w| w.is_zero()) {
+    if args.wait.is_zero()
+        || args.wait_silent.is_some_and(|w| w.is_zero())
+        || args.wait_client.is_zero()
+    {
         return Err(Failure::Usage(
-            "--wait and --wait-silent must be more than 0s".into(),
+            "--wait, --wait-silent and --wait-client must be more than 0s".into(),
         ));
     }
     let limits = args.expect_noticed_within.unwrap_or_default();
@@ -328,6 +331,7 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
     Ok(CheckPlan {
         addr: args.addr,
         listen: args.listen,
+        wait_client: args.wait_client,
         modes,
         request: args.request.map(|r| r.0).unwrap_or_default(),
         send: args.send.unwrap_or(0),

@@ -232,6 +232,8 @@ pub struct CheckPlan {
     /// `--listen`: the program under test is a client; each accepted connection
     /// ends in the next mode.
     pub listen: bool,
+    /// `--wait-client`: with `listen`, how long the first connection is waited for.
+    pub wait_client: Duration,
     /// One fresh connection per mode, all at once.
     pub modes: Vec<CloseMode>,
     /// Sent first (`--request`), then `send` bytes of filler (`--send`); when
