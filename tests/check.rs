@@ -247,10 +247,14 @@ fn python_socketserver_notices_every_ending_it_can_see_and_passes() {
         "{}",
         out.dump()
     );
+    // Named as the Python program it is, with Python's own setting.
+    let advice = hang["advice"].as_str().unwrap_or("");
     assert!(
-        hang["advice"]
-            .as_str()
-            .is_some_and(|a| a.contains("heartbeat"))
+        advice.starts_with("Python (pid ")
+            && advice.contains(
+                "keepalive cannot see a hung peer; its own timeout can: `sock.settimeout(seconds)`"
+            ),
+        "{advice}"
     );
     for c in &cases {
         if c["reaction"] == "closed" {
@@ -372,6 +376,7 @@ fn the_matrix_for_people_matches_its_golden_file() {
     // What differs from run to run besides times and ports: the inode and the pid.
     let text = mask_number_after(&out.stdout, "socket:[", "<inode>");
     let text = mask_number_after(&text, "by pid ", "<pid>");
+    let text = mask_number_after(&text, "(pid ", "<pid>");
     golden(
         "check-leaker.txt",
         "TCPBYE_REGENERATE=1 cargo test --test tests check::the_matrix",
@@ -412,6 +417,11 @@ fn redis_keepalive_300_surfaces_as_a_keepalive_prediction() {
     assert!(hang["would_notice_after_us"].is_null());
     let p = hang["prediction"].as_str().unwrap_or("");
     assert!(p.starts_with("never by keepalive"), "{p}");
+    let advice = hang["advice"].as_str().unwrap_or("");
+    assert!(
+        advice.contains("keepalive cannot see a hung peer; its own timeout can: `timeout 60`"),
+        "{advice}"
+    );
     assert!(
         p.contains("keepalive timer 29") || p.contains("keepalive timer 30"),
         "{p}"
@@ -431,6 +441,17 @@ fn redis_keepalive_300_surfaces_as_a_keepalive_prediction() {
             out.dump()
         );
         assert_eq!(drop["settings_from"], "socket");
+        // The advice names redis, its pid and its own setting, not a socket option.
+        assert_eq!(drop["comm"], "redis-server", "{}", out.dump());
+        let advice = drop["advice"].as_str().unwrap_or("");
+        assert!(
+            advice.contains("TCP_KEEPIDLE=300s")
+                && advice.contains(&format!(
+                    "redis (pid {}): shorten its keepalive: `tcp-keepalive 30`",
+                    drop["pid"]
+                )),
+            "{advice}"
+        );
         let expected = (300 + 3 * 100) * 1_000_000;
         assert!(
             would.abs_diff(expected) < 3_000_000,

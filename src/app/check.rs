@@ -80,7 +80,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
     let mut starts: HashMap<CloseMode, Instant> = HashMap::new();
     let mut holder_pids: Vec<u32> = Vec::new();
     // The program's process and its name, per case, found while it held the socket.
-    let mut programs: HashMap<CloseMode, (u32, Option<String>)> = HashMap::new();
+    let mut programs: HashMap<CloseMode, (u32, String)> = HashMap::new();
     let target = if plan.listen {
         // Connections beyond the modes (the client reconnecting after the last
         // one) are held open, unjudged, until the check ends.
@@ -206,7 +206,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
             Emit::PeerKnown { close, peer_inode } => {
                 let holder = find_holder(peer_inode, &mut holder_pids);
                 if let Some((pid, _)) = holder {
-                    programs.insert(close, (pid, comm(pid)));
+                    programs.extend(comm(pid).map(|name| (close, (pid, name))));
                 }
                 let _ = tx.send(Watch::Known {
                     mode: close,
@@ -250,10 +250,12 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
         return Err(Failure::Runtime(format!("check: connect {addr}: {}", report.verdict)).into());
     }
     let sysctls = KeepaliveSysctls::read();
-    let known = |settings, mode| judge::Known {
+    let mut go_binaries: HashMap<u32, bool> = HashMap::new();
+    let known = |settings, mode, who| judge::Known {
         sysctls,
         settings,
         wait_us: micros(plan.wait_for(mode)),
+        who,
     };
     // tcpbye's address of each case's connection: what a vanished socket is known by.
     let mode_of: HashMap<SocketAddr, CloseMode> = reports
@@ -293,18 +295,23 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
                     wait_us: micros(plan.wait_for(mode)),
                 });
                 let own = settings.get(&mode).copied();
-                let mut case =
-                    judge::judge(mode, &report, descriptor, last, known(own, mode), remote);
+                // Found while it held the socket; else whoever held it last.
+                let program = programs
+                    .remove(&mode)
+                    .or_else(|| {
+                        let pid = own.map(|s| s.pid).or_else(|| {
+                            fates.get(&mode).and_then(|f| f.pids.first().copied())
+                        })?;
+                        Some((pid, comm(pid)?))
+                    })
+                    .map(|(pid, comm)| who(pid, comm, &mut go_binaries));
+                let known = known(own, mode, program);
+                let mut case = judge::judge(mode, &report, descriptor, last, known, remote);
                 if plan.listen {
                     judge::reconnected(&mut case, reconnects.get(&mode).copied());
                 }
                 case.tcpbye_addr = report.local;
                 case.program_addr = Some(report.peer);
-                let (pid, name) = programs.remove(&mode).unzip();
-                case.pid = pid
-                    .or(own.map(|s| s.pid))
-                    .or_else(|| fates.get(&mode).and_then(|f| f.pids.first().copied()));
-                case.comm = name.flatten().or_else(|| case.pid.and_then(comm));
                 case
             }
             None if plan.listen && end != RunEnd::Interrupted => model::not_judged(
@@ -312,7 +319,9 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
                 "no connection came for it: the client did not connect again within --wait of the previous ending".into(),
             ),
             None => match unmatched.next() {
-                Some(report) => judge::judge(mode, &report, None, None, known(None, mode), None),
+                Some(report) => {
+                    judge::judge(mode, &report, None, None, known(None, mode, None), None)
+                }
                 None => model::not_judged(mode, "no report (interrupted)".into()),
             },
         })
@@ -657,6 +666,24 @@ fn listener_holders(addr: SocketAddr) -> Vec<u32> {
 fn comm(pid: u32) -> Option<String> {
     let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     Some(name.trim_end().to_owned()).filter(|n| !n.is_empty())
+}
+
+/// The program's process for the judge; an executable whose name tcpbye does
+/// not know is looked into for Go's marker, once per process.
+fn who(pid: u32, comm: String, go_binaries: &mut HashMap<u32, bool>) -> judge::Who {
+    let go = crate::judge::programs::lookup(&comm, false).is_none()
+        && *go_binaries.entry(pid).or_insert_with(|| is_go_binary(pid));
+    judge::Who { pid, comm, go }
+}
+
+/// Whether `/proc/PID/exe` carries the marker of Go's build information
+/// (`\xff Go buildinf:`); files over 256 MiB are not read.
+fn is_go_binary(pid: u32) -> bool {
+    const MARKER: &[u8] = b"\xff Go buildinf:";
+    let path = format!("/proc/{pid}/exe");
+    let small = std::fs::metadata(&path).is_ok_and(|m| m.len() <= 256 << 20);
+    small
+        && std::fs::read(&path).is_ok_and(|bytes| bytes.windows(MARKER.len()).any(|w| w == MARKER))
 }
 
 /// The children of every thread of process `pid` (`/proc/PID/task/*/children`).

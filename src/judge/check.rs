@@ -2,6 +2,7 @@
 //! through sock_diag, tcpbye's own socket after its action, descriptors still
 //! held) turned into the program's reaction, its timing and a prediction.
 
+use super::programs;
 use super::words::{Remote, advice, fmt_secs};
 use crate::report::check::{
     CheckCase, Descriptor, KeepaliveSysctls, ProgramSettings, Reaction, Resolution, SettingsFrom,
@@ -14,11 +15,22 @@ use crate::vocab::CloseMode;
 /// What the judge knows besides the report: the keepalive sysctls, the program's
 /// own socket options when they could be read, and how long tcpbye watched after
 /// its action (`--wait`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Known {
     pub sysctls: KeepaliveSysctls,
     pub settings: Option<ProgramSettings>,
     pub wait_us: u64,
+    /// The program's process, when found holding its socket.
+    pub who: Option<Who>,
+}
+
+/// The program's process: its pid, its name (`/proc/PID/comm`) and whether its
+/// executable is a Go binary (whose name says nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Who {
+    pub pid: u32,
+    pub comm: String,
+    pub go: bool,
 }
 
 impl From<KeepaliveSysctls> for Known {
@@ -28,6 +40,7 @@ impl From<KeepaliveSysctls> for Known {
             sysctls,
             settings: None,
             wait_us: u64::MAX,
+            who: None,
         }
     }
 }
@@ -46,6 +59,7 @@ pub fn judge(
         sysctls,
         settings,
         wait_us,
+        who,
     } = known;
     let Some(action) = report.close_t_us.filter(|_| report.close.is_some()) else {
         let why = match report.verdict {
@@ -347,6 +361,9 @@ pub fn judge(
             fmt_us(noticed_us.unwrap_or(0))
         ));
     }
+    let program = who
+        .as_ref()
+        .and_then(|w| programs::lookup(&w.comm, w.go).map(|p| (p, Some(w.pid))));
     let advice = advice(
         mode,
         reaction,
@@ -354,6 +371,7 @@ pub fn judge(
         would,
         settings.as_ref(),
         &descriptor,
+        program,
     );
     let settings_from = (keepalive.is_some() && mode == CloseMode::Drop && !reaction.noticed())
         .then_some(probing.from);
@@ -361,8 +379,8 @@ pub fn judge(
         schema: SCHEMA,
         kind: "check-case",
         mode,
-        pid: None,
-        comm: None,
+        pid: who.as_ref().map(|w| w.pid),
+        comm: who.map(|w| w.comm),
         tcpbye_addr: report.local,
         program_addr: Some(report.peer),
         saw: saw(mode),

@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod path;
+pub mod programs;
 pub mod remote;
 mod words;
 

@@ -179,7 +179,7 @@ pub fn judge(mode: CloseMode, report: &Report, action: u64, remote: Remote) -> C
         },
         prediction,
         evidence: evidence.join("; "),
-        advice: advice(mode, reaction, !probes.is_empty(), would, None, &None),
+        advice: advice(mode, reaction, !probes.is_empty(), would, None, &None, None),
         states: Vec::new(),
         action_t_us: Some(action),
         descriptor: None,

@@ -1,6 +1,7 @@
 //! Words the judges share: durations as people read them, the advice for a weak
 //! reaction, and how a program on another host is seen.
 
+use super::programs::Program;
 use crate::report::check::{Descriptor, ProgramSettings, Reaction};
 use crate::report::fmt_us;
 use crate::vocab::CloseMode;
@@ -29,6 +30,8 @@ pub fn fmt_secs(us: u64) -> String {
 
 /// What the advice suggests for a silent peer: keepalive idle, interval, count.
 const ADVISED_KEEPALIVE: (u64, u64, u64) = (30, 5, 3);
+/// The program-specific settings advised give up within this.
+const PROGRAM_ADVICE_US: u64 = 60_000_000;
 /// A prediction within this is already quick: the advice is to watch longer.
 const QUICK_ENOUGH_US: u64 = 45_000_000;
 
@@ -43,6 +46,7 @@ pub fn advice(
     would: Option<u64>,
     settings: Option<&ProgramSettings>,
     descriptor: &Option<Descriptor>,
+    program: Option<(&Program, Option<u32>)>,
 ) -> Option<String> {
     if reaction == Reaction::Unnoticed
         && matches!(mode, CloseMode::Drop | CloseMode::Reboot)
@@ -63,7 +67,28 @@ pub fn advice(
             fmt_secs(would)
         ));
     }
-    if let Some(k) = settings.and_then(|s| s.keepalive)
+    // A program tcpbye knows is told its own setting, when that is quicker than
+    // its keepalive in effect (the suggestions give up within a minute).
+    let own = settings.and_then(|s| s.keepalive);
+    if reaction == Reaction::Unnoticed
+        && own.is_none_or(|k| k.gives_up_after_us() > PROGRAM_ADVICE_US)
+        && let Some((program, pid)) = program
+        && let Some(text) = program.advice(mode, keepalive, pid)
+    {
+        return Some(
+            match own.filter(|_| mode.is_silent() && mode != CloseMode::Hang) {
+                Some(k) => format!(
+                    "its keepalive (TCP_KEEPIDLE={}s, TCP_KEEPINTVL={}s, TCP_KEEPCNT={}: ≈{}) notices late. {text}",
+                    k.idle_s,
+                    k.intvl_s,
+                    k.cnt,
+                    fmt_secs(k.gives_up_after_us()),
+                ),
+                None => text,
+            },
+        );
+    }
+    if let Some(k) = own
         && reaction == Reaction::Unnoticed
         && matches!(mode, CloseMode::Drop | CloseMode::Reboot)
     {
