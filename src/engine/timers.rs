@@ -39,6 +39,8 @@ pub enum TimerKind {
     Probe,
     /// Read this side's closed socket again (`--linger-watch`).
     Afterlife,
+    /// `check` (follow_peer): read the other end's socket again after the action.
+    PeerRead,
 }
 
 #[derive(Debug, Default)]

@@ -186,12 +186,27 @@ pub fn judge(
     let captured = report.packets.as_deref();
     // Within the wait: after it tcpbye closes a held socket itself, and the
     // program's FIN then answers that.
+    // A held socket (`drop`, `hang`) is closed by tcpbye when its hold ends: what
+    // the program sends after tcpbye's own FIN or RST answers that, not the ending.
+    let own_end = captured
+        .filter(|_| mode.holds_socket())
+        .and_then(|packets| {
+            packets
+                .iter()
+                .find(|p| {
+                    p.t_us > action
+                        && p.outgoing
+                        && (p.flags.contains(&TcpFlag::Fin) || p.flags.contains(&TcpFlag::Rst))
+                })
+                .map(|p| p.t_us)
+        })
+        .unwrap_or(u64::MAX);
     let on_wire = |outgoing: bool, flag: TcpFlag| {
         captured.and_then(|packets| {
             packets
                 .iter()
                 .find(|p| {
-                    (action..action.saturating_add(wait_us)).contains(&p.t_us)
+                    (action..action.saturating_add(wait_us).min(own_end)).contains(&p.t_us)
                         && p.outgoing == outgoing
                         && p.flags.contains(&flag)
                 })

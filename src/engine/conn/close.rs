@@ -119,6 +119,9 @@ impl Conn {
                 self.action = Some((now, mode));
                 self.note_acted(now, mode);
                 self.sock = Some(sock);
+                if self.plan.follow_peer {
+                    ctx.at(later(now, self.peer_pace(now)), TimerKind::PeerRead);
+                }
                 if mode == CloseMode::Half {
                     self.enter(Phase::HalfClosed);
                 } else {
@@ -186,8 +189,41 @@ impl Conn {
                 self.afterlife.set_end(end);
                 self.enter(Phase::Done);
             }
-            None => ctx.at(later(now, AFTERLIFE_POLL), TimerKind::Afterlife),
+            None => {
+                let pace = if self.plan.follow_peer {
+                    self.peer_pace(now).min(AFTERLIFE_POLL)
+                } else {
+                    AFTERLIFE_POLL
+                };
+                ctx.at(later(now, pace), TimerKind::Afterlife);
+            }
         }
+    }
+
+    /// `follow_peer`: how soon the other end's socket is read again after the
+    /// action: densely at first, when a program's reaction usually comes, so
+    /// that a reading brackets it closely (each time carries the span since the
+    /// reading before), then at [`PEER_READ_EVERY`]'s pace.
+    pub(super) fn peer_pace(&self, now: Instant) -> Duration {
+        let since = self
+            .action
+            .map_or(Duration::MAX, |(at, _)| now.saturating_duration_since(at));
+        match since {
+            s if s < Duration::from_millis(20) => Duration::from_micros(500),
+            s if s < Duration::from_millis(200) => Duration::from_millis(2),
+            _ => super::sample::PEER_READ_EVERY,
+        }
+    }
+
+    /// `follow_peer`, a kept socket (`half`, `drop`, `hang`): the other end read
+    /// at [`Self::peer_pace`], whatever this side's sampling does.
+    pub(super) fn peer_read_tick(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(local) = self.local else { return };
+        let now = ctx.now;
+        let t_us = self.timeline.t_us(now);
+        self.peer_track.read(ctx.os, t_us, self.peer, local);
+        self.last_peer_read = Some(now);
+        ctx.at(later(now, self.peer_pace(now)), TimerKind::PeerRead);
     }
 
     /// Ends a `drop`/`hang` hold: a dropped socket vanishes without a packet,

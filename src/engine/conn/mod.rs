@@ -456,6 +456,9 @@ impl Conn {
             }
             TimerKind::Heartbeat if self.is_live() => self.heartbeat_tick(ctx),
             TimerKind::Afterlife if self.phase() == Phase::Afterlife => self.afterlife_tick(ctx),
+            TimerKind::PeerRead if self.sock.is_some() && self.verdict().is_none() => {
+                self.peer_read_tick(ctx);
+            }
             TimerKind::Probe if self.phase() == Phase::Probing => {
                 self.send_probe(ctx);
                 self.recv_once(ctx);

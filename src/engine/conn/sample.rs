@@ -16,7 +16,7 @@ use crate::report::{EventKind, Packet, TcpFlag};
 use crate::sys::{CaState, Kernel, TcpInfo, TcpState};
 
 /// How often the other end's socket is read at most while this side's state holds.
-const PEER_READ_EVERY: Duration = Duration::from_millis(10);
+pub(super) const PEER_READ_EVERY: Duration = Duration::from_millis(10);
 /// Most captured segments kept per connection.
 const MAX_PACKETS: usize = 4096;
 /// Most captured segments kept per connection with a compact history.
