@@ -38,6 +38,8 @@ pub enum Command {
     Lab(LabArgs),
     /// Judge a program: end one connection to the server at ADDR per mode, report how it reacts
     Check(CheckArgs),
+    /// Show a running program's TCP connections: their settings, and what would notice each silent ending
+    Inspect(InspectArgs),
     /// Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout
     Path(PathArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
@@ -305,6 +307,26 @@ pub struct CheckArgs {
     /// after --wait, to watch them longer by hand (by default tcpbye resets them then)
     #[arg(long)]
     pub leave_open: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("program").required(true).args(["pid", "port"]))]
+pub struct InspectArgs {
+    /// The program's process id; its sockets are read, nothing is sent
+    ///
+    /// Needs root, or the program's own user where ptrace would be allowed
+    /// (kernel.yama.ptrace_scope); a program in another network namespace (a
+    /// container) needs root.
+    #[arg(value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+
+    /// Inspect the processes that hold a TCP socket on this local port instead, e.g. `--port 6379`
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// JSON Lines: one `inspect-conn` object per connection, then one `inspect-summary`
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

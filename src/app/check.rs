@@ -8,6 +8,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::print;
+use super::procfs::{first_holder, holders};
 use crate::engine::capture::Filter;
 use crate::engine::side;
 use crate::engine::timers::later;
@@ -606,32 +607,6 @@ fn own_settings(inode: u32) -> Option<ProgramSettings> {
     Some(ProgramSettings::from_socket(pid, fd, read))
 }
 
-/// The first process and descriptor number found holding socket `inode`.
-fn first_holder(inode: u32) -> Option<(u32, i32)> {
-    let wanted = format!("socket:[{inode}]");
-    let procs = std::fs::read_dir("/proc").ok()?;
-    let own = std::process::id();
-    procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| *pid != own)
-        .find_map(|pid| {
-            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-            fds.flatten().find_map(|fd| {
-                let link = std::fs::read_link(fd.path()).ok()?;
-                (link.to_str() == Some(wanted.as_str()))
-                    .then(|| {
-                        fd.file_name()
-                            .to_str()?
-                            .parse::<i32>()
-                            .ok()
-                            .map(|n| (pid, n))
-                    })
-                    .flatten()
-            })
-        })
-}
-
 /// Whether `addr`'s IP is an address of this host (in this network namespace):
 /// binding to it succeeds only then. Nothing is sent.
 fn is_local(addr: SocketAddr) -> bool {
@@ -800,43 +775,4 @@ fn watch_descriptors(rx: &Receiver<Watch>) -> HashMap<CloseMode, Fate> {
             }
         }
     }
-}
-
-/// Which processes hold a descriptor of each socket inode (`/proc/PID/fd/N` →
-/// `socket:[INODE]`), looking at `only` these processes when given, else at all;
-/// processes whose fds cannot be read are skipped.
-fn holders(inodes: &HashSet<u32>, only: Option<&[u32]>) -> HashMap<u32, Vec<u32>> {
-    let mut found: HashMap<u32, Vec<u32>> = HashMap::new();
-    let pids: Vec<u32> = match only {
-        Some(pids) => pids.to_vec(),
-        None => match std::fs::read_dir("/proc") {
-            Ok(procs) => procs
-                .flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-                .collect(),
-            Err(_) => return found,
-        },
-    };
-    for pid in pids {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(link) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            let inode = link
-                .to_str()
-                .and_then(|l| l.strip_prefix("socket:["))
-                .and_then(|l| l.strip_suffix(']'))
-                .and_then(|n| n.parse::<u32>().ok());
-            if let Some(inode) = inode.filter(|i| inodes.contains(i)) {
-                let pids = found.entry(inode).or_default();
-                if !pids.contains(&pid) {
-                    pids.push(pid);
-                }
-            }
-        }
-    }
-    found
 }

@@ -343,3 +343,21 @@ pub fn bench(result: &BenchResult, format: Format) -> io::Result<bool> {
     };
     write_stdout(text.as_bytes())
 }
+
+/// Prints `inspect`: its connections and summary as JSON Lines, or the table.
+pub fn inspect(result: &crate::report::inspect::InspectResult, format: Format) -> io::Result<bool> {
+    let text = if format == Format::Json {
+        let mut s = String::new();
+        for conn in &result.conns {
+            s.push_str(&json::line(conn));
+            s.push('\n');
+        }
+        s.push_str(&json::line(&result.summary));
+        s.push('\n');
+        s
+    } else {
+        let width = terminal_width(io::stdout().is_terminal());
+        human(crate::report::inspect::render(result, width))
+    };
+    write_stdout(text.as_bytes())
+}

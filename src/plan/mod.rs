@@ -274,6 +274,23 @@ impl CheckPlan {
     }
 }
 
+/// `tcpbye inspect`: whose connections to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InspectTarget {
+    /// One process, by its id.
+    Pid(u32),
+    /// The processes holding a TCP socket on this local port (in tcpbye's own
+    /// network namespace).
+    Port(u16),
+}
+
+/// `tcpbye inspect`: read-only, it sends nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectPlan {
+    pub target: InspectTarget,
+    pub format: Format,
+}
+
 /// `tcpbye path`: the far end is a `tcpbye serve` at `addr`, through the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPlan {
@@ -302,6 +319,7 @@ pub enum Plan {
     Lab(LabPlan),
     Bench(BenchPlan),
     Check(CheckPlan),
+    Inspect(InspectPlan),
     Path(PathPlan),
     /// Text generated from the command line's definition (completions, the man
     /// page), to print as it is.
