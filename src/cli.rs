@@ -380,7 +380,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=200_000))]
     pub churn: u64,
 
-    /// Idle connections for serve to hold
+    /// Idle connections for serve to hold, and TCP connections held for `inspect`
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=25_000))]
     pub idle: u64,
 
@@ -409,7 +409,7 @@ pub struct BenchArgs {
     pub hostile_seconds: u64,
 
     /// Steps to run, comma-separated [default: all]
-    #[arg(long, value_name = "STEPS", value_delimiter = ',', value_parser = ["latency", "churn", "memory", "idle", "hostile"])]
+    #[arg(long, value_name = "STEPS", value_delimiter = ',', value_parser = ["latency", "churn", "memory", "idle", "hostile", "inspect"])]
     pub only: Vec<String>,
 
     /// The tcpbye binary whose `connect` and `serve` are measured [default: this one]

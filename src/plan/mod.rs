@@ -196,7 +196,7 @@ pub struct BenchPlan {
     pub samples: u32,
     /// Connections for the churn comparison.
     pub churn: u64,
-    /// Idle connections held by `serve`.
+    /// Idle connections held by `serve`, and TCP connections held for `inspect`.
     pub idle: usize,
     /// Seconds over which idle `serve`'s CPU is measured.
     pub idle_seconds: u64,
@@ -210,7 +210,7 @@ pub struct BenchPlan {
     pub controls: usize,
     /// How long each hostile load lasts.
     pub hostile_seconds: u64,
-    /// Steps to run (`latency`, `churn`, `memory`, `idle`, `hostile`); empty: all.
+    /// Steps to run (`latency`, `churn`, `memory`, `idle`, `hostile`, `inspect`); empty: all.
     pub only: Vec<String>,
     /// The binary whose `connect` and `serve` are measured; `None`: this one.
     pub exe: Option<PathBuf>,
@@ -218,7 +218,7 @@ pub struct BenchPlan {
 }
 
 impl BenchPlan {
-    /// Whether `step` (`latency`, `churn`, `memory`, `idle`, `hostile`) is to run.
+    /// Whether `step` (`latency`, `churn`, `memory`, `idle`, `hostile`, `inspect`) is to run.
     pub fn includes(&self, step: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|s| s == step)
     }

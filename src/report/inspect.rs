@@ -197,8 +197,16 @@ pub fn render(result: &InspectResult, width: usize) -> String {
                     .filter_map(|c| c.leak.map(|l| l.name().to_owned())),
             ),
         ];
-        let fds: Vec<String> = conns.iter().map(|c| c.fd.to_string()).collect();
-        let mut under = vec![format!("fd {}", fds.join(","))];
+        let fds: Vec<String> = conns
+            .iter()
+            .take(FDS_SHOWN)
+            .map(|c| c.fd.to_string())
+            .collect();
+        let more = match conns.len().saturating_sub(FDS_SHOWN) {
+            0 => String::new(),
+            n => format!(" … and {n} more"),
+        };
+        let mut under = vec![format!("fd {}{more}", fds.join(","))];
         if first.leak != Some(Leak::DeadDescriptor) {
             under.push(format!("drop: {}", first.prediction.drop));
             under.push(format!("reboot: {}", first.prediction.reboot));
@@ -224,6 +232,9 @@ pub fn render(result: &InspectResult, width: usize) -> String {
     out.push('\n');
     super::tidy(&out)
 }
+
+/// Descriptors listed under a line; the rest are counted.
+const FDS_SHOWN: usize = 10;
 
 /// Leaks described one by one under a line; the rest are counted.
 const LEAKS_SHOWN: usize = 5;
