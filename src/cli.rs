@@ -529,7 +529,7 @@ usage error: a bad flag, value, address or duration
 runtime failure: bind, connect (refused unless \fB\-\-expect refused\fR), a \fBpath\fR far end that is not a \fBtcpbye serve\fR or speaks another version of the path protocol, a \fBpath\fR test that failed (no report from the far end, or the far end ended it itself), and the like
 .TP
 \fB4\fR
-a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR need CAP_NET_ADMIN, \fB\-\-pcap\fR needs CAP_NET_RAW, and \fBserve\fR on a port below 1024 needs CAP_NET_BIND_SERVICE
+a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR need CAP_NET_ADMIN, \fB\-\-pcap\fR needs CAP_NET_RAW, and \fBserve\fR on a port below 1024 needs CAP_NET_BIND_SERVICE; \fBinspect\fR of another user's program needs CAP_SYS_PTRACE, and of one in another network namespace CAP_SYS_ADMIN
 .TP
 \fB130\fR
 interrupted by SIGINT, SIGTERM or SIGHUP, after printing what it had
@@ -579,6 +579,14 @@ And does a client (here a redis replica pointed at port 7000) notice and reconne
 .nf
 tcpbye check 127.0.0.1:6379 \-\-request 'PING\er\en' \-\-wait 3s \-\-expect\-no\-leak
 tcpbye check \-\-listen 127.0.0.1:7000 \-\-wait 5s
+.fi
+.RE
+.PP
+What would the redis server notice of each client vanishing now, and does it leak? Nothing is sent:
+.PP
+.RS
+.nf
+sudo tcpbye inspect $(pidof redis\-server)
 .fi
 .RE
 .PP

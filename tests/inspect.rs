@@ -270,7 +270,6 @@ fn a_pool_of_connections_to_one_server_is_one_line() {
             "5",
             "ESTABLISHED",
             "off",
-            "off",
             "never",
             "never",
             "never",

@@ -154,7 +154,8 @@ fn peer_of(c: &InspectConn, listening_ports: &[u16]) -> Peer {
 
 /// The table: one line per peer (a pool of connections to one server is one
 /// line, with counts and the spread of each prediction), under each line its
-/// descriptors, what the predictions rest on and any leak; then the summary line.
+/// descriptors, the timeouts set (`TCP_USER_TIMEOUT`, `SO_RCVTIMEO`,
+/// `SO_SNDTIMEO`), what the predictions rest on and any leak; then the summary line.
 pub fn render(result: &InspectResult, width: usize) -> String {
     let ports: Vec<u16> = result.summary.listening.iter().map(|a| a.port()).collect();
     let mut groups: BTreeMap<Peer, Vec<&InspectConn>> = BTreeMap::new();
@@ -166,7 +167,6 @@ pub fn render(result: &InspectResult, width: usize) -> String {
         "conns",
         "state",
         "keepalive",
-        "user timeout",
         "drop",
         "reboot",
         "hang",
@@ -179,15 +179,6 @@ pub fn render(result: &InspectResult, width: usize) -> String {
             conns.len().to_string(),
             counted(conns.iter().map(|c| c.state.name().to_owned())),
             same_or_mixed(conns.iter().map(|c| keepalive_cell(c))),
-            same_or_mixed(
-                conns
-                    .iter()
-                    .map(|c| match (c.options_read, c.user_timeout_ms) {
-                        (false, _) => "?".to_owned(),
-                        (true, None) => "off".to_owned(),
-                        (true, Some(ms)) => fmt_secs(ms * 1_000),
-                    }),
-            ),
             spread(conns.iter().map(|c| c.would_notice_after_us.drop)),
             spread(conns.iter().map(|c| c.would_notice_after_us.reboot)),
             spread(conns.iter().map(|c| c.would_notice_after_us.hang)),
@@ -207,10 +198,35 @@ pub fn render(result: &InspectResult, width: usize) -> String {
             n => format!(" … and {n} more"),
         };
         let mut under = vec![format!("fd {}{more}", fds.join(","))];
-        if first.leak != Some(Leak::DeadDescriptor) {
-            under.push(format!("drop: {}", first.prediction.drop));
-            under.push(format!("reboot: {}", first.prediction.reboot));
-            under.push(format!("hang: {}", first.prediction.hang));
+        let timeouts: Vec<String> = [
+            (
+                "TCP_USER_TIMEOUT",
+                conns.iter().map(|c| c.user_timeout_ms).collect::<Vec<_>>(),
+            ),
+            ("SO_RCVTIMEO", conns.iter().map(|c| c.rcvtimeo_ms).collect()),
+            ("SO_SNDTIMEO", conns.iter().map(|c| c.sndtimeo_ms).collect()),
+        ]
+        .into_iter()
+        .filter(|(_, values)| values.iter().any(Option::is_some))
+        .map(|(name, values)| {
+            let shown = values
+                .iter()
+                .map(|v| v.map_or_else(|| "off".to_owned(), |ms| fmt_secs(ms * 1_000)));
+            format!("{name} {}", same_or_mixed(shown))
+        })
+        .collect();
+        if !timeouts.is_empty() {
+            under.push(format!("options: {}", timeouts.join(", ")));
+        }
+        let p = &first.prediction;
+        if first.leak == Some(Leak::DeadDescriptor) {
+            // The leak line says it all.
+        } else if p.drop == p.reboot && p.drop == p.hang {
+            under.push(format!("drop, reboot, hang: {}", p.drop));
+        } else {
+            under.push(format!("drop: {}", p.drop));
+            under.push(format!("reboot: {}", p.reboot));
+            under.push(format!("hang: {}", p.hang));
         }
         let leaks: Vec<&InspectConn> = conns.iter().copied().filter(|c| c.leak.is_some()).collect();
         for c in leaks.iter().take(LEAKS_SHOWN) {
