@@ -8,6 +8,7 @@ use crate::common;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::check::LEAKER;
 use crate::common::{Cmd, Finished, Netns, Proc, require_root, require_tool, within};
 use serde_json::Value;
 
@@ -76,15 +77,14 @@ print(os.getpid(), flush=True)
 time.sleep(60)
 "#;
 
-/// Accepts and keeps every connection, never reads, never closes; prints its port.
-const LEAKER: &str = r#"
-import socket, time
-s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(64)
-print(s.getsockname()[1], flush=True)
-held = []
-while True:
-    c, _ = s.accept(); held.append(c)
-"#;
+/// A listener of the test's, and a [`POOL`] program holding `n` connections to
+/// it: the listener, its address, the program and its pid.
+fn pool(test: &str, n: usize) -> Option<(TcpListener, SocketAddr, Proc, u32)> {
+    let server = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let target = server.local_addr().expect("addr");
+    let (client, pid) = python(test, POOL, &[&target.to_string(), &n.to_string()])?;
+    Some((server, target, client, pid.parse().expect("a pid")))
+}
 
 /// A pair on loopback inside one process (listener, client, accepted), held;
 /// prints its pid and its listener's port.
@@ -105,48 +105,12 @@ time.sleep(60)
 #[test]
 fn redis_keepalive_300_is_read_from_its_socket() {
     let test = common::test_name!();
-    if !require_tool(
-        test,
-        "redis-server",
-        &["--version"],
-        "redis-server not installed",
-    ) {
+    let Some(redis) = crate::check::redis(test, &["--tcp-keepalive", "300"]) else {
         return;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let port_text = port.to_string();
-    let redis = Cmd::program(
-        "redis-server",
-        &[
-            "--port",
-            &port_text,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--tcp-keepalive",
-            "300",
-        ],
-    )
-    .deadline(Duration::from_secs(30))
-    .spawn();
-    let deadline = within(5);
-    let client = loop {
-        if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
-            break stream;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "redis never listened\n{}",
-            redis.dump()
-        );
-        std::thread::sleep(common::POLL);
     };
+    let client = TcpStream::connect(&redis.addr).expect("connect to redis");
+    let port = client.peer_addr().expect("peer").port();
+    let port_text = port.to_string();
     // A PING answered: redis has accepted the connection and set its options.
     std::io::Write::write_all(&mut &client, b"PING\r\n").expect("send PING");
     client
@@ -228,12 +192,9 @@ fn redis_keepalive_300_is_read_from_its_socket() {
 #[test]
 fn a_pool_of_connections_to_one_server_is_one_line() {
     let test = common::test_name!();
-    let server = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let target = server.local_addr().expect("addr");
-    let Some((client, pid)) = python(test, POOL, &[&target.to_string(), "5"]) else {
+    let Some((server, target, client, pid)) = pool(test, 5) else {
         return;
     };
-    let pid: u32 = pid.parse().expect("a pid");
     let (conns, summary) = inspect_json(pid);
     assert_eq!(conns.len(), 5, "{conns:#?}");
     for c in &conns {
@@ -326,12 +287,9 @@ fn a_close_wait_the_program_never_closes_is_a_leak() {
 #[test]
 fn a_reset_socket_still_held_is_a_dead_descriptor() {
     let test = common::test_name!();
-    let server = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let target = server.local_addr().expect("addr");
-    let Some((client, pid)) = python(test, POOL, &[&target.to_string(), "1"]) else {
+    let Some((server, _target, client, pid)) = pool(test, 1) else {
         return;
     };
-    let pid: u32 = pid.parse().expect("a pid");
     let (accepted, peer) = server.accept().expect("accept");
     socket2::SockRef::from(&accepted)
         .set_linger(Some(Duration::ZERO))

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use super::keepalive::{UserTimeout, first_probe_after_us, gives_up_after_us};
-use crate::report::check::KeepaliveSettings;
+use crate::report::check::{KeepaliveSettings, ProgramSettings};
 use crate::report::inspect::{Endings, InspectConn, Leak};
 use crate::report::{SCHEMA, fmt_secs};
 use crate::sys::{DiagSocket, DiagTimerKind, SocketSettings, TcpInfo, TcpState};
@@ -30,13 +30,9 @@ pub fn connection(
     settings: Option<SocketSettings>,
     ns: Namespace,
 ) -> InspectConn {
-    let on = |v: u64| (v > 0).then_some(v);
-    let keepalive = settings.filter(|s| s.keepalive).map(|s| KeepaliveSettings {
-        idle_s: s.keepidle_s,
-        intvl_s: s.keepintvl_s,
-        cnt: s.keepcnt,
-    });
-    let user_timeout_ms = settings.and_then(|s| on(s.user_timeout_ms));
+    let own = settings.map(|s| ProgramSettings::from_socket(pid, fd, s));
+    let keepalive = own.and_then(|o| o.keepalive);
+    let user_timeout_ms = own.and_then(|o| o.user_timeout_ms);
     let (would, prediction) = predict(socket, settings.is_some(), keepalive, user_timeout_ms, ns);
     let info = socket.tcp_info.as_ref();
     let close_wait = socket.state == TcpState::CloseWait;
@@ -56,8 +52,8 @@ pub fn connection(
         options_read: settings.is_some(),
         keepalive,
         user_timeout_ms,
-        rcvtimeo_ms: settings.and_then(|s| on(s.rcvtimeo_ms)),
-        sndtimeo_ms: settings.and_then(|s| on(s.sndtimeo_ms)),
+        rcvtimeo_ms: own.and_then(|o| o.rcvtimeo_ms),
+        sndtimeo_ms: own.and_then(|o| o.sndtimeo_ms),
         last_data_recv_ms: info.map(|i| i.last_data_recv),
         last_ack_recv_ms: info.map(|i| i.last_ack_recv),
         would_notice_after_us: would,
@@ -95,7 +91,7 @@ pub fn dead_descriptor(
         return None;
     }
     let gone = "the connection is over: nothing left to notice".to_owned();
-    let on = |v: u64| (v > 0).then_some(v);
+    let own = settings.map(|s| ProgramSettings::from_socket(pid, fd, s));
     Some(InspectConn {
         schema: SCHEMA,
         kind: "inspect-conn",
@@ -109,14 +105,10 @@ pub fn dead_descriptor(
         send_q: 0,
         timer: None,
         options_read: settings.is_some(),
-        keepalive: settings.filter(|s| s.keepalive).map(|s| KeepaliveSettings {
-            idle_s: s.keepidle_s,
-            intvl_s: s.keepintvl_s,
-            cnt: s.keepcnt,
-        }),
-        user_timeout_ms: settings.and_then(|s| on(s.user_timeout_ms)),
-        rcvtimeo_ms: settings.and_then(|s| on(s.rcvtimeo_ms)),
-        sndtimeo_ms: settings.and_then(|s| on(s.sndtimeo_ms)),
+        keepalive: own.and_then(|o| o.keepalive),
+        user_timeout_ms: own.and_then(|o| o.user_timeout_ms),
+        rcvtimeo_ms: own.and_then(|o| o.rcvtimeo_ms),
+        sndtimeo_ms: own.and_then(|o| o.sndtimeo_ms),
         last_data_recv_ms: Some(info.last_data_recv),
         last_ack_recv_ms: Some(info.last_ack_recv),
         would_notice_after_us: Endings {
