@@ -29,6 +29,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to any TCP server, end the connection in a chosen way (or observe), report')
             [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts')
+            [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Show a running program''s TCP connections: their settings, and what would notice each silent ending')
             [CompletionResult]::new('path', 'path', [CompletionResultType]::ParameterValue, 'Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -132,6 +133,15 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'tcpbye;inspect' {
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Inspect the processes that hold a TCP socket on this local port instead, e.g. `--port 6379`')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'JSON Lines: one `inspect-conn` object per connection, then one `inspect-summary`')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'tcpbye;path' {
             [CompletionResult]::new('--tests', '--tests', [CompletionResultType]::ParameterName, 'Tests to run, comma-separated, e.g. `--tests fin,rst` [default: all]')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'How long an ending, an answer from the far end, or an ACK of data sent after an idle period may take before it counts as lost')
@@ -159,6 +169,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('connect', 'connect', [CompletionResultType]::ParameterValue, 'Connect to any TCP server, end the connection in a chosen way (or observe), report')
             [CompletionResult]::new('lab', 'lab', [CompletionResultType]::ParameterValue, 'Run both ends in one process for every close mode × detection setting; print the matrix')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts')
+            [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Show a running program''s TCP connections: their settings, and what would notice each silent ending')
             [CompletionResult]::new('path', 'path', [CompletionResultType]::ParameterValue, 'Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -174,6 +185,9 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             break
         }
         'tcpbye;help;check' {
+            break
+        }
+        'tcpbye;help;inspect' {
             break
         }
         'tcpbye;help;path' {

@@ -28,6 +28,9 @@ _tcpbye() {
             tcpbye,help)
                 cmd="tcpbye__subcmd__help"
                 ;;
+            tcpbye,inspect)
+                cmd="tcpbye__subcmd__inspect"
+                ;;
             tcpbye,lab)
                 cmd="tcpbye__subcmd__lab"
                 ;;
@@ -49,6 +52,9 @@ _tcpbye() {
             tcpbye__subcmd__help,help)
                 cmd="tcpbye__subcmd__help__subcmd__help"
                 ;;
+            tcpbye__subcmd__help,inspect)
+                cmd="tcpbye__subcmd__help__subcmd__inspect"
+                ;;
             tcpbye__subcmd__help,lab)
                 cmd="tcpbye__subcmd__help__subcmd__lab"
                 ;;
@@ -65,7 +71,7 @@ _tcpbye() {
 
     case "${cmd}" in
         tcpbye)
-            opts="-h -V --help --version serve connect lab check path completions help"
+            opts="-h -V --help --version serve connect lab check inspect path completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -221,7 +227,7 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__help)
-            opts="serve connect lab check path completions help"
+            opts="serve connect lab check inspect path completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -290,6 +296,20 @@ _tcpbye() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tcpbye__subcmd__help__subcmd__inspect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tcpbye__subcmd__help__subcmd__lab)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -325,6 +345,24 @@ _tcpbye() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcpbye__subcmd__inspect)
+            opts="-h -V --port --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

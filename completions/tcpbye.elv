@@ -26,6 +26,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand connect 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
             cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
             cand check 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts'
+            cand inspect 'Show a running program''s TCP connections: their settings, and what would notice each silent ending'
             cand path 'Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout'
             cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -124,6 +125,14 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'tcpbye;inspect'= {
+            cand --port 'Inspect the processes that hold a TCP socket on this local port instead, e.g. `--port 6379`'
+            cand --json 'JSON Lines: one `inspect-conn` object per connection, then one `inspect-summary`'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'tcpbye;path'= {
             cand --tests 'Tests to run, comma-separated, e.g. `--tests fin,rst` [default: all]'
             cand --wait 'How long an ending, an answer from the far end, or an ACK of data sent after an idle period may take before it counts as lost'
@@ -149,6 +158,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand connect 'Connect to any TCP server, end the connection in a chosen way (or observe), report'
             cand lab 'Run both ends in one process for every close mode × detection setting; print the matrix'
             cand check 'Judge a program: end one connection to the server at ADDR per mode, report how it reacts'
+            cand inspect 'Show a running program''s TCP connections: their settings, and what would notice each silent ending'
             cand path 'Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout'
             cand completions 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -160,6 +170,8 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
         &'tcpbye;help;lab'= {
         }
         &'tcpbye;help;check'= {
+        }
+        &'tcpbye;help;inspect'= {
         }
         &'tcpbye;help;path'= {
         }

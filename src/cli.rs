@@ -38,6 +38,8 @@ pub enum Command {
     Lab(LabArgs),
     /// Judge a program: end one connection to the server at ADDR per mode, report how it reacts
     Check(CheckArgs),
+    /// Show a running program's TCP connections: their settings, and what would notice each silent ending
+    Inspect(InspectArgs),
     /// Measure the path to a `tcpbye serve` at ADDR: what it does to each ending, and its idle timeout
     Path(PathArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
@@ -313,6 +315,26 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("program").required(true).args(["pid", "port"]))]
+pub struct InspectArgs {
+    /// The program's process id; its sockets are read, nothing is sent
+    ///
+    /// Needs root, or the program's own user where ptrace would be allowed
+    /// (kernel.yama.ptrace_scope); a program in another network namespace (a
+    /// container) needs root.
+    #[arg(value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+
+    /// Inspect the processes that hold a TCP socket on this local port instead, e.g. `--port 6379`
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// JSON Lines: one `inspect-conn` object per connection, then one `inspect-summary`
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct PathArgs {
     /// Where `tcpbye serve` runs, through the path: HOST:PORT, [V6]:PORT, :PORT or PORT
     #[arg(value_name = "ADDR", value_parser = parse::parse_addr)]
@@ -363,7 +385,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=200_000))]
     pub churn: u64,
 
-    /// Idle connections for serve to hold
+    /// Idle connections for serve to hold, and TCP connections held for `inspect`
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=25_000))]
     pub idle: u64,
 
@@ -392,7 +414,7 @@ pub struct BenchArgs {
     pub hostile_seconds: u64,
 
     /// Steps to run, comma-separated [default: all]
-    #[arg(long, value_name = "STEPS", value_delimiter = ',', value_parser = ["latency", "churn", "memory", "idle", "hostile"])]
+    #[arg(long, value_name = "STEPS", value_delimiter = ',', value_parser = ["latency", "churn", "memory", "idle", "hostile", "inspect"])]
     pub only: Vec<String>,
 
     /// The tcpbye binary whose `connect` and `serve` are measured [default: this one]
@@ -512,7 +534,7 @@ usage error: a bad flag, value, address or duration
 runtime failure: bind, connect (refused unless \fB\-\-expect refused\fR), a \fBpath\fR far end that is not a \fBtcpbye serve\fR or speaks another version of the path protocol, a \fBpath\fR test that failed (no report from the far end, or the far end ended it itself), and the like
 .TP
 \fB4\fR
-a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR need CAP_NET_ADMIN, \fB\-\-pcap\fR needs CAP_NET_RAW, and \fBserve\fR on a port below 1024 needs CAP_NET_BIND_SERVICE
+a needed privilege is missing: \fB\-\-close drop\fR and \fB\-\-close reboot\fR need CAP_NET_ADMIN, \fB\-\-pcap\fR needs CAP_NET_RAW, and \fBserve\fR on a port below 1024 needs CAP_NET_BIND_SERVICE; \fBinspect\fR of another user's program needs CAP_SYS_PTRACE, and of one in another network namespace CAP_SYS_ADMIN
 .TP
 \fB130\fR
 interrupted by SIGINT, SIGTERM or SIGHUP, after printing what it had
@@ -562,6 +584,14 @@ And does a client (here a redis replica pointed at port 7000) notice and reconne
 .nf
 tcpbye check 127.0.0.1:6379 \-\-request 'PING\er\en' \-\-wait 3s \-\-expect\-no\-leak
 tcpbye check \-\-listen 127.0.0.1:7000 \-\-wait 5s
+.fi
+.RE
+.PP
+What would the redis server notice of each client vanishing now, and does it leak? Nothing is sent:
+.PP
+.RS
+.nf
+sudo tcpbye inspect $(pidof redis\-server)
 .fi
 .RE
 .PP

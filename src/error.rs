@@ -62,6 +62,10 @@ pub enum Capability {
     NetRaw,
     /// Listening on a port below `net.ipv4.ip_unprivileged_port_start` (1024).
     NetBindService,
+    /// Another user's process: its descriptors (`/proc/PID/fd`, `pidfd_getfd(2)`).
+    SysPtrace,
+    /// Entering another network namespace (`setns(2)`).
+    SysAdmin,
 }
 
 impl Capability {
@@ -70,6 +74,8 @@ impl Capability {
             Self::NetAdmin => "CAP_NET_ADMIN",
             Self::NetRaw => "CAP_NET_RAW",
             Self::NetBindService => "CAP_NET_BIND_SERVICE",
+            Self::SysPtrace => "CAP_SYS_PTRACE",
+            Self::SysAdmin => "CAP_SYS_ADMIN",
         }
     }
 
@@ -78,6 +84,8 @@ impl Capability {
             Self::NetAdmin => "cap_net_admin",
             Self::NetRaw => "cap_net_raw",
             Self::NetBindService => "cap_net_bind_service",
+            Self::SysPtrace => "cap_sys_ptrace",
+            Self::SysAdmin => "cap_sys_admin",
         }
     }
 
@@ -86,6 +94,10 @@ impl Capability {
             Self::NetAdmin => "; `tcpbye lab` runs these modes in a namespace of its own",
             Self::NetRaw => "",
             Self::NetBindService => "; or use a port above 1023",
+            Self::SysPtrace => {
+                "; or run it as the program's own user, where ptrace is allowed (kernel.yama.ptrace_scope)"
+            }
+            Self::SysAdmin => "",
         }
     }
 }

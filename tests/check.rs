@@ -11,9 +11,15 @@ use crate::common::{Cmd, Finished, Proc, golden, is_root, require_root, require_
 use serde_json::Value;
 
 /// A server under test: killed when dropped.
-struct Server {
+pub(crate) struct Server {
     _proc: Proc,
-    addr: String,
+    pub(crate) addr: String,
+}
+
+impl Server {
+    pub(crate) fn pid(&self) -> u32 {
+        self._proc.pid()
+    }
 }
 
 /// A python3 server from `script`, which prints its port on its first line.
@@ -62,7 +68,7 @@ fn listening(program: &str, args: &[&str], port: u16) -> Server {
 
 /// A redis-server on a free loopback port, persisting nothing, with `extra`
 /// settings (e.g. `["--timeout", "1"]`); `None` (after a loud skip) without it.
-fn redis(test: &str, extra: &[&str]) -> Option<Server> {
+pub(crate) fn redis(test: &str, extra: &[&str]) -> Option<Server> {
     if !require_tool(
         test,
         "redis-server",
@@ -121,7 +127,7 @@ s.serve_forever()
 "#;
 
 /// Accepts and keeps every connection, never reads, never closes.
-const LEAKER: &str = r#"
+pub(crate) const LEAKER: &str = r#"
 import socket
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(64)
 print(s.getsockname()[1], flush=True)

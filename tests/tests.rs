@@ -16,6 +16,7 @@ mod first_hour;
 mod generated;
 mod golden;
 mod hostile;
+mod inspect;
 mod lab;
 mod ladder;
 mod layout;

@@ -16,7 +16,7 @@ use super::print;
 use crate::engine::{Emit, Flow, Reactor};
 use crate::error::Outcome;
 use crate::plan::{BenchPlan, EndPlan};
-use crate::report::bench::{BenchResult, Churn, FinChurn, Hostile, Idle, Latency};
+use crate::report::bench::{BenchResult, Churn, FinChurn, Hostile, Idle, Inspect, Latency};
 use crate::report::{Percentiles, Role, micros};
 use crate::vocab::CloseMode;
 
@@ -125,12 +125,66 @@ fn run(plan: &BenchPlan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Bench
         ));
         hostile.push(control_streams(&exe, plan.controls, seconds)?);
     }
+    let mut inspect = None;
+    if plan.includes("inspect") {
+        progress(&format!(
+            "inspect: a process holding {} TCP connections, best of {}",
+            plan.idle, plan.runs
+        ));
+        inspect = Some(inspect_many(&exe, plan.idle, plan.runs)?);
+    }
     Ok(BenchResult {
         latency,
         churn: churns,
         fin_churn,
         idle: idle_result,
         hostile,
+        inspect,
+    })
+}
+
+/// `tcpbye inspect` of this process while it holds `count` TCP connections
+/// (`count / 2` loopback pairs): start to exit, best of `runs`.
+fn inspect_many(exe: &Path, count: usize, runs: u32) -> anyhow::Result<Inspect> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("bind")?;
+    let addr = listener.local_addr()?;
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count / 2 {
+        let client = TcpStream::connect(addr).context("connect")?;
+        let (accepted, _) = listener.accept().context("accept")?;
+        held.push((client, accepted));
+    }
+    let pid = std::process::id().to_string();
+    let (mut wall, mut elapsed, mut reported) = (Duration::MAX, 0.0, 0);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let out = Command::new(exe)
+            .args(["inspect", &pid, "--json"])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("run tcpbye inspect")?;
+        let took = start.elapsed();
+        if !out.status.success() {
+            bail!("tcpbye inspect {pid}: {}", out.status);
+        }
+        let summary = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["kind"] == "inspect-summary")
+            .context("inspect printed no summary")?;
+        if took < wall {
+            wall = took;
+            elapsed = summary["elapsed_us"].as_f64().unwrap_or(0.0) / 1000.0;
+            reported = summary["connections"].as_u64().unwrap_or(0);
+        }
+    }
+    drop(held);
+    Ok(Inspect {
+        sockets: count / 2 * 2,
+        reported,
+        wall_ms: round2(wall.as_secs_f64() * 1000.0),
+        elapsed_ms: round2(elapsed),
+        runs,
     })
 }
 

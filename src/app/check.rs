@@ -8,6 +8,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::print;
+use super::procfs::{children, comm, descriptor_of, first_holder, holders};
 use crate::engine::capture::Filter;
 use crate::engine::side;
 use crate::engine::timers::later;
@@ -662,12 +663,6 @@ fn listener_holders(addr: SocketAddr) -> Vec<u32> {
     pids
 }
 
-/// A process's name, as `ps` shows it (`/proc/PID/comm`).
-fn comm(pid: u32) -> Option<String> {
-    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    Some(name.trim_end().to_owned()).filter(|n| !n.is_empty())
-}
-
 /// The program's process for the judge; an executable whose name tcpbye does
 /// not know is looked into for Go's marker, once per process.
 fn who(pid: u32, comm: String, go_binaries: &mut HashMap<u32, bool>) -> judge::Who {
@@ -684,33 +679,6 @@ fn is_go_binary(pid: u32) -> bool {
     let small = std::fs::metadata(&path).is_ok_and(|m| m.len() <= 256 << 20);
     small
         && std::fs::read(&path).is_ok_and(|bytes| bytes.windows(MARKER.len()).any(|w| w == MARKER))
-}
-
-/// The children of every thread of process `pid` (`/proc/PID/task/*/children`).
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
-/// The first process and descriptor number found holding socket `inode`.
-fn first_holder(inode: u32) -> Option<(u32, i32)> {
-    let procs = std::fs::read_dir("/proc").ok()?;
-    let own = std::process::id();
-    procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| *pid != own)
-        .find_map(|pid| descriptor_of(pid, inode))
 }
 
 /// The holder of socket `inode`, looking first near the processes in `known`
@@ -737,19 +705,6 @@ fn near_holder(inode: u32, known: &[u32]) -> Option<(u32, i32)> {
                 .flat_map(|pid| children(*pid))
                 .find_map(|pid| descriptor_of(pid, inode))
         })
-}
-
-/// The descriptor number by which process `pid` holds socket `inode`.
-fn descriptor_of(pid: u32, inode: u32) -> Option<(u32, i32)> {
-    let wanted = format!("socket:[{inode}]");
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    fds.flatten().find_map(|fd| {
-        let link = std::fs::read_link(fd.path()).ok()?;
-        (link.to_str() == Some(wanted.as_str()))
-            .then(|| fd.file_name().to_str()?.parse::<i32>().ok())
-            .flatten()
-            .map(|n| (pid, n))
-    })
 }
 
 /// Whether `addr`'s IP is an address of this host (in this network namespace):
@@ -1024,43 +979,4 @@ fn watch_descriptors(rx: &Receiver<Watch>, mut holder_pids: Vec<u32>) -> HashMap
             }
         }
     }
-}
-
-/// Which processes hold a descriptor of each socket inode (`/proc/PID/fd/N` →
-/// `socket:[INODE]`), looking at `only` these processes when given, else at all;
-/// processes whose fds cannot be read are skipped.
-fn holders(inodes: &HashSet<u32>, only: Option<&[u32]>) -> HashMap<u32, Vec<u32>> {
-    let mut found: HashMap<u32, Vec<u32>> = HashMap::new();
-    let pids: Vec<u32> = match only {
-        Some(pids) => pids.to_vec(),
-        None => match std::fs::read_dir("/proc") {
-            Ok(procs) => procs
-                .flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-                .collect(),
-            Err(_) => return found,
-        },
-    };
-    for pid in pids {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(link) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            let inode = link
-                .to_str()
-                .and_then(|l| l.strip_prefix("socket:["))
-                .and_then(|l| l.strip_suffix(']'))
-                .and_then(|n| n.parse::<u32>().ok());
-            if let Some(inode) = inode.filter(|i| inodes.contains(i)) {
-                let pids = found.entry(inode).or_default();
-                if !pids.contains(&pid) {
-                    pids.push(pid);
-                }
-            }
-        }
-    }
-    found
 }

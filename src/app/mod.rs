@@ -6,10 +6,14 @@ mod bench;
 #[cfg(target_os = "linux")]
 mod check;
 #[cfg(target_os = "linux")]
+mod inspect;
+#[cfg(target_os = "linux")]
 mod lab;
 #[cfg(target_os = "linux")]
 mod path;
 pub mod print;
+#[cfg(target_os = "linux")]
+mod procfs;
 #[cfg(target_os = "linux")]
 mod serve;
 
@@ -34,6 +38,8 @@ pub fn run(plan: Plan) -> anyhow::Result<Outcome> {
         #[cfg(target_os = "linux")]
         Plan::Check(plan) => check::check(&plan),
         #[cfg(target_os = "linux")]
+        Plan::Inspect(plan) => inspect::inspect(&plan),
+        #[cfg(target_os = "linux")]
         Plan::Path(plan) => path::path(&plan),
         #[cfg(not(target_os = "linux"))]
         Plan::Serve(_)
@@ -41,6 +47,7 @@ pub fn run(plan: Plan) -> anyhow::Result<Outcome> {
         | Plan::Lab(_)
         | Plan::Bench(_)
         | Plan::Check(_)
+        | Plan::Inspect(_)
         | Plan::Path(_) => Err(crate::Failure::Unsupported.into()),
     }
 }

@@ -268,14 +268,7 @@ const MIN_WIDTH: usize = 40;
 /// Prints the `lab` matrix: rows and summary as JSON Lines, or the table.
 pub fn matrix(matrix: &Matrix, format: Format) -> io::Result<bool> {
     let text = if format == Format::Json {
-        let mut s = String::new();
-        for row in &matrix.rows {
-            s.push_str(&json::line(row));
-            s.push('\n');
-        }
-        s.push_str(&json::line(&matrix.summary));
-        s.push('\n');
-        s
+        json::lines(&matrix.rows, &matrix.summary)
     } else {
         let tty = io::stdout().is_terminal();
         human(crate::report::lab::render(matrix, terminal_width(tty)))
@@ -297,14 +290,7 @@ pub fn check(result: &crate::report::check::CheckResult, format: Format) -> io::
     }
     let width = terminal_width(io::stdout().is_terminal());
     let text = if format == Format::Json {
-        let mut s = String::new();
-        for case in &result.cases {
-            s.push_str(&json::line(case));
-            s.push('\n');
-        }
-        s.push_str(&json::line(&result.summary));
-        s.push('\n');
-        s
+        json::lines(&result.cases, &result.summary)
     } else if format == Format::Brief {
         human(crate::report::check::brief(result, width))
     } else {
@@ -316,14 +302,7 @@ pub fn check(result: &crate::report::check::CheckResult, format: Format) -> io::
 /// Prints the `path` tables: cases and summary as JSON Lines, or the tables.
 pub fn path(run: &crate::report::path::PathRun, format: Format) -> io::Result<bool> {
     let text = if format == Format::Json {
-        let mut s = String::new();
-        for case in &run.cases {
-            s.push_str(&json::line(case));
-            s.push('\n');
-        }
-        s.push_str(&json::line(&run.summary));
-        s.push('\n');
-        s
+        json::lines(&run.cases, &run.summary)
     } else {
         let tty = io::stdout().is_terminal();
         human(crate::report::path::render(run, tty, terminal_width(tty)))
@@ -340,6 +319,17 @@ pub fn bench(result: &BenchResult, format: Format) -> io::Result<bool> {
             result,
             terminal_width(io::stdout().is_terminal()),
         ))
+    };
+    write_stdout(text.as_bytes())
+}
+
+/// Prints `inspect`: its connections and summary as JSON Lines, or the table.
+pub fn inspect(result: &crate::report::inspect::InspectResult, format: Format) -> io::Result<bool> {
+    let text = if format == Format::Json {
+        json::lines(&result.conns, &result.summary)
+    } else {
+        let width = terminal_width(io::stdout().is_terminal());
+        human(crate::report::inspect::render(result, width))
     };
     write_stdout(text.as_bytes())
 }

@@ -591,7 +591,13 @@ fn predict(
                 // The timer's next expiry is the next probe; the connection ends one
                 // interval after the last probe goes unanswered.
                 let left = probing.count.saturating_sub(k.probes_sent);
-                let us = k.first_probe_after_us + left * probing.intvl_s * 1_000_000;
+                let us = super::keepalive::gives_up_after_us(
+                    k.first_probe_after_us,
+                    k.probes_sent,
+                    probing.intvl_s * 1_000_000,
+                    probing.count,
+                    None,
+                );
                 let source = match probing.from {
                     SettingsFrom::Socket => "its own TCP_KEEPINTVL/KEEPCNT, read from its socket",
                     _ => "sysctls tcp_keepalive_probes/intvl; its own TCP_KEEPCNT/INTVL could not be read",

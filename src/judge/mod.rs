@@ -5,6 +5,8 @@
 //! never print, and never see a driver's types.
 
 pub mod check;
+pub mod inspect;
+mod keepalive;
 pub mod path;
 pub mod programs;
 pub mod remote;

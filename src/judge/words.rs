@@ -3,7 +3,7 @@
 
 use super::programs::Program;
 use crate::report::check::{Descriptor, ProgramSettings, Reaction};
-use crate::report::fmt_us;
+pub use crate::report::fmt_secs;
 use crate::vocab::CloseMode;
 
 /// How a program on another host is seen.
@@ -14,18 +14,6 @@ pub struct Remote {
     /// `--wait`: what happens after it answers tcpbye's own end of the watch
     /// (the socket a `drop`/`hang` held is closed then), not the ending.
     pub wait_us: u64,
-}
-
-/// µs as people read a long wait: `1h05m`, `16m14s`, else as [`fmt_us`] does.
-pub fn fmt_secs(us: u64) -> String {
-    let s = us / 1_000_000;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        fmt_us(us)
-    }
 }
 
 /// What the advice suggests for a silent peer: keepalive idle, interval, count.

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use super::{
     BenchPlan, CheckPlan, ConnectPlan, DEFAULT_HOST, DEFAULT_PORT, Detection, EndPlan, Family,
-    Format, History, LabPlan, OutputPlan, PathPlan, PcapFile, Plan, Privileges, ServePlan, Target,
+    Format, History, InspectPlan, InspectTarget, LabPlan, OutputPlan, PathPlan, PcapFile, Plan,
+    Privileges, ServePlan, Target,
 };
 use crate::cli::{
-    BenchArgs, CheckArgs, Command, ConnectArgs, DetectArgs, EndArgs, FamilyArgs, LabArgs,
-    OutputArgs, PathArgs, ServeArgs,
+    BenchArgs, CheckArgs, Command, ConnectArgs, DetectArgs, EndArgs, FamilyArgs, InspectArgs,
+    LabArgs, OutputArgs, PathArgs, ServeArgs,
 };
 use crate::error::{Capability, Failure};
 use crate::vocab::{CheckEnding, CloseMode, PathTest, Setting};
@@ -23,6 +24,7 @@ pub fn build(command: Command, privileges: Privileges) -> Result<Plan, Failure> 
         Command::Lab(args) => Plan::Lab(lab_plan(args)?),
         Command::Bench(args) => Plan::Bench(bench_plan(args)),
         Command::Check(args) => Plan::Check(check_plan(args, privileges)?),
+        Command::Inspect(args) => Plan::Inspect(inspect_plan(args)?),
         Command::Path(args) => Plan::Path(path_plan(args)?),
         Command::Completions { shell } => Plan::Text(crate::cli::completions(shell)),
         Command::Man => Plan::Text(
@@ -350,6 +352,28 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         modes_given,
         left_out,
         leave_open: args.leave_open,
+    })
+}
+
+/// Validates `inspect` arguments into a plan: one of PID and `--port` (clap
+/// already asks for exactly one).
+fn inspect_plan(args: InspectArgs) -> Result<InspectPlan, Failure> {
+    let target = match (args.pid, args.port) {
+        (Some(pid), None) => InspectTarget::Pid(pid),
+        (None, Some(port)) => InspectTarget::Port(port),
+        _ => {
+            return Err(Failure::Usage(
+                "inspect: give a PID or --port PORT, not both".into(),
+            ));
+        }
+    };
+    Ok(InspectPlan {
+        target,
+        format: if args.json {
+            Format::Json
+        } else {
+            Format::Table
+        },
     })
 }
 

@@ -196,7 +196,7 @@ pub struct BenchPlan {
     pub samples: u32,
     /// Connections for the churn comparison.
     pub churn: u64,
-    /// Idle connections held by `serve`.
+    /// Idle connections held by `serve`, and TCP connections held for `inspect`.
     pub idle: usize,
     /// Seconds over which idle `serve`'s CPU is measured.
     pub idle_seconds: u64,
@@ -210,7 +210,7 @@ pub struct BenchPlan {
     pub controls: usize,
     /// How long each hostile load lasts.
     pub hostile_seconds: u64,
-    /// Steps to run (`latency`, `churn`, `memory`, `idle`, `hostile`); empty: all.
+    /// Steps to run (`latency`, `churn`, `memory`, `idle`, `hostile`, `inspect`); empty: all.
     pub only: Vec<String>,
     /// The binary whose `connect` and `serve` are measured; `None`: this one.
     pub exe: Option<PathBuf>,
@@ -218,7 +218,7 @@ pub struct BenchPlan {
 }
 
 impl BenchPlan {
-    /// Whether `step` (`latency`, `churn`, `memory`, `idle`, `hostile`) is to run.
+    /// Whether `step` (`latency`, `churn`, `memory`, `idle`, `hostile`, `inspect`) is to run.
     pub fn includes(&self, step: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|s| s == step)
     }
@@ -276,6 +276,23 @@ impl CheckPlan {
     }
 }
 
+/// `tcpbye inspect`: whose connections to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InspectTarget {
+    /// One process, by its id.
+    Pid(u32),
+    /// The processes holding a TCP socket on this local port (in tcpbye's own
+    /// network namespace).
+    Port(u16),
+}
+
+/// `tcpbye inspect`: read-only, it sends nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectPlan {
+    pub target: InspectTarget,
+    pub format: Format,
+}
+
 /// `tcpbye path`: the far end is a `tcpbye serve` at `addr`, through the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPlan {
@@ -304,6 +321,7 @@ pub enum Plan {
     Lab(LabPlan),
     Bench(BenchPlan),
     Check(CheckPlan),
+    Inspect(InspectPlan),
     Path(PathPlan),
     /// Text generated from the command line's definition (completions, the man
     /// page), to print as it is.

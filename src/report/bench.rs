@@ -17,6 +17,8 @@ const SLOW_CLIENT_TARGET: u64 = 16 * 1024;
 const SLOW_CLIENT_JSON_TARGET: u64 = 128 * 1024;
 /// Target: `serve`'s peak RSS while control connections stream at it, KiB.
 const CONTROL_STREAM_TARGET_KIB: u64 = 24 * 1024;
+/// Target: `inspect` of a process holding 10,000 TCP sockets, ms.
+const INSPECT_TARGET_MS: f64 = 1000.0;
 
 #[derive(Debug, Serialize)]
 pub struct Latency {
@@ -109,6 +111,20 @@ pub struct Hostile {
     pub closed_by_serve: usize,
 }
 
+/// `inspect` of a process holding many TCP sockets (the bench itself).
+#[derive(Debug, Serialize)]
+pub struct Inspect {
+    /// TCP connections the process holds (both ends of loopback pairs).
+    pub sockets: usize,
+    /// Connections `inspect` reported (its summary's `connections`).
+    pub reported: u64,
+    /// `tcpbye inspect PID --json` from start to exit, best of `runs`, ms.
+    pub wall_ms: f64,
+    /// What inspect timed itself of that run (its summary's `elapsed_us`), ms.
+    pub elapsed_ms: f64,
+    pub runs: u32,
+}
+
 #[derive(Debug, Serialize)]
 pub struct BenchResult {
     pub latency: Vec<Latency>,
@@ -116,6 +132,7 @@ pub struct BenchResult {
     pub fin_churn: Vec<FinChurn>,
     pub idle: Option<Idle>,
     pub hostile: Vec<Hostile>,
+    pub inspect: Option<Inspect>,
 }
 
 /// The figures as a table at most `width` columns wide: per measure the figure
@@ -264,6 +281,20 @@ pub fn render(r: &BenchResult, width: usize) -> String {
                 h.bytes_sent / 1000,
                 h.closed_by_serve,
                 h.kernel_tcp_growth_kib
+            )],
+        );
+    }
+    if let Some(i) = &r.inspect {
+        t.row(
+            vec![
+                format!("inspect of {} connections", i.sockets),
+                format!("{:.0} ms", i.wall_ms),
+                format!("≤ {INSPECT_TARGET_MS:.0} ms"),
+                yes(i.wall_ms <= INSPECT_TARGET_MS && i.reported == i.sockets as u64),
+            ],
+            vec![format!(
+                "`tcpbye inspect PID --json` start to exit, best of {}; {:.0} ms by its own clock; {} of {} reported",
+                i.runs, i.elapsed_ms, i.reported, i.sockets
             )],
         );
     }

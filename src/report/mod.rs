@@ -10,6 +10,7 @@ pub use crate::vocab::{CloseMode, DetectedBy, Verdict};
 
 pub mod bench;
 pub mod check;
+pub mod inspect;
 pub mod json;
 pub mod lab;
 pub mod ladder;
@@ -504,6 +505,18 @@ pub fn fmt_within(us: u64, resolution: Option<u64>) -> String {
                 format!("{low}–{high}")
             }
         }
+    }
+}
+
+/// µs as people read a long wait: `1h05m`, `16m14s`, else as [`fmt_us`] does.
+pub fn fmt_secs(us: u64) -> String {
+    let s = us / 1_000_000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        fmt_us(us)
     }
 }
 

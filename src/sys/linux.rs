@@ -322,30 +322,59 @@ pub struct SocketSettings {
     pub sndtimeo_ms: u64,
 }
 
-/// Reads the options of descriptor `fd` of process `pid`: `pidfd_open(2)` and
-/// `pidfd_getfd(2)` duplicate it (allowed to root, or to the same user where
-/// ptrace would be), `getsockopt` reads the duplicate, which is closed before this
-/// returns (a duplicate held on would keep the socket alive after the program's
-/// own close()).
+/// A running process whose descriptors this one may duplicate: a `pidfd_open(2)`
+/// descriptor, opened once for all of them.
+#[derive(Debug)]
+pub struct Program {
+    pidfd: std::os::fd::OwnedFd,
+}
+
+impl Program {
+    /// `pidfd_open(2)`: `ESRCH` when no such process exists.
+    pub fn open(pid: u32) -> io::Result<Self> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let pid =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let pidfd = cvt(libc::c_int::try_from(pidfd).unwrap_or(-1))?;
+        // SAFETY: `pidfd` is a descriptor just returned to this process, owned by no one else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        Ok(Self { pidfd })
+    }
+
+    /// A duplicate of the program's descriptor `fd` (`pidfd_getfd(2)`), allowed to
+    /// root, or to the same user where ptrace would be (`EPERM` otherwise). Drop it
+    /// at once: a duplicate held on keeps the socket alive after the program's own
+    /// close().
+    pub fn duplicate(&self, fd: i32) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: pidfd_getfd takes a pidfd, a descriptor number in that process and
+        // flags, and returns a new descriptor in this process or -1.
+        let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.pidfd.as_raw_fd(), fd, 0) };
+        let dup = cvt(libc::c_int::try_from(dup).unwrap_or(-1))?;
+        // SAFETY: as above: a fresh descriptor this process alone owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+    }
+}
+
+/// Reads the options of descriptor `fd` of process `pid` through a duplicate
+/// ([`Program::duplicate`]), which is closed before this returns.
 pub fn program_socket_settings(pid: u32, fd: i32) -> io::Result<SocketSettings> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let pidfd = cvt(libc::c_int::try_from(pidfd).unwrap_or(-1))?;
-    // SAFETY: `pidfd` is a descriptor just returned to this process, owned by no one else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number in that process and
-    // flags, and returns a new descriptor in this process or -1.
-    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    let dup = cvt(libc::c_int::try_from(dup).unwrap_or(-1))?;
-    // SAFETY: as above: a fresh descriptor this process alone owns; dropped below.
-    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
-    let sock = socket2::SockRef::from(&dup);
+    let dup = Program::open(pid)?.duplicate(fd)?;
+    let settings = socket_settings(std::os::fd::AsFd::as_fd(&dup));
+    drop(dup);
+    settings
+}
+
+/// The options in effect on a TCP socket: its own, or the sysctls' (of the
+/// socket's network namespace) where it set none.
+pub fn socket_settings(fd: BorrowedFd<'_>) -> io::Result<SocketSettings> {
+    let sock = socket2::SockRef::from(&fd);
     let ms = |d: Option<std::time::Duration>| {
         d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     };
-    let settings = SocketSettings {
+    Ok(SocketSettings {
         keepalive: sock.keepalive()?,
         keepidle_s: sock.tcp_keepalive_time()?.as_secs(),
         keepintvl_s: sock.tcp_keepalive_interval()?.as_secs(),
@@ -353,9 +382,13 @@ pub fn program_socket_settings(pid: u32, fd: i32) -> io::Result<SocketSettings> 
         user_timeout_ms: ms(sock.tcp_user_timeout()?),
         rcvtimeo_ms: ms(sock.read_timeout()?),
         sndtimeo_ms: ms(sock.write_timeout()?),
-    };
-    drop(dup);
-    Ok(settings)
+    })
+}
+
+/// Whether a socket is a TCP socket (`SO_PROTOCOL`), of either family.
+pub fn is_tcp(fd: BorrowedFd<'_>) -> bool {
+    let sock = socket2::SockRef::from(&fd);
+    matches!(sock.protocol(), Ok(Some(p)) if p == socket2::Protocol::TCP)
 }
 
 /// Whether an IPv6 socket of this network namespace listens on `[::1]:port` or

@@ -10,7 +10,11 @@ pub use linux::*;
 #[cfg(target_os = "linux")]
 mod sock_diag;
 #[cfg(target_os = "linux")]
-pub use sock_diag::{DiagSocket, listeners, lookup};
+pub use sock_diag::{DiagSocket, dump, listeners, lookup};
+#[cfg(target_os = "linux")]
+mod netns;
+#[cfg(target_os = "linux")]
+pub use netns::in_netns_of;
 #[cfg(target_os = "linux")]
 mod kernel;
 #[cfg(target_os = "linux")]

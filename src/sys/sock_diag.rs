@@ -43,9 +43,6 @@ const NLMSG_HEADER_LEN: usize = 16;
 /// Sequence number of our requests; each lookup has a socket of its own.
 const SEQUENCE: u32 = 1;
 
-/// `TCP_LISTEN` in the kernel's state numbering (a bit of `idiag_states`).
-const TCP_LISTEN: u32 = 10;
-
 /// Every bit of `idiag_states`: all TCP states (including `NEW_SYN_RECV`).
 const ALL_STATES: u32 = u32::MAX;
 
@@ -101,16 +98,42 @@ pub fn lookup(local: SocketAddr, remote: SocketAddr) -> io::Result<Option<DiagSo
 }
 
 /// The listening sockets on `port`, both families (an IPv6 listener also
-/// serves IPv4 peers): one dump of the sockets in `LISTEN`.
+/// serves IPv4 peers).
 pub fn listeners(port: u16) -> io::Result<Vec<DiagSocket>> {
-    let mut found = Vec::new();
+    Ok(dump()?
+        .into_iter()
+        .filter(|s| s.state == TcpState::Listen && s.local.port() == port)
+        .collect())
+}
+
+/// Every TCP socket of the calling thread's network namespace, both families:
+/// listeners and connections, each with its timer, inode and `INET_DIAG_INFO`
+/// (what `ss -tanoie` lists). `TIME_WAIT` minisockets and request sockets are
+/// left out: they never have a file. An IPv6 socket serving an IPv4 peer is
+/// listed once, with its v4-mapped addresses.
+pub fn dump() -> io::Result<Vec<DiagSocket>> {
+    /// `TCP_SYN_RECV`, `TCP_TIME_WAIT`, `TCP_NEW_SYN_RECV` (include/net/tcp_states.h).
+    const FILELESS: u32 = (1 << 3) | (1 << 6) | (1 << 12);
+    let mut all = Vec::new();
     for family in [AF_INET, AF_INET6] {
-        let mut request = request(family, Tuple::any().socket_id(family));
-        request.states = StateFlags::from_bits_retain(1 << TCP_LISTEN);
-        let sockets = transact(&request, true).map_err(context("dump the listening sockets"))?;
-        found.extend(sockets.into_iter().filter(|s| s.local.port() == port));
+        let any = if family == AF_INET {
+            IpAddr::from([0u8; 4])
+        } else {
+            IpAddr::from([0u8; 16])
+        };
+        let mut request = request(
+            family,
+            Tuple::new((any, 0).into(), (any, 0).into()).socket_id(family),
+        );
+        request.states = StateFlags::from_bits_retain(ALL_STATES & !FILELESS);
+        match transact(&request, true) {
+            Ok(sockets) => all.extend(sockets),
+            // A kernel without IPv6 has no handler for its family.
+            Err(err) if family == AF_INET6 && err.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(err) => return Err(err),
+        }
     }
-    Ok(found)
+    Ok(all)
 }
 
 /// A 4-tuple with v4-mapped addresses turned into IPv4 ones.
@@ -121,15 +144,6 @@ struct Tuple {
 }
 
 impl Tuple {
-    /// Any address, any port (a dump's socket id filters nothing).
-    fn any() -> Self {
-        let any = SocketAddr::from(([0, 0, 0, 0], 0));
-        Self {
-            local: any,
-            remote: any,
-        }
-    }
-
     fn new(local: SocketAddr, remote: SocketAddr) -> Self {
         Self {
             local: canonical(local),
@@ -730,6 +744,42 @@ mod tests {
                 Some(TcpState::Established)
             );
         }
+    }
+
+    /// The dump lists the listener and both ends of a connection, each once, with
+    /// their inodes and INET_DIAG_INFO, and a keepalive timer where one is armed.
+    #[test]
+    fn dump_lists_every_socket_once() {
+        let pair = Pair::new(Ipv4Addr::LOCALHOST.into()).unwrap();
+        socket2::SockRef::from(&pair.server)
+            .set_keepalive(true)
+            .unwrap();
+        let all = dump().unwrap();
+        let listening = pair.listener.local_addr().unwrap();
+        let listener: Vec<&DiagSocket> = all
+            .iter()
+            .filter(|s| s.local == listening && s.state == TcpState::Listen)
+            .collect();
+        assert_eq!(listener.len(), 1, "{listener:#?}");
+        for (end, stream) in [("client", &pair.client), ("server", &pair.server)] {
+            let (local, remote) = tuple(stream);
+            let found: Vec<&DiagSocket> = all
+                .iter()
+                .filter(|s| s.local == local && s.remote == remote)
+                .collect();
+            assert_eq!(found.len(), 1, "{end}: {found:#?}");
+            assert_eq!(u64::from(found[0].inode), inode(stream), "{end}");
+            assert!(found[0].tcp_info.is_some(), "{end}");
+        }
+        let server = all
+            .iter()
+            .find(|s| (s.local, s.remote) == pair.server_tuple())
+            .unwrap();
+        assert_eq!(
+            server.timer.map(|t| t.kind),
+            Some(DiagTimerKind::KeepAlive),
+            "SO_KEEPALIVE arms the keepalive timer: {server:#?}"
+        );
     }
 
     #[test]
