@@ -14,6 +14,10 @@
 //!   that as `rst` with `fin_before_rst` in most runs, but as a plain `fin` when its
 //!   own FIN reaches HAProxy before the RST leaves (HAProxy then closes cleanly), so
 //!   the test holds far's socket open (`--close hang`) and reads the wire;
+//! - HAProxy with `option nolinger` ends an idle connection to the client (near)
+//!   with a FIN and an RST within a millisecond after it: near's report says `rst`
+//!   with `fin_before_rst` when both had arrived before it read the FIN, `fin` when
+//!   it read the FIN first;
 //! - a conntrack router (`ct state invalid drop`, `nf_conntrack_tcp_loose=0`,
 //!   established timeout 3 s) delivers data sent after 1 s of idleness, but forgets a
 //!   flow idle for 5 s: its entry is gone, near's next data is dropped without a
@@ -318,6 +322,62 @@ fn haproxy_idle_timeout_sends_fin_to_client_and_fin_then_rst_to_server() {
         rst_at - fin_at < us(0.1),
         "the RST right after the FIN\n{context}"
     );
+}
+
+/// The segments the other end sent after the handshake, as (µs, flags).
+fn incoming_after_handshake(report: &Value) -> Vec<(u64, Vec<String>)> {
+    packets(report)
+        .iter()
+        .filter(|p| p["outgoing"] == false)
+        .map(|p| {
+            let flags = p["flags"].as_array().expect("flags");
+            let flags = flags.iter().map(|f| f.as_str().expect("flag").to_owned());
+            (p["t_us"].as_u64().expect("t_us"), flags.collect::<Vec<_>>())
+        })
+        .filter(|(_, flags)| !has(flags, "SYN"))
+        .collect()
+}
+
+#[test]
+fn haproxy_with_nolinger_ends_an_idle_client_with_a_fin_then_an_rst() {
+    const NAME: &str = "haproxy_with_nolinger_ends_an_idle_client_with_a_fin_then_an_rst";
+    require!(NAME, "haproxy" "-v");
+    let topo = Topology::haproxy_with(Duration::from_secs(2), &["option nolinger"]);
+    let near_pcap = topo.file("near.pcap").display().to_string();
+    // far holds its socket open (`hang`): what reaches near is HAProxy's doing alone.
+    let (near, far) = idle_through(
+        &topo,
+        &["--pcap", &near_pcap],
+        &["--close", "hang", "--after", "0s", "--hold", "3s"],
+    );
+    let context = format!("{near}\n{far}");
+    assert_eq!(near.code, Some(0), "{context}");
+    let near_report = report(&near);
+    let from_proxy = incoming_after_handshake(&near_report);
+    let [(fin_at, fin), (rst_at, rst)] = from_proxy.as_slice() else {
+        panic!("near gets two segments, a FIN and an RST: {from_proxy:?}\n{context}");
+    };
+    assert!(
+        has(fin, "FIN") && !has(fin, "RST") && has(rst, "RST"),
+        "{from_proxy:?}\n{context}"
+    );
+    assert!(
+        (us(1.9)..=us(3.0)).contains(fin_at),
+        "the FIN at the 2 s timeout\n{context}"
+    );
+    assert!(
+        rst_at - fin_at < us(0.05),
+        "the RST right after the FIN\n{context}"
+    );
+    // How near's report names that ending depends on whether the RST had arrived
+    // when it read the FIN: `rst` with `fin_before_rst`, or a plain `fin`. Both
+    // are the same FIN-then-RST on the wire, which is what `path` judges by.
+    match near_report["verdict"].as_str() {
+        Some("rst") => assert_eq!(near_report["fin_before_rst"], true, "{context}"),
+        Some("fin") => {}
+        other => panic!("verdict {other:?}\n{context}"),
+    }
+    assert_ended_after(&near_report, 1.9, 3.0, &context);
 }
 
 #[test]
