@@ -75,12 +75,20 @@ pub fn fidelity(
     (PathResult::Faithful, note)
 }
 
-/// Judges one idle connection from the near end's verdict and the far end's
-/// report. Without the far end's report, or when the far end ended the
-/// connection itself (its `--timeout`, a stop), the step says nothing about the
-/// path: `failed`, with the reason, and left out of the bracket.
+/// Judges one idle connection from the near end's verdict (and whether its
+/// `rst` came right after a FIN, `fin_before_rst`) and the far end's report.
+/// Without the far end's report, or when the far end ended the connection itself
+/// (its `--timeout`, a stop), the step says nothing about the path: `failed`, with
+/// the reason, and left out of the bracket.
+///
+/// A FIN and then an RST that the far end never sent is a proxy ending the
+/// connection (HAProxy's `option nolinger` resets right after its FIN): `closed`,
+/// like a FIN alone. Whether the near end's report says `rst` (FIN, then RST) or
+/// `fin` depends only on whether the RST had arrived when it read the FIN, so
+/// judging both alike gives the same result every run.
 pub fn idle(
     near: Verdict,
+    fin_before_rst: bool,
     far: Result<&FarView, FarMissing>,
     wait: Duration,
 ) -> (PathResult, String) {
@@ -100,6 +108,12 @@ pub fn idle(
     }
     let far_got = far.bytes_after_greeting;
     match near {
+        Verdict::Rst if fin_before_rst => (
+            PathResult::Closed,
+            "FIN, then RST, that the far end never sent: the path closed the connection \
+             (and reset it right after its FIN)"
+                .to_owned(),
+        ),
         Verdict::Rst => (
             PathResult::Reset,
             "RST that the far end never sent: the path answered for it".to_owned(),
@@ -191,31 +205,44 @@ pub fn keepalive_advice(lo: Duration) -> KeepaliveAdvice {
     }
 }
 
-/// The advice that follows from the bracket, in words.
-pub fn advice(b: &Bracket) -> Option<(KeepaliveAdvice, String)> {
+/// The advice that follows from the bracket: in words, and the TCP keepalive
+/// settings it names (`None` when it names none: keepalive would not keep the
+/// connection, or the bracket is too coarse to say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advice {
+    pub keepalive: Option<KeepaliveAdvice>,
+    pub text: String,
+}
+
+/// The advice that follows from the bracket.
+pub fn advice(b: &Bracket) -> Option<Advice> {
     let hi = b.hi?;
     if b.lo.is_zero() {
-        let ka = keepalive_advice(Duration::ZERO);
-        return Some((
-            ka,
-            format!(
+        return Some(Advice {
+            keepalive: None,
+            text: format!(
                 "even the shortest idle period tried ({}) failed: try a ladder of shorter steps (--idle-ladder)",
                 fmt_us(micros(hi))
             ),
-        ));
+        });
     }
     let ka = keepalive_advice(b.lo);
     if b.behaviour == Some(PathResult::Closed) {
         // Only a box that ends TCP itself can send a FIN in the far end's name: a
         // proxy, whose idle timer counts data. Its own kernel answers keepalive
-        // probes, so they do not keep the connection through it alive.
+        // probes, so they do not keep the connection through it alive: no
+        // keepalive settings are advised.
         let text = format!(
             "send data on every connection more often than every {}: the FIN came from a \
              proxy, whose idle timer counts data, not TCP keepalive probes (its own kernel \
-             answers them): an application heartbeat, or a longer idle timeout on the proxy",
+             answers them), so TCP keepalive will not help: an application heartbeat, or a \
+             longer idle timeout on the proxy",
             fmt_us(micros(b.lo))
         );
-        return Some((ka, text));
+        return Some(Advice {
+            keepalive: None,
+            text,
+        });
     }
     let text = format!(
         "send something on every connection more often than every {}: e.g. TCP keepalive with \
@@ -229,7 +256,17 @@ pub fn advice(b: &Bracket) -> Option<(KeepaliveAdvice, String)> {
         ka.intvl_s,
         ka.cnt
     );
-    Some((ka, text))
+    Some(Advice {
+        keepalive: Some(ka),
+        text,
+    })
+}
+
+/// The keepalive `--confirm-keepalive` tries: the advised one, or when the advice
+/// names none, the one the bracket would give, so that the run shows whether
+/// keepalive indeed does not keep the connection.
+pub fn keepalive_to_try(b: &Bracket, advice: &Advice) -> KeepaliveAdvice {
+    advice.keepalive.unwrap_or_else(|| keepalive_advice(b.lo))
 }
 
 /// The expectation misses, in words (empty: all met).
@@ -417,7 +454,7 @@ pub fn idle_case(
 ) -> PathCase {
     let (period, ladder) = spec.idle.unwrap_or_default();
     let (result, note) = match near {
-        Some(near) => idle(near.verdict, far, wait),
+        Some(near) => idle(near.verdict, near.fin_before_rst == Some(true), far, wait),
         None => (
             PathResult::Failed,
             "no report from the near end (interrupted?)".into(),
@@ -574,10 +611,31 @@ mod tests {
             (Verdict::Timeout, Err(FarMissing::Busy), Failed, "busy"),
         ];
         for (verdict, far, want, words) in cases {
-            let (got, note) = idle(verdict, far.as_ref().map_err(|m| *m), wait);
+            let (got, note) = idle(verdict, false, far.as_ref().map_err(|m| *m), wait);
             assert_eq!(got, want, "{verdict}: {note}");
             assert!(note.contains(words), "{note:?} lacks {words:?}");
         }
+    }
+
+    #[test]
+    fn a_fin_then_an_rst_from_the_path_is_closed_whichever_the_near_end_saw_first() {
+        let wait = s(1.0);
+        let quiet = far(None, 0);
+        // The near end read the FIN with the RST already there (`rst`, FIN then
+        // RST), or before it came (`fin`): the same ending of the path's.
+        let (both, note) = idle(Verdict::Rst, true, Ok(&quiet), wait);
+        assert_eq!(both, PathResult::Closed, "{note}");
+        assert!(note.contains("FIN, then RST"), "{note}");
+        assert!(!note.contains("answered for it"), "{note}");
+        let (fin, _) = idle(Verdict::Fin, false, Ok(&quiet), wait);
+        assert_eq!(fin, PathResult::Closed);
+        // An RST alone is still the path answering for the far end.
+        let (rst, note) = idle(Verdict::Rst, false, Ok(&quiet), wait);
+        assert_eq!(rst, PathResult::Reset, "{note}");
+        // The far end's own ending stays `failed`, FIN first or not.
+        let own = far(Some(("rst", FarEnding::Timeout)), 0);
+        let (failed, _) = idle(Verdict::Rst, true, Ok(&own), wait);
+        assert_eq!(failed, PathResult::Failed);
     }
 
     #[test]
@@ -643,14 +701,14 @@ mod tests {
             hi: Some(s(300.0)),
             behaviour: Some(PathResult::BlackHoled),
         };
-        let (ka, text) = advice(&b).expect("advice");
+        let Advice { keepalive, text } = advice(&b).expect("advice");
         assert_eq!(
-            ka,
-            KeepaliveAdvice {
+            keepalive,
+            Some(KeepaliveAdvice {
                 idle_s: 145,
                 intvl_s: 72,
                 cnt: 3
-            }
+            })
         );
         assert!(text.contains("--keepalive 145s,72s,3"), "{text}");
         assert!(text.contains("TCP keepalive"), "{text}");
@@ -673,21 +731,55 @@ mod tests {
             hi: Some(s(2.1)),
             behaviour: Some(PathResult::Closed),
         };
-        let (ka, text) = advice(&b).expect("advice");
-        assert_eq!((ka.idle_s, ka.intvl_s), (1, 1));
+        let closed = advice(&b).expect("advice");
+        let text = &closed.text;
         assert!(text.starts_with("send data on every connection more often than every 1.800s"));
         assert!(text.contains("application heartbeat"), "{text}");
+        assert!(text.contains("keepalive will not help"), "{text}");
         assert!(!text.contains("--keepalive"), "{text}");
+        // The summary's `keepalive` agrees with the words: none advised (nginx
+        // `stream`, socat -T and HAProxy all close with a FIN).
+        assert_eq!(closed.keepalive, None);
+        // `--confirm-keepalive` still tries the keepalive the bracket gives, to
+        // show that it fails.
+        let tried = keepalive_to_try(&b, &closed);
+        assert_eq!((tried.idle_s, tried.intvl_s, tried.cnt), (1, 1, 3));
         for behaviour in [PathResult::Reset, PathResult::BlackHoled] {
-            let (_, text) = advice(&Bracket {
+            let other = advice(&Bracket {
                 behaviour: Some(behaviour),
                 ..b
             })
             .expect("advice");
             assert!(
-                text.contains("--keepalive 1s,1s,3"),
-                "{behaviour:?}: {text}"
+                other.text.contains("--keepalive 1s,1s,3"),
+                "{behaviour:?}: {}",
+                other.text
             );
+            assert_eq!(other.keepalive, Some(tried), "{behaviour:?}");
+            assert_eq!(keepalive_to_try(&b, &other), tried);
+        }
+    }
+
+    #[test]
+    fn keepalive_is_advised_exactly_when_the_words_name_it() {
+        for lo in [0.0, 1.8, 290.0] {
+            for behaviour in [
+                PathResult::Reset,
+                PathResult::Closed,
+                PathResult::BlackHoled,
+            ] {
+                let b = Bracket {
+                    lo: s(lo),
+                    hi: Some(s(lo + 1.0)),
+                    behaviour: Some(behaviour),
+                };
+                let a = advice(&b).expect("advice");
+                assert_eq!(
+                    a.keepalive.is_some(),
+                    a.text.contains("--keepalive"),
+                    "{lo} s {behaviour:?}: {a:?}"
+                );
+            }
         }
     }
 }
