@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::topology::Topology;
+use crate::common::topology::{FAR, MID_NEAR, Side, Topology};
 use crate::common::{Finished, require_root, require_tool};
 
 /// Returns from the test, loudly, unless it runs as root and every listed program
@@ -429,4 +429,120 @@ fn through_haproxy_with_nolinger_a_fin_then_rst_is_the_proxy_closing_not_a_reset
         human.as_str().is_some_and(|a| a.contains("proxy")),
         "{human}"
     );
+}
+
+/// A small TCP proxy for mid, in Python: it accepts on MID_NEAR:PORT, waits
+/// CONNECT_S before it connects to FAR:PORT (a proxy whose upstream connect is
+/// slow: a DNS lookup, a far upstream), then forwards both ways; the near end's FIN
+/// it holds FIN_S before passing it on (a path that delays endings), the far end's
+/// it passes on at once. It prints `listening` once it listens.
+const DELAY_PROXY: &str = r#"
+import socket, sys, threading, time
+host, port, far = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+connect_s, fin_s = float(sys.argv[4]), float(sys.argv[5])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((host, port))
+srv.listen(64)
+print("listening", flush=True)
+def pump(src, dst, hold):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    time.sleep(hold)
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+def serve(client):
+    time.sleep(connect_s)
+    try:
+        up = socket.create_connection((far, port))
+    except OSError:
+        client.close()
+        return
+    for s in (client, up):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ways = [threading.Thread(target=pump, args=(client, up, fin_s)),
+            threading.Thread(target=pump, args=(up, client, 0.0))]
+    for w in ways:
+        w.start()
+    for w in ways:
+        w.join()
+    client.close()
+    up.close()
+while True:
+    client, _ = srv.accept()
+    threading.Thread(target=serve, args=(client,), daemon=True).start()
+"#;
+
+#[test]
+fn extra_us_near_to_far_does_not_count_a_slow_upstream_connect_as_the_baseline() {
+    let name = "extra_us_near_to_far_does_not_count_a_slow_upstream_connect_as_the_baseline";
+    require!(name, "python3" "--version");
+    // A router in mid (nothing of its own), and the delay proxy beside it: every
+    // connection through it waits 250 ms for its upstream connect, and the near
+    // end's FIN takes 400 ms longer than data.
+    const CONNECT_S: f64 = 0.25;
+    const FIN_S: f64 = 0.4;
+    let topo = Topology::router();
+    let (_serve, port) = topo.serve_far(&[]);
+    let mut proxy = topo
+        .program(
+            Side::Mid,
+            "python3",
+            &[
+                "-c",
+                DELAY_PROXY,
+                &MID_NEAR.to_string(),
+                &port.to_string(),
+                &FAR.to_string(),
+                &CONNECT_S.to_string(),
+                &FIN_S.to_string(),
+            ],
+        )
+        .spawn();
+    let ready = proxy.try_stdout_line(crate::common::within(5));
+    assert_eq!(ready.as_deref(), Some("listening"), "{}", proxy.dump());
+    let dial = format!("{MID_NEAR}:{port}");
+    let out = topo
+        .near_tcpbye(&["path", &dial, "--json", "--tests", "fin", "--wait", "2s"])
+        .deadline(PATH_DEADLINE)
+        .run();
+    // The FIN from near arrived 400 ms later than data takes: `delayed`, by that
+    // much. Measured from the greeting (which waited for the upstream connect),
+    // it read 150 ms. Tolerance: 25 ms either way (Python's sleep and scheduling on
+    // a loaded machine, a few ms in a quiet one).
+    out.expect_code(0);
+    let cases = endings(&out);
+    let context = out.dump();
+    let (_, near_to_far) = cases
+        .iter()
+        .find(|(key, _)| key == "fin near-to-far")
+        .unwrap_or_else(|| panic!("no fin near-to-far\n{context}"));
+    // The far end got the near end's mark, after the upstream connect.
+    assert!(
+        near_to_far["far"]["mark_us"].as_u64().is_some(),
+        "{context}"
+    );
+    let extra = near_to_far["extra_us"].as_u64().expect("extra_us");
+    assert!(
+        extra.abs_diff(us(FIN_S)) <= us(0.025),
+        "extra_us {extra} µs, not {FIN_S} s ± 25 ms\n{context}"
+    );
+    assert_eq!(near_to_far["result"], "delayed", "{context}");
+    // The far end's FIN the proxy passes on at once: not delayed, whatever the
+    // upstream connect took.
+    let (_, far_to_near) = cases
+        .iter()
+        .find(|(key, _)| key == "fin far-to-near")
+        .unwrap_or_else(|| panic!("no fin far-to-near\n{context}"));
+    let extra = far_to_near["extra_us"].as_u64().expect("extra_us");
+    assert!(extra < us(0.05), "far to near: {extra} µs\n{context}");
+    assert_eq!(far_to_near["result"], "faithful", "{context}");
 }

@@ -76,6 +76,7 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<Outcome> {
                     direction,
                     test,
                     protocol::greeting(&token, direction, test),
+                    protocol::MARK.to_vec(),
                     plan.wait,
                 );
                 Ok(Spec {

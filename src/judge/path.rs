@@ -352,6 +352,33 @@ fn bytes_after(report: &Report, kind: EventKind, from: u64) -> u64 {
         .sum()
 }
 
+/// `extra_us` of a near-to-far ending: the far end's time to the ending's arrival
+/// minus the near end's time to its action, both counted from one line's trip.
+/// That line is the mark (`mark`: its arrival at the far end, µs from the
+/// greeting's, and its sending at the near end): the path is connected end to
+/// end when it leaves, so its trip is what data takes. Without a mark (a far end
+/// that does not answer one) the greeting is the line, and its trip includes
+/// whatever held the greeting back — a proxy's connect to its upstream.
+/// `arrived`: the ending's arrival at the far end (µs from the greeting's);
+/// `greeting_t`, `acted`: the near end's times of sending it and of acting.
+pub fn near_to_far_extra(
+    arrived: Option<u64>,
+    mark: Option<(u64, u64)>,
+    greeting_t: Option<u64>,
+    acted: u64,
+) -> Option<u64> {
+    let arrived = arrived?;
+    let (far_from, near_from) = match mark {
+        Some((far_us, near_t)) => (far_us, near_t),
+        None => (0, greeting_t?),
+    };
+    Some(
+        arrived
+            .saturating_sub(far_from)
+            .saturating_sub(acted.saturating_sub(near_from)),
+    )
+}
+
 /// Judges one ending test from the near end's report and the far end's.
 pub fn ending(
     spec: Which<'_>,
@@ -399,12 +426,16 @@ pub fn ending(
                 near.close.unwrap_or(CloseMode::Fin),
                 near.verdict == Verdict::Rst,
             );
-            // Both ends count from the greeting: the far end from its arrival, the
-            // near end from its sending, so its one-way trip is the baseline.
-            let extra = far
-                .arrived_us
-                .zip(greeting_t)
-                .map(|(far_us, sent_t)| far_us.saturating_sub(acted.saturating_sub(sent_t)));
+            // The mark is the near end's first send after its greeting.
+            let mark_t = near
+                .events
+                .iter()
+                .filter(|e| e.kind == EventKind::Send && e.errno.is_none())
+                .filter(|e| e.bytes.is_some_and(|b| b > 0))
+                .nth(1)
+                .map(|e| e.t_us);
+            let extra =
+                near_to_far_extra(far.arrived_us, far.mark_us.zip(mark_t), greeting_t, acted);
             let after_fin = (spec.test == PathTest::Half).then(|| AfterFin {
                 sent: far.sent_after_peer_end,
                 arrived: bytes_after(near, EventKind::Recv, acted),
@@ -541,6 +572,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_mark_not_the_greeting_is_the_baseline_near_to_far() {
+        // Through a proxy that connects upstream 250 ms after the greeting came and
+        // holds the near end's FIN 400 ms (one-way trips of 1 ms). Near end: the
+        // greeting sent at 0, its answer at 252 ms, the mark sent then, its answer
+        // at 254 ms, the action then. Far end (µs from the greeting's arrival at
+        // 251 ms): the mark at 2 ms, the FIN at 2 + 1 + 1 + 400 = 404 ms.
+        let ms = |m: u64| m * 1000;
+        let extra = near_to_far_extra(Some(ms(404)), Some((ms(2), ms(252))), Some(0), ms(254));
+        assert_eq!(extra, Some(ms(400)));
+        // From the greeting, the upstream connect hides 250 ms of the delay.
+        let from_greeting = near_to_far_extra(Some(ms(404)), None, Some(0), ms(254));
+        assert_eq!(from_greeting, Some(ms(150)));
+        // Without anything to count from, nothing is measured.
+        assert_eq!(near_to_far_extra(None, Some((1, 1)), Some(0), 5), None);
+        assert_eq!(near_to_far_extra(Some(9), None, None, 5), None);
+        // A negative difference (clock noise) is no delay.
+        assert_eq!(
+            near_to_far_extra(Some(10), Some((5, 0)), Some(0), 100),
+            Some(0)
+        );
+    }
+
     fn far(sent: Option<(&str, FarEnding)>, got: u64) -> FarView {
         FarView {
             kind: "path-far".into(),
@@ -549,6 +603,7 @@ mod tests {
             open: sent.is_none(),
             arrived: Ending::Nothing,
             arrived_us: None,
+            mark_us: None,
             sent: sent.map(|(s, _)| Ending::from_name(s)),
             sent_us: sent.map(|_| 1_500_000),
             ended_by: sent.map(|(_, why)| why),

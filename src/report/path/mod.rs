@@ -109,6 +109,11 @@ pub struct FarView {
     /// What arrived from the near end: `fin`, `rst`, `nothing` (or another verdict).
     pub arrived: Ending,
     pub arrived_us: Option<u64>,
+    /// Near-to-far endings: when the near end's mark arrived (its line after the
+    /// answer to the greeting, whose trip is the baseline of `extra_us`); null
+    /// without one (and from a far end older than the mark).
+    #[serde(default)]
+    pub mark_us: Option<u64>,
     /// What the far end itself sent to end the connection: `fin`, `rst`, or null.
     pub sent: Option<Ending>,
     pub sent_us: Option<u64>,
