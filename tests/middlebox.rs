@@ -14,6 +14,10 @@
 //!   that as `rst` with `fin_before_rst` in most runs, but as a plain `fin` when its
 //!   own FIN reaches HAProxy before the RST leaves (HAProxy then closes cleanly), so
 //!   the test holds far's socket open (`--close hang`) and reads the wire;
+//! - HAProxy with `option nolinger` ends an idle connection to the client (near)
+//!   with a FIN and an RST within a millisecond after it (near holds its socket open:
+//!   a client that answers the FIN with its own may reach HAProxy before the RST
+//!   leaves, and then no RST comes);
 //! - a conntrack router (`ct state invalid drop`, `nf_conntrack_tcp_loose=0`,
 //!   established timeout 3 s) delivers data sent after 1 s of idleness, but forgets a
 //!   flow idle for 5 s: its entry is gone, near's next data is dropped without a
@@ -316,6 +320,83 @@ fn haproxy_idle_timeout_sends_fin_to_client_and_fin_then_rst_to_server() {
     );
     assert!(
         rst_at - fin_at < us(0.1),
+        "the RST right after the FIN\n{context}"
+    );
+}
+
+/// The segments the other end sent after the handshake, as (µs, flags).
+fn incoming_after_handshake(report: &Value) -> Vec<(u64, Vec<String>)> {
+    packets(report)
+        .iter()
+        .filter(|p| p["outgoing"] == false)
+        .map(|p| {
+            let flags = p["flags"].as_array().expect("flags");
+            let flags = flags.iter().map(|f| f.as_str().expect("flag").to_owned());
+            (p["t_us"].as_u64().expect("t_us"), flags.collect::<Vec<_>>())
+        })
+        .filter(|(_, flags)| !has(flags, "SYN"))
+        .collect()
+}
+
+#[test]
+fn haproxy_with_nolinger_ends_an_idle_client_with_a_fin_then_an_rst() {
+    const NAME: &str = "haproxy_with_nolinger_ends_an_idle_client_with_a_fin_then_an_rst";
+    require!(NAME, "haproxy" "-v");
+    let topo = Topology::haproxy_with(Duration::from_secs(2), &["option nolinger"]);
+    let near_pcap = topo.file("near.pcap").display().to_string();
+    // Both ends hold their sockets open (`hang`): near sends no FIN of its own after
+    // HAProxy's (an observer would, and a FIN that reaches HAProxy before its RST
+    // leaves can spare the RST), so what reaches near is HAProxy's doing alone.
+    let (serve, port) = topo.serve_far(&[
+        "--once",
+        "--json",
+        "--no-probe",
+        "--timeout",
+        "6s",
+        "--close",
+        "hang",
+        "--after",
+        "0s",
+        "--hold",
+        "3s",
+    ]);
+    let dial = topo.dial(port).to_string();
+    let near = topo
+        .near_tcpbye(&[
+            "connect",
+            &dial,
+            "--close",
+            "hang",
+            "--after",
+            "0s",
+            "--hold",
+            "3s",
+            "--json",
+            "--timeout",
+            "6s",
+            "--pcap",
+            &near_pcap,
+        ])
+        .spawn()
+        .finish_by(by(9));
+    let far = serve.finish_by(by(9));
+    let context = format!("{near}\n{far}");
+    assert_eq!(near.code, Some(0), "{context}");
+    let near_report = report(&near);
+    let from_proxy = incoming_after_handshake(&near_report);
+    let [(fin_at, fin), (rst_at, rst)] = from_proxy.as_slice() else {
+        panic!("near gets two segments, a FIN and an RST: {from_proxy:?}\n{context}");
+    };
+    assert!(
+        has(fin, "FIN") && !has(fin, "RST") && has(rst, "RST"),
+        "{from_proxy:?}\n{context}"
+    );
+    assert!(
+        (us(1.9)..=us(3.0)).contains(fin_at),
+        "the FIN at the 2 s timeout\n{context}"
+    );
+    assert!(
+        rst_at - fin_at < us(0.05),
         "the RST right after the FIN\n{context}"
     );
 }

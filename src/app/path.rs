@@ -76,6 +76,7 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<Outcome> {
                     direction,
                     test,
                     protocol::greeting(&token, direction, test),
+                    protocol::MARK.to_vec(),
                     plan.wait,
                 );
                 Ok(Spec {
@@ -123,15 +124,19 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<Outcome> {
 
     let advice = bracket.as_ref().and_then(judge::advice);
     // `--confirm-keepalive`: the advice tried, past the timeout (ladder 3, which
-    // the bracket leaves out).
+    // the bracket leaves out): the advised keepalive, or where the advice says
+    // keepalive will not help, the one the bracket gives.
     let mut confirmed = None;
-    if let (true, false, Some(b), Some((ka, _))) = (
+    let mut tried = None;
+    if let (true, false, Some(b), Some(advice)) = (
         plan.confirm_keepalive,
         interrupted,
         bracket,
         advice.as_ref(),
     ) && let Some(hi) = b.hi
     {
+        let ka = judge::keepalive_to_try(&b, advice);
+        tried = Some(ka);
         let keepalive = KeepAlive {
             idle: Duration::from_secs(ka.idle_s),
             interval: Duration::from_secs(ka.intvl_s),
@@ -171,8 +176,9 @@ pub fn path(plan: &PathPlan) -> anyhow::Result<Outcome> {
         idle_timeout_min_us: bracket.map(|b| micros(b.lo)),
         idle_timeout_max_us: bracket.and_then(|b| b.hi).map(micros),
         idle_behaviour: bracket.and_then(|b| b.behaviour),
-        keepalive: advice.as_ref().map(|(ka, _)| *ka),
-        advice: advice.map(|(_, text)| text),
+        keepalive: advice.as_ref().and_then(|a| a.keepalive),
+        advice: advice.map(|a| a.text),
+        keepalive_tried: tried,
         keepalive_confirmed: confirmed,
         misses: Vec::new(),
         interrupted,

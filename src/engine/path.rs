@@ -3,7 +3,10 @@
 //!
 //! A test connection's first bytes are one line, `TCPBYE-PATH 1 <token>
 //! <direction> <test>\n`; the far end (`serve`) answers it with
-//! `TCPBYE-PATH-OK\n` and then behaves as the test needs. NAT rewrites
+//! `TCPBYE-PATH-OK\n` and then behaves as the test needs. On a near-to-far
+//! ending test the near end then sends `TCPBYE-PATH-MARK\n`, answered the same
+//! way, and acts on that second answer: the mark's trip is the baseline of
+//! `extra_us`. NAT rewrites
 //! addresses, so the far end keeps what it saw by token, not by address. A
 //! control connection starts with `TCPBYE-CONTROL 1\n`, asks one question and
 //! gets one JSON line back; one connection per question, so the idle timeout it
@@ -18,8 +21,14 @@ use crate::vocab::{CloseMode, Direction, PathTest};
 
 /// The version of the line protocol, in both greetings.
 pub const VERSION: u32 = 1;
-/// The far end's answer to a test greeting.
+/// The far end's answer to a test greeting, and to a [`MARK`].
 pub const ACK: &[u8] = b"TCPBYE-PATH-OK\n";
+/// A near-to-far ending test: the line the near end sends once the answer to its
+/// greeting has arrived, and the far end answers with [`ACK`]. The connection is
+/// through the path end to end by then (a proxy may have held the greeting while
+/// it connected upstream), so the mark's one-way trip is what data takes: the
+/// baseline of `extra_us`. The near end ends the connection on the second answer.
+pub const MARK: &[u8] = b"TCPBYE-PATH-MARK\n";
 /// The far end's answer to a test greeting whose token was used before; it then
 /// closes the connection.
 pub const USED: &[u8] = b"TCPBYE-PATH-USED\n";

@@ -75,12 +75,20 @@ pub fn fidelity(
     (PathResult::Faithful, note)
 }
 
-/// Judges one idle connection from the near end's verdict and the far end's
-/// report. Without the far end's report, or when the far end ended the
-/// connection itself (its `--timeout`, a stop), the step says nothing about the
-/// path: `failed`, with the reason, and left out of the bracket.
+/// Judges one idle connection from the near end's verdict (and whether its
+/// `rst` came right after a FIN, `fin_before_rst`) and the far end's report.
+/// Without the far end's report, or when the far end ended the connection itself
+/// (its `--timeout`, a stop), the step says nothing about the path: `failed`, with
+/// the reason, and left out of the bracket.
+///
+/// A FIN and then an RST that the far end never sent is a proxy ending the
+/// connection (HAProxy's `option nolinger` resets right after its FIN): `closed`,
+/// like a FIN alone. Whether the near end's report says `rst` (FIN, then RST) or
+/// `fin` depends only on whether the RST had arrived when it read the FIN, so
+/// judging both alike gives the same result every run.
 pub fn idle(
     near: Verdict,
+    fin_before_rst: bool,
     far: Result<&FarView, FarMissing>,
     wait: Duration,
 ) -> (PathResult, String) {
@@ -100,6 +108,12 @@ pub fn idle(
     }
     let far_got = far.bytes_after_greeting;
     match near {
+        Verdict::Rst if fin_before_rst => (
+            PathResult::Closed,
+            "FIN, then RST, that the far end never sent: the path closed the connection \
+             (and reset it right after its FIN)"
+                .to_owned(),
+        ),
         Verdict::Rst => (
             PathResult::Reset,
             "RST that the far end never sent: the path answered for it".to_owned(),
@@ -191,31 +205,44 @@ pub fn keepalive_advice(lo: Duration) -> KeepaliveAdvice {
     }
 }
 
-/// The advice that follows from the bracket, in words.
-pub fn advice(b: &Bracket) -> Option<(KeepaliveAdvice, String)> {
+/// The advice that follows from the bracket: in words, and the TCP keepalive
+/// settings it names (`None` when it names none: keepalive would not keep the
+/// connection, or the bracket is too coarse to say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advice {
+    pub keepalive: Option<KeepaliveAdvice>,
+    pub text: String,
+}
+
+/// The advice that follows from the bracket.
+pub fn advice(b: &Bracket) -> Option<Advice> {
     let hi = b.hi?;
     if b.lo.is_zero() {
-        let ka = keepalive_advice(Duration::ZERO);
-        return Some((
-            ka,
-            format!(
+        return Some(Advice {
+            keepalive: None,
+            text: format!(
                 "even the shortest idle period tried ({}) failed: try a ladder of shorter steps (--idle-ladder)",
                 fmt_us(micros(hi))
             ),
-        ));
+        });
     }
     let ka = keepalive_advice(b.lo);
     if b.behaviour == Some(PathResult::Closed) {
         // Only a box that ends TCP itself can send a FIN in the far end's name: a
         // proxy, whose idle timer counts data. Its own kernel answers keepalive
-        // probes, so they do not keep the connection through it alive.
+        // probes, so they do not keep the connection through it alive: no
+        // keepalive settings are advised.
         let text = format!(
             "send data on every connection more often than every {}: the FIN came from a \
              proxy, whose idle timer counts data, not TCP keepalive probes (its own kernel \
-             answers them): an application heartbeat, or a longer idle timeout on the proxy",
+             answers them), so TCP keepalive will not help: an application heartbeat, or a \
+             longer idle timeout on the proxy",
             fmt_us(micros(b.lo))
         );
-        return Some((ka, text));
+        return Some(Advice {
+            keepalive: None,
+            text,
+        });
     }
     let text = format!(
         "send something on every connection more often than every {}: e.g. TCP keepalive with \
@@ -229,7 +256,17 @@ pub fn advice(b: &Bracket) -> Option<(KeepaliveAdvice, String)> {
         ka.intvl_s,
         ka.cnt
     );
-    Some((ka, text))
+    Some(Advice {
+        keepalive: Some(ka),
+        text,
+    })
+}
+
+/// The keepalive `--confirm-keepalive` tries: the advised one, or when the advice
+/// names none, the one the bracket would give, so that the run shows whether
+/// keepalive indeed does not keep the connection.
+pub fn keepalive_to_try(b: &Bracket, advice: &Advice) -> KeepaliveAdvice {
+    advice.keepalive.unwrap_or_else(|| keepalive_advice(b.lo))
 }
 
 /// The expectation misses, in words (empty: all met).
@@ -315,6 +352,33 @@ fn bytes_after(report: &Report, kind: EventKind, from: u64) -> u64 {
         .sum()
 }
 
+/// `extra_us` of a near-to-far ending: the far end's time to the ending's arrival
+/// minus the near end's time to its action, both counted from one line's trip.
+/// That line is the mark (`mark`: its arrival at the far end, µs from the
+/// greeting's, and its sending at the near end): the path is connected end to
+/// end when it leaves, so its trip is what data takes. Without a mark (a far end
+/// that does not answer one) the greeting is the line, and its trip includes
+/// whatever held the greeting back — a proxy's connect to its upstream.
+/// `arrived`: the ending's arrival at the far end (µs from the greeting's);
+/// `greeting_t`, `acted`: the near end's times of sending it and of acting.
+pub fn near_to_far_extra(
+    arrived: Option<u64>,
+    mark: Option<(u64, u64)>,
+    greeting_t: Option<u64>,
+    acted: u64,
+) -> Option<u64> {
+    let arrived = arrived?;
+    let (far_from, near_from) = match mark {
+        Some((far_us, near_t)) => (far_us, near_t),
+        None => (0, greeting_t?),
+    };
+    Some(
+        arrived
+            .saturating_sub(far_from)
+            .saturating_sub(acted.saturating_sub(near_from)),
+    )
+}
+
 /// Judges one ending test from the near end's report and the far end's.
 pub fn ending(
     spec: Which<'_>,
@@ -362,12 +426,16 @@ pub fn ending(
                 near.close.unwrap_or(CloseMode::Fin),
                 near.verdict == Verdict::Rst,
             );
-            // Both ends count from the greeting: the far end from its arrival, the
-            // near end from its sending, so its one-way trip is the baseline.
-            let extra = far
-                .arrived_us
-                .zip(greeting_t)
-                .map(|(far_us, sent_t)| far_us.saturating_sub(acted.saturating_sub(sent_t)));
+            // The mark is the near end's first send after its greeting.
+            let mark_t = near
+                .events
+                .iter()
+                .filter(|e| e.kind == EventKind::Send && e.errno.is_none())
+                .filter(|e| e.bytes.is_some_and(|b| b > 0))
+                .nth(1)
+                .map(|e| e.t_us);
+            let extra =
+                near_to_far_extra(far.arrived_us, far.mark_us.zip(mark_t), greeting_t, acted);
             let after_fin = (spec.test == PathTest::Half).then(|| AfterFin {
                 sent: far.sent_after_peer_end,
                 arrived: bytes_after(near, EventKind::Recv, acted),
@@ -417,7 +485,7 @@ pub fn idle_case(
 ) -> PathCase {
     let (period, ladder) = spec.idle.unwrap_or_default();
     let (result, note) = match near {
-        Some(near) => idle(near.verdict, far, wait),
+        Some(near) => idle(near.verdict, near.fin_before_rst == Some(true), far, wait),
         None => (
             PathResult::Failed,
             "no report from the near end (interrupted?)".into(),
@@ -504,6 +572,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_mark_not_the_greeting_is_the_baseline_near_to_far() {
+        // Through a proxy that connects upstream 250 ms after the greeting came and
+        // holds the near end's FIN 400 ms (one-way trips of 1 ms). Near end: the
+        // greeting sent at 0, its answer at 252 ms, the mark sent then, its answer
+        // at 254 ms, the action then. Far end (µs from the greeting's arrival at
+        // 251 ms): the mark at 2 ms, the FIN at 2 + 1 + 1 + 400 = 404 ms.
+        let ms = |m: u64| m * 1000;
+        let extra = near_to_far_extra(Some(ms(404)), Some((ms(2), ms(252))), Some(0), ms(254));
+        assert_eq!(extra, Some(ms(400)));
+        // From the greeting, the upstream connect hides 250 ms of the delay.
+        let from_greeting = near_to_far_extra(Some(ms(404)), None, Some(0), ms(254));
+        assert_eq!(from_greeting, Some(ms(150)));
+        // Without anything to count from, nothing is measured.
+        assert_eq!(near_to_far_extra(None, Some((1, 1)), Some(0), 5), None);
+        assert_eq!(near_to_far_extra(Some(9), None, None, 5), None);
+        // A negative difference (clock noise) is no delay.
+        assert_eq!(
+            near_to_far_extra(Some(10), Some((5, 0)), Some(0), 100),
+            Some(0)
+        );
+    }
+
     fn far(sent: Option<(&str, FarEnding)>, got: u64) -> FarView {
         FarView {
             kind: "path-far".into(),
@@ -512,6 +603,7 @@ mod tests {
             open: sent.is_none(),
             arrived: Ending::Nothing,
             arrived_us: None,
+            mark_us: None,
             sent: sent.map(|(s, _)| Ending::from_name(s)),
             sent_us: sent.map(|_| 1_500_000),
             ended_by: sent.map(|(_, why)| why),
@@ -574,10 +666,31 @@ mod tests {
             (Verdict::Timeout, Err(FarMissing::Busy), Failed, "busy"),
         ];
         for (verdict, far, want, words) in cases {
-            let (got, note) = idle(verdict, far.as_ref().map_err(|m| *m), wait);
+            let (got, note) = idle(verdict, false, far.as_ref().map_err(|m| *m), wait);
             assert_eq!(got, want, "{verdict}: {note}");
             assert!(note.contains(words), "{note:?} lacks {words:?}");
         }
+    }
+
+    #[test]
+    fn a_fin_then_an_rst_from_the_path_is_closed_whichever_the_near_end_saw_first() {
+        let wait = s(1.0);
+        let quiet = far(None, 0);
+        // The near end read the FIN with the RST already there (`rst`, FIN then
+        // RST), or before it came (`fin`): the same ending of the path's.
+        let (both, note) = idle(Verdict::Rst, true, Ok(&quiet), wait);
+        assert_eq!(both, PathResult::Closed, "{note}");
+        assert!(note.contains("FIN, then RST"), "{note}");
+        assert!(!note.contains("answered for it"), "{note}");
+        let (fin, _) = idle(Verdict::Fin, false, Ok(&quiet), wait);
+        assert_eq!(fin, PathResult::Closed);
+        // An RST alone is still the path answering for the far end.
+        let (rst, note) = idle(Verdict::Rst, false, Ok(&quiet), wait);
+        assert_eq!(rst, PathResult::Reset, "{note}");
+        // The far end's own ending stays `failed`, FIN first or not.
+        let own = far(Some(("rst", FarEnding::Timeout)), 0);
+        let (failed, _) = idle(Verdict::Rst, true, Ok(&own), wait);
+        assert_eq!(failed, PathResult::Failed);
     }
 
     #[test]
@@ -643,14 +756,14 @@ mod tests {
             hi: Some(s(300.0)),
             behaviour: Some(PathResult::BlackHoled),
         };
-        let (ka, text) = advice(&b).expect("advice");
+        let Advice { keepalive, text } = advice(&b).expect("advice");
         assert_eq!(
-            ka,
-            KeepaliveAdvice {
+            keepalive,
+            Some(KeepaliveAdvice {
                 idle_s: 145,
                 intvl_s: 72,
                 cnt: 3
-            }
+            })
         );
         assert!(text.contains("--keepalive 145s,72s,3"), "{text}");
         assert!(text.contains("TCP keepalive"), "{text}");
@@ -673,21 +786,55 @@ mod tests {
             hi: Some(s(2.1)),
             behaviour: Some(PathResult::Closed),
         };
-        let (ka, text) = advice(&b).expect("advice");
-        assert_eq!((ka.idle_s, ka.intvl_s), (1, 1));
+        let closed = advice(&b).expect("advice");
+        let text = &closed.text;
         assert!(text.starts_with("send data on every connection more often than every 1.800s"));
         assert!(text.contains("application heartbeat"), "{text}");
+        assert!(text.contains("keepalive will not help"), "{text}");
         assert!(!text.contains("--keepalive"), "{text}");
+        // The summary's `keepalive` agrees with the words: none advised (nginx
+        // `stream`, socat -T and HAProxy all close with a FIN).
+        assert_eq!(closed.keepalive, None);
+        // `--confirm-keepalive` still tries the keepalive the bracket gives, to
+        // show that it fails.
+        let tried = keepalive_to_try(&b, &closed);
+        assert_eq!((tried.idle_s, tried.intvl_s, tried.cnt), (1, 1, 3));
         for behaviour in [PathResult::Reset, PathResult::BlackHoled] {
-            let (_, text) = advice(&Bracket {
+            let other = advice(&Bracket {
                 behaviour: Some(behaviour),
                 ..b
             })
             .expect("advice");
             assert!(
-                text.contains("--keepalive 1s,1s,3"),
-                "{behaviour:?}: {text}"
+                other.text.contains("--keepalive 1s,1s,3"),
+                "{behaviour:?}: {}",
+                other.text
             );
+            assert_eq!(other.keepalive, Some(tried), "{behaviour:?}");
+            assert_eq!(keepalive_to_try(&b, &other), tried);
+        }
+    }
+
+    #[test]
+    fn keepalive_is_advised_exactly_when_the_words_name_it() {
+        for lo in [0.0, 1.8, 290.0] {
+            for behaviour in [
+                PathResult::Reset,
+                PathResult::Closed,
+                PathResult::BlackHoled,
+            ] {
+                let b = Bracket {
+                    lo: s(lo),
+                    hi: Some(s(lo + 1.0)),
+                    behaviour: Some(behaviour),
+                };
+                let a = advice(&b).expect("advice");
+                assert_eq!(
+                    a.keepalive.is_some(),
+                    a.text.contains("--keepalive"),
+                    "{lo} s {behaviour:?}: {a:?}"
+                );
+            }
         }
     }
 }

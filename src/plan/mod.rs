@@ -63,6 +63,10 @@ pub struct EndPlan {
     /// Close as soon as the peer's first bytes arrive (its answer to `request` or
     /// `send`); `after` still bounds the wait for them.
     pub close_on_answer: bool,
+    /// `path` near-to-far endings: bytes sent once the peer's first answer has
+    /// arrived; the close (`close_on_answer`, or `rst-unread`'s wait for data to
+    /// leave unread) then waits for the answer to them too.
+    pub mark: Vec<u8>,
     /// After this side's close, follow the other end's socket until it is gone (or
     /// in TIME_WAIT), not only until this side's own reaches TIME_WAIT or vanishes;
     /// `linger_watch` still bounds the watch (`check`: what the program does next).
@@ -107,6 +111,7 @@ impl Default for EndPlan {
             local_addr: true,
             request: Vec::new(),
             close_on_answer: false,
+            mark: Vec::new(),
             follow_peer: false,
             path_greetings: false,
             keep_vanished: false,

@@ -39,19 +39,23 @@ pub fn check_case(plan: &CheckPlan, mode: CloseMode, after: Duration, answer: bo
 /// `path`: the near end of one ending test, whose first bytes are `request` (its
 /// greeting). The near end acts only after the far end's answer to the greeting
 /// arrived: by then the far end has read the greeting, so an RST cannot destroy
-/// it unread.
+/// it unread. Near to far, it first sends `mark` on that answer and acts on the
+/// answer to the mark: the mark's trip, through a path that is connected end to
+/// end by then, is the baseline the ending's is measured against.
 pub fn path_ending(
     direction: Direction,
     test: PathTest,
     request: Vec<u8>,
+    mark: Vec<u8>,
     wait: Duration,
 ) -> EndPlan {
     let mode = test.mode().unwrap_or(CloseMode::Fin);
     match direction {
-        // `rst-unread` needs the answer left unread: it acts once it is there (or
-        // after 1s without it, with a FIN, and says so).
+        // `rst-unread` needs the answers left unread: it acts once the answer to
+        // the mark is there too (or after 1s without data, with a FIN, and says so).
         Direction::NearToFar if mode == CloseMode::RstUnread => EndPlan {
             request,
+            mark,
             close: mode,
             probe: false,
             timeout: Some(wait * 2),
@@ -59,6 +63,7 @@ pub fn path_ending(
         },
         Direction::NearToFar => EndPlan {
             request,
+            mark,
             close: mode,
             after: wait,
             close_on_answer: true,
@@ -200,15 +205,37 @@ mod tests {
     #[test]
     fn a_path_ending_acts_on_the_answer_and_rst_unread_leaves_it_unread() {
         let wait = Duration::from_secs(2);
-        let fin = path_ending(Direction::NearToFar, PathTest::Fin, b"hi\n".to_vec(), wait);
+        let mark = || b"mark\n".to_vec();
+        let fin = path_ending(
+            Direction::NearToFar,
+            PathTest::Fin,
+            b"hi\n".to_vec(),
+            mark(),
+            wait,
+        );
         assert!(fin.close_on_answer);
         assert_eq!(fin.request, b"hi\n");
-        let unread = path_ending(Direction::NearToFar, PathTest::RstUnread, Vec::new(), wait);
+        assert_eq!(fin.mark, b"mark\n");
+        let unread = path_ending(
+            Direction::NearToFar,
+            PathTest::RstUnread,
+            Vec::new(),
+            mark(),
+            wait,
+        );
         assert!(
             !unread.close_on_answer,
             "acts once the answer is there, unread"
         );
-        let far = path_ending(Direction::FarToNear, PathTest::RstUnread, Vec::new(), wait);
+        assert_eq!(unread.mark, b"mark\n");
+        let far = path_ending(
+            Direction::FarToNear,
+            PathTest::RstUnread,
+            Vec::new(),
+            mark(),
+            wait,
+        );
+        assert!(far.mark.is_empty(), "the far end acts: no mark");
         assert_eq!(far.close, CloseMode::None);
         assert_eq!(far.detection.send_every, Some(UNREAD_FEED));
     }

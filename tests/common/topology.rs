@@ -71,7 +71,8 @@ enum MidBox {
     Router,
     Conntrack,
     Socat(Vec<String>),
-    Haproxy(Duration),
+    /// The idle timeout, and more lines for HAProxy's `defaults` section.
+    Haproxy(Duration, Vec<String>),
 }
 
 /// near, mid and far, joined by veth pairs, with a box in mid. See the module header.
@@ -136,7 +137,17 @@ impl Topology {
     /// `timeout connect` 2 s), listening on MID_NEAR:PORT for each far port
     /// [`Topology::dial`] is asked for.
     pub fn haproxy(timeout: Duration) -> Self {
-        Self::build(MidBox::Haproxy(timeout))
+        Self::haproxy_with(timeout, &[])
+    }
+
+    /// [`Topology::haproxy`] with more lines in its `defaults` section, e.g.
+    /// `option nolinger` (HAProxy then ends a connection with an RST right after
+    /// its FIN).
+    pub fn haproxy_with(timeout: Duration, options: &[&str]) -> Self {
+        Self::build(MidBox::Haproxy(
+            timeout,
+            options.iter().map(|o| (*o).to_owned()).collect(),
+        ))
     }
 
     fn build(mid_box: MidBox) -> Self {
@@ -212,7 +223,7 @@ impl Topology {
     pub fn dial(&self, port: u16) -> SocketAddr {
         match self.mid_box {
             MidBox::Router | MidBox::Conntrack => SocketAddrV4::new(FAR, port).into(),
-            MidBox::Socat(_) | MidBox::Haproxy(_) => {
+            MidBox::Socat(_) | MidBox::Haproxy(..) => {
                 if !self.proxies.borrow().iter().any(|(p, _)| *p == port) {
                     let proxy = self.start_proxy(port);
                     self.proxies.borrow_mut().push((port, proxy));
@@ -303,11 +314,12 @@ impl Topology {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 self.program(Side::Mid, "socat", &args).spawn()
             }
-            MidBox::Haproxy(timeout) => {
+            MidBox::Haproxy(timeout, options) => {
                 let ms = timeout.as_millis();
+                let more: String = options.iter().map(|o| format!("  {o}\n")).collect();
                 let config = format!(
                     "global\n  maxconn 1024\ndefaults\n  mode tcp\n  timeout connect 2s\n  \
-                     timeout client {ms}ms\n  timeout server {ms}ms\nlisten box\n  \
+                     timeout client {ms}ms\n  timeout server {ms}ms\n{more}listen box\n  \
                      bind {listen}\n  server far {target}\n"
                 );
                 let path = self.dir.join(format!("haproxy-{port}.cfg"));

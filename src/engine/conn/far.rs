@@ -44,8 +44,21 @@ struct Tag {
     test: PathTest,
     /// When the greeting line arrived: the far end's times count from here.
     at: Instant,
-    /// Bytes received up to the end of the greeting line.
+    /// Bytes received up to the end of the greeting line (and of the mark).
     bytes_at: u64,
+    /// The near end's mark after the greeting (near-to-far endings).
+    mark: Mark,
+}
+
+/// Where a near-to-far ending test stands with the near end's [`path::MARK`].
+#[derive(Debug)]
+enum Mark {
+    /// Its first bytes so far (none yet: an empty line).
+    Awaited(Vec<u8>),
+    /// It arrived then; answered once `answer` is false.
+    Seen { at: Instant, answer: bool },
+    /// Not for this test, or the bytes after the greeting were something else.
+    None,
 }
 
 impl Conn {
@@ -56,7 +69,11 @@ impl Conn {
     pub(super) fn greet(&mut self, now: Instant, chunk: &[u8], tokens: &mut Ledger) -> bool {
         let before = self.bytes_received - chunk.len() as u64;
         let far = self.far.get_or_insert_with(Box::default);
-        if far.tag.is_some() || far.control.is_some() || far.refused.is_some() {
+        if let Some(tag) = &mut far.tag {
+            tag.look_for_mark(now, chunk);
+            return false;
+        }
+        if far.control.is_some() || far.refused.is_some() {
             return false;
         }
         let take = chunk
@@ -83,13 +100,21 @@ impl Conn {
                 test,
             }) => {
                 if tokens.claim(&token, now) {
-                    far.tag = Some(Tag {
+                    let ending = direction == Direction::NearToFar && test != PathTest::Idle;
+                    let mut tag = Tag {
                         token,
                         direction,
                         test,
                         at: now,
                         bytes_at: before + take as u64,
-                    });
+                        mark: if ending {
+                            Mark::Awaited(Vec::new())
+                        } else {
+                            Mark::None
+                        },
+                    };
+                    tag.look_for_mark(now, &chunk[take..]);
+                    far.tag = Some(tag);
                 } else {
                     far.refused = Some(token);
                 }
@@ -109,6 +134,7 @@ impl Conn {
     /// connections; a test connection must show the path, so keepalive is off
     /// and nothing is written but the answer to the greeting and what the test needs.
     pub(super) fn follow_greeting(&mut self, ctx: &mut Ctx<'_>) {
+        self.answer_mark(ctx);
         let Some(far) = self.far.as_deref_mut().filter(|f| f.news) else {
             return;
         };
@@ -145,6 +171,22 @@ impl Conn {
         if close != CloseMode::None {
             ctx.at(ctx.now, TimerKind::Close);
         }
+    }
+
+    /// Answers the near end's mark once it has arrived (before any ending of
+    /// its: a connection that has ended is answered no more).
+    fn answer_mark(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(tag) = self.far.as_deref_mut().and_then(|f| f.tag.as_mut()) else {
+            return;
+        };
+        let Mark::Seen { answer, .. } = &mut tag.mark else {
+            return;
+        };
+        if !std::mem::take(answer) || self.verdict().is_some() {
+            return;
+        }
+        self.queue.push(path::ACK);
+        self.flush(ctx);
     }
 
     /// A control connection's socket and the bytes read after its greeting;
@@ -220,6 +262,10 @@ impl Conn {
             open: self.phase() != Phase::Done,
             arrived,
             arrived_us: peer_end.map(since),
+            mark_us: match tag.mark {
+                Mark::Seen { at, .. } => Some(since(at)),
+                _ => None,
+            },
             sent: own.map(|(_, sent, _)| sent),
             sent_us: own.map(|(at, _, _)| since(at)),
             ended_by: own.map(|(_, _, why)| why),
@@ -228,5 +274,29 @@ impl Conn {
             sent_after_peer_end: after(peer_end, EventKind::Send),
             last_data_us: (got > 0).then(|| since(self.last_data)),
         })
+    }
+}
+
+impl Tag {
+    /// Bytes after the greeting: while the mark is awaited, they are the mark
+    /// (answered, and not counted as data), or the test has none.
+    fn look_for_mark(&mut self, now: Instant, bytes: &[u8]) {
+        let Mark::Awaited(line) = &mut self.mark else {
+            return;
+        };
+        if bytes.is_empty() {
+            return;
+        }
+        let take = bytes.len().min(path::MARK.len() - line.len());
+        line.extend_from_slice(&bytes[..take]);
+        if path::MARK[..line.len()] != line[..] {
+            self.mark = Mark::None;
+        } else if line.len() == path::MARK.len() {
+            self.bytes_at += path::MARK.len() as u64;
+            self.mark = Mark::Seen {
+                at: now,
+                answer: true,
+            };
+        }
     }
 }

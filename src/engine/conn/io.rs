@@ -93,8 +93,10 @@ impl Conn {
                     self.on_data(&ctx.buf[..n]);
                     // `serve`: the first line may be a `path` greeting; a control
                     // connection's socket is handed over unread past its first chunk.
+                    // After a test's greeting (its plan no longer takes greetings),
+                    // the near end's mark may follow.
                     let first = self.bytes_received == n as u64 || self.far.is_some();
-                    if self.plan.path_greetings
+                    if (self.plan.path_greetings || self.far.is_some())
                         && self.role == Role::Serve
                         && first
                         && self.greet(now, &ctx.buf[..n], ctx.tokens)

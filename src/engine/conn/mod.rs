@@ -120,6 +120,8 @@ pub struct Conn {
     packets_dropped: u64,
     /// Bytes this side's close found unread (its FIN became an RST).
     unread_at_close: usize,
+    /// `plan.mark` was sent, when this many bytes of answer had arrived.
+    marked: Option<u64>,
     /// `serve`: first bytes that look like a `path` greeting, and the test it named.
     far: Option<Box<far::Far>>,
     /// `keep_vanished`: where the connection stood when its socket vanished.
@@ -212,6 +214,7 @@ impl Conn {
             packets: None,
             packets_dropped: 0,
             unread_at_close: 0,
+            marked: None,
             far: None,
             vanished: None,
             acted: None,
@@ -386,18 +389,41 @@ impl Conn {
                 self.detect_errno(now, &err);
             }
         }
-        if self.phase() == Phase::AwaitUnread && self.unread(ctx.os) > 0 {
-            self.act(ctx, CloseMode::RstUnread);
+        if self.phase() == Phase::AwaitUnread {
+            let unread = self.unread(ctx.os) as u64;
+            if unread > 0 && self.answered(ctx, unread) {
+                self.act(ctx, CloseMode::RstUnread);
+            }
         }
         if self.plan.close_on_answer
             && self.phase() == Phase::Open
             && self.bytes_received > 0
             && self.verdict().is_none()
+            && self.answered(ctx, self.bytes_received)
         {
             self.act(ctx, self.plan.close);
         }
         self.sample_once(ctx.os, now);
         self.after_detection(ctx);
+    }
+
+    /// Whether the answers a close waits for are all there, `got` bytes of them so
+    /// far: the first answer, and with a `mark` (`path`) the answer to the mark
+    /// too, which is sent here when the first has come.
+    fn answered(&mut self, ctx: &mut Ctx<'_>, got: u64) -> bool {
+        if self.plan.mark.is_empty() {
+            return true;
+        }
+        match self.marked {
+            Some(at) => got > at,
+            None => {
+                self.marked = Some(got);
+                let plan = Arc::clone(&self.plan);
+                self.queue.push(&plan.mark);
+                self.flush(ctx);
+                false
+            }
+        }
     }
 
     /// A timer fired.

@@ -170,6 +170,61 @@ fn rst_unread_waits_for_data_to_leave_unread() {
 }
 
 #[test]
+fn rst_unread_with_a_mark_sends_it_on_the_first_answer_and_acts_on_the_second() {
+    let mut rig = Rig::new();
+    let start = Instant::now();
+    let plan = EndPlan {
+        close: CloseMode::RstUnread,
+        mark: path::MARK.to_vec(),
+        ..EndPlan::default()
+    };
+    let (mut c, other) = conn(plan, start);
+    c.begin(&mut rig.ctx(start), EventKind::Connect);
+    c.on_timer(&mut rig.ctx(start), TimerKind::Close);
+    assert_eq!(c.phase(), Phase::AwaitUnread);
+    rig.os.unread.set(15);
+    c.on_ready(&mut rig.ctx(start + ms(3)), EpollFlags::EPOLLIN);
+    assert!(c.action.is_none(), "waits for the answer to the mark");
+    assert_eq!(first_bytes(&other, path::MARK.len()), path::MARK);
+    c.on_ready(&mut rig.ctx(start + ms(4)), EpollFlags::EPOLLIN);
+    assert!(c.action.is_none(), "nothing more arrived");
+    rig.os.unread.set(30);
+    c.on_ready(&mut rig.ctx(start + ms(5)), EpollFlags::EPOLLIN);
+    assert_eq!(c.action.map(|(_, m)| m), Some(CloseMode::RstUnread));
+    assert_eq!(c.verdict(), Some(Verdict::Rst));
+}
+
+#[test]
+fn a_close_on_answer_with_a_mark_acts_on_the_answer_to_the_mark() {
+    use std::io::Write;
+    let mut rig = Rig::new();
+    let start = Instant::now();
+    let plan = EndPlan {
+        close: CloseMode::Fin,
+        after: Duration::from_secs(60),
+        close_on_answer: true,
+        mark: path::MARK.to_vec(),
+        ..EndPlan::default()
+    };
+    let (mut c, other) = conn(plan, start);
+    c.begin(&mut rig.ctx(start), EventKind::Connect);
+    // Waits (EPOLLIN) until the bytes written have arrived.
+    let answer = |c: &mut Conn, rig: &mut Rig, at: Instant| {
+        let before = c.bytes_received;
+        (&other).write_all(path::ACK).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while c.bytes_received == before && Instant::now() < deadline {
+            c.on_ready(&mut rig.ctx(at), EpollFlags::EPOLLIN);
+        }
+    };
+    answer(&mut c, &mut rig, start + ms(2));
+    assert!(c.action.is_none(), "the first answer sends the mark");
+    assert_eq!(first_bytes(&other, path::MARK.len()), path::MARK);
+    answer(&mut c, &mut rig, start + ms(4));
+    assert_eq!(c.action.map(|(_, m)| m), Some(CloseMode::Fin));
+}
+
+#[test]
 fn rst_unread_with_nothing_unread_after_its_grace_sends_a_fin() {
     let mut rig = Rig::new();
     let start = Instant::now();
@@ -578,6 +633,53 @@ fn a_near_to_far_half_greeting_observes_and_probes() {
     assert_eq!(c.path_token(), Some("tok-2"));
     assert_eq!(c.plan.close, CloseMode::None);
     assert!(c.plan.probe);
+}
+
+#[test]
+fn a_near_to_far_ending_answers_the_mark_and_keeps_when_it_came() {
+    let mut rig = Rig::new();
+    let start = Instant::now();
+    let (mut c, other) = far_end(&mut rig, start);
+    let line = path::greeting("tok-m", Direction::NearToFar, PathTest::Fin);
+    greet(&mut rig, &mut c, start, &line);
+    assert_eq!(first_bytes(&other, path::ACK.len()), path::ACK);
+    // The mark may come in pieces; it is answered once whole.
+    let (head, tail) = path::MARK.split_at(6);
+    greet(&mut rig, &mut c, start + ms(3), head);
+    greet(&mut rig, &mut c, start + ms(5), tail);
+    assert_eq!(first_bytes(&other, path::ACK.len()), path::ACK);
+    let view = c.far_view().expect("a test");
+    assert_eq!(view.mark_us, Some(5_000));
+    assert_eq!(view.bytes_after_greeting, 0, "the mark is not data");
+    // Bytes after it are data, and answered no more.
+    greet(&mut rig, &mut c, start + ms(6), path::MARK);
+    let view = c.far_view().expect("a test");
+    assert_eq!(view.mark_us, Some(5_000));
+    assert_eq!(view.bytes_after_greeting, path::MARK.len() as u64);
+    assert_eq!(c.bytes_sent, 2 * path::ACK.len() as u64, "two answers");
+}
+
+#[test]
+fn only_a_near_to_far_ending_has_a_mark_and_other_bytes_are_data() {
+    let mut rig = Rig::new();
+    let start = Instant::now();
+    // Idle data that happens to begin like the mark is data.
+    let (mut idle, _a) = far_end(&mut rig, start);
+    let line = path::greeting("tok-i", Direction::NearToFar, PathTest::Idle);
+    greet(&mut rig, &mut idle, start, &line);
+    greet(&mut rig, &mut idle, start + ms(1), path::MARK);
+    let view = idle.far_view().expect("a test");
+    assert_eq!(view.mark_us, None);
+    assert_eq!(view.bytes_after_greeting, path::MARK.len() as u64);
+    // An ending test whose next bytes are something else has no mark.
+    let (mut fin, _b) = far_end(&mut rig, start);
+    let line = path::greeting("tok-o", Direction::NearToFar, PathTest::Fin);
+    greet(&mut rig, &mut fin, start, &line);
+    greet(&mut rig, &mut fin, start + ms(1), b"TCPBYE-PATH-MAX\n");
+    greet(&mut rig, &mut fin, start + ms(2), path::MARK);
+    let view = fin.far_view().expect("a test");
+    assert_eq!(view.mark_us, None);
+    assert_eq!(view.bytes_after_greeting, 16 + path::MARK.len() as u64);
 }
 
 #[test]

@@ -109,6 +109,11 @@ pub struct FarView {
     /// What arrived from the near end: `fin`, `rst`, `nothing` (or another verdict).
     pub arrived: Ending,
     pub arrived_us: Option<u64>,
+    /// Near-to-far endings: when the near end's mark arrived (its line after the
+    /// answer to the greeting, whose trip is the baseline of `extra_us`); null
+    /// without one (and from a far end older than the mark).
+    #[serde(default)]
+    pub mark_us: Option<u64>,
     /// What the far end itself sent to end the connection: `fin`, `rst`, or null.
     pub sent: Option<Ending>,
     pub sent_us: Option<u64>,
@@ -304,10 +309,17 @@ pub struct PathSummary {
     pub idle_timeout_max_us: Option<u64>,
     /// What the path did after its idle timeout: `reset`, `closed`, `black-holed`, or null.
     pub idle_behaviour: Option<PathResult>,
+    /// The TCP keepalive settings the advice names; null when it names none (the
+    /// path closed idle connections with a FIN, so keepalive will not help; or
+    /// even the shortest idle period failed).
     pub keepalive: Option<KeepaliveAdvice>,
     pub advice: Option<String>,
-    /// `--confirm-keepalive`: whether a connection with that keepalive, idle for twice
-    /// `idle_timeout_max_us`, still delivered; null when not tried.
+    /// `--confirm-keepalive`: the keepalive the confirming connection had (the
+    /// advised one, or when none is advised, the one the bracket gives); null when
+    /// not tried.
+    pub keepalive_tried: Option<KeepaliveAdvice>,
+    /// `--confirm-keepalive`: whether a connection with `keepalive_tried`, idle for
+    /// twice `idle_timeout_max_us`, still delivered; null when not tried.
     pub keepalive_confirmed: Option<bool>,
     /// Each expectation missed, in words; empty when all were met.
     pub misses: Vec<String>,
@@ -429,16 +441,8 @@ pub fn render(run: &PathRun, tty: bool, width: usize) -> String {
     if let Some(advice) = &s.advice {
         lines.push(format!("advice: {advice}"));
     }
-    match (s.keepalive_confirmed, s.keepalive) {
-        (Some(true), Some(ka)) => lines.push(format!(
-            "confirmed: with keepalive {}s,{}s,{} a connection idle past the timeout still delivered",
-            ka.idle_s, ka.intvl_s, ka.cnt
-        )),
-        (Some(false), Some(ka)) => lines.push(format!(
-            "not confirmed: with keepalive {}s,{}s,{} a connection idle past the timeout failed too",
-            ka.idle_s, ka.intvl_s, ka.cnt
-        )),
-        _ => {}
+    if let Some(line) = confirmation_words(s) {
+        lines.push(line);
     }
     for line in lines {
         out.push_str(&super::wrap(&line, width.max(40)));
@@ -471,6 +475,34 @@ pub fn case(
         note,
         far: None,
     }
+}
+
+/// What `--confirm-keepalive` showed, in words, measured against the advice: it
+/// confirms advised keepalive that kept the connection, and advice against
+/// keepalive (`keepalive` null after a `closed` path) when keepalive failed too.
+pub fn confirmation_words(s: &PathSummary) -> Option<String> {
+    let delivered = s.keepalive_confirmed?;
+    let ka = s.keepalive_tried?;
+    let with = format!(
+        "with keepalive {}s,{}s,{} a connection idle past the timeout",
+        ka.idle_s, ka.intvl_s, ka.cnt
+    );
+    let outcome = if delivered {
+        "still delivered"
+    } else {
+        "failed too"
+    };
+    Some(match (s.keepalive.is_some(), s.idle_behaviour) {
+        (true, _) if delivered => format!("confirmed: {with} {outcome}"),
+        (true, _) => format!("not confirmed: {with} {outcome}"),
+        (false, Some(PathResult::Closed)) if delivered => format!(
+            "not confirmed: {with} {outcome}: keepalive does keep connections through this path"
+        ),
+        (false, Some(PathResult::Closed)) => {
+            format!("confirmed: keepalive will not help here: {with} {outcome}")
+        }
+        (false, _) => format!("tried: {with} {outcome}"),
+    })
 }
 
 /// The bracket in words, for the table.
@@ -524,6 +556,80 @@ mod tests {
         assert_eq!(view.ended_by, Some(FarEnding::Timeout));
         assert_eq!(view.arrived, Ending::Fin);
         assert_eq!(view.sent, Some(Ending::Fin));
+    }
+
+    fn summary(
+        keepalive: Option<KeepaliveAdvice>,
+        tried: Option<KeepaliveAdvice>,
+        behaviour: PathResult,
+        confirmed: Option<bool>,
+    ) -> PathSummary {
+        PathSummary {
+            schema: SCHEMA,
+            kind: "path-summary",
+            target: "10.0.0.1:7".into(),
+            wait_us: 1_000_000,
+            max_idle_us: 3_000_000,
+            elapsed_us: 9_000_000,
+            endings: 0,
+            faithful: 0,
+            failed: 0,
+            idle_timeout_min_us: Some(1_800_000),
+            idle_timeout_max_us: Some(2_100_000),
+            idle_behaviour: Some(behaviour),
+            keepalive,
+            advice: Some("…".into()),
+            keepalive_tried: tried,
+            keepalive_confirmed: confirmed,
+            misses: Vec::new(),
+            interrupted: false,
+        }
+    }
+
+    #[test]
+    fn the_confirmation_is_read_against_the_advice() {
+        let ka = KeepaliveAdvice {
+            idle_s: 1,
+            intvl_s: 1,
+            cnt: 3,
+        };
+        let cases = [
+            // Keepalive advised, and it kept the connection.
+            (Some(ka), PathResult::BlackHoled, true, "confirmed: with"),
+            (
+                Some(ka),
+                PathResult::BlackHoled,
+                false,
+                "not confirmed: with",
+            ),
+            // Data advised (a proxy closed with a FIN): keepalive failing confirms it.
+            (
+                None,
+                PathResult::Closed,
+                false,
+                "confirmed: keepalive will not help here",
+            ),
+            (
+                None,
+                PathResult::Closed,
+                true,
+                "not confirmed: with keepalive 1s,1s,3 a connection idle past the timeout still \
+                 delivered: keepalive does keep",
+            ),
+        ];
+        for (keepalive, behaviour, delivered, words) in cases {
+            let s = summary(keepalive, Some(ka), behaviour, Some(delivered));
+            let line = confirmation_words(&s).expect("a line");
+            assert!(line.starts_with(words), "{line:?} lacks {words:?}");
+        }
+        assert_eq!(
+            confirmation_words(&summary(None, None, PathResult::Closed, None)),
+            None
+        );
+        let json = serde_json::to_value(summary(None, Some(ka), PathResult::Closed, Some(false)))
+            .expect("json");
+        assert!(json["keepalive"].is_null(), "{json}");
+        assert_eq!(json["keepalive_tried"]["idle_s"], 1, "{json}");
     }
 
     #[test]
