@@ -150,7 +150,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('--expect-idle-over', '--expect-idle-over', [CompletionResultType]::ParameterName, 'Exit 1 unless an idle period of at least DUR survived (and none shorter failed), e.g. `5m`')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'JSON Lines: one `path-case` object per test, then one `path-summary`')
             [CompletionResult]::new('--expect-faithful', '--expect-faithful', [CompletionResultType]::ParameterName, 'Exit 1 unless every ending arrived as it was sent, in both directions')
-            [CompletionResult]::new('--confirm-keepalive', '--confirm-keepalive', [CompletionResultType]::ParameterName, 'Once an idle timeout is found, confirm the advice: one more connection with the advised keepalive stays idle for twice the timeout, then sends')
+            [CompletionResult]::new('--confirm-keepalive', '--confirm-keepalive', [CompletionResultType]::ParameterName, 'Once an idle timeout is found, try keepalive against it: one more connection with a keepalive shorter than the timeout (the advised one, if any) stays idle for twice the timeout, then sends (`path-summary.keepalive_tried`)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

@@ -141,7 +141,7 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand --expect-idle-over 'Exit 1 unless an idle period of at least DUR survived (and none shorter failed), e.g. `5m`'
             cand --json 'JSON Lines: one `path-case` object per test, then one `path-summary`'
             cand --expect-faithful 'Exit 1 unless every ending arrived as it was sent, in both directions'
-            cand --confirm-keepalive 'Once an idle timeout is found, confirm the advice: one more connection with the advised keepalive stays idle for twice the timeout, then sends'
+            cand --confirm-keepalive 'Once an idle timeout is found, try keepalive against it: one more connection with a keepalive shorter than the timeout (the advised one, if any) stays idle for twice the timeout, then sends (`path-summary.keepalive_tried`)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'

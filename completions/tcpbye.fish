@@ -168,7 +168,7 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l idle-ladder -d 'T
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l expect-idle-over -d 'Exit 1 unless an idle period of at least DUR survived (and none shorter failed), e.g. `5m`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l json -d 'JSON Lines: one `path-case` object per test, then one `path-summary`'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l expect-faithful -d 'Exit 1 unless every ending arrived as it was sent, in both directions'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l confirm-keepalive -d 'Once an idle timeout is found, confirm the advice: one more connection with the advised keepalive stays idle for twice the timeout, then sends'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -l confirm-keepalive -d 'Once an idle timeout is found, try keepalive against it: one more connection with a keepalive shorter than the timeout (the advised one, if any) stays idle for twice the timeout, then sends (`path-summary.keepalive_tried`)'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand path" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand completions" -s h -l help -d 'Print help'

@@ -369,8 +369,9 @@ pub struct PathArgs {
     #[arg(long, value_name = "DUR", value_parser = parse::parse_duration)]
     pub expect_idle_over: Option<Duration>,
 
-    /// Once an idle timeout is found, confirm the advice: one more connection with the
-    /// advised keepalive stays idle for twice the timeout, then sends
+    /// Once an idle timeout is found, try keepalive against it: one more connection with
+    /// a keepalive shorter than the timeout (the advised one, if any) stays idle for
+    /// twice the timeout, then sends (`path-summary.keepalive_tried`)
     #[arg(long)]
     pub confirm_keepalive: bool,
 }
