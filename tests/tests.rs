@@ -25,6 +25,7 @@ mod middlebox;
 mod path;
 mod path_boxes;
 mod proxy;
+mod remote;
 mod silent;
 mod truth;
 mod wording;

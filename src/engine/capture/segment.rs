@@ -38,7 +38,10 @@ struct Flow {
 /// - a segment one byte below what was already sent, with at most one byte, is a
 ///   probe: a zero-window probe (the persist timer) when the receiver's last
 ///   window was zero, else a keepalive probe. Linux sends both the same way, and
-///   never a keepalive while data waits for a closed window;
+///   never a keepalive while data waits for a closed window. A keepalive is one
+///   byte below what the receiver acknowledged, too: into an open window, a single
+///   byte never acknowledged and sent again looks the same but starts at the
+///   acknowledgment, and is a retransmission;
 /// - a segment of at most one byte sent into a zero window is a zero-window probe;
 /// - data, SYN or FIN below what was already sent is a retransmission, except the
 ///   first one since the receiver's last new acknowledgment when it re-sends the
@@ -76,7 +79,13 @@ impl Classifier {
         let end = p.seq.wrapping_add(p.len + syn_fin);
         let note = flow.high.and_then(|high| {
             let probe = p.len <= 1 && syn_fin == 0;
-            if probe && p.seq.wrapping_add(1) == high {
+            // A keepalive re-sends the byte below what the receiver acknowledged:
+            // into an open window, one byte at the acknowledgment itself is data
+            // that was never acknowledged, sent again.
+            let below_acked = flow
+                .acked
+                .is_none_or(|acked| p.seq.wrapping_add(1) == acked);
+            if probe && p.seq.wrapping_add(1) == high && (below_acked || flow.zero_window) {
                 Some(if flow.zero_window {
                     ZERO_WINDOW_PROBE
                 } else {
@@ -245,6 +254,38 @@ mod tests {
             seg(B, &["PSH", "ACK"], 1000, 100, 500, 64),
             seg(A, &["ACK"], 100, 1500, 0, 106),
             seg(B, &["ACK"], 1499, 100, 0, 64),
+        ]);
+        assert_eq!(notes(&s)[5], Some(KEEPALIVE));
+    }
+
+    #[test]
+    fn one_unacknowledged_byte_sent_again_is_a_retransmission_not_a_keepalive() {
+        // A program writing one byte at a time against `check --modes drop`:
+        // the byte is never acknowledged, and the kernel sends it again alone.
+        let mut s = handshake();
+        s.extend([
+            seg(B, &["PSH", "ACK"], 1000, 100, 1, 64),
+            seg(A, &["ACK"], 100, 1001, 0, 64),
+            seg(B, &["PSH", "ACK"], 1001, 100, 1, 64),
+            seg(B, &["PSH", "ACK"], 1001, 100, 1, 64),
+            seg(B, &["PSH", "ACK"], 1001, 100, 1, 64),
+            seg(B, &["PSH", "ACK"], 1001, 100, 1, 64),
+        ]);
+        assert_eq!(
+            notes(&s)[5..],
+            [
+                None,
+                Some(TAIL_LOSS_PROBE),
+                Some(RETRANSMISSION),
+                Some(RETRANSMISSION)
+            ]
+        );
+        // Once acknowledged, the same byte re-sent is a keepalive probe.
+        let mut s = handshake();
+        s.extend([
+            seg(B, &["PSH", "ACK"], 1000, 100, 1, 64),
+            seg(A, &["ACK"], 100, 1001, 0, 64),
+            seg(B, &["ACK"], 1000, 100, 1, 64),
         ]);
         assert_eq!(notes(&s)[5], Some(KEEPALIVE));
     }
