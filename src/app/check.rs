@@ -81,7 +81,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
     let mut starts: HashMap<CloseMode, Instant> = HashMap::new();
     let mut holder_pids: Vec<u32> = Vec::new();
     // The program's process and its name, per case, found while it held the socket.
-    let mut programs: HashMap<CloseMode, (u32, String)> = HashMap::new();
+    let mut programs: HashMap<CloseMode, (u32, Option<i32>, String)> = HashMap::new();
     let target = if plan.listen {
         // Connections beyond the modes (the client reconnecting after the last
         // one) are held open, unjudged, until the check ends.
@@ -206,8 +206,8 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
             // acts, so that its release is timed by one readlink from the start.
             Emit::PeerKnown { close, peer_inode } => {
                 let holder = find_holder(peer_inode, &mut holder_pids);
-                if let Some((pid, _)) = holder {
-                    programs.extend(comm(pid).map(|name| (close, (pid, name))));
+                if let Some((pid, fd)) = holder {
+                    programs.extend(comm(pid).map(|name| (close, (pid, Some(fd), name))));
                 }
                 let _ = tx.send(Watch::Known {
                     mode: close,
@@ -300,12 +300,13 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
                 let program = programs
                     .remove(&mode)
                     .or_else(|| {
-                        let pid = own.map(|s| s.pid).or_else(|| {
-                            fates.get(&mode).and_then(|f| f.pids.first().copied())
-                        })?;
-                        Some((pid, comm(pid)?))
+                        let (pid, fd) = match own {
+                            Some(s) => (s.pid, Some(s.fd)),
+                            None => (fates.get(&mode)?.pids.first().copied()?, None),
+                        };
+                        Some((pid, fd, comm(pid)?))
                     })
-                    .map(|(pid, comm)| who(pid, comm, &mut go_binaries));
+                    .map(|(pid, fd, comm)| who(pid, fd, comm, &mut go_binaries));
                 let known = known(own, mode, program);
                 let mut case = judge::judge(mode, &report, descriptor, last, known, remote);
                 if plan.listen {
@@ -665,10 +666,15 @@ fn listener_holders(addr: SocketAddr) -> Vec<u32> {
 
 /// The program's process for the judge; an executable whose name tcpbye does
 /// not know is looked into for Go's marker, once per process.
-fn who(pid: u32, comm: String, go_binaries: &mut HashMap<u32, bool>) -> judge::Who {
+fn who(
+    pid: u32,
+    fd: Option<i32>,
+    comm: String,
+    go_binaries: &mut HashMap<u32, bool>,
+) -> judge::Who {
     let go = crate::judge::programs::lookup(&comm, false).is_none()
         && *go_binaries.entry(pid).or_insert_with(|| is_go_binary(pid));
-    judge::Who { pid, comm, go }
+    judge::Who { pid, fd, comm, go }
 }
 
 /// Whether `/proc/PID/exe` carries the marker of Go's build information

@@ -29,6 +29,8 @@ pub struct Known {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Who {
     pub pid: u32,
+    /// Its descriptor of the connection, when found.
+    pub fd: Option<i32>,
     pub comm: String,
     pub go: bool,
 }
@@ -395,6 +397,7 @@ pub fn judge(
         kind: "check-case",
         mode,
         pid: who.as_ref().map(|w| w.pid),
+        fd: who.as_ref().and_then(|w| w.fd),
         comm: who.map(|w| w.comm),
         tcpbye_addr: report.local,
         program_addr: Some(report.peer),

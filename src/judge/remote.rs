@@ -215,6 +215,7 @@ pub fn judge(mode: CloseMode, report: &Report, action: u64, remote: Remote) -> C
         kind: "check-case",
         mode,
         pid: None,
+        fd: None,
         comm: None,
         tcpbye_addr: report.local,
         program_addr: Some(report.peer),

@@ -108,6 +108,8 @@ pub struct CheckCase {
     /// The program's process (the one holding its socket) and its name
     /// (`/proc/PID/comm`), when found.
     pub pid: Option<u32>,
+    /// Its descriptor of the connection (`/proc/PID/fd/N`), when found.
+    pub fd: Option<i32>,
     pub comm: Option<String>,
     /// The connection: tcpbye's address and the program's, to match a row with
     /// `ss`, a capture or the program's log.
@@ -311,6 +313,7 @@ pub fn not_judged(mode: CloseMode, why: String) -> CheckCase {
         kind: "check-case",
         mode,
         pid: None,
+        fd: None,
         comm: None,
         tcpbye_addr: None,
         program_addr: None,
