@@ -41,7 +41,7 @@ fn python(test: &str, script: &str) -> Option<Server> {
 }
 
 /// A free ephemeral port on loopback, for a program that wants a port number.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind :0");
     l.local_addr().expect("local addr").port()
 }
@@ -1191,7 +1191,7 @@ fn wait_client_bounds_the_wait_for_the_first_client() {
 /// nginx on `port`, one process in the foreground, everything it writes under a
 /// directory of its own (returned, for removal): `return 200` for every request,
 /// `keepalive_timeout 1s`; `listen` takes `options` (e.g. ` deferred`).
-fn nginx(port: u16, options: &str) -> (Server, std::path::PathBuf) {
+pub(crate) fn nginx(port: u16, options: &str) -> (Server, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("tcpbye-nginx-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let d = dir.to_str().expect("utf-8 path");

@@ -113,6 +113,25 @@ fn tcpbye_port(case: &Value) -> u16 {
         .expect("a port")
 }
 
+/// The truth for a case timed from the wire: µs from tcpbye's action (placed
+/// on the wall clock from its SYN and `action_t_us`) to the program's first FIN
+/// or RST after it — for a held socket (`drop`, `hang`), before tcpbye's own end.
+fn wire_truth(segments: &[Seg], case: &Value) -> Option<f64> {
+    let p = tcpbye_port(case);
+    let syn = segments.iter().find(|s| s.src == p && s.syn)?;
+    let action = syn.t + us(&case["action_t_us"]) / 1e6;
+    let held = matches!(case["mode"].as_str(), Some("drop" | "hang"));
+    let own_end = segments
+        .iter()
+        .filter(|s| held && s.src == p && (s.fin || s.rst) && s.t > action)
+        .map(|s| s.t)
+        .fold(f64::INFINITY, f64::min);
+    segments
+        .iter()
+        .find(|s| s.dst == p && (s.fin || s.rst) && s.t > action && s.t < own_end)
+        .map(|s| (s.t - action) * 1e6)
+}
+
 /// µs as a float, for the comparisons' messages.
 fn us(v: &Value) -> f64 {
     v.as_u64().unwrap_or_else(|| panic!("a time: {v}")) as f64
@@ -347,21 +366,141 @@ fn redis_idle_timeout_after_drop_agrees_with_the_capture() {
     assert_eq!(drop["reaction"], "closed", "{}", out.dump());
     assert_eq!(drop["noticed_by"], "wire", "{}", out.dump());
     assert_eq!(drop["comm"], "redis-server", "{}", out.dump());
-    let p = tcpbye_port(drop);
-    let syn = segments
-        .iter()
-        .find(|s| s.src == p && s.syn)
-        .expect("tcpbye's SYN");
-    let fin = segments
-        .iter()
-        .find(|s| s.dst == p && s.fin)
-        .expect("redis's FIN");
-    let action = syn.t + us(&drop["action_t_us"]) / 1e6;
-    let truth = (fin.t - action) * 1e6;
+    let truth = wire_truth(&segments, drop).expect("redis's FIN in the capture");
     let noticed = us(&drop["noticed_after_us"]);
     assert!(
         (noticed - truth).abs() <= 500.0,
         "drop: tcpbye +{noticed}µs; capture: redis's FIN {truth:.0}µs after the action"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// nginx with `listen … deferred` (TCP_DEFER_ACCEPT) and `keepalive_timeout 1s`:
+/// with a request sent first every connection is accepted and judged. Each
+/// reaction timed from the wire — its FIN at EOF, and its keepalive timeout
+/// closing the silent ones — agrees with the test's own capture within 0.5 ms.
+#[test]
+fn nginx_with_deferred_accept_times_agree_with_the_capture() {
+    let test = common::test_name!();
+    if !require_root(test, "drop needs CAP_NET_ADMIN, the capture CAP_NET_RAW")
+        || !require_tool(test, "nginx", &["-v"], "nginx not installed")
+        || !require_tool(test, "tshark", &["-v"], "tshark not installed")
+    {
+        return;
+    }
+    let dir = scratch(test);
+    let port = crate::check::free_port();
+    let capture = Capture::start(&dir, port);
+    let (server, nginx_dir) = crate::check::nginx(port, " deferred");
+    let out = Cmd::tcpbye(&[
+        "check",
+        &server.addr,
+        "--modes",
+        "fin,half,drop,hang",
+        "--request",
+        "GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n",
+        "--wait",
+        "3s",
+        "--json",
+    ])
+    .deadline(Duration::from_secs(30))
+    .run();
+    out.expect_code(0);
+    drop(server);
+    let segments = capture.segments();
+    for case in out.objects("check-case") {
+        let mode = case["mode"].as_str().unwrap_or("?").to_owned();
+        assert_eq!(case["reaction"], "closed", "{mode}: {}", out.dump());
+        assert_eq!(case["noticed_by"], "wire", "{mode}: {}", out.dump());
+        assert_eq!(case["comm"], "nginx", "{mode}: {}", out.dump());
+        let truth = wire_truth(&segments, &case)
+            .unwrap_or_else(|| panic!("{mode}: no FIN from nginx in the capture: {segments:?}"));
+        let noticed = us(&case["noticed_after_us"]);
+        assert!(
+            (noticed - truth).abs() <= 500.0,
+            "{mode}: tcpbye +{noticed}µs; capture: nginx's FIN {truth:.0}µs after the action"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&nginx_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// redis `--tcp-keepalive 2` sets its own keepalive (2 s idle, 1 s interval, 3
+/// probes). After `drop` its kernel sends the probes into the silence and then an
+/// RST: tcpbye times that RST from the wire, and it agrees with the test's
+/// capture within 0.5 ms; the prediction from the options read off its socket
+/// was within a second of it.
+#[test]
+fn redis_own_short_keepalive_gives_up_when_the_capture_says() {
+    let test = common::test_name!();
+    if !require_root(test, "drop needs CAP_NET_ADMIN, the capture CAP_NET_RAW")
+        || !require_tool(
+            test,
+            "redis-server",
+            &["--version"],
+            "redis-server not installed",
+        )
+        || !require_tool(test, "tshark", &["-v"], "tshark not installed")
+    {
+        return;
+    }
+    let dir = scratch(test);
+    let port = free_port();
+    let capture = Capture::start(&dir, port);
+    let port_text = port.to_string();
+    let mut redis = Cmd::program(
+        "redis-server",
+        &[
+            "--port",
+            &port_text,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tcp-keepalive",
+            "2",
+        ],
+    )
+    .deadline(Duration::from_secs(60))
+    .spawn();
+    wait_listening(&mut redis, port);
+    let addr = format!("127.0.0.1:{port}");
+    let run = |wait: &str| {
+        Cmd::tcpbye(&[
+            "check",
+            &addr,
+            "--modes",
+            "drop",
+            "--request",
+            "PING\\r\\n",
+            "--wait",
+            wait,
+            "--json",
+        ])
+        .deadline(Duration::from_secs(30))
+        .run()
+    };
+    let short = run("500ms");
+    short.expect_code(0);
+    let predicted = us(&short.objects("check-case")[0]["would_notice_after_us"]);
+    let out = run("9s");
+    out.expect_code(0);
+    let segments = capture.segments();
+    let cases = out.objects("check-case");
+    let drop = case(&cases, "drop");
+    assert_eq!(drop["reaction"], "kernel-gave-up", "{}", out.dump());
+    assert_eq!(drop["noticed_by"], "wire", "{}", out.dump());
+    let truth = wire_truth(&segments, drop).expect("redis's RST in the capture");
+    let noticed = us(&drop["noticed_after_us"]);
+    assert!(
+        (noticed - truth).abs() <= 500.0,
+        "drop: tcpbye +{noticed}µs; capture: redis's RST {truth:.0}µs after the action"
+    );
+    assert!(
+        (predicted - truth).abs() <= 1_000_000.0,
+        "predicted +{predicted}µs from its own options; its RST came +{truth:.0}µs"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
