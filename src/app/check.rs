@@ -354,6 +354,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
         left_out: plan.left_out.clone(),
         reset_after_wait: afterwards.reset,
         left_open: afterwards.left_open,
+        unfiltered_after_wait: Vec::new(),
         misses,
     };
     let result = CheckResult { cases, summary };
@@ -665,7 +666,7 @@ fn listener_holders(addr: SocketAddr) -> Vec<u32> {
 
 /// The program's process for the judge; an executable whose name tcpbye does
 /// not know is looked into for Go's marker, once per process.
-fn who(pid: u32, comm: String, go_binaries: &mut HashMap<u32, bool>) -> judge::Who {
+pub(super) fn who(pid: u32, comm: String, go_binaries: &mut HashMap<u32, bool>) -> judge::Who {
     let go = crate::judge::programs::lookup(&comm, false).is_none()
         && *go_binaries.entry(pid).or_insert_with(|| is_go_binary(pid));
     judge::Who { pid, comm, go }
