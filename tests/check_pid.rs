@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::common::topology::{FAR, Side, Topology};
 use crate::common::{Cmd, Finished, Proc, require_root, require_tool, within};
 use serde_json::Value;
 
@@ -414,4 +415,320 @@ fn mono_at(at: Instant) -> f64 {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
     let now_s = now.tv_sec() as f64 + now.tv_nsec() as f64 / 1e9;
     now_s - Instant::now().saturating_duration_since(at).as_secs_f64()
+}
+
+/// A redis replica's link to its master (`--replicaof`), ended live. `rst`: the
+/// replica reads ECONNRESET and connects again from its once-a-second cron; `drop`
+/// gets no connection of its own (the replica has one link). Then `drop` on the
+/// new link: no data, no PING from the master (every 1 s) reaches it, and its
+/// `repl-timeout 3` ends the link; it connects again.
+#[test]
+fn a_redis_replica_link_is_reset_and_dropped_live() {
+    let test = common::test_name!();
+    if !require_root(
+        test,
+        "duplicating another process's sockets needs ptrace rights",
+    ) {
+        return;
+    }
+    let Some(master) = crate::check::redis(test, &["--repl-ping-replica-period", "1"]) else {
+        return;
+    };
+    let (host, port) = master.addr.rsplit_once(':').expect("HOST:PORT");
+    let dir = std::env::temp_dir().join(format!("tcpbye-pid-replica-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // A replica must listen somewhere: a unix socket, not a port.
+    let socket = dir.join("redis.sock");
+    let replica = Cmd::program(
+        "redis-server",
+        &[
+            "--port",
+            "0",
+            "--unixsocket",
+            socket.to_str().expect("utf-8 path"),
+            "--replicaof",
+            host,
+            port,
+            "--repl-timeout",
+            "3",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.to_str().expect("utf-8 path"),
+        ],
+    )
+    .deadline(Duration::from_secs(60))
+    .spawn();
+    let pid = replica.pid().to_string();
+    // Its link is up once it holds a connection to the master.
+    let linked = || {
+        let out = check_pid(
+            &[
+                "--pid",
+                &pid,
+                "--peer",
+                &master.addr,
+                "--modes",
+                "rst",
+                "--dry-run",
+                "--json",
+            ],
+            Duration::from_secs(10),
+        );
+        out.expect_code(0);
+        out.objects("check-choice")[0]["fd"].as_i64().is_some()
+    };
+    let deadline = within(10);
+    while !linked() {
+        assert!(
+            Instant::now() < deadline,
+            "the replica never linked to its master"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = check_pid(
+        &[
+            "--pid",
+            &pid,
+            "--peer",
+            &master.addr,
+            "--modes",
+            "rst,drop",
+            "--wait",
+            "3s",
+            "--json",
+        ],
+        Duration::from_secs(20),
+    );
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    let rst = case(&cases, "rst");
+    assert_eq!(rst["reaction"], "reconnected", "{}", out.dump());
+    assert_eq!(rst["comm"], "redis-server");
+    assert!(
+        rst["noticed_after_us"]
+            .as_u64()
+            .is_some_and(|n| n < 100_000),
+        "{rst:#}"
+    );
+    // Its cron connects again within a second (and a bit).
+    assert!(
+        rst["reconnected_after_us"]
+            .as_u64()
+            .is_some_and(|n| n < 1_600_000),
+        "{rst:#}"
+    );
+    let drop = case(&cases, "drop");
+    assert_eq!(drop["reaction"], "not-judged");
+    assert!(
+        drop["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("no connection left")),
+        "{drop:#}"
+    );
+    let deadline = within(10);
+    while !linked() {
+        assert!(Instant::now() < deadline, "the replica never linked again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = check_pid(
+        &[
+            "--pid",
+            &pid,
+            "--peer",
+            &master.addr,
+            "--modes",
+            "drop",
+            "--wait",
+            "8s",
+            "--json",
+        ],
+        Duration::from_secs(30),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    let drop = case(&cases, "drop");
+    assert_eq!(drop["reaction"], "reconnected", "{}", out.dump());
+    // repl-timeout 3 s from the master's last PING, checked by its 1 s cron.
+    let noticed = drop["noticed_after_us"].as_u64().expect("noticed");
+    assert!((2_000_000..5_500_000).contains(&noticed), "{drop:#}");
+    assert!(
+        drop["reconnected_after_us"]
+            .as_u64()
+            .is_some_and(|r| r >= noticed)
+    );
+}
+
+/// `kill -9` of tcpbye while a drop is under way leaves nothing host-wide: the
+/// nftables ruleset and the list of network namespaces are as before, and no
+/// descriptor of tcpbye lives on. The filter stays with the client's socket, as a
+/// pulled cable would: its keepalive (1 + 2 × 1 s) still ends that connection,
+/// and it connects again.
+#[test]
+fn kill_9_mid_check_leaves_only_the_filter_on_its_socket() {
+    let test = common::test_name!();
+    if !require_root(
+        test,
+        "duplicating another process's sockets needs ptrace rights",
+    ) || !require_tool(test, "nft", &["--version"], "nftables not installed")
+        || !require_tool(test, "ip", &["-V"], "iproute2 not installed")
+    {
+        return;
+    }
+    let Some((_server, client, pid)) = echo_and_client(test, 1, false) else {
+        return;
+    };
+    let state = || {
+        let nft = Cmd::program("nft", &["list", "ruleset"]).run().output();
+        let netns = Cmd::program("ip", &["netns", "list"]).run().output();
+        (nft.stdout, netns.stdout)
+    };
+    let before = state();
+    let pid_text = pid.to_string();
+    let started = Instant::now();
+    let check = Cmd::tcpbye(&[
+        "check", "--pid", &pid_text, "--modes", "drop", "--wait", "20s",
+    ])
+    .deadline(Duration::from_secs(30))
+    .spawn();
+    std::thread::sleep(Duration::from_millis(700));
+    let tcpbye = check.pid();
+    check.signal(nix::sys::signal::Signal::SIGKILL);
+    let out = check.finish();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "{}",
+        out.dump()
+    );
+    assert!(!std::path::Path::new(&format!("/proc/{tcpbye}")).exists());
+    assert_eq!(state(), before, "nftables or network namespaces changed");
+    // The client's keepalive gives up within 1 + 2 × 1 s of its last segment.
+    let deadline = started + Duration::from_secs(6);
+    loop {
+        let log = client.log();
+        if let Some(error) = log.iter().find(|l| l.what == "error") {
+            assert!(
+                error.at - mono_at(started) < 4.0,
+                "ended {}s after the check started",
+                error.at - mono_at(started)
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped connection lived on: {log:#?}"
+        );
+        std::thread::sleep(common::POLL);
+    }
+    let deadline = within(3);
+    while client
+        .log()
+        .iter()
+        .filter(|l| l.what == "connected")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no new connection: {:#?}",
+            client.log()
+        );
+        std::thread::sleep(common::POLL);
+    }
+}
+
+/// Another user's program: `check --pid` as nobody against a process of root's
+/// exits 4 with the step refused, and touches nothing.
+#[test]
+fn another_users_program_exits_4() {
+    let test = common::test_name!();
+    if !require_root(test, "dropping to user nobody needs root")
+        || !require_tool(test, "setpriv", &["--version"], "util-linux not installed")
+    {
+        return;
+    }
+    let Some((_server, client, pid)) = echo_and_client(test, 1, false) else {
+        return;
+    };
+    let out = common::unprivileged(&["check", "--pid", &pid.to_string(), "--modes", "rst"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refused") && stderr.contains("CAP_SYS_PTRACE"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !client
+            .log()
+            .iter()
+            .any(|l| l.what == "error" || l.what == "eof"),
+        "{:#?}",
+        client.log()
+    );
+}
+
+/// A client whose server is in another network namespace (through a router):
+/// tcpbye enters the client's namespace, and its `rst` is an RST from the
+/// server's address at the sequence number the client expects, sent from a raw
+/// socket there: the client reads ECONNRESET and connects again. `fin` cannot be
+/// done to it (the server's socket is not on the client's host).
+#[test]
+fn a_peer_elsewhere_is_reset_with_its_own_sequence_numbers() {
+    let test = common::test_name!();
+    if !require_root(test, "network namespaces need root")
+        || !require_tool(test, "python3", &["--version"], "python3 not installed")
+    {
+        return;
+    }
+    let topo = Topology::router();
+    let (_server, port) =
+        python(topo.program(Side::Far, "python3", &["-c", ECHO, &FAR.to_string()]));
+    let argv = vec![
+        "-c".to_owned(),
+        CLIENT.to_owned(),
+        format!("{FAR}:{port}"),
+        "1".to_owned(),
+        "idle".to_owned(),
+    ];
+    let (client, pid) = Client::start(argv, 1, |args| topo.program(Side::Near, "python3", args));
+    let out = check_pid(
+        &[
+            "--pid",
+            &pid.to_string(),
+            "--modes",
+            "rst,fin",
+            "--wait",
+            "2s",
+            "--json",
+        ],
+        Duration::from_secs(20),
+    );
+    out.expect_code(0);
+    let cases = out.objects("check-case");
+    let rst = case(&cases, "rst");
+    assert_eq!(rst["reaction"], "reconnected", "{}", out.dump());
+    assert!(
+        rst["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("raw socket")),
+        "{rst:#}"
+    );
+    let log = client.log();
+    let port = port_of(&rst["program_addr"]);
+    let error = after_connect(&log, &port, "error").expect("an error");
+    assert_eq!(error.detail.as_deref(), Some("104"), "{log:#?}");
+    let fin = case(&cases, "fin");
+    assert_eq!(fin["reaction"], "not-judged");
+    assert!(
+        fin["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("only the peer's own program")),
+        "{fin:#}"
+    );
 }
