@@ -115,6 +115,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             break
         }
         'tcpbye;check' {
+            [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'Judge a running program on its own live connections instead: end one of them per mode as its peer would, e.g. `--pid $(pidof redis-server)`')
+            [CompletionResult]::new('--peer', '--peer', [CompletionResultType]::ParameterName, 'With --pid: end only connections to this peer, IP:PORT or IP, e.g. `--peer 127.0.0.1:6379`')
             [CompletionResult]::new('--wait-client', '--wait-client', [CompletionResultType]::ParameterName, 'With --listen: how long to wait for the client''s first connection before giving up (exit 3), e.g. `--wait-client 5m`')
             [CompletionResult]::new('--modes', '--modes', [CompletionResultType]::ParameterName, 'Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst` [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]')
             [CompletionResult]::new('--request', '--request', [CompletionResultType]::ParameterName, 'Send STRING first and wait (up to 2s) for the answer''s first bytes before ending, e.g. `--request ''PING\r\n''` (escapes: \r \n \t \0 \\ \xHH)')
@@ -122,11 +124,12 @@ Register-ArgumentCompleter -Native -CommandName 'tcpbye' -ScriptBlock {
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Watch the program for DUR after ending each connection, e.g. `--wait 3s`')
             [CompletionResult]::new('--wait-silent', '--wait-silent', [CompletionResultType]::ParameterName, 'Watch the silent endings (drop, reboot, hang) for DUR instead of --wait, to find a timeout of the program''s own, e.g. `--wait 3s --wait-silent 2m`')
             [CompletionResult]::new('--expect-noticed-within', '--expect-noticed-within', [CompletionResultType]::ParameterName, 'Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'With --pid: print which connection each mode would end, how and why, and touch nothing')
             [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'The program under test is a client: listen on ADDR, end each connection it makes in the next mode (once its first bytes arrive, or after 2s), and see whether and when it connects again')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'JSON Lines: one `check-case` object per mode, then one `check-summary`')
             [CompletionResult]::new('--brief', '--brief', [CompletionResultType]::ParameterName, 'One line per mode instead of the table: its reaction and when')
             [CompletionResult]::new('--expect-no-leak', '--expect-no-leak', [CompletionResultType]::ParameterName, 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket''s descriptor, still held at the end')
-            [CompletionResult]::new('--leave-open', '--leave-open', [CompletionResultType]::ParameterName, 'Leave the drop and reboot connections that the program never noticed open after --wait, to watch them longer by hand (by default tcpbye resets them then)')
+            [CompletionResult]::new('--leave-open', '--leave-open', [CompletionResultType]::ParameterName, 'Leave the drop and reboot connections that the program never noticed open after --wait, to watch them longer by hand (by default tcpbye resets them then); with --pid, leave the drop and hang filters on the sockets it still holds')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

@@ -85,12 +85,20 @@ _tcpbye() {
             return 0
             ;;
         tcpbye__subcmd__check)
-            opts="-h -V --listen --wait-client --modes --request --send --wait --wait-silent --json --brief --expect-noticed-within --expect-no-leak --leave-open --help --version"
+            opts="-h -V --pid --peer --dry-run --listen --wait-client --modes --request --send --wait --wait-silent --json --brief --expect-noticed-within --expect-no-leak --leave-open --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --peer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --wait-client)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -108,6 +108,8 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand --version 'Print version'
         }
         &'tcpbye;check'= {
+            cand --pid 'Judge a running program on its own live connections instead: end one of them per mode as its peer would, e.g. `--pid $(pidof redis-server)`'
+            cand --peer 'With --pid: end only connections to this peer, IP:PORT or IP, e.g. `--peer 127.0.0.1:6379`'
             cand --wait-client 'With --listen: how long to wait for the client''s first connection before giving up (exit 3), e.g. `--wait-client 5m`'
             cand --modes 'Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst` [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]'
             cand --request 'Send STRING first and wait (up to 2s) for the answer''s first bytes before ending, e.g. `--request ''PING\r\n''` (escapes: \r \n \t \0 \\ \xHH)'
@@ -115,11 +117,12 @@ set edit:completion:arg-completer[tcpbye] = {|@words|
             cand --wait 'Watch the program for DUR after ending each connection, e.g. `--wait 3s`'
             cand --wait-silent 'Watch the silent endings (drop, reboot, hang) for DUR instead of --wait, to find a timeout of the program''s own, e.g. `--wait 3s --wait-silent 2m`'
             cand --expect-noticed-within 'Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`'
+            cand --dry-run 'With --pid: print which connection each mode would end, how and why, and touch nothing'
             cand --listen 'The program under test is a client: listen on ADDR, end each connection it makes in the next mode (once its first bytes arrive, or after 2s), and see whether and when it connects again'
             cand --json 'JSON Lines: one `check-case` object per mode, then one `check-summary`'
             cand --brief 'One line per mode instead of the table: its reaction and when'
             cand --expect-no-leak 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket''s descriptor, still held at the end'
-            cand --leave-open 'Leave the drop and reboot connections that the program never noticed open after --wait, to watch them longer by hand (by default tcpbye resets them then)'
+            cand --leave-open 'Leave the drop and reboot connections that the program never noticed open after --wait, to watch them longer by hand (by default tcpbye resets them then); with --pid, leave the drop and hang filters on the sockets it still holds'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'

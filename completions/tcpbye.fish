@@ -134,6 +134,8 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l runs -d 'Repetitio
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -l json -d 'JSON Lines: one object per case, then one summary object'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand lab" -s V -l version -d 'Print version'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l pid -d 'Judge a running program on its own live connections instead: end one of them per mode as its peer would, e.g. `--pid $(pidof redis-server)`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l peer -d 'With --pid: end only connections to this peer, IP:PORT or IP, e.g. `--peer 127.0.0.1:6379`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l wait-client -d 'With --listen: how long to wait for the client\'s first connection before giving up (exit 3), e.g. `--wait-client 5m`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l modes -d 'Endings to try, one fresh connection each, comma-separated, e.g. `--modes fin,rst` [default: fin,half,rst,hang, plus drop,reboot with CAP_NET_ADMIN]' -r -f -a "fin\t'tcpbye closes (FIN): does the program read EOF and close?'
 half\t'tcpbye shuts down its sending side (FIN) and keeps reading'
@@ -146,11 +148,12 @@ complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l send -d 'Send BY
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l wait -d 'Watch the program for DUR after ending each connection, e.g. `--wait 3s`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l wait-silent -d 'Watch the silent endings (drop, reboot, hang) for DUR instead of --wait, to find a timeout of the program\'s own, e.g. `--wait 3s --wait-silent 2m`' -r
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l expect-noticed-within -d 'Exit 1 unless the program noticed every judged ending within DUR, or per mode: `drop=60s,fin=1s`' -r
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l dry-run -d 'With --pid: print which connection each mode would end, how and why, and touch nothing'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l listen -d 'The program under test is a client: listen on ADDR, end each connection it makes in the next mode (once its first bytes arrive, or after 2s), and see whether and when it connects again'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l json -d 'JSON Lines: one `check-case` object per mode, then one `check-summary`'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l brief -d 'One line per mode instead of the table: its reaction and when'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l expect-no-leak -d 'Exit 1 if any connection was leaked: CLOSE_WAIT, or a dead socket\'s descriptor, still held at the end'
-complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l leave-open -d 'Leave the drop and reboot connections that the program never noticed open after --wait, to watch them longer by hand (by default tcpbye resets them then)'
+complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -l leave-open -d 'Leave the drop and reboot connections that the program never noticed open after --wait, to watch them longer by hand (by default tcpbye resets them then); with --pid, leave the drop and hang filters on the sockets it still holds'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand check" -s V -l version -d 'Print version'
 complete -c tcpbye -n "__fish_tcpbye_using_subcommand inspect" -l port -d 'Inspect the processes that hold a TCP socket on this local port instead, e.g. `--port 6379`' -r

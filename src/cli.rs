@@ -255,8 +255,32 @@ pub struct OutputArgs {
 pub struct CheckArgs {
     /// The server under test: HOST:PORT, [V6]:PORT, :PORT or PORT (a program on this host);
     /// with --listen, the address to listen on for the client under test
-    #[arg(value_name = "ADDR", value_parser = parse::parse_addr)]
-    pub addr: Target,
+    #[arg(value_name = "ADDR", value_parser = parse::parse_addr, required_unless_present = "pid")]
+    pub addr: Option<Target>,
+
+    /// Judge a running program on its own live connections instead: end one of them
+    /// per mode as its peer would, e.g. `--pid $(pidof redis-server)`
+    ///
+    /// rst: an RST from its peer (the peer's socket, or a raw one for a peer on another
+    /// host); drop: a socket filter on the program's socket discards all its peer
+    /// sends; hang: one discards its peer's data and FIN, not its ACKs; fin and half: a
+    /// FIN from the peer's socket when that is on this host. Needs root, or the
+    /// program's own user where ptrace is allowed (kernel.yama.ptrace_scope).
+    #[arg(
+        long,
+        value_name = "PID",
+        conflicts_with_all = ["addr", "listen", "request", "send"],
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub pid: Option<u32>,
+
+    /// With --pid: end only connections to this peer, IP:PORT or IP, e.g. `--peer 127.0.0.1:6379`
+    #[arg(long, value_name = "ADDR", requires = "pid", value_parser = parse::parse_peer)]
+    pub peer: Option<crate::values::PeerFilter>,
+
+    /// With --pid: print which connection each mode would end, how and why, and touch nothing
+    #[arg(long, requires = "pid")]
+    pub dry_run: bool,
 
     /// The program under test is a client: listen on ADDR, end each connection it
     /// makes in the next mode (once its first bytes arrive, or after 2s), and see
@@ -309,7 +333,8 @@ pub struct CheckArgs {
     pub expect_no_leak: bool,
 
     /// Leave the drop and reboot connections that the program never noticed open
-    /// after --wait, to watch them longer by hand (by default tcpbye resets them then)
+    /// after --wait, to watch them longer by hand (by default tcpbye resets them then);
+    /// with --pid, leave the drop and hang filters on the sockets it still holds
     #[arg(long)]
     pub leave_open: bool,
 }

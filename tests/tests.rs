@@ -8,6 +8,7 @@ mod common;
 mod addresses;
 mod both_ends;
 mod check;
+mod check_pid;
 mod check_truth;
 mod core;
 mod docs;

@@ -355,6 +355,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
         left_out: plan.left_out.clone(),
         reset_after_wait: afterwards.reset,
         left_open: afterwards.left_open,
+        unfiltered_after_wait: Vec::new(),
         misses,
     };
     let result = CheckResult { cases, summary };
@@ -666,7 +667,7 @@ fn listener_holders(addr: SocketAddr) -> Vec<u32> {
 
 /// The program's process for the judge; an executable whose name tcpbye does
 /// not know is looked into for Go's marker, once per process.
-fn who(
+pub(super) fn who(
     pid: u32,
     fd: Option<i32>,
     comm: String,

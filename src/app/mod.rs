@@ -6,6 +6,8 @@ mod bench;
 #[cfg(target_os = "linux")]
 mod check;
 #[cfg(target_os = "linux")]
+mod check_pid;
+#[cfg(target_os = "linux")]
 mod inspect;
 #[cfg(target_os = "linux")]
 mod lab;
@@ -38,6 +40,8 @@ pub fn run(plan: Plan) -> anyhow::Result<Outcome> {
         #[cfg(target_os = "linux")]
         Plan::Check(plan) => check::check(&plan),
         #[cfg(target_os = "linux")]
+        Plan::CheckPid(plan) => check_pid::check_pid(&plan),
+        #[cfg(target_os = "linux")]
         Plan::Inspect(plan) => inspect::inspect(&plan),
         #[cfg(target_os = "linux")]
         Plan::Path(plan) => path::path(&plan),
@@ -47,6 +51,7 @@ pub fn run(plan: Plan) -> anyhow::Result<Outcome> {
         | Plan::Lab(_)
         | Plan::Bench(_)
         | Plan::Check(_)
+        | Plan::CheckPid(_)
         | Plan::Inspect(_)
         | Plan::Path(_) => Err(crate::Failure::Unsupported.into()),
     }

@@ -299,6 +299,20 @@ pub fn check(result: &crate::report::check::CheckResult, format: Format) -> io::
     write_stdout(text.as_bytes())
 }
 
+/// `check --pid --dry-run`: each mode's chosen connection, as JSON Lines or text.
+pub fn check_choices(
+    choices: &[crate::report::check::CheckChoice],
+    format: Format,
+) -> io::Result<bool> {
+    let text = if format == Format::Json {
+        choices.iter().map(|c| json::line(c) + "\n").collect()
+    } else {
+        let width = terminal_width(io::stdout().is_terminal());
+        human(crate::report::check::render_choices(choices, width))
+    };
+    write_stdout(text.as_bytes())
+}
+
 /// Prints the `path` tables: cases and summary as JSON Lines, or the tables.
 pub fn path(run: &crate::report::path::PathRun, format: Format) -> io::Result<bool> {
     let text = if format == Format::Json {

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{
-    BenchPlan, CheckPlan, ConnectPlan, DEFAULT_HOST, DEFAULT_PORT, Detection, EndPlan, Family,
-    Format, History, InspectPlan, InspectTarget, LabPlan, OutputPlan, PathPlan, PcapFile, Plan,
-    Privileges, ServePlan, Target,
+    BenchPlan, CheckPidPlan, CheckPlan, ConnectPlan, DEFAULT_HOST, DEFAULT_PORT, Detection,
+    EndPlan, Family, Format, History, InspectPlan, InspectTarget, LabPlan, OutputPlan, PathPlan,
+    PcapFile, Plan, Privileges, ServePlan, Target,
 };
 use crate::cli::{
     BenchArgs, CheckArgs, Command, ConnectArgs, DetectArgs, EndArgs, FamilyArgs, InspectArgs,
@@ -23,6 +23,7 @@ pub fn build(command: Command, privileges: Privileges) -> Result<Plan, Failure> 
         Command::Connect(args) => Plan::Connect(connect_plan(args, privileges)?),
         Command::Lab(args) => Plan::Lab(lab_plan(args)?),
         Command::Bench(args) => Plan::Bench(bench_plan(args)),
+        Command::Check(args) if args.pid.is_some() => Plan::CheckPid(check_pid_plan(args)?),
         Command::Check(args) => Plan::Check(check_plan(args, privileges)?),
         Command::Inspect(args) => Plan::Inspect(inspect_plan(args)?),
         Command::Path(args) => Plan::Path(path_plan(args)?),
@@ -289,10 +290,20 @@ pub fn path_plan(args: PathArgs) -> Result<PathPlan, Failure> {
 
 /// Validates `check` arguments into a plan.
 pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, Failure> {
-    if args.addr.port() == 0 && !args.listen {
+    let addr = args
+        .addr
+        .clone()
+        .ok_or_else(|| Failure::Usage("check: ADDR or --pid PID is needed".into()))?;
+    // clap lets `requires = "pid"` pass when ADDR, which --pid conflicts with, is given.
+    if args.peer.is_some() || args.dry_run {
+        return Err(Failure::Usage(
+            "check: --peer and --dry-run go with --pid PID (a running program), not with ADDR"
+                .into(),
+        ));
+    }
+    if addr.port() == 0 && !args.listen {
         return Err(Failure::Usage(format!(
-            "check {}: port 0 cannot be connected to",
-            args.addr
+            "check {addr}: port 0 cannot be connected to"
         )));
     }
     let modes_given = !args.modes.is_empty();
@@ -331,7 +342,7 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         )));
     }
     Ok(CheckPlan {
-        addr: args.addr,
+        addr,
         listen: args.listen,
         wait_client: args.wait_client,
         modes,
@@ -351,6 +362,72 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         capture: privileges.net_raw,
         modes_given,
         left_out,
+        leave_open: args.leave_open,
+    })
+}
+
+/// The endings `check --pid` can do to a running program's connection, in the
+/// order connections are handed out when `--modes` is not given: every one but
+/// `reboot` (its peer's socket cannot vanish without a packet) and `rst-unread`.
+const PID_MODES: [CloseMode; 5] = [
+    CloseMode::Fin,
+    CloseMode::Half,
+    CloseMode::Rst,
+    CloseMode::Drop,
+    CloseMode::Hang,
+];
+
+/// Validates `check --pid` arguments into a plan. No capability is checked here:
+/// what is allowed depends on whose the program and its peer are, which only
+/// trying tells (exit 4 then, with the step refused).
+fn check_pid_plan(args: CheckArgs) -> Result<CheckPidPlan, Failure> {
+    let pid = args
+        .pid
+        .ok_or_else(|| Failure::Usage("check: --pid PID is needed".into()))?;
+    let mut modes = Vec::new();
+    if args.modes.is_empty() {
+        modes.extend(PID_MODES);
+    }
+    for CheckEnding(mode) in args.modes {
+        if !PID_MODES.contains(&mode) {
+            return Err(Failure::Usage(format!(
+                "check --pid --modes {mode}: a running program's connection cannot end that way \
+                 (its peer's socket cannot vanish without a packet while a program holds it); \
+                 --pid takes {}",
+                PID_MODES.map(CloseMode::name).join(",")
+            )));
+        }
+        if !modes.contains(&mode) {
+            modes.push(mode);
+        }
+    }
+    if args.wait.is_zero() || args.wait_silent.is_some_and(|w| w.is_zero()) {
+        return Err(Failure::Usage(
+            "--wait and --wait-silent must be more than 0s".into(),
+        ));
+    }
+    let limits = args.expect_noticed_within.unwrap_or_default();
+    if let Some((mode, _)) = limits.per_mode.iter().find(|(m, _)| !modes.contains(m)) {
+        return Err(Failure::Usage(format!(
+            "--expect-noticed-within names {mode}, which is not among the modes checked"
+        )));
+    }
+    Ok(CheckPidPlan {
+        pid,
+        peer: args.peer,
+        dry_run: args.dry_run,
+        modes,
+        wait: args.wait,
+        wait_silent: args.wait_silent,
+        format: if args.json {
+            Format::Json
+        } else if args.brief {
+            Format::Brief
+        } else {
+            Format::Table
+        },
+        expect_noticed: limits,
+        expect_no_leak: args.expect_no_leak,
         leave_open: args.leave_open,
     })
 }
@@ -475,6 +552,78 @@ mod tests {
             panic!("not check")
         };
         check_plan(args, p)
+    }
+
+    #[test]
+    fn check_pid_takes_a_running_program_and_its_own_modes() {
+        let pid = |argv: &[&str]| {
+            let cli = Cli::try_parse_from(["tcpbye", "check"].iter().chain(argv))?;
+            let Command::Check(args) = cli.command else {
+                panic!("not check")
+            };
+            Ok::<_, clap::Error>(build(Command::Check(args), USER))
+        };
+        // No capability is asked for up front: filters need none.
+        let Ok(Ok(Plan::CheckPid(p))) = pid(&["--pid", "42"]) else {
+            panic!("a check --pid plan")
+        };
+        assert_eq!(
+            p.modes,
+            [
+                CloseMode::Fin,
+                CloseMode::Half,
+                CloseMode::Rst,
+                CloseMode::Drop,
+                CloseMode::Hang
+            ]
+        );
+        assert!(!p.dry_run && p.peer.is_none());
+        let Ok(Ok(Plan::CheckPid(p))) = pid(&[
+            "--pid",
+            "42",
+            "--peer",
+            "127.0.0.1:6379",
+            "--modes",
+            "rst,drop,rst",
+            "--dry-run",
+        ]) else {
+            panic!("a check --pid plan")
+        };
+        assert_eq!(p.modes, [CloseMode::Rst, CloseMode::Drop]);
+        assert!(p.dry_run);
+        let peer = p.peer.expect("a peer");
+        assert!(peer.matches("[::ffff:127.0.0.1]:6379".parse().unwrap()));
+        assert!(!peer.matches("127.0.0.1:6380".parse().unwrap()));
+        // An IP alone: any port.
+        let Ok(Ok(Plan::CheckPid(p))) = pid(&["--pid", "42", "--peer", "10.0.0.1"]) else {
+            panic!("a check --pid plan")
+        };
+        assert!(
+            p.peer
+                .expect("a peer")
+                .matches("10.0.0.1:1".parse().unwrap())
+        );
+        // reboot: a usage error that says why.
+        let Ok(Err(Failure::Usage(why))) = pid(&["--pid", "42", "--modes", "reboot"]) else {
+            panic!("reboot refused")
+        };
+        assert!(why.contains("cannot end that way"), "{why}");
+        // Flags that belong to --pid, or not with it: clap refuses them.
+        for argv in [
+            &["--pid", "42", "127.0.0.1:6379"][..],
+            &["--pid", "42", "--listen"],
+            &["--pid", "42", "--request", "PING"],
+            &["--pid", "0"],
+            &["127.0.0.1:6379", "--peer", "127.0.0.1:1"],
+            &["127.0.0.1:6379", "--dry-run"],
+            &["--pid", "42", "--peer", "localhost:1"],
+            &[],
+        ] {
+            assert!(
+                matches!(pid(argv), Err(_) | Ok(Err(Failure::Usage(_)))),
+                "{argv:?} parsed"
+            );
+        }
     }
 
     #[test]

@@ -281,6 +281,38 @@ impl CheckPlan {
     }
 }
 
+/// `tcpbye check --pid`: a running program's own connections, one per mode,
+/// ended as their peer would end them.
+#[derive(Debug, Clone)]
+pub struct CheckPidPlan {
+    pub pid: u32,
+    /// `--peer`: only connections to this peer are candidates.
+    pub peer: Option<crate::values::PeerFilter>,
+    /// `--dry-run`: say which connection each mode would end, and touch nothing.
+    pub dry_run: bool,
+    /// In the order connections are handed out.
+    pub modes: Vec<CloseMode>,
+    pub wait: Duration,
+    pub wait_silent: Option<Duration>,
+    pub format: Format,
+    pub expect_noticed: NoticeLimits,
+    pub expect_no_leak: bool,
+    /// `--leave-open`: the drop and hang filters stay on the sockets the program
+    /// still holds after the wait (by default tcpbye takes them off).
+    pub leave_open: bool,
+}
+
+impl CheckPidPlan {
+    /// How long the program is watched after `mode`: `--wait-silent` for a silent
+    /// ending when given, else `--wait`.
+    pub fn wait_for(&self, mode: CloseMode) -> Duration {
+        match self.wait_silent {
+            Some(silent) if mode.is_silent() => silent,
+            _ => self.wait,
+        }
+    }
+}
+
 /// `tcpbye inspect`: whose connections to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InspectTarget {
@@ -326,6 +358,7 @@ pub enum Plan {
     Lab(LabPlan),
     Bench(BenchPlan),
     Check(CheckPlan),
+    CheckPid(CheckPidPlan),
     Inspect(InspectPlan),
     Path(PathPlan),
     /// Text generated from the command line's definition (completions, the man

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use super::tcp_info::{CaState, TcpInfo, TcpState};
 
 /// A libc call's return value as a `Result`: -1 (any negative) means `errno`.
-fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+pub(super) fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -219,10 +219,10 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
 }
 
 /// `TCP_REPAIR_QUEUE` values: which queue `TCP_QUEUE_SEQ` reads or sets.
-const TCP_RECV_QUEUE: libc::c_int = 1;
-const TCP_SEND_QUEUE: libc::c_int = 2;
+pub(super) const TCP_RECV_QUEUE: libc::c_int = 1;
+pub(super) const TCP_SEND_QUEUE: libc::c_int = 2;
 /// `TCP_REPAIR` value that leaves repair mode without sending a window probe.
-const TCP_REPAIR_OFF_NO_WP: u32 = -1_i32 as u32;
+pub(super) const TCP_REPAIR_OFF_NO_WP: u32 = -1_i32 as u32;
 
 /// Where a connection stood when its socket vanished without a packet (closed in
 /// repair mode): enough to put a socket back in its place later and reset the
@@ -237,7 +237,11 @@ pub struct Vanished {
     pub recv_seq: u32,
 }
 
-fn set_int(fd: BorrowedFd<'_>, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+pub(super) fn set_int(
+    fd: BorrowedFd<'_>,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the pointer and length describe `value`, which outlives the call.
     cvt(unsafe {
         libc::setsockopt(
@@ -251,7 +255,7 @@ fn set_int(fd: BorrowedFd<'_>, option: libc::c_int, value: libc::c_int) -> io::R
     .map(drop)
 }
 
-fn get_int(fd: BorrowedFd<'_>, option: libc::c_int) -> io::Result<libc::c_int> {
+pub(super) fn get_int(fd: BorrowedFd<'_>, option: libc::c_int) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: the pointer and length describe `value`, which outlives the call.

@@ -12,6 +12,13 @@ mod sock_diag;
 #[cfg(target_os = "linux")]
 pub use sock_diag::{DiagSocket, dump, listeners, lookup};
 #[cfg(target_os = "linux")]
+mod act;
+#[cfg(target_os = "linux")]
+pub use act::{
+    LiveSequences, SilentPeer, attach_silence, detach_filter, disconnect, live_sequences, send_rst,
+    shutdown_write,
+};
+#[cfg(target_os = "linux")]
 mod netns;
 #[cfg(target_os = "linux")]
 pub use netns::in_netns_of;

@@ -73,6 +73,32 @@ impl std::fmt::Display for Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request(pub Vec<u8>);
 
+/// `check --pid --peer`: the peer whose connections may be ended, by IP and,
+/// when given, port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PeerFilter {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl PeerFilter {
+    /// Whether a connection's peer `addr` is this one (an IPv4 address and its
+    /// v4-mapped IPv6 form are the same peer).
+    pub fn matches(self, addr: SocketAddr) -> bool {
+        addr.ip().to_canonical() == self.ip.to_canonical()
+            && self.port.is_none_or(|p| p == addr.port())
+    }
+}
+
+impl std::fmt::Display for PeerFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}", SocketAddr::new(self.ip, port)),
+            None => write!(f, "{}", self.ip),
+        }
+    }
+}
+
 /// `--expect-noticed-within`: a limit for every mode judged, or per mode.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NoticeLimits {

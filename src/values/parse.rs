@@ -4,7 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{DEFAULT_HOST, DEFAULT_PORT, Heartbeat, KeepAlive, NoticeLimits, Request, Target};
+use super::{
+    DEFAULT_HOST, DEFAULT_PORT, Heartbeat, KeepAlive, NoticeLimits, PeerFilter, Request, Target,
+};
 use crate::vocab::CloseMode;
 
 /// Parses `HOST:PORT`, `[V6]:PORT`, `:PORT`, `PORT`, or a bare host or IP (default
@@ -261,6 +263,24 @@ pub fn parse_notice_limits(text: &str) -> Result<NoticeLimits, String> {
         every: None,
         per_mode,
     })
+}
+
+/// `--peer`: `IP:PORT`, `[V6]:PORT`, or an IP alone (any port).
+pub fn parse_peer(text: &str) -> Result<PeerFilter, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(PeerFilter {
+            ip: addr.ip(),
+            port: Some(addr.port()),
+        });
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    bare.parse::<IpAddr>()
+        .map(|ip| PeerFilter { ip, port: None })
+        .map_err(|_| format!("'{text}': a peer is IP:PORT, [V6]:PORT or an IP address"))
 }
 
 #[cfg(test)]

@@ -257,7 +257,8 @@ pub enum SettingsFrom {
 pub struct CheckSummary {
     pub schema: u32,
     pub kind: &'static str,
-    /// `"server"` (`check ADDR`) or `"client"` (`check --listen ADDR`).
+    /// `"server"` (`check ADDR`), `"client"` (`check --listen ADDR`) or
+    /// `"running"` (`check --pid PID`).
     pub program: &'static str,
     /// The server's address, or the address `check --listen` listened on.
     pub target: String,
@@ -282,6 +283,9 @@ pub struct CheckSummary {
     /// Silent endings whose connection the program still holds at the end
     /// (`--leave-open`, or the reset failed).
     pub left_open: Vec<CloseMode>,
+    /// `check --pid`: silent endings whose filter tcpbye took off the program's
+    /// socket after the wait, which it still held (the cable plugged back in).
+    pub unfiltered_after_wait: Vec<CloseMode>,
     /// Each expectation missed, in words; empty when all were met.
     pub misses: Vec<String>,
 }
@@ -291,6 +295,53 @@ pub struct CheckSummary {
 pub struct CheckResult {
     pub cases: Vec<CheckCase>,
     pub summary: CheckSummary,
+}
+
+/// `check --pid --dry-run`: the connection one mode would end, and how; or why none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckChoice {
+    pub schema: u32,
+    pub kind: &'static str,
+    pub mode: CloseMode,
+    pub pid: u32,
+    /// The program's descriptor of the connection; null when none was chosen.
+    pub fd: Option<i32>,
+    pub program_addr: Option<SocketAddr>,
+    pub peer_addr: Option<SocketAddr>,
+    /// Where the peer's socket is: `"this-host"` (its holder below) or `"elsewhere"`.
+    pub peer: Option<&'static str>,
+    pub peer_pid: Option<u32>,
+    pub peer_fd: Option<i32>,
+    /// What tcpbye would do, in words; null when no connection was chosen.
+    pub action: Option<String>,
+    /// Why this connection, or why none.
+    pub why: String,
+}
+
+/// `check --pid --dry-run` for people: one paragraph per mode, wrapped to `width`.
+pub fn render_choices(choices: &[CheckChoice], width: usize) -> String {
+    let mut out = String::new();
+    for c in choices {
+        let line = match (c.fd, c.program_addr, c.peer_addr) {
+            (Some(fd), Some(program), Some(peer)) => {
+                let holder = match (c.peer_pid, c.peer_fd) {
+                    (Some(pid), Some(fd)) => format!(" (its socket: pid {pid} fd {fd})"),
+                    _ => String::new(),
+                };
+                format!(
+                    "{}: fd {fd} {program} → {peer}{holder}: {}; {}",
+                    c.mode,
+                    c.action.as_deref().unwrap_or("-"),
+                    c.why
+                )
+            }
+            _ => format!("{}: no connection: {}", c.mode, c.why),
+        };
+        out.push_str(&super::wrap(&line, width));
+        out.push('\n');
+    }
+    out.push_str("dry run: nothing was touched\n");
+    super::tidy(&out)
 }
 
 /// What the program under test could observe of each ending.
@@ -340,7 +391,7 @@ pub fn not_judged(mode: CloseMode, why: String) -> CheckCase {
 /// row, wrapped to `width`, what the program saw, the prediction, the evidence
 /// and the advice; then the summary line.
 pub fn render(result: &CheckResult, width: usize) -> String {
-    let client = result.summary.program == "client";
+    let client = reconnects(&result.summary);
     let mut header = vec!["mode", "reaction", "after", "read EOF"];
     if client {
         header.push("reconnected");
@@ -372,7 +423,7 @@ pub fn render(result: &CheckResult, width: usize) -> String {
 
 /// `check --brief`: one line per mode (its reaction and when), then the summary line.
 pub fn brief(result: &CheckResult, width: usize) -> String {
-    let client = result.summary.program == "client";
+    let client = reconnects(&result.summary);
     let mode_width = result
         .cases
         .iter()
@@ -413,6 +464,12 @@ pub fn brief(result: &CheckResult, width: usize) -> String {
     out
 }
 
+/// Whether the program's reconnections are watched: a client's (`--listen`) or
+/// a running program's (`--pid`).
+fn reconnects(s: &CheckSummary) -> bool {
+    s.program != "server"
+}
+
 /// A table cell: the time as exactly as it is known, or `-`.
 fn timed(us: Option<u64>, resolution: Option<u64>) -> String {
     us.map_or_else(|| "-".to_owned(), |us| fmt_within(us, resolution))
@@ -421,7 +478,7 @@ fn timed(us: Option<u64>, resolution: Option<u64>) -> String {
 /// What was watched, and how many modes the program noticed.
 fn summary_line(s: &CheckSummary) -> String {
     let client = s.program == "client";
-    let reconnected = if client {
+    let reconnected = if reconnects(s) {
         format!(", {} reconnected", s.reconnected)
     } else {
         String::new()
