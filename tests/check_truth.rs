@@ -173,6 +173,28 @@ fn stop_traced(strace: Proc) {
     let _ = strace.finish_or_terminate(Duration::from_secs(10));
 }
 
+/// redis-server on loopback `port`, persisting nothing, with `extra` settings;
+/// returned once it accepts (killed when dropped).
+fn redis(port: u16, extra: &[&str]) -> Proc {
+    let port_text = port.to_string();
+    let mut args = vec![
+        "--port",
+        &port_text,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ];
+    args.extend_from_slice(extra);
+    let mut redis = Cmd::program("redis-server", &args)
+        .deadline(Duration::from_secs(60))
+        .spawn();
+    wait_listening(&mut redis, port);
+    redis
+}
+
 fn scratch(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tcpbye-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -324,27 +346,7 @@ fn redis_idle_timeout_after_drop_agrees_with_the_capture() {
     let dir = scratch(test);
     let port = free_port();
     let capture = Capture::start(&dir, port);
-    let port_text = port.to_string();
-    let mut redis = Cmd::program(
-        "redis-server",
-        &[
-            "--port",
-            &port_text,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--timeout",
-            "1",
-            "--tcp-keepalive",
-            "0",
-        ],
-    )
-    .deadline(Duration::from_secs(60))
-    .spawn();
-    wait_listening(&mut redis, port);
+    let _redis = redis(port, &["--timeout", "1", "--tcp-keepalive", "0"]);
     let addr = format!("127.0.0.1:{port}");
     let out = Cmd::tcpbye(&[
         "check",
@@ -447,25 +449,7 @@ fn redis_own_short_keepalive_gives_up_when_the_capture_says() {
     let dir = scratch(test);
     let port = free_port();
     let capture = Capture::start(&dir, port);
-    let port_text = port.to_string();
-    let mut redis = Cmd::program(
-        "redis-server",
-        &[
-            "--port",
-            &port_text,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--tcp-keepalive",
-            "2",
-        ],
-    )
-    .deadline(Duration::from_secs(60))
-    .spawn();
-    wait_listening(&mut redis, port);
+    let _redis = redis(port, &["--tcp-keepalive", "2"]);
     let addr = format!("127.0.0.1:{port}");
     let run = |wait: &str| {
         Cmd::tcpbye(&[

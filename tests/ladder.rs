@@ -12,7 +12,7 @@ use crate::common;
 use tcpbye::report::ladder::{MAX_WIDTH, MIN_WIDTH, render};
 use tcpbye::report::{
     Afterlife, AfterlifeEnd, Closer, DetectedBy, DetectedFrom, Event, EventKind, Packet,
-    PacketNote, PeerSide, Report, Role, SCHEMA, SideSample, TcpFlag, Verdict,
+    PacketNote, PeerSide, Report, Role, SideSample, TcpFlag, Verdict,
 };
 use tcpbye::sys::{DiagTimer, DiagTimerKind, TcpState};
 use tcpbye::vocab::CloseMode;
@@ -121,35 +121,8 @@ fn packet(
 /// A report with everything that does not concern the ladder left empty.
 fn report(role: Role, local: &str, peer: &str, verdict: Verdict) -> Report {
     Report {
-        schema: SCHEMA,
-        kind: "connection",
-        role,
         local: Some(local.parse().expect("local address")),
-        peer: peer.parse().expect("peer address"),
-        close: None,
-        closer: None,
-        close_t_us: None,
-        verdict,
-        fin_before_rst: None,
-        detected_by: None,
-        detected_after_us: None,
-        detected_from: None,
-        peer_idle_us: None,
-        predicted_us: None,
-        predicted_basis: None,
-        duration_us: 0,
-        bytes_sent: 0,
-        bytes_received: 0,
-        events: Vec::new(),
-        events_dropped: 0,
-        tcp_info: None,
-        snapshots: Vec::new(),
-        snapshots_dropped: 0,
-        peer_side: None,
-        afterlife: None,
-        packets: None,
-        packets_dropped: 0,
-        unread_at_close: 0,
+        ..Report::bare(role, peer.parse().expect("peer address"), verdict)
     }
 }
 

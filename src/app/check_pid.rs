@@ -706,30 +706,10 @@ impl Case {
         let at = |i: Instant| micros(i.saturating_duration_since(self.acted_at));
         let end = self.program.samples.last().and_then(|s| s.state);
         let report = Report {
-            schema: SCHEMA,
-            kind: "connection",
-            role: Role::Connect,
             local: Some(self.conn.remote),
-            peer: self.conn.local,
             close: Some(self.mode),
             closer: Some(Closer::Local),
             close_t_us: Some(self.action_t_us),
-            verdict: Verdict::Open,
-            fin_before_rst: None,
-            detected_by: None,
-            detected_after_us: None,
-            detected_from: None,
-            peer_idle_us: None,
-            predicted_us: None,
-            predicted_basis: None,
-            duration_us: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            events: Vec::new(),
-            events_dropped: 0,
-            tcp_info: None,
-            snapshots: Vec::new(),
-            snapshots_dropped: 0,
             peer_side: Some(PeerSide {
                 visible: true,
                 note: None,
@@ -753,9 +733,7 @@ impl Case {
                 },
                 watched_us: at(self.until),
             }),
-            packets: None,
-            packets_dropped: 0,
-            unread_at_close: 0,
+            ..Report::bare(Role::Connect, self.conn.local, Verdict::Open)
         };
         // The descriptor's fate counts once the socket left the kernel's tables.
         let descriptor = (end.is_none() && !self.program.samples.is_empty()).then(|| Descriptor {

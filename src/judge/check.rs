@@ -730,30 +730,8 @@ mod tests {
 
     fn report(mode: CloseMode, peer: Vec<SideSample>, own: Vec<SideSample>) -> Report {
         Report {
-            schema: SCHEMA,
-            kind: "connection",
-            role: Role::Connect,
-            local: None,
-            peer: "127.0.0.1:1".parse().unwrap(),
             close: Some(mode),
-            closer: None,
             close_t_us: Some(ACTION),
-            verdict: Verdict::Fin,
-            fin_before_rst: None,
-            detected_by: None,
-            detected_after_us: None,
-            detected_from: None,
-            peer_idle_us: None,
-            predicted_us: None,
-            predicted_basis: None,
-            duration_us: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            events: Vec::new(),
-            events_dropped: 0,
-            tcp_info: None,
-            snapshots: Vec::new(),
-            snapshots_dropped: 0,
             peer_side: Some(PeerSide {
                 visible: true,
                 note: None,
@@ -766,9 +744,7 @@ mod tests {
                 ended: AfterlifeEnd::Gone,
                 watched_us: 0,
             }),
-            packets: None,
-            packets_dropped: 0,
-            unread_at_close: 0,
+            ..Report::bare(Role::Connect, "127.0.0.1:1".parse().unwrap(), Verdict::Fin)
         }
     }
 

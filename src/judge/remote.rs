@@ -512,35 +512,13 @@ mod tests {
 
     fn report(mode: CloseMode) -> Report {
         Report {
-            schema: SCHEMA,
-            kind: "connection",
-            role: Role::Connect,
-            local: None,
-            peer: "10.111.2.2:7".parse().unwrap(),
             close: Some(mode),
-            closer: None,
             close_t_us: Some(ACTION),
-            verdict: Verdict::Open,
-            fin_before_rst: None,
-            detected_by: None,
-            detected_after_us: None,
-            detected_from: None,
-            peer_idle_us: None,
-            predicted_us: None,
-            predicted_basis: None,
-            duration_us: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            events: Vec::new(),
-            events_dropped: 0,
-            tcp_info: None,
-            snapshots: Vec::new(),
-            snapshots_dropped: 0,
-            peer_side: None,
-            afterlife: None,
-            packets: None,
-            packets_dropped: 0,
-            unread_at_close: 0,
+            ..Report::bare(
+                Role::Connect,
+                "10.111.2.2:7".parse().unwrap(),
+                Verdict::Open,
+            )
         }
     }
 

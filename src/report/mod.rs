@@ -332,6 +332,43 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report of a connection with nothing observed: no events, readings or
+    /// packets, every figure zero or null. What a judge's input is built from
+    /// when the facts come from elsewhere (`check --pid`, tests).
+    pub fn bare(role: Role, peer: SocketAddr, verdict: Verdict) -> Self {
+        Self {
+            schema: SCHEMA,
+            kind: "connection",
+            role,
+            local: None,
+            peer,
+            close: None,
+            closer: None,
+            close_t_us: None,
+            verdict,
+            fin_before_rst: None,
+            detected_by: None,
+            detected_after_us: None,
+            detected_from: None,
+            peer_idle_us: None,
+            predicted_us: None,
+            predicted_basis: None,
+            duration_us: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            events: Vec::new(),
+            events_dropped: 0,
+            tcp_info: None,
+            snapshots: Vec::new(),
+            snapshots_dropped: 0,
+            peer_side: None,
+            afterlife: None,
+            packets: None,
+            packets_dropped: 0,
+            unread_at_close: 0,
+        }
+    }
+
     /// The one-line reason this report fails the expectations, if it does.
     pub fn expectation_miss(
         &self,
