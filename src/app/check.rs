@@ -257,6 +257,7 @@ pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
         settings,
         wait_us: micros(plan.wait_for(mode)),
         who,
+        peer: judge::Peer::Tcpbye,
     };
     // tcpbye's address of each case's connection: what a vanished socket is known by.
     let mode_of: HashMap<SocketAddr, CloseMode> = reports

@@ -759,6 +759,7 @@ impl Case {
                 fd: Some(self.conn.fd),
                 ..who
             }),
+            peer: judge::Peer::Real,
         };
         let mut case = judge::judge(self.mode, &report, descriptor, last, known, None);
         let reconnected = self.reconnected.map(|(seen, _)| at(seen));
@@ -770,19 +771,7 @@ impl Case {
         case.tcpbye_addr = Some(self.conn.remote);
         case.program_addr = Some(self.conn.local);
         case.saw = saw(self.mode);
-        // tcpbye played the peer: what check calls its own socket is the peer's.
-        case.evidence = format!(
-            "fd {}: {}; {}",
-            self.conn.fd,
-            self.how,
-            case.evidence
-                .replace("tcpbye's socket", "the peer's socket")
-        );
-        // Its clock starts with the check, not with a connect of tcpbye's.
-        case.prediction = case.prediction.replace(
-            "from connect (sock_diag)",
-            "from the check's start (sock_diag)",
-        );
+        case.evidence = format!("fd {}: {}; {}", self.conn.fd, self.how, case.evidence);
         case
     }
 }

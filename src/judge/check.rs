@@ -22,6 +22,35 @@ pub struct Known {
     pub wait_us: u64,
     /// The program's process, when found holding its socket.
     pub who: Option<Who>,
+    /// Whose socket is the program's peer.
+    pub peer: Peer,
+}
+
+/// Who played the program's peer: tcpbye's own connection (`check ADDR`,
+/// `check --listen`), or the program's real peer, whose socket tcpbye acted on
+/// (`check --pid`). The evidence names that socket, and a timer reading's clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Peer {
+    #[default]
+    Tcpbye,
+    Real,
+}
+
+impl Peer {
+    fn socket(self) -> &'static str {
+        match self {
+            Self::Tcpbye => "tcpbye's socket",
+            Self::Real => "the peer's socket",
+        }
+    }
+
+    /// What the connection's clock counts from.
+    fn clock_origin(self) -> &'static str {
+        match self {
+            Self::Tcpbye => "connect",
+            Self::Real => "the check's start",
+        }
+    }
 }
 
 /// The program's process: its pid, its name (`/proc/PID/comm`) and whether its
@@ -43,6 +72,7 @@ impl From<KeepaliveSysctls> for Known {
             settings: None,
             wait_us: u64::MAX,
             who: None,
+            peer: Peer::Tcpbye,
         }
     }
 }
@@ -62,6 +92,7 @@ pub fn judge(
         settings,
         wait_us,
         who,
+        peer: played_by,
     } = known;
     let Some(action) = report.close_t_us.filter(|_| report.close.is_some()) else {
         let why = match report.verdict {
@@ -235,7 +266,8 @@ pub fn judge(
     let mut evidence = vec![describe_states(&later, action)];
     if let Some(t) = own_time_wait {
         evidence.push(format!(
-            "tcpbye's socket TIME_WAIT +{}",
+            "{} TIME_WAIT +{}",
+            played_by.socket(),
             fmt_us(after(t.at))
         ));
     }
@@ -369,7 +401,7 @@ pub fn judge(
         keepalive,
         probing,
         last.as_ref().or(states.last()),
-        wait_us,
+        Watch { wait_us, played_by },
     );
     // A silent ending noticed with no kernel timer armed: the program's own timer.
     if mode.is_silent() && reaction == Reaction::Closed && keepalive.is_none() {
@@ -424,6 +456,14 @@ pub fn judge(
         settings,
         settings_from,
     }
+}
+
+/// How the program was watched: for how long after the action, and whose
+/// socket was its peer.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    wait_us: u64,
+    played_by: Peer,
 }
 
 /// sock_diag gives a timer's expiry in ms: a prediction from it is no finer.
@@ -550,8 +590,9 @@ fn predict(
     keepalive: Option<Keepalive>,
     probing: Probing,
     last: Option<&SideSample>,
-    wait_us: u64,
+    watch: Watch,
 ) -> (Option<u64>, String) {
+    let Watch { wait_us, played_by } = watch;
     if reaction.noticed() {
         return (noticed, "noticed".into());
     }
@@ -573,9 +614,10 @@ fn predict(
     }
     let ka_text = |k: &Keepalive| {
         format!(
-            "keepalive timer {:.1}s at +{} from connect (sock_diag)",
+            "keepalive timer {:.1}s at +{} from {} (sock_diag)",
             k.expires_s,
-            fmt_us(k.read_at_us)
+            fmt_us(k.read_at_us),
+            played_by.clock_origin()
         )
     };
     // What no kernel mechanism will do, an application's own timer may (an idle
