@@ -163,6 +163,7 @@ pub enum TimedBy {
     TcpbyeSocket,
     /// A sock_diag reading of the program's socket: between the reading before
     /// (or the action) and this one.
+    #[serde(rename = "sock_diag")]
     SockDiag,
     /// A look at the program's descriptor (`/proc/PID/fd/N`): between the last
     /// look that still found it (or the action) and the first that did not.
@@ -499,4 +500,23 @@ fn summary_line(s: &CheckSummary) -> String {
         s.unnoticed,
         s.not_judged
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_source_of_a_time_serializes_as_its_name() {
+        for by in [
+            TimedBy::Wire,
+            TimedBy::TcpbyeSocket,
+            TimedBy::SockDiag,
+            TimedBy::Descriptor,
+            TimedBy::Reconnect,
+        ] {
+            let json = serde_json::to_string(&by).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", by.name()));
+        }
+    }
 }
