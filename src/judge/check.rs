@@ -499,11 +499,15 @@ pub fn reconnected(case: &mut CheckCase, after_us: Option<u64>) {
     if case.reaction.noticed() {
         // Its new connection proves it had noticed by then, whatever the readings' pace.
         case.reaction = Reaction::Reconnected;
-        if case.noticed_after_us.is_some_and(|n| n > after) {
+        if let Some(noticed) = case.noticed_after_us.filter(|n| *n > after) {
+            // Still after the last reading that had not seen it, if there was one.
+            let since = noticed.saturating_sub(case.resolution_us.noticed.unwrap_or(noticed));
             case.noticed_after_us = Some(after);
             case.noticed_by = Some(TimedBy::Reconnect);
-            case.resolution_us.noticed = Some(after);
+            case.resolution_us.noticed = Some(after.saturating_sub(since).max(1));
         }
+        case.would_notice_after_us = case.noticed_after_us;
+        case.resolution_us.would_notice = case.resolution_us.noticed;
         case.prediction = "noticed".into();
     } else if matches!(case.reaction, Reaction::Unnoticed | Reaction::Leaked) {
         case.evidence.push_str(&format!(
@@ -748,6 +752,24 @@ pub fn misses(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reconnect_before_the_next_reading_times_the_noticing_within_the_reading_before() {
+        let mut case = not_judged(CloseMode::Drop, String::new());
+        case.reaction = Reaction::Closed;
+        case.noticed_after_us = Some(2_975_000);
+        case.noticed_by = Some(TimedBy::SockDiag);
+        // The reading before showed it still established at +961 ms.
+        case.resolution_us.noticed = Some(2_014_000);
+        reconnected(&mut case, Some(2_968_000));
+        assert_eq!(case.reaction, Reaction::Reconnected);
+        assert_eq!(case.noticed_after_us, Some(2_968_000));
+        assert_eq!(case.noticed_by, Some(TimedBy::Reconnect));
+        assert_eq!(case.resolution_us.noticed, Some(2_007_000));
+        assert_eq!(case.would_notice_after_us, Some(2_968_000));
+        assert_eq!(case.resolution_us.would_notice, Some(2_007_000));
+        assert_eq!(case.resolution_us.reconnected, Some(1));
+    }
     use crate::report::{Afterlife, AfterlifeEnd, Event, EventKind, PeerSide, Role};
     use crate::sys::DiagTimer;
 
