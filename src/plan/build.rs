@@ -314,7 +314,7 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
             .partition(|m| privileges.net_admin || !m.needs_net_admin())
     } else {
         let mut modes = Vec::new();
-        for CheckEnding(mode) in args.modes {
+        for &CheckEnding(mode) in &args.modes {
             if mode.needs_net_admin() && !privileges.net_admin {
                 return Err(Failure::Privilege {
                     what: format!("check --modes {mode}"),
@@ -327,20 +327,7 @@ pub fn check_plan(args: CheckArgs, privileges: Privileges) -> Result<CheckPlan, 
         }
         (modes, Vec::new())
     };
-    if args.wait.is_zero()
-        || args.wait_silent.is_some_and(|w| w.is_zero())
-        || args.wait_client.is_zero()
-    {
-        return Err(Failure::Usage(
-            "--wait, --wait-silent and --wait-client must be more than 0s".into(),
-        ));
-    }
-    let limits = args.expect_noticed_within.unwrap_or_default();
-    if let Some((mode, _)) = limits.per_mode.iter().find(|(m, _)| !modes.contains(m)) {
-        return Err(Failure::Usage(format!(
-            "--expect-noticed-within names {mode}, which is not among the modes checked"
-        )));
-    }
+    let limits = waits_and_limits(&args, &modes)?;
     Ok(CheckPlan {
         addr,
         listen: args.listen,
@@ -388,7 +375,7 @@ fn check_pid_plan(args: CheckArgs) -> Result<CheckPidPlan, Failure> {
     if args.modes.is_empty() {
         modes.extend(PID_MODES);
     }
-    for CheckEnding(mode) in args.modes {
+    for &CheckEnding(mode) in &args.modes {
         if !PID_MODES.contains(&mode) {
             return Err(Failure::Usage(format!(
                 "check --pid --modes {mode}: a running program's connection cannot end that way \
@@ -401,17 +388,7 @@ fn check_pid_plan(args: CheckArgs) -> Result<CheckPidPlan, Failure> {
             modes.push(mode);
         }
     }
-    if args.wait.is_zero() || args.wait_silent.is_some_and(|w| w.is_zero()) {
-        return Err(Failure::Usage(
-            "--wait and --wait-silent must be more than 0s".into(),
-        ));
-    }
-    let limits = args.expect_noticed_within.unwrap_or_default();
-    if let Some((mode, _)) = limits.per_mode.iter().find(|(m, _)| !modes.contains(m)) {
-        return Err(Failure::Usage(format!(
-            "--expect-noticed-within names {mode}, which is not among the modes checked"
-        )));
-    }
+    let limits = waits_and_limits(&args, &modes)?;
     Ok(CheckPidPlan {
         pid,
         peer: args.peer,
@@ -511,6 +488,29 @@ fn bench_plan(args: BenchArgs) -> BenchPlan {
             Format::Table
         },
     }
+}
+
+/// `check`'s waits (each more than 0s) and its `--expect-noticed-within`, which
+/// may name only the modes checked.
+fn waits_and_limits(
+    args: &CheckArgs,
+    modes: &[CloseMode],
+) -> Result<crate::values::NoticeLimits, Failure> {
+    if args.wait.is_zero()
+        || args.wait_silent.is_some_and(|w| w.is_zero())
+        || args.wait_client.is_zero()
+    {
+        return Err(Failure::Usage(
+            "--wait, --wait-silent and --wait-client must be more than 0s".into(),
+        ));
+    }
+    let limits = args.expect_noticed_within.clone().unwrap_or_default();
+    if let Some((mode, _)) = limits.per_mode.iter().find(|(m, _)| !modes.contains(m)) {
+        return Err(Failure::Usage(format!(
+            "--expect-noticed-within names {mode}, which is not among the modes checked"
+        )));
+    }
+    Ok(limits)
 }
 
 #[cfg(test)]
