@@ -8,7 +8,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::print;
-use super::procfs::{children, comm, descriptor_of, first_holder, holders};
+use super::procfs::{children, comm, descriptor_of, first_holder, holders, holds};
 use crate::engine::capture::Filter;
 use crate::engine::side;
 use crate::engine::timers::later;
@@ -39,7 +39,7 @@ const FD_POLL: Duration = Duration::from_millis(20);
 /// How long a socket the program accepted is looked for under /proc (each [`HOLDER_POLL`]).
 const SEEK: Duration = Duration::from_millis(500);
 /// How often a descriptor known from before tcpbye's action is read again.
-const HOLDER_POLL: Duration = Duration::from_micros(250);
+pub(super) const HOLDER_POLL: Duration = Duration::from_micros(250);
 
 /// Runs `tcpbye check` (or `check --listen`) and prints the matrix.
 pub fn check(plan: &CheckPlan) -> anyhow::Result<Outcome> {
@@ -932,9 +932,7 @@ fn watch_descriptors(rx: &Receiver<Watch>, mut holder_pids: Vec<u32>) -> HashMap
             let Some((pid, fd)) = fate.holder else {
                 continue;
             };
-            let wanted = format!("socket:[{}]", fate.inode);
-            let held = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-                .is_ok_and(|link| link.to_str() == Some(wanted.as_str()));
+            let held = holds(pid, fd, fate.inode);
             if held {
                 fate.held_at = Some(Instant::now());
             } else {

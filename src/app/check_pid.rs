@@ -59,8 +59,6 @@ use crate::report::{
 use crate::sys::{self, DiagSocket, DiagTimerKind, SilentPeer, TcpState};
 use crate::vocab::CloseMode;
 
-/// How often the program's descriptor of an ended connection is read (one readlink).
-const HOLDER_POLL: Duration = Duration::from_micros(250);
 /// How often the program's fd table is read for a new connection to the same peer.
 const RECONNECT_POLL: Duration = Duration::from_millis(5);
 /// A remote `rst` whose socket is still established this long after is sent again.
@@ -683,14 +681,7 @@ impl Case {
     /// How long after the action the next sock_diag reading comes: densely at
     /// first, where the fast reactions are.
     fn read_every(&self, now: Instant) -> Duration {
-        let since = now.saturating_duration_since(self.acted_at);
-        if since < Duration::from_millis(20) {
-            Duration::from_micros(500)
-        } else if since < Duration::from_millis(200) {
-            Duration::from_millis(2)
-        } else {
-            Duration::from_millis(10)
-        }
+        crate::engine::peer_pace(now.saturating_duration_since(self.acted_at))
     }
 
     /// Nothing more to learn: the socket and its descriptor are gone and the
@@ -813,9 +804,7 @@ fn watch(
         for case in cases.iter_mut().filter(|c| !c.over(now)) {
             // Its descriptor: one readlink.
             if case.released_at.is_none() {
-                let wanted = format!("socket:[{}]", case.conn.inode);
-                let held = std::fs::read_link(format!("/proc/{pid}/fd/{}", case.conn.fd))
-                    .is_ok_and(|l| l.to_str() == Some(wanted.as_str()));
+                let held = procfs::holds(pid, case.conn.fd, case.conn.inode);
                 if held {
                     case.held_at = Instant::now();
                 } else {
@@ -890,7 +879,7 @@ fn watch(
             .filter(|c| !c.over(now))
             .map(|c| {
                 if c.released_at.is_none() {
-                    now + HOLDER_POLL
+                    now + super::check::HOLDER_POLL
                 } else {
                     c.next_read
                 }

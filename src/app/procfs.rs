@@ -53,15 +53,17 @@ pub fn first_holder(inode: u32) -> Option<(u32, i32)> {
 
 /// The descriptor number by which process `pid` holds socket `inode`.
 pub fn descriptor_of(pid: u32, inode: u32) -> Option<(u32, i32)> {
-    let wanted = format!("socket:[{inode}]");
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    fds.flatten().find_map(|fd| {
-        let link = std::fs::read_link(fd.path()).ok()?;
-        (link.to_str() == Some(wanted.as_str()))
-            .then(|| fd.file_name().to_str()?.parse::<i32>().ok())
-            .flatten()
-            .map(|n| (pid, n))
-    })
+    socket_fds(pid)
+        .ok()?
+        .into_iter()
+        .find(|(_, i)| *i == inode)
+        .map(|(fd, _)| (pid, fd))
+}
+
+/// Whether process `pid`'s descriptor `fd` still is socket `inode`: one readlink.
+pub fn holds(pid: u32, fd: i32, inode: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .is_ok_and(|link| socket_inode(&link) == Some(inode))
 }
 
 /// The children of every thread of process `pid` (`/proc/PID/task/*/children`).
@@ -102,18 +104,13 @@ pub fn holders(inodes: &HashSet<u32>, only: Option<&[u32]>) -> HashMap<u32, Vec<
         },
     };
     for pid in pids {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        let Ok(fds) = socket_fds(pid) else {
             continue;
         };
-        for fd in fds.flatten() {
-            let Ok(link) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            if let Some(inode) = socket_inode(&link).filter(|i| inodes.contains(i)) {
-                let pids = found.entry(inode).or_default();
-                if !pids.contains(&pid) {
-                    pids.push(pid);
-                }
+        for (_, inode) in fds.into_iter().filter(|(_, i)| inodes.contains(i)) {
+            let pids = found.entry(inode).or_default();
+            if !pids.contains(&pid) {
+                pids.push(pid);
             }
         }
     }

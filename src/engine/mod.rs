@@ -9,4 +9,5 @@ pub mod side;
 pub mod timeline;
 pub mod timers;
 
+pub use conn::peer_pace;
 pub use reactor::{Emit, Flow, Reactor, RunEnd};

@@ -24,6 +24,19 @@ const QUIET_POLL: Duration = Duration::from_millis(5);
 /// How long `check`'s action waits for the driver to hear of the other end's socket.
 const PEER_FIRST: Duration = Duration::from_millis(1);
 
+/// How soon the other end's socket is read again, `since` the action: every
+/// 0.5 ms for 20 ms, every 2 ms until 200 ms, then at [`PEER_READ_EVERY`]'s pace
+/// (`check` and `check --pid` alike).
+///
+/// [`PEER_READ_EVERY`]: super::sample::PEER_READ_EVERY
+pub fn peer_pace(since: Duration) -> Duration {
+    match since {
+        s if s < Duration::from_millis(20) => Duration::from_micros(500),
+        s if s < Duration::from_millis(200) => Duration::from_millis(2),
+        _ => super::sample::PEER_READ_EVERY,
+    }
+}
+
 impl Conn {
     /// This side's close action.
     pub(super) fn act(&mut self, ctx: &mut Ctx<'_>, mode: CloseMode) {
@@ -208,11 +221,7 @@ impl Conn {
         let since = self
             .action
             .map_or(Duration::MAX, |(at, _)| now.saturating_duration_since(at));
-        match since {
-            s if s < Duration::from_millis(20) => Duration::from_micros(500),
-            s if s < Duration::from_millis(200) => Duration::from_millis(2),
-            _ => super::sample::PEER_READ_EVERY,
-        }
+        peer_pace(since)
     }
 
     /// `follow_peer`, a kept socket (`half`, `drop`, `hang`): the other end read

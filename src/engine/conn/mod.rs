@@ -20,6 +20,7 @@ use crate::sys::{self, Kernel, TcpInfo};
 use crate::vocab::{CloseMode, Verdict};
 
 mod close;
+pub use close::peer_pace;
 mod far;
 mod io;
 mod outcome;
